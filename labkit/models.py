@@ -1,0 +1,280 @@
+"""The course's models: a tiny Phi-3 created locally, and resolution of `tiny` / local dir / hub id.
+
+No weights can be downloaded in the workshop's CPU profile, so labkit makes its own Phi-3:
+a real `Phi3ForCausalLM` (LongRoPE config like Phi-3.5-mini, head_dim a multiple of 16 as the
+CPU GroupQueryAttention kernel needs), a byte-level BPE tokenizer trained on the course's text
+with Phi-3's chat tokens, and a few hundred steps of pre-training on `data/corpus/` so that
+quantization and fine-tuning have something real to preserve. Everything is deterministic and
+cached under a key made of the spec and the corpus, so it is created once, in well under a minute.
+Taught in lab 00 (what the model is) and lab 01 (what the builder does with it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import paths
+
+CHAT_TOKENS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+
+# Phi-3.5's chat template (system/user/assistant turns closed by <|end|>).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+HUB_IDS = {"mini": "microsoft/Phi-3.5-mini-instruct", "vision": "microsoft/Phi-3.5-vision-instruct"}
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Shape and training budget of a locally created Phi-3. `tiny` is the course default."""
+
+    name: str = "tiny"
+    vocab_size: int = 2048          # never 3*hidden or 2*intermediate: the builder finds lm_head by out_features
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4              # head_dim 32: a multiple of 16 for CPU GroupQueryAttention
+    num_kv_heads: int = 2
+    intermediate_size: int = 512
+    max_position_embeddings: int = 131072
+    original_max_position_embeddings: int = 4096   # != max_position -> LongRoPE, as Phi-3.5-mini
+    train_steps: int = 200          # 0 = random weights (the benchmark model)
+    seq_len: int = 128
+    batch_size: int = 8
+    learning_rate: float = 3e-3
+    seed: int = 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_heads or self.head_dim % 16:
+            raise ValueError(f"head_dim = hidden_size / num_heads = {self.hidden_size / self.num_heads} must be a "
+                             "multiple of 16 (ONNX Runtime's CPU GroupQueryAttention needs it).")
+        if self.vocab_size in (3 * self.hidden_size, 2 * self.intermediate_size,
+                               self.hidden_size + 2 * self.num_kv_heads * self.head_dim):
+            raise ValueError("vocab_size equals a fused projection's width; the model builder would wire "
+                             "lm_head to the wrong layer. Pick another vocab_size.")
+
+
+SPECS = {
+    "tiny": TinySpec(),
+    # ~115M parameters, random weights: big enough that decode is memory-bound like a real LLM.
+    "bench": TinySpec(name="bench", vocab_size=8192, hidden_size=768, num_layers=12, num_heads=12,
+                      num_kv_heads=12, intermediate_size=3072, train_steps=0),
+}
+
+
+# ------------------------------------------------------------------ text
+def corpus_text(split: str = "train") -> str:
+    """General text the tiny model is pre-trained on (`train`) or evaluated on (`heldout`)."""
+    return (paths.DATA / "corpus" / f"{split}.txt").read_text(encoding="utf-8")
+
+
+def _tokenizer_training_text() -> list[str]:
+    lines = corpus_text("train").split("\n")
+    for split in ("train", "eval"):
+        for line in (paths.DATA / "travel" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            lines += [row["prompt"], row["response"]]
+    return [line for line in lines if line.strip()]
+
+
+def train_tokenizer(vocab_size: int, out_dir: Path):
+    """Byte-level BPE on the course's own text, saved so both transformers and og.Tokenizer load it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=CHAT_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_tokenizer_training_text(), trainer=trainer)
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(out_dir)
+    # transformers 5 writes tokenizer_class "TokenizersBackend", which og.Tokenizer (0.12) rejects;
+    # GPT2Tokenizer names the same byte-level BPE and both libraries accept it.
+    config_path = out_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "GPT2Tokenizer"
+    config["chat_template"] = CHAT_TEMPLATE  # og reads the template from here
+    config_path.write_text(json.dumps(config, indent=2))
+    return tok
+
+
+# ------------------------------------------------------------------ model
+def phi3_config(spec: TinySpec, tokenizer):
+    from transformers import Phi3Config
+
+    half = spec.head_dim // 2
+    ids = tokenizer.convert_tokens_to_ids
+    return Phi3Config(
+        vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        original_max_position_embeddings=spec.original_max_position_embeddings,
+        # LongRoPE as in Phi-3.5-mini: per-frequency factors for short and long contexts.
+        # "type" is kept beside "rope_type" because the model builder reads rope_scaling["type"].
+        rope_scaling={"rope_type": "longrope", "type": "longrope", "rope_theta": 10000.0,
+                      "short_factor": [1.0] * half,
+                      "long_factor": [1.0 + i / half for i in range(half)]},
+        bos_token_id=ids("<|endoftext|>"), eos_token_id=[ids("<|endoftext|>"), ids("<|end|>")],
+        pad_token_id=ids("<|endoftext|>"), tie_word_embeddings=False,
+        attn_implementation="eager",
+    )
+
+
+def _cache_key(spec: TinySpec) -> str:
+    h = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode())
+    # The tokenizer is trained on the course text, so the text is part of the key.
+    for f in sorted((paths.DATA / "corpus").glob("*.txt")) + sorted((paths.DATA / "travel").glob("*.jsonl")):
+        h.update(f.read_bytes())
+    h.update(MODEL_FORMAT.encode())
+    return h.hexdigest()[:12]
+
+
+MODEL_FORMAT = "labkit-tiny-v1"  # bump when the creation code changes what it writes
+
+
+def pretrain(model, tokenizer, spec: TinySpec, progress: bool = True) -> list[float]:
+    """A few hundred next-token steps on the corpus. Returns the loss per step."""
+    import torch
+    from tqdm.auto import tqdm
+
+    ids = []
+    for para in corpus_text("train").split("\n\n"):
+        ids += tokenizer(para.strip())["input_ids"] + [tokenizer.eos_token_id]
+    data = torch.tensor(ids, dtype=torch.long)
+    n_blocks = len(data) // spec.seq_len
+    blocks = data[: n_blocks * spec.seq_len].view(n_blocks, spec.seq_len)
+
+    gen = torch.Generator().manual_seed(spec.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.learning_rate, total_steps=spec.train_steps,
+                                                pct_start=0.1)
+    losses = []
+    model.train()
+    for _ in tqdm(range(spec.train_steps), desc=f"pre-training {spec.name}", disable=not progress):
+        batch = blocks[torch.randint(0, n_blocks, (spec.batch_size,), generator=gen)]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def create_tiny(spec: TinySpec | str = "tiny", force: bool = False, progress: bool = True) -> Path:
+    """Create (or reuse) a locally made Phi-3 checkpoint dir and return its path. Lab 00.
+
+    The folder is a normal Hugging Face checkpoint (`config.json`, `model.safetensors`, tokenizer
+    files) plus `labkit_model.json` with the spec and the training record.
+    """
+    import torch
+    from transformers import Phi3ForCausalLM
+
+    spec = SPECS[spec] if isinstance(spec, str) else spec
+    spec.validate()
+    final = paths.cache_dir() / f"{spec.name}-{_cache_key(spec)}"
+    if final.exists() and not force:
+        return final
+
+    started = time.perf_counter()
+    with paths.atomic_dir(final) as tmp:
+        torch.manual_seed(spec.seed)
+        tokenizer = train_tokenizer(spec.vocab_size, tmp)
+        config = phi3_config(spec, tokenizer)
+        model = Phi3ForCausalLM(config)
+        threads = torch.get_num_threads()
+        losses = pretrain(model, tokenizer, spec, progress) if spec.train_steps else []
+        torch.set_num_threads(threads)
+        model.config.architectures = ["Phi3ForCausalLM"]
+        model.save_pretrained(tmp)
+        record = {"spec": asdict(spec), "parameters": sum(p.numel() for p in model.parameters()),
+                  "train_losses": losses, "seconds": round(time.perf_counter() - started, 1)}
+        if spec.train_steps:
+            record["heldout_perplexity"] = perplexity(model, tokenizer, corpus_text("heldout"))
+            record["uniform_perplexity"] = float(spec.vocab_size)
+        (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2))
+    return final
+
+
+def model_card(model_dir: Path) -> dict:
+    """The spec and training record labkit stored beside a tiny model (empty for other models)."""
+    f = Path(model_dir) / "labkit_model.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def perplexity(model, tokenizer, text: str, block: int = 128) -> float:
+    """Perplexity of a PyTorch causal LM on `text`, in non-overlapping blocks."""
+    import torch
+
+    ids = torch.tensor(tokenizer(text)["input_ids"])
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, block):
+            chunk = ids[start:start + block + 1]
+            if len(chunk) < 2:
+                break
+            logits = model(input_ids=chunk[None, :-1]).logits[0]
+            nll += torch.nn.functional.cross_entropy(logits.float(), chunk[1:], reduction="sum").item()
+            count += len(chunk) - 1
+    return math.exp(nll / count)
+
+
+# ------------------------------------------------------------------ resolution
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def resolve_model(name: str | os.PathLike = "tiny") -> Path:
+    """Turn a model argument into a local checkpoint dir. Lab 00.
+
+    - `tiny` / `bench`: created locally (see `create_tiny`);
+    - a local folder with a `config.json`;
+    - a hub id such as `microsoft/Phi-3.5-mini-instruct`: the local HF cache, or a download when online.
+    """
+    name = str(name)
+    if name in SPECS:
+        return create_tiny(name)
+    local = Path(name).expanduser()
+    if local.exists():
+        if not (local / "config.json").exists():
+            raise FileNotFoundError(f"{local} has no config.json: point `model` at a Hugging Face checkpoint folder.")
+        return local
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"Model {name!r} is neither `tiny`, an existing folder, nor a hub id like "
+                                f"{HUB_IDS['mini']!r}.")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except LocalEntryNotFoundError:
+        if is_offline():
+            raise FileNotFoundError(
+                f"{name} is not in the local Hugging Face cache and this machine is offline (HF_HUB_OFFLINE=1). "
+                f"Fix: on a machine with network run `hf download {name}` (or copy its folder here and pass the "
+                "folder as `model`), or use model='tiny' with the cpu profile.") from None
+    return Path(snapshot_download(name))

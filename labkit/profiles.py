@@ -1,0 +1,36 @@
+"""Course profiles: `cpu` (tiny local models, CPU EP) and `gpu` (CUDA EP, real Phi-3.5 models).
+
+Pick one with the notebooks' `profile` parameter or the `LABKIT_PROFILE` environment variable.
+Taught in lab 00.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    execution_provider: str      # model builder's -e value: "cpu" or "cuda"
+    text_model: str              # `tiny` or a hub id
+    vision_model: str
+    precisions: tuple[str, ...]  # what lab 01 builds on this EP
+    torch_device: str
+
+
+PROFILES = {
+    "cpu": Profile("cpu", "cpu", "tiny", "tiny-vision", ("fp32", "int8", "int4"), "cpu"),
+    "gpu": Profile("gpu", "cuda", "microsoft/Phi-3.5-mini-instruct", "microsoft/Phi-3.5-vision-instruct",
+                   ("fp16", "int4", "fp32"), "cuda"),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile named, else `$LABKIT_PROFILE`, else `cpu`. Lab 00."""
+    name = (name or os.environ.get("LABKIT_PROFILE") or "cpu").lower()
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r}. Use one of: {', '.join(PROFILES)} "
+                         "(set the notebook's `profile` parameter or LABKIT_PROFILE).")
+    return PROFILES[name]

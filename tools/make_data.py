@@ -1,0 +1,268 @@
+"""Write the course's own data into data/: travel Q&A, a general-text corpus and sample images.
+
+Everything here is written by us (facts below, sentence templates, PIL drawings) and fully
+deterministic, so a re-run reproduces the committed files byte for byte:
+
+    python tools/make_data.py
+
+The travel set teaches the fine-tuning lab (03); the corpus pre-trains the tiny Phi-3 that every
+lab uses on CPU; the images feed the vision lab (02).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+# ---------------------------------------------------------------- travel facts
+# city: (country, best season, why, signature food, getting around, daily budget USD, sight, tip)
+CITIES = {
+    "Lisbon": ("Portugal", "spring", "mild days and few crowds", "pastel de nata and grilled sardines",
+               "the old trams and the metro", 90, "the Belem tower", "wear shoes with grip on the steep cobbled hills"),
+    "Kyoto": ("Japan", "autumn", "red maple leaves and cool air", "kaiseki dinners and matcha sweets",
+              "city buses and rented bicycles", 120, "the Fushimi Inari shrine gates", "start at temples early, before tour groups arrive"),
+    "Marrakech": ("Morocco", "spring", "warm days before the summer heat", "tagine and mint tea",
+                  "walking in the medina and petit taxis", 60, "the Jemaa el-Fnaa square", "agree on a taxi fare before you get in"),
+    "Reykjavik": ("Iceland", "summer", "long daylight for road trips", "lamb soup and skyr",
+                  "a rental car or day tours", 200, "the Hallgrimskirkja church", "pack layers, the weather turns quickly"),
+    "Hanoi": ("Vietnam", "autumn", "dry weather and clear skies", "pho and bun cha",
+              "walking and motorbike taxis", 40, "the Old Quarter and Hoan Kiem lake", "cross streets slowly and steadily so riders can read you"),
+    "Buenos Aires": ("Argentina", "spring", "jacaranda trees in bloom", "steak and empanadas",
+                     "the subte metro and buses", 70, "the La Boca neighbourhood", "dinner starts late, often after nine"),
+    "Cape Town": ("South Africa", "summer", "sunny beaches and long evenings", "bobotie and fresh seafood",
+                  "ride-hailing apps and the MyCiTi bus", 80, "Table Mountain", "check the cable car before you go, wind can close it"),
+    "Vancouver": ("Canada", "summer", "dry weather for hiking and kayaking", "salmon and sushi",
+                  "the SkyTrain and bike lanes", 150, "Stanley Park", "carry a rain jacket outside summer"),
+    "Istanbul": ("Turkey", "autumn", "pleasant temperatures and fewer visitors", "kebabs, meze and baklava",
+                 "trams, ferries and the metro", 65, "the Hagia Sophia", "take a public ferry on the Bosphorus, it is cheap and scenic"),
+    "Mexico City": ("Mexico", "spring", "dry, sunny days", "tacos al pastor and mole",
+                    "the metro and ride-hailing apps", 55, "the Teotihuacan pyramids nearby", "the altitude is high, so drink water and go slowly on day one"),
+    "Prague": ("Czech Republic", "spring", "blossoming parks and mild weather", "goulash and trdelnik",
+               "trams and walking", 75, "Charles Bridge", "visit the bridge at sunrise for photos without crowds"),
+    "Bangkok": ("Thailand", "winter", "the cool, dry season", "pad thai and green curry",
+                "the Skytrain and river boats", 45, "the Grand Palace", "cover shoulders and knees when visiting temples"),
+    "Sydney": ("Australia", "autumn", "warm sea and calmer crowds", "fish and chips and meat pies",
+               "ferries and trains with an Opal card", 160, "the Opera House", "swim between the red and yellow flags on the beach"),
+    "Edinburgh": ("Scotland", "summer", "festivals and long evenings", "haggis and shortbread",
+                  "walking and buses", 110, "Edinburgh Castle", "book rooms early for the August festival"),
+    "Cusco": ("Peru", "winter", "the dry season for Andes treks", "ceviche and roasted guinea pig",
+              "walking and colectivo minibuses", 50, "the road to Machu Picchu", "spend two days adjusting to the altitude before trekking"),
+    "Seoul": ("South Korea", "autumn", "crisp air and colourful hills", "bibimbap and Korean barbecue",
+              "the subway with a T-money card", 95, "Gyeongbokgung palace", "wearing a hanbok gives free palace entry"),
+    "Rome": ("Italy", "autumn", "warm days without summer queues", "carbonara and gelato",
+             "walking, buses and the metro", 110, "the Colosseum", "book the Vatican museums online to skip the line"),
+    "Nairobi": ("Kenya", "summer", "the dry season for safaris", "nyama choma and ugali",
+                "ride-hailing apps", 70, "Nairobi National Park", "safari drives start at dawn, when animals are active"),
+    "Oslo": ("Norway", "summer", "midnight sun and fjord trips", "salmon and brown cheese",
+             "trams, ferries and the metro", 180, "the Opera House roof", "an Oslo Pass covers transport and museums"),
+    "Singapore": ("Singapore", "spring", "slightly less rain", "chilli crab and chicken rice",
+                  "the MRT metro", 130, "Gardens by the Bay", "hawker centres serve great food for a few dollars"),
+    "Havana": ("Cuba", "winter", "dry, warm weather", "ropa vieja and black beans",
+               "classic car taxis and walking", 60, "the Malecon seafront", "bring cash, cards often do not work"),
+    "Dubrovnik": ("Croatia", "spring", "warm sea without summer crowds", "black risotto and oysters",
+                  "walking and local buses", 120, "the old city walls", "walk the walls in the early morning heat-free hours"),
+    "Queenstown": ("New Zealand", "summer", "hiking and lake activities", "lamb and the famous burgers",
+                   "shuttle buses and rental cars", 140, "the Milford Sound cruise", "book adventure activities a few days ahead"),
+    "Amsterdam": ("Netherlands", "spring", "the tulip season", "stroopwafels and herring",
+                  "bicycles and trams", 130, "the canal ring", "look both ways for bikes before stepping into a lane"),
+    "Cairo": ("Egypt", "winter", "cool days for desert sights", "koshari and falafel",
+              "ride-hailing apps and the metro", 45, "the Giza pyramids", "visit the pyramids at opening time to avoid heat"),
+    "Barcelona": ("Spain", "autumn", "warm sea and festivals", "paella and tapas",
+                  "the metro and walking", 100, "the Sagrada Familia", "keep bags zipped on busy streets and the metro"),
+    "Hoi An": ("Vietnam", "spring", "dry weather before the heat", "cao lau noodles and banh mi",
+               "bicycles and walking", 35, "the lantern-lit old town", "tailors can make clothes in a day, but allow two"),
+    "Vienna": ("Austria", "winter", "Christmas markets and concerts", "schnitzel and apple strudel",
+               "trams and the U-Bahn", 120, "the Schonbrunn palace", "standing tickets at the opera cost only a few euros"),
+    "Banff": ("Canada", "summer", "turquoise lakes and open trails", "bison burgers and poutine",
+              "a rental car or park shuttles", 170, "Lake Louise", "reserve the lake shuttle, parking fills early"),
+    "Chiang Mai": ("Thailand", "winter", "cool mornings and clear skies", "khao soi and sticky rice",
+                   "songthaew shared trucks", 35, "the Doi Suthep temple", "visit elephant sanctuaries that do not offer rides"),
+    "Tbilisi": ("Georgia", "autumn", "the wine harvest season", "khachapuri and khinkali",
+                "the metro and ride-hailing apps", 45, "the old town sulphur baths", "try wine from clay qvevri jars"),
+    "Quebec City": ("Canada", "winter", "the winter carnival and snowy old town", "poutine and maple taffy",
+                    "walking and buses", 120, "the Chateau Frontenac", "dress for minus twenty in January"),
+}
+
+TOPIC_TEMPLATES = {
+    "season": (["When is the best time to visit {city}?", "What season should I plan my trip to {city}?",
+                "Is {season} a good time to go to {city}?"],
+               "The best time to visit {city} is {season}, thanks to {why}. Book a little ahead, since many travellers know it too."),
+    "food": (["What should I eat in {city}?", "Which local dishes should I try in {city}?",
+              "I love food. What is a must-try in {city}?"],
+             "In {city}, try {food}. Local markets and small family restaurants usually serve the best versions at fair prices."),
+    "transport": (["How do I get around {city}?", "What is the easiest way to move around {city}?",
+                   "Do I need a car in {city}?"],
+                  "The easiest way to get around {city} is {transport}. Buy a day pass if you plan several rides."),
+    "budget": (["How much money do I need per day in {city}?", "Is {city} expensive for backpackers?",
+                "What daily budget should I plan for {city}?"],
+               "A mid-range traveller in {city} spends about {budget} US dollars a day on a bed, food and transport. Budget travellers can manage with less by eating street food."),
+    "sight": (["What is the one sight I should not miss in {city}?", "What is the top attraction in {city}?",
+               "I have one day in {city}. What should I see?"],
+              "Do not miss {sight}. Go early in the day, then spend the afternoon exploring the nearby streets on foot."),
+    "tip": (["Any practical tip for a first trip to {city}?", "What should I know before going to {city}?",
+             "Give me one piece of advice for visiting {city}."],
+            "One useful tip for {city}: {tip}. Also keep a copy of your passport on your phone."),
+    "country": (["Which country is {city} in?", "Where is {city}?"],
+                "{city} is in {country}. Check the entry rules for {country} before you book your flight."),
+}
+
+GENERAL_QA = [
+    ("How early should I arrive at the airport for an international flight?",
+     "Arrive about three hours before an international flight. Security and passport lines can be slow at busy times."),
+    ("What should I pack for a week-long trip?",
+     "Pack light: clothes for four days that you can wash, comfortable shoes, a rain layer, chargers and a small first aid kit."),
+    ("How do I avoid jet lag?",
+     "Shift your sleep an hour a day before you travel, drink water on the flight, and get daylight on arrival."),
+    ("Is travel insurance worth it?",
+     "Yes for most trips. It covers medical costs, cancellations and lost bags, which can cost far more than the policy."),
+    ("How can I save money on flights?",
+     "Be flexible with dates, compare nearby airports, and book domestic flights one to three months ahead."),
+    ("What is the best way to carry money abroad?",
+     "Carry a card with no foreign fees, a backup card kept separately, and a little local cash for small shops."),
+    ("How do I stay safe when travelling alone?",
+     "Share your plans with someone at home, arrive in new places in daylight, and trust your instincts."),
+    ("Should I learn some of the local language?",
+     "Yes, a few words like hello, please and thank you go a long way and people appreciate the effort."),
+    ("How do I find good local food?",
+     "Eat where locals queue, ask your host for their favourite place, and try the daily lunch menus."),
+    ("What documents do I need to travel abroad?",
+     "You need a passport valid for at least six months, any visa the country requires, and proof of onward travel."),
+    ("How do I handle a lost passport abroad?",
+     "Report it to the local police, then contact your embassy for an emergency travel document."),
+    ("Is it better to book hotels in advance?",
+     "Book the first nights and any peak dates in advance; keep the rest flexible if you like to wander."),
+]
+
+CORPUS_SUBJECTS = ["the river", "a small bird", "the old baker", "our teacher", "the morning train", "a quiet cat",
+                   "the wind", "the young farmer", "my neighbour", "the library", "a tall tree", "the children",
+                   "the sea", "a clever fox", "the market", "the moon", "the engineer", "a heavy storm"]
+CORPUS_VERBS = ["carried", "watched", "found", "painted", "followed", "built", "remembered", "opened", "crossed",
+                "cleaned", "described", "discovered", "measured", "shared", "answered", "lifted"]
+CORPUS_OBJECTS = ["a wooden box", "the bright lamp", "the long road", "a bowl of soup", "the heavy door",
+                  "a red kite", "the green hills", "an old map", "the stone bridge", "a warm blanket",
+                  "the tiny seed", "a paper boat", "the broken clock", "the evening sky", "a basket of apples"]
+CORPUS_PLACES = ["near the harbour", "in the garden", "after the rain", "before dinner", "at the edge of the forest",
+                 "under the bridge", "in the small village", "during the winter", "on a sunny afternoon",
+                 "behind the school", "along the quiet street", "at dawn"]
+CORPUS_REASONS = ["because it was late", "so that everyone could see", "although nobody asked",
+                  "while the others slept", "as the bells rang", "because the work mattered",
+                  "until the light faded", "and then rested for a while"]
+CORPUS_FACTS = [
+    "Water boils at one hundred degrees at sea level.",
+    "Plants turn sunlight, water and air into sugar.",
+    "The heart pumps blood through the body.",
+    "A year has twelve months and four seasons.",
+    "Bees carry pollen from flower to flower.",
+    "Ice floats because it is lighter than water.",
+    "The earth turns once a day around its axis.",
+    "Bread rises because yeast makes small bubbles of gas.",
+    "Sound travels faster through water than through air.",
+    "Clouds form when warm air rises and cools.",
+    "Numbers can be added, subtracted, multiplied and divided.",
+    "A triangle has three sides and three corners.",
+]
+
+
+def travel_pairs() -> list[dict]:
+    pairs = []
+    for city, (country, season, why, food, transport, budget, sight, tip) in CITIES.items():
+        facts = dict(city=city, country=country, season=season, why=why, food=food,
+                     transport=transport, budget=budget, sight=sight, tip=tip)
+        for topic, (prompts, answer) in TOPIC_TEMPLATES.items():
+            for prompt in prompts[:2]:  # two phrasings per topic keep the set varied but not repetitive
+                pairs.append({"prompt": prompt.format(**facts), "response": answer.format(**facts),
+                              "topic": topic, "city": city})
+    for prompt, response in GENERAL_QA:
+        pairs.append({"prompt": prompt, "response": response, "topic": "general", "city": ""})
+    return pairs
+
+
+def split_travel(pairs: list[dict], eval_share: float = 0.15) -> tuple[list[dict], list[dict]]:
+    rng = random.Random(7)
+    shuffled = pairs[:]
+    rng.shuffle(shuffled)
+    n_eval = int(len(shuffled) * eval_share)
+    return shuffled[n_eval:], shuffled[:n_eval]
+
+
+def corpus_sentences(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        kind = rng.random()
+        if kind < 0.15:
+            out.append(rng.choice(CORPUS_FACTS))
+        else:
+            subject = rng.choice(CORPUS_SUBJECTS)
+            sentence = f"{subject.capitalize()} {rng.choice(CORPUS_VERBS)} {rng.choice(CORPUS_OBJECTS)} {rng.choice(CORPUS_PLACES)}"
+            if kind > 0.6:
+                sentence += f" {rng.choice(CORPUS_REASONS)}"
+            out.append(sentence + ".")
+    return out
+
+
+def paragraphs(sentences: list[str], rng: random.Random) -> str:
+    out, i = [], 0
+    while i < len(sentences):
+        k = rng.randint(3, 6)
+        out.append(" ".join(sentences[i:i + k]))
+        i += k
+    return "\n\n".join(out) + "\n"
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def draw_images(folder: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    def beach(d, w, h):
+        d.rectangle([0, 0, w, h * 0.55], fill=(120, 190, 240))
+        d.rectangle([0, h * 0.55, w, h * 0.75], fill=(20, 100, 180))
+        d.rectangle([0, h * 0.75, w, h], fill=(240, 215, 150))
+        d.ellipse([w * 0.7, h * 0.08, w * 0.85, h * 0.23], fill=(255, 220, 60))
+
+    def mountain(d, w, h):
+        d.rectangle([0, 0, w, h], fill=(170, 210, 250))
+        d.polygon([(0, h), (w * 0.35, h * 0.2), (w * 0.7, h)], fill=(100, 100, 110))
+        d.polygon([(w * 0.35, h), (w * 0.7, h * 0.35), (w, h)], fill=(80, 90, 100))
+        d.polygon([(w * 0.29, h * 0.32), (w * 0.35, h * 0.2), (w * 0.41, h * 0.32)], fill=(250, 250, 250))
+        d.rectangle([0, h * 0.88, w, h], fill=(60, 140, 60))
+
+    def city(d, w, h):
+        d.rectangle([0, 0, w, h], fill=(40, 40, 90))
+        rng = random.Random(3)
+        x = 0
+        while x < w:
+            bw, bh = rng.randint(30, 70), rng.randint(int(h * 0.3), int(h * 0.8))
+            d.rectangle([x, h - bh, x + bw, h], fill=(rng.randint(60, 110),) * 3)
+            for wy in range(h - bh + 8, h - 8, 16):
+                for wx in range(x + 6, x + bw - 8, 14):
+                    if rng.random() < 0.5:
+                        d.rectangle([wx, wy, wx + 6, wy + 8], fill=(250, 230, 120))
+            x += bw + 4
+
+    for name, painter, size in [("beach.png", beach, (640, 420)), ("mountain.png", mountain, (500, 500)),
+                                ("city_night.png", city, (720, 360))]:
+        img = Image.new("RGB", size)
+        painter(ImageDraw.Draw(img), *size)
+        img.save(folder / name)
+
+
+def main() -> None:
+    train, eval_ = split_travel(travel_pairs())
+    write_jsonl(DATA / "travel" / "train.jsonl", train)
+    write_jsonl(DATA / "travel" / "eval.jsonl", eval_)
+    rng = random.Random(11)
+    (DATA / "corpus" / "train.txt").write_text(paragraphs(corpus_sentences(6000, seed=1), rng), encoding="utf-8")
+    (DATA / "corpus" / "heldout.txt").write_text(paragraphs(corpus_sentences(600, seed=2), rng), encoding="utf-8")
+    draw_images(DATA / "images")
+    print(f"travel: {len(train)} train / {len(eval_)} eval pairs; corpus and images written under {DATA}")
+
+
+if __name__ == "__main__":
+    main()
