@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import paths
+from . import data, paths
 
 CHAT_TOKENS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 
@@ -47,8 +47,8 @@ class TinySpec:
     num_heads: int = 4              # head_dim 32: a multiple of 16 for CPU GroupQueryAttention
     num_kv_heads: int = 2
     intermediate_size: int = 512
-    max_position_embeddings: int = 131072
-    original_max_position_embeddings: int = 4096   # != max_position -> LongRoPE, as Phi-3.5-mini
+    max_position_embeddings: int = 8192
+    original_max_position_embeddings: int = 2048   # != max_position -> LongRoPE, as Phi-3.5-mini (131072 vs 4096)
     train_steps: int = 200          # 0 = random weights (the benchmark model)
     seq_len: int = 128
     batch_size: int = 8
@@ -78,16 +78,10 @@ SPECS = {
 
 
 # ------------------------------------------------------------------ text
-def corpus_text(split: str = "train") -> str:
-    """General text the tiny model is pre-trained on (`train`) or evaluated on (`heldout`)."""
-    return (paths.DATA / "corpus" / f"{split}.txt").read_text(encoding="utf-8")
-
-
 def _tokenizer_training_text() -> list[str]:
-    lines = corpus_text("train").split("\n")
+    lines = data.corpus("train").split("\n")
     for split in ("train", "eval"):
-        for line in (paths.DATA / "travel" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
+        for row in data.travel(split):
             lines += [row["prompt"], row["response"]]
     return [line for line in lines if line.strip()]
 
@@ -134,6 +128,7 @@ def phi3_config(spec: TinySpec, tokenizer):
         # LongRoPE as in Phi-3.5-mini: per-frequency factors for short and long contexts.
         # "type" is kept beside "rope_type" because the model builder reads rope_scaling["type"].
         rope_scaling={"rope_type": "longrope", "type": "longrope", "rope_theta": 10000.0,
+                      "factor": spec.max_position_embeddings / spec.original_max_position_embeddings,
                       "short_factor": [1.0] * half,
                       "long_factor": [1.0 + i / half for i in range(half)]},
         bos_token_id=ids("<|endoftext|>"), eos_token_id=[ids("<|endoftext|>"), ids("<|end|>")],
@@ -160,11 +155,11 @@ def pretrain(model, tokenizer, spec: TinySpec, progress: bool = True) -> list[fl
     from tqdm.auto import tqdm
 
     ids = []
-    for para in corpus_text("train").split("\n\n"):
+    for para in data.corpus("train").split("\n\n"):
         ids += tokenizer(para.strip())["input_ids"] + [tokenizer.eos_token_id]
-    data = torch.tensor(ids, dtype=torch.long)
-    n_blocks = len(data) // spec.seq_len
-    blocks = data[: n_blocks * spec.seq_len].view(n_blocks, spec.seq_len)
+    tokens = torch.tensor(ids, dtype=torch.long)
+    n_blocks = len(tokens) // spec.seq_len
+    blocks = tokens[: n_blocks * spec.seq_len].view(n_blocks, spec.seq_len)
 
     gen = torch.Generator().manual_seed(spec.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
@@ -214,7 +209,7 @@ def create_tiny(spec: TinySpec | str = "tiny", force: bool = False, progress: bo
         record = {"spec": asdict(spec), "parameters": sum(p.numel() for p in model.parameters()),
                   "train_losses": losses, "seconds": round(time.perf_counter() - started, 1)}
         if spec.train_steps:
-            record["heldout_perplexity"] = perplexity(model, tokenizer, corpus_text("heldout"))
+            record["heldout_perplexity"] = perplexity(model, tokenizer, data.corpus("heldout"))
             record["uniform_perplexity"] = float(spec.vocab_size)
         (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2))
     return final

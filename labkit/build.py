@@ -1,0 +1,341 @@
+"""Build ONNX Runtime GenAI models with the model builder, cached and atomic. Taught in lab 01.
+
+    python -m onnxruntime_genai.models.builder -m MODEL -o OUT -p int4 -e cpu -c CACHE \\
+        --extra_options int4_block_size=32 int4_accuracy_level=4 int4_algo_config=rtn
+
+`build()` calls the same builder through its Python API (`create_model`) and adds what a
+workshop needs around it:
+
+- every option is checked before any heavy work (precision x execution provider, block size,
+  accuracy level, algorithm, architecture, free disk), with an error that names the fix;
+- the build runs in a temp folder and is moved into place only when complete;
+- finished builds are reused: the cache key is the input model's content plus the options;
+- the builder's thousands of log lines go to a log file, summarized by a progress bar.
+
+INT8 on CPU: the pinned builder (onnxruntime-genai 0.12.2, see requirements/lock.txt) has no
+`-p int8`. We build FP32 and quantize its MatMuls to 8-bit MatMulNBits with ONNX Runtime's own
+`MatMulNBitsQuantizer` — the same quantizer the builder uses for INT4, with bits=8.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import models, paths
+
+# Precision -> execution providers the builder supports it on (from the builder's own help).
+SUPPORTED = {
+    "fp32": ("cpu", "cuda"),
+    "fp16": ("cuda", "dml", "webgpu"),
+    "bf16": ("cuda",),
+    "int8": ("cpu",),          # labkit: FP32 build + 8-bit MatMulNBits (see module docstring)
+    "int4": ("cpu", "cuda", "dml", "webgpu"),
+}
+BLOCK_SIZES = (16, 32, 64, 128, 256)
+ACCURACY_LEVELS = (0, 1, 2, 3, 4)   # 0 = the EP's default; 4 = int8 compute (fastest on CPU)
+ALGORITHMS = ("default", "rtn", "rtn_last", "k_quant", "k_quant_mixed", "k_quant_last")
+ARCHITECTURES = (
+    "ChatGLMModel", "Ernie4_5_ForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
+    "GptOssForCausalLM", "GraniteForCausalLM", "InternLM2ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM",
+    "NemotronForCausalLM", "OlmoForCausalLM", "PhiForCausalLM", "Phi3ForCausalLM", "PhiMoEForCausalLM",
+    "Phi3SmallForCausalLM", "Phi3VForCausalLM", "Phi4MMForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+    "SmolLM3ForCausalLM",
+)
+BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.1, "int4": 0.6}
+BUILD_FORMAT = "labkit-build-v1"  # bump when what build() writes changes
+
+
+class BuildError(ValueError):
+    """Bad build input, or a build that failed; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """One model-builder configuration. `None` leaves the builder's default."""
+
+    precision: str = "int4"
+    execution_provider: str = "cpu"
+    block_size: int | None = None        # int4/int8: weights per quantization block
+    accuracy_level: int | None = None    # int4/int8: compute precision of MatMulNBits
+    algorithm: str | None = None         # int4: rtn, k_quant, ...
+    extra: dict = field(default_factory=dict)   # any other --extra_options KEY=VALUE
+
+    @property
+    def name(self) -> str:
+        """A short label such as `int4-k_quant-b64-acc4` for tables and folder names."""
+        parts = [self.precision]
+        if self.algorithm:
+            parts.append(self.algorithm)
+        if self.block_size:
+            parts.append(f"b{self.block_size}")
+        if self.accuracy_level is not None:
+            parts.append(f"acc{self.accuracy_level}")
+        if self.execution_provider != "cpu":
+            parts.append(self.execution_provider)
+        return "-".join(parts)
+
+    def validate(self) -> None:
+        p, ep = self.precision, self.execution_provider
+        if p not in SUPPORTED:
+            raise BuildError(f"Unknown precision {p!r}. Choose one of: {', '.join(SUPPORTED)}.")
+        if ep not in {e for eps in SUPPORTED.values() for e in eps}:
+            raise BuildError(f"Unknown execution provider {ep!r}. Choose one of: cpu, cuda, dml, webgpu.")
+        if ep not in SUPPORTED[p]:
+            raise BuildError(f"{p} is not supported on the {ep} execution provider; {p} runs on: "
+                             f"{', '.join(SUPPORTED[p])}. On {ep} choose one of: "
+                             f"{', '.join(q for q, eps in SUPPORTED.items() if ep in eps)}.")
+        quantized = p in ("int4", "int8")
+        for option, value in (("block_size", self.block_size), ("accuracy_level", self.accuracy_level)):
+            if value is not None and not quantized:
+                raise BuildError(f"{option} only applies to int4/int8 builds, not {p}. Remove it.")
+        if self.algorithm is not None and p != "int4":
+            raise BuildError(f"algorithm only applies to int4 builds, not {p}. Remove it.")
+        if self.block_size is not None and self.block_size not in BLOCK_SIZES:
+            raise BuildError(f"block_size={self.block_size} is invalid; use one of {BLOCK_SIZES} "
+                             "(smaller blocks: more accurate, slightly larger).")
+        if self.accuracy_level is not None and self.accuracy_level not in ACCURACY_LEVELS:
+            raise BuildError(f"accuracy_level={self.accuracy_level} is invalid; use one of {ACCURACY_LEVELS} "
+                             "(1 fp32, 2 fp16, 3 bf16, 4 int8 compute; 0 = the EP's default).")
+        if self.algorithm is not None and self.algorithm not in ALGORITHMS:
+            raise BuildError(f"algorithm={self.algorithm!r} is invalid; use one of {ALGORITHMS}.")
+
+    def extra_options(self) -> dict[str, str]:
+        """The builder's `--extra_options` for this configuration (strings, as on the CLI)."""
+        extra = {k: str(v) for k, v in self.extra.items()}
+        if self.precision == "int4":
+            if self.block_size is not None:
+                extra["int4_block_size"] = str(self.block_size)
+            if self.accuracy_level is not None:
+                extra["int4_accuracy_level"] = str(self.accuracy_level)
+            if self.algorithm is not None:
+                extra["int4_algo_config"] = self.algorithm
+        return extra
+
+    def cli(self, model: str = "MODEL", output: str = "OUT") -> str:
+        """The equivalent command line, for attendees to copy."""
+        precision = "fp32" if self.precision == "int8" else self.precision
+        cmd = (f"python -m onnxruntime_genai.models.builder -m {model} -o {output} "
+               f"-p {precision} -e {self.execution_provider} -c cache")
+        if self.extra_options():
+            cmd += " --extra_options " + " ".join(f"{k}={v}" for k, v in self.extra_options().items())
+        if self.precision == "int8":
+            cmd += "   # then 8-bit MatMulNBits with onnxruntime.quantization (labkit.build.quantize_int8)"
+        return cmd
+
+
+@dataclass
+class Build:
+    """A finished build: where it is and what it cost."""
+
+    path: Path
+    options: BuildOptions
+    seconds: float
+    cached: bool
+    log: Path
+
+    @property
+    def size_bytes(self) -> int:
+        return paths.dir_size(self.path)
+
+    @property
+    def info(self) -> dict:
+        return json.loads((self.path / "build_info.json").read_text())
+
+
+# ------------------------------------------------------------------ validation
+def model_fingerprint(model_dir: Path) -> str:
+    """Content hash of a checkpoint folder: full hash of small files, size + head/tail of big ones."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+        h.update(f.relative_to(model_dir).as_posix().encode())
+        size = f.stat().st_size
+        h.update(str(size).encode())
+        with f.open("rb") as fh:
+            if size <= 64 << 20:
+                h.update(fh.read())
+            else:  # multi-GB weights: hashing every byte would take longer than a cache hit should
+                h.update(fh.read(1 << 20))
+                fh.seek(-(1 << 20), 2)
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def check_model_dir(model_dir: Path) -> dict:
+    """The checkpoint's config, after checking the builder can handle it."""
+    config_path = Path(model_dir) / "config.json"
+    if not config_path.exists():
+        raise BuildError(f"{model_dir} has no config.json: pass a Hugging Face checkpoint folder, `tiny`, "
+                         "or a hub id.")
+    config = json.loads(config_path.read_text())
+    arch = (config.get("architectures") or ["<none>"])[0]
+    if arch not in ARCHITECTURES:
+        raise BuildError(f"The model builder cannot build architecture {arch!r}. Supported: "
+                         f"{', '.join(ARCHITECTURES)}.")
+    if not any((Path(model_dir) / name).exists() for name in ("tokenizer.json", "tokenizer.model")):
+        raise BuildError(f"{model_dir} has no tokenizer (tokenizer.json or tokenizer.model); the builder "
+                         "copies it next to the ONNX model. Save the tokenizer into the folder.")
+    return config
+
+
+def estimate_output_bytes(model_dir: Path, config: dict, precision: str) -> int:
+    weights = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")) or \
+        sum(f.stat().st_size for f in Path(model_dir).glob("*.bin"))
+    src_bytes = 2.0 if str(config.get("torch_dtype", config.get("dtype", "float32"))) in ("bfloat16", "float16") else 4.0
+    return int(weights / src_bytes * BYTES_PER_WEIGHT[precision])
+
+
+def check_disk(where: Path, needed: int) -> None:
+    free = shutil.disk_usage(where).free
+    if free < needed:
+        raise BuildError(f"Not enough disk: the build needs about {needed / 1e9:.1f} GB, {where} has "
+                         f"{free / 1e9:.1f} GB free. Free some space or set LABKIT_CACHE to a bigger disk.")
+
+
+# ------------------------------------------------------------------ building
+def builds_root() -> Path:
+    root = paths.cache_dir() / "builds"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def build(model: str | Path = "tiny", precision: str = "int4", execution_provider: str = "cpu", *,
+          block_size: int | None = None, accuracy_level: int | None = None, algorithm: str | None = None,
+          extra: dict | None = None, force: bool = False, progress: bool = True) -> Build:
+    """Build `model` for onnxruntime-genai (or reuse the finished build). Lab 01.
+
+    `model` is `tiny`, a local checkpoint folder or a hub id (see `labkit.models.resolve_model`).
+    """
+    options = BuildOptions(precision, execution_provider, block_size, accuracy_level, algorithm, extra or {})
+    options.validate()                              # cheap checks first,
+    model_dir = models.resolve_model(model)         # then find (or create) the model,
+    config = check_model_dir(model_dir)
+    key = hashlib.sha256(json.dumps([model_fingerprint(model_dir), asdict(options), BUILD_FORMAT],
+                                    sort_keys=True).encode()).hexdigest()[:12]
+    label = Path(str(model)).name if str(model) not in models.SPECS else str(model)
+    final = builds_root() / f"{label}-{options.name}-{key}"
+    log = builds_root() / "logs" / f"{final.name}.log"
+    if final.exists() and not force:
+        started = time.perf_counter()
+        json.loads((final / "build_info.json").read_text())
+        return Build(final, options, time.perf_counter() - started, True, log)
+
+    check_disk(builds_root(), int(estimate_output_bytes(model_dir, config, options.precision) * 1.5))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with paths.atomic_dir(final) as tmp:
+        with log.open("w") as log_file:
+            try:
+                _run_builder(model_dir, tmp, options, config, log_file, progress)
+                if options.precision == "int8":
+                    quantize_int8(tmp, block_size=options.block_size or 32,
+                                  accuracy_level=options.accuracy_level, log_file=log_file)
+            except BuildError:
+                raise
+            except Exception as exc:
+                raise BuildError(f"The model builder failed on {options.name}: {type(exc).__name__}: {exc}\n"
+                                 f"Full log: {log}") from exc
+        keep_source_tokenizer(model_dir, tmp)
+        seconds = time.perf_counter() - started
+        info = {"model": str(model), "model_dir": str(model_dir), "options": asdict(options), "name": options.name,
+                "key": key, "seconds": round(seconds, 2), "cli": options.cli(str(model), str(final)),
+                "format": BUILD_FORMAT}
+        (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
+    return Build(final, options, seconds, False, log)
+
+
+class _LogToFile(io.TextIOBase):
+    """A stream that writes the builder's output to a file and ticks a progress bar on key lines."""
+
+    STAGES = re.compile(r"Reading (embedding|decoder|final|LM head)|start to quantize|Saving ONNX|Saving GenAI")
+
+    def __init__(self, log_file, bar):
+        self.log_file, self.bar = log_file, bar
+
+    def write(self, text: str) -> int:
+        self.log_file.write(text)
+        for line in text.splitlines():
+            match = self.STAGES.search(line)
+            if match and self.bar is not None:
+                self.bar.set_postfix_str(line.strip()[:60], refresh=False)
+                self.bar.update(1)
+        return len(text)
+
+
+@contextlib.contextmanager
+def _captured(log_file, bar):
+    """Send prints, tqdm bars and logging records from the builder to `log_file`."""
+    stream = _LogToFile(log_file, bar)
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers, root.level = [handler], logging.INFO
+    try:
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            yield
+    finally:
+        root.handlers, root.level = saved_handlers, saved_level
+
+
+def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: dict, log_file, progress: bool):
+    from onnxruntime_genai.models.builder import create_model
+    from tqdm.auto import tqdm
+
+    precision = "fp32" if options.precision == "int8" else options.precision
+    layers = config.get("num_hidden_layers", 1)
+    # One tick per layer read, per quantized MatMul (int4: 4 per layer + lm_head), and per save step.
+    total = layers + 3 + (4 * layers + 1 if precision == "int4" else 0) + 2
+    bar = tqdm(total=total, desc=f"building {options.name}", disable=not progress, file=sys.stderr)
+    cache = builds_root() / ".hf-cache"
+    try:
+        with _captured(log_file, bar):
+            create_model(None, str(model_dir), str(out_dir), precision, options.execution_provider, str(cache),
+                         **options.extra_options())
+    finally:
+        bar.n = bar.total
+        bar.close()
+
+
+def quantize_int8(model_dir: Path, block_size: int = 32, accuracy_level: int | None = None, log_file=None) -> None:
+    """Turn an FP32 build's MatMuls into 8-bit MatMulNBits in place (ONNX Runtime's quantizer). Lab 01."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    model_path = Path(model_dir) / "model.onnx"
+    with _captured(log_file or io.StringIO(), None):
+        quantizer = MatMulNBitsQuantizer(onnx.load(model_path), bits=8, block_size=block_size, is_symmetric=True,
+                                         accuracy_level=accuracy_level)
+        quantizer.process()
+    for f in (model_path, model_path.with_name("model.onnx.data")):
+        f.unlink(missing_ok=True)
+    onnx.save_model(quantizer.model.model, model_path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=1024)
+
+
+def keep_source_tokenizer(model_dir: Path, out_dir: Path) -> None:
+    """Restore the source's tokenizer class and chat template in the build's tokenizer_config.json.
+
+    The builder re-saves the tokenizer with transformers 5, which writes `TokenizersBackend` as the
+    class; onnxruntime-genai 0.12 only reads the classes it knows (GPT2Tokenizer, LlamaTokenizer…).
+    """
+    source = json.loads((Path(model_dir) / "tokenizer_config.json").read_text())
+    target_path = Path(out_dir) / "tokenizer_config.json"
+    target = json.loads(target_path.read_text())
+    if source.get("tokenizer_class"):
+        target["tokenizer_class"] = source["tokenizer_class"]
+    template = source.get("chat_template")
+    jinja = Path(model_dir) / "chat_template.jinja"
+    if not template and jinja.exists():
+        template = jinja.read_text()
+    if template:
+        target["chat_template"] = template
+    target_path.write_text(json.dumps(target, indent=2))
