@@ -339,3 +339,33 @@ def keep_source_tokenizer(model_dir: Path, out_dir: Path) -> None:
     if template:
         target["chat_template"] = template
     target_path.write_text(json.dumps(target, indent=2))
+
+
+def build_all(model: str | Path, precisions, execution_provider: str = "cpu", int4_variants=(),
+              force: bool = False, progress: bool = True) -> dict[str, Build]:
+    """Build `model` in each precision, plus each INT4 variant (a dict of int4 options). Lab 01.
+
+    All options are checked before the first build starts, so a typo fails in a second, not after
+    ten minutes of building.
+    """
+    plan = [BuildOptions(p, execution_provider) for p in precisions]
+    if "int4" in precisions:
+        plan += [BuildOptions("int4", execution_provider, **variant) for variant in int4_variants]
+    for options in plan:
+        options.validate()
+    builds = {}
+    for options in plan:
+        builds[options.name] = build(model, options.precision, options.execution_provider,
+                                     block_size=options.block_size, accuracy_level=options.accuracy_level,
+                                     algorithm=options.algorithm, extra=options.extra, force=force,
+                                     progress=progress)
+    return builds
+
+
+def summary(builds: dict[str, Build]):
+    """One row per build: time, cache hit, size, and the equivalent CLI line (a DataFrame)."""
+    import pandas as pd
+
+    rows = {name: {"seconds": round(b.seconds, 2), "cached": b.cached, "size_mb": round(b.size_bytes / 1e6, 2),
+                   "cli": b.info["cli"]} for name, b in builds.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -221,6 +221,30 @@ def model_card(model_dir: Path) -> dict:
     return json.loads(f.read_text()) if f.exists() else {}
 
 
+def describe(model_dir: Path) -> dict:
+    """Architecture and size of a checkpoint folder, plus labkit's training record if it made it. Lab 00."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    card = model_card(model_dir)
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    info = {
+        "folder": str(model_dir),
+        "architecture": (config.get("architectures") or ["?"])[0],
+        "layers": config.get("num_hidden_layers"),
+        "hidden_size": config.get("hidden_size"),
+        "heads": f"{config.get('num_attention_heads')} (kv {config.get('num_key_value_heads')})",
+        "vocab_size": config.get("vocab_size"),
+        "context_length": config.get("max_position_embeddings"),
+        "rope": rope.get("rope_type") or rope.get("type") or "default",
+    }
+    if card:
+        info["parameters"] = card["parameters"]
+        if "heldout_perplexity" in card:
+            info["heldout_perplexity"] = round(card["heldout_perplexity"], 2)
+            info["uniform_perplexity"] = card["uniform_perplexity"]
+        info["created_in_s"] = card["seconds"]
+    return info
+
+
 def perplexity(model, tokenizer, text: str, block: int = 128) -> float:
     """Perplexity of a PyTorch causal LM on `text`, in non-overlapping blocks."""
     import torch

@@ -1,0 +1,271 @@
+"""Measure builds: size, load time, prefill/decode speed, perplexity, agreement with FP32. Lab 01.
+
+Speeds are medians of several runs after a warm-up; the machine is noisy, so compare builds
+measured in the same run and read ratios rather than single absolute numbers.
+
+`python -m labkit bench` (or `make bench`) runs the suite on the ~115M-parameter `bench` model:
+ORT INT4 / INT8 / FP32 vs PyTorch FP32 eager `generate`, and each build's decode speed as a
+fraction of the machine's memory-bandwidth bound (decode reads every weight once per token).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data, paths
+
+AGREEMENT_PROMPTS = [
+    "The old baker",
+    "A small bird watched",
+    "Plants turn sunlight",
+    "The children found an old map",
+    "My neighbour opened",
+    "<|user|>\nWhat should I eat in Lisbon?<|end|>\n<|assistant|>\n",
+    "<|user|>\nHow do I get around Kyoto?<|end|>\n<|assistant|>\n",
+    "<|user|>\nIs travel insurance worth it?<|end|>\n<|assistant|>\n",
+]
+
+
+def _og():
+    import onnxruntime_genai as og
+    return og
+
+
+def load_seconds(model_dir: Path) -> float:
+    """Seconds to create `og.Model` + `og.Tokenizer` (a fresh load, not the cached one)."""
+    og = _og()
+    started = time.perf_counter()
+    model = og.Model(str(model_dir))
+    og.Tokenizer(model)
+    seconds = time.perf_counter() - started
+    del model
+    return seconds
+
+
+def greedy_tokens(model, prompt_ids, new_tokens: int, exact: bool = False) -> tuple[list[int], float, float]:
+    """Greedy decode with a bare og loop. Returns (new tokens, prefill seconds, decode seconds)."""
+    og = _og()
+    params = og.GeneratorParams(model)
+    length = len(prompt_ids) + new_tokens
+    params.set_search_options(max_length=length, min_length=length if exact else 0, do_sample=False)
+    generator = og.Generator(model, params)
+    started = time.perf_counter()
+    generator.append_tokens(prompt_ids)
+    generator.generate_next_token()          # the first token finishes the prefill
+    prefill = time.perf_counter() - started
+    out = [int(generator.get_next_tokens()[0])]
+    started = time.perf_counter()
+    while not generator.is_done():
+        generator.generate_next_token()
+        out.append(int(generator.get_next_tokens()[0]))
+    return out, prefill, time.perf_counter() - started
+
+
+def speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 64, runs: int = 3) -> dict:
+    """Median prefill and decode tokens/second (greedy, fixed prompt and length, one warm-up run)."""
+    og = _og()
+    model = og.Model(str(model_dir))
+    tokenizer = og.Tokenizer(model)
+    ids = tokenizer.encode(data.corpus("heldout"))[:prompt_tokens]
+    prefills, decodes = [], []
+    for i in range(runs + 1):
+        _, prefill, decode = greedy_tokens(model, ids, new_tokens, exact=True)
+        if i:  # run 0 warms up caches and allocators
+            prefills.append(len(ids) / prefill)
+            decodes.append((new_tokens - 1) / decode)
+    del tokenizer, model
+    return {"prefill_tok_s": statistics.median(prefills), "decode_tok_s": statistics.median(decodes)}
+
+
+def perplexity(model_dir: Path, text: str | None = None, block: int = 128, max_blocks: int = 16) -> float:
+    """Perplexity of an ONNX build on held-out text, from the logits of the prefill."""
+    og = _og()
+    model = og.Model(str(model_dir))
+    tokenizer = og.Tokenizer(model)
+    ids = tokenizer.encode(text if text is not None else data.corpus("heldout"))
+    nll, count = 0.0, 0
+    for start in range(0, min(len(ids) - 1, block * max_blocks), block):
+        chunk = ids[start:start + block + 1]
+        if len(chunk) < 2:
+            break
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(chunk) + 1)
+        generator = og.Generator(model, params)
+        generator.append_tokens(chunk[:-1])
+        logits = np.asarray(generator.get_output("logits"), dtype=np.float64)[0]
+        logits -= logits.max(axis=-1, keepdims=True)
+        log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+        nll -= log_probs[np.arange(len(chunk) - 1), chunk[1:]].sum()
+        count += len(chunk) - 1
+    del tokenizer, model
+    return math.exp(nll / count)
+
+
+def greedy_outputs(model_dir: Path, prompts=AGREEMENT_PROMPTS, new_tokens: int = 32) -> list[list[int]]:
+    og = _og()
+    model = og.Model(str(model_dir))
+    tokenizer = og.Tokenizer(model)
+    outs = [greedy_tokens(model, tokenizer.encode(p), new_tokens, exact=True)[0] for p in prompts]
+    del tokenizer, model
+    return outs
+
+
+def agreement(outputs: list[list[int]], reference: list[list[int]]) -> float:
+    """Share of positions where greedy tokens equal the reference's (FP32) tokens."""
+    same = total = 0
+    for out, ref in zip(outputs, reference):
+        n = max(len(out), len(ref))
+        same += sum(a == b for a, b in zip(out, ref))
+        total += n
+    return same / total if total else float("nan")
+
+
+def measure(model_dir: Path, reference_outputs=None, *, runs: int = 3, new_tokens: int = 64) -> dict:
+    """Everything lab 01 tabulates for one build."""
+    row = {"size_mb": paths.dir_size(model_dir) / 1e6, "load_s": load_seconds(model_dir)}
+    row.update(speed(model_dir, new_tokens=new_tokens, runs=runs))
+    row["perplexity"] = perplexity(model_dir)
+    outputs = greedy_outputs(model_dir)
+    row["agreement_fp32"] = agreement(outputs, reference_outputs) if reference_outputs else 1.0
+    row["_outputs"] = outputs
+    return row
+
+
+def compare(builds: dict[str, Path], reference: str = "fp32", runs: int = 3, new_tokens: int = 64, progress=True):
+    """Measure every build; agreement is against `reference` (measured first). Returns a DataFrame."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    if reference not in builds:
+        raise ValueError(f"The reference build {reference!r} is not among {list(builds)}; build it too.")
+    names = [reference] + [n for n in builds if n != reference]
+    rows, ref_outputs = {}, None
+    for name in tqdm(names, desc="measuring builds", disable=not progress):
+        row = measure(builds[name], ref_outputs, runs=runs, new_tokens=new_tokens)
+        if name == reference:
+            ref_outputs = row["_outputs"]
+        row.pop("_outputs")
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "build"
+    ref_ppl = table.loc[reference, "perplexity"]
+    table["perplexity_vs_fp32_%"] = (table["perplexity"] / ref_ppl - 1) * 100
+    return table.loc[list(builds)]
+
+
+def plot_size_vs_speed(table, title: str = "Size vs decode speed (colour: perplexity)"):
+    """Size (MB) against decode tok/s, one point per build, coloured by perplexity."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    points = ax.scatter(table["size_mb"], table["decode_tok_s"], c=table["perplexity"], cmap="viridis", s=80)
+    for name, row in table.iterrows():
+        ax.annotate(name, (row["size_mb"], row["decode_tok_s"]), textcoords="offset points", xytext=(5, 5),
+                    fontsize=8)
+    fig.colorbar(points, ax=ax, label="perplexity (held-out)")
+    ax.set_xlabel("folder size (MB)")
+    ax.set_ylabel("decode tokens / s")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ the benchmark suite
+def memory_bandwidth(megabytes: int = 512, runs: int = 5) -> dict:
+    """The machine's memory bandwidth in GB/s: read (sum) and copy (read + write), best of `runs`."""
+    a = np.ones(megabytes * (1 << 20) // 8, dtype=np.float64)
+    b = np.empty_like(a)
+    read, copy = [], []
+    for _ in range(runs):
+        t = time.perf_counter(); a.sum(); read.append(a.nbytes / (time.perf_counter() - t))
+        t = time.perf_counter(); np.copyto(b, a); copy.append(2 * a.nbytes / (time.perf_counter() - t))
+    return {"read_gb_s": max(read) / 1e9, "copy_gb_s": max(copy) / 1e9}
+
+
+def weight_bytes_per_token(model_dir: Path) -> int:
+    """Bytes of weights a decode step reads: every initializer except the token-embedding table
+    (a Gather reads one row) and the rotary caches (a few rows)."""
+    import onnx
+
+    model = onnx.load(str(Path(model_dir) / "model.onnx"), load_external_data=False)
+    total = 0
+    for init in model.graph.initializer:
+        if "embed_tokens" in init.name or "cos_cache" in init.name or "sin_cache" in init.name:
+            continue
+        size = next((int(e.value) for e in init.external_data if e.key == "length"), None)
+        total += size if size is not None else len(init.raw_data)
+    return total
+
+
+def torch_decode_speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 32, runs: int = 3) -> float:
+    """PyTorch FP32 eager `generate` decode tokens/second on the same checkpoint (median)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    ids = torch.arange(prompt_tokens)[None] % model.config.vocab_size
+    speeds = []
+    with torch.no_grad():
+        for i in range(runs + 1):
+            t = time.perf_counter(); model.generate(ids, max_new_tokens=1, min_new_tokens=1, do_sample=False)
+            prefill = time.perf_counter() - t
+            t = time.perf_counter()
+            model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+            if i:
+                speeds.append((new_tokens - 1) / (time.perf_counter() - t - prefill))
+    return statistics.median(speeds)
+
+
+def run_benchmark(model: str = "bench", precisions=("int4", "int8", "fp32"), runs: int = 3,
+                  out: Path | None = None) -> dict:
+    """The `make bench` suite. Prints a table and writes JSON; returns the results."""
+    from . import build as build_mod
+    from . import models
+
+    model_dir = models.resolve_model(model)
+    bandwidth = memory_bandwidth()
+    bound_bw = max(bandwidth.values()) * 1e9
+    rows = {}
+    for precision in precisions:
+        b = build_mod.build(model, precision)
+        row = {"size_mb": b.size_bytes / 1e6, **speed(b.path, runs=runs)}
+        row["weight_mb_per_token"] = weight_bytes_per_token(b.path) / 1e6
+        row["bandwidth_bound_tok_s"] = bound_bw / (row["weight_mb_per_token"] * 1e6)
+        row["fraction_of_bound"] = row["decode_tok_s"] / row["bandwidth_bound_tok_s"]
+        rows[precision] = row
+    torch_tps = torch_decode_speed(model_dir, runs=runs)
+    result = {"model": model, "parameters": models.model_card(model_dir).get("parameters"),
+              "memory_bandwidth_gb_s": bandwidth, "torch_fp32_eager_decode_tok_s": torch_tps, "builds": rows}
+    for precision, row in rows.items():
+        row["speedup_vs_torch"] = row["decode_tok_s"] / torch_tps
+    if "int4" in rows and "fp32" in rows:
+        result["int4_vs_fp32_size"] = rows["int4"]["size_mb"] / rows["fp32"]["size_mb"]
+        result["int4_vs_fp32_decode"] = rows["int4"]["decode_tok_s"] / rows["fp32"]["decode_tok_s"]
+    out = Path(out) if out else paths.runs_root() / "bench.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(format_benchmark(result))
+    print(f"\nwritten to {out}")
+    return result
+
+
+def format_benchmark(result: dict) -> str:
+    lines = [f"model {result['model']} ({result['parameters'] or '?'} parameters); memory bandwidth "
+             f"read {result['memory_bandwidth_gb_s']['read_gb_s']:.1f} GB/s, copy "
+             f"{result['memory_bandwidth_gb_s']['copy_gb_s']:.1f} GB/s",
+             f"PyTorch FP32 eager generate: {result['torch_fp32_eager_decode_tok_s']:.1f} decode tok/s", "",
+             f"{'build':<6} {'size MB':>8} {'prefill':>9} {'decode':>8} {'x torch':>8} {'bound':>8} {'of bound':>9}"]
+    for name, r in result["builds"].items():
+        lines.append(f"{name:<6} {r['size_mb']:8.1f} {r['prefill_tok_s']:9.1f} {r['decode_tok_s']:8.1f} "
+                     f"{r['speedup_vs_torch']:8.1f} {r['bandwidth_bound_tok_s']:8.1f} {r['fraction_of_bound']:9.2f}")
+    if "int4_vs_fp32_size" in result:
+        lines.append(f"\nINT4/FP32 size {result['int4_vs_fp32_size']:.2f}; INT4/FP32 decode "
+                     f"{result['int4_vs_fp32_decode']:.2f}x")
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""`python -m labkit …` (or the `labkit` command): the course from a terminal.
+
+    labkit course [--only 00 01] [--profile cpu|gpu]   run the notebooks into runs/<timestamp>/
+    labkit env                                           the environment check of lab 00
+    labkit tiny                                          create (or show) the tiny Phi-3
+    labkit bench                                         the speed benchmark on a ~115M-param model
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
+    parser = argparse.ArgumentParser(prog="labkit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    course = sub.add_parser("course", help="run the notebooks headless into runs/<timestamp>/")
+    course.add_argument("--only", nargs="*", help="notebook prefixes, e.g. 00 01")
+    course.add_argument("--profile", default=os.environ.get("LABKIT_PROFILE", "cpu"))
+    env = sub.add_parser("env", help="check this machine for the course")
+    env.add_argument("--profile", default=None)
+    sub.add_parser("tiny", help="create the tiny Phi-3 (cached) and print where it is")
+    bench = sub.add_parser("bench", help="benchmark ORT builds vs PyTorch on a ~115M-param model")
+    bench.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    if args.command == "course":
+        from .course import NotebookFailed, run_course
+        try:
+            run_course(args.only, profile=args.profile)
+        except NotebookFailed as failure:
+            print(failure, file=sys.stderr)
+            return 1
+    elif args.command == "env":
+        from .env import report
+        table = report(args.profile)
+        print(table.to_string())
+        return int((table.status == "FAIL").any())
+    elif args.command == "tiny":
+        from .models import create_tiny, model_card
+        path = create_tiny()
+        card = model_card(path)
+        print(f"{path}\n{card['parameters']:,} parameters, held-out perplexity {card['heldout_perplexity']:.2f} "
+              f"(uniform: {card['uniform_perplexity']:.0f})")
+    elif args.command == "bench":
+        from .bench import run_benchmark
+        run_benchmark(runs=args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

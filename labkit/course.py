@@ -1,0 +1,127 @@
+"""Run the course's notebooks headless with papermill: `make course` and the notebook tests.
+
+Every notebook has one cell tagged `parameters`; papermill injects the values given here after
+it. Each run writes into its own folder (`runs/<timestamp>/`): executed notebooks, every lab's
+artifacts and `results.json`, so two runs never clobber each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths, results
+
+# Small parameters for the test suite: the same code path as the full course, less work.
+TEST_PARAMETERS = {
+    "01_builder_quantization": {"runs": 1, "new_tokens": 16,
+                                "int4_variants": [{"algorithm": "rtn", "block_size": 32},
+                                                  {"algorithm": "k_quant", "block_size": 64}]},
+}
+
+
+def notebooks() -> list[Path]:
+    """The numbered labs, in order."""
+    return sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook cell raised; the message shows the cell's source and the error."""
+
+
+@dataclass
+class Lab:
+    """What a notebook gets from `labkit.start_lab`: its profile, its work folder, its results key."""
+
+    name: str
+    profile: object
+    run_dir: Path
+
+    @property
+    def dir(self) -> Path:
+        """This lab's own artifact folder inside the run."""
+        path = self.run_dir / self.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def record(self, values: dict) -> Path:
+        """Add measured values to the run's results.json under this lab's name."""
+        return results.record(self.name, values, self.run_dir / "results.json")
+
+
+def start_lab(name: str, profile: str | None = None, run_dir: str | Path | None = None) -> Lab:
+    """First call of every notebook: pick the profile and the run folder, print where things go."""
+    from .profiles import get_profile
+
+    chosen = get_profile(profile)
+    os.environ["LABKIT_PROFILE"] = chosen.name
+    if run_dir:
+        os.environ["LABKIT_RUN_DIR"] = str(Path(run_dir).expanduser().resolve())
+    lab = Lab(name, chosen, paths.run_dir())
+    print(f"{name}: profile {chosen.name} (execution provider {chosen.execution_provider}, model {chosen.text_model})")
+    print(f"run folder: {lab.run_dir}")
+    return lab
+
+
+@contextmanager
+def _environment(**values):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: str(v) for k, v in values.items()})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, profile: str = "cpu",
+                 timeout: int = 1800) -> Path:
+    """Execute one notebook into `run_dir`; return the executed copy. Raises NotebookFailed."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook, run_dir = Path(notebook).resolve(), Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    output = run_dir / notebook.name
+    params = {"profile": profile, "run_dir": str(run_dir), **(parameters or {})}
+    try:
+        with _environment(LABKIT_RUN_DIR=run_dir, LABKIT_PROFILE=profile, HF_HUB_OFFLINE=os.environ.get(
+                "HF_HUB_OFFLINE", "1"), OLIVE_DISABLE_TELEMETRY=1, MPLBACKEND="Agg"):
+            papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
+                                       cwd=str(notebook.parent), progress_bar=False, execution_timeout=timeout)
+    except PapermillExecutionError as err:
+        raise NotebookFailed(
+            f"{notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}):\n"
+            f"---- cell source ----\n{err.source}\n---- error ----\n{err.ename}: {err.evalue}\n"
+            f"Executed copy with the full traceback: {output}") from None
+    return output
+
+
+def run_course(selection: list[str] | None = None, parameters: dict[str, dict] | None = None,
+               profile: str = "cpu") -> Path:
+    """Run every notebook (or those whose names start with `selection`) into a new run folder."""
+    from tqdm.auto import tqdm
+
+    chosen = [nb for nb in notebooks() if not selection or any(nb.name.startswith(s) for s in selection)]
+    if not chosen:
+        raise SystemExit(f"No notebook matches {selection}; available: {[nb.name for nb in notebooks()]}")
+    run_dir = paths.new_run_dir()
+    timings = {}
+    started = time.perf_counter()
+    for nb in tqdm(chosen, desc="course", unit="notebook"):
+        t = time.perf_counter()
+        run_notebook(nb, run_dir, (parameters or {}).get(nb.stem), profile)
+        timings[nb.stem] = round(time.perf_counter() - t, 1)
+    timings["total"] = round(time.perf_counter() - started, 1)
+    results.record("course", {"profile": profile, "notebook_seconds": timings}, run_dir / "results.json")
+    print(json.dumps(timings, indent=2))
+    print(f"\nDone. Executed notebooks, artifacts and results.json are in {run_dir}")
+    print(f"(also reachable as {paths.runs_root() / 'latest'})")
+    return run_dir

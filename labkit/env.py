@@ -1,0 +1,122 @@
+"""Lab 00's environment check: is this machine ready for the course, and if not, what to do.
+
+Each check is one row: what was checked, ok / warn / fail, what was found, and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+from . import paths
+from .profiles import get_profile
+
+# What each profile needs, for the whole course (disk for builds, RAM for the largest step).
+NEEDS = {
+    "cpu": {"disk_gb": 2, "ram_gb": 4},
+    "gpu": {"disk_gb": 40, "ram_gb": 16, "gpu_gb": 16},
+}
+
+
+def lock_pins(lock: Path | None = None) -> dict[str, str]:
+    """`{package: version}` from requirements/lock.txt, the one place versions are pinned."""
+    lock = lock or paths.REPO / "requirements" / "lock.txt"
+    pins = {}
+    for line in lock.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = re.split(r"==", line, maxsplit=1)
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _row(check, ok, value, fix="", warn=False):
+    return {"check": check, "status": "ok" if ok else ("warn" if warn else "FAIL"), "value": value,
+            "fix": "" if ok else fix}
+
+
+def checks(profile: str | None = None, check_network: bool | None = None) -> list[dict]:
+    """Every check as a dict row. Lab 00."""
+    prof = get_profile(profile)
+    rows = []
+    venv = Path(sys.prefix) != Path(sys.base_prefix)
+    rows.append(_row("python", sys.version_info[:2] == (3, 11), sys.version.split()[0],
+                     "The course is pinned for Python 3.11: `make install` creates .venv with python3.11."))
+    rows.append(_row("kernel is the course venv", venv and Path(sys.prefix).name == ".venv", sys.executable,
+                     "Select the 'Python (labkit)' kernel in JupyterLab (registered by `make install`).", warn=True))
+
+    for package, pinned in lock_pins().items():
+        installed = _version(package)
+        if package == "torch" and installed:
+            installed = installed.split("+")[0]   # 2.13.0+cpu is the pinned CPU wheel
+        rows.append(_row(f"{package}=={pinned}", installed == pinned, installed or "missing",
+                         "Run `make install` (pip install -r requirements/lock.txt) to get the pinned version."))
+
+    import onnxruntime
+    providers = onnxruntime.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in providers
+    rows.append(_row("execution providers", prof.execution_provider != "cuda" or has_cuda, ", ".join(providers),
+                     "The gpu profile needs CUDA: `pip install -r requirements/gpu.txt` on a machine with an "
+                     "NVIDIA GPU, or use profile='cpu'."))
+    rows.append(_row("CPU cores", True, os.cpu_count()))
+
+    import psutil
+    ram = psutil.virtual_memory().available / 1e9
+    need = NEEDS[prof.name]
+    rows.append(_row("free RAM", ram >= need["ram_gb"], f"{ram:.1f} GB (need {need['ram_gb']} GB)",
+                     "Close other programs, or use profile='cpu' (tiny models).", warn=prof.name == "cpu"))
+    cache = paths.cache_dir()
+    disk = shutil.disk_usage(cache).free / 1e9
+    rows.append(_row("free disk for models", disk >= need["disk_gb"],
+                     f"{disk:.1f} GB at {cache} (need {need['disk_gb']} GB)",
+                     "Free space, or point LABKIT_CACHE at a bigger disk."))
+    rows.append(_row("model cache", True, str(cache)))
+    rows.append(_row("run folder", True, str(paths.run_dir())))
+    hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+    rows.append(_row("Hugging Face cache", True, hf_home))
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    if check_network is None:
+        check_network = not offline
+    online = _can_reach("huggingface.co") if check_network else False
+    state = "offline (HF_HUB_OFFLINE=1)" if offline else ("online" if online else "no network")
+    rows.append(_row("network", prof.name == "cpu" or online or offline, state,
+                     "The gpu profile downloads microsoft/Phi-3.5-* once: connect, or pre-download them with "
+                     "`hf download microsoft/Phi-3.5-mini-instruct` and set HF_HUB_OFFLINE=1.", warn=True))
+    return rows
+
+
+def _can_reach(host: str, port: int = 443, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def report(profile: str | None = None, check_network: bool | None = None):
+    """The environment check as a table (a pandas DataFrame). Lab 00.
+
+    Prints each problem with its fix; returns the table so the notebook shows it.
+    """
+    import pandas as pd
+
+    table = pd.DataFrame(checks(profile, check_network)).set_index("check")
+    problems = table[table.status != "ok"]
+    if problems.empty:
+        print("All checks passed: this machine is ready for the course.")
+    for check, row in problems.iterrows():
+        print(f"[{row.status}] {check}: {row.value}\n        fix: {row.fix}")
+    return table
