@@ -237,8 +237,11 @@ def build(model: str | Path = "tiny", precision: str = "int4", execution_provide
             try:
                 _run_builder(model_dir, tmp, options, config, log_file, progress)
                 if options.precision == "int8":
-                    quantize_int8(tmp, block_size=options.block_size or 32,
-                                  accuracy_level=options.accuracy_level, log_file=log_file)
+                    # accuracy level 4 (int8 compute) is ~10x faster than the quantizer's default on CPU,
+                    # and the builder's own default for INT4 on CPU.
+                    level = 4 if options.accuracy_level is None else options.accuracy_level
+                    quantize_int8(tmp, block_size=options.block_size or 32, accuracy_level=level,
+                                  log_file=log_file)
             except BuildError:
                 raise
             except Exception as exc:
