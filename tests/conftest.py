@@ -1,0 +1,67 @@
+"""Test-wide setup: offline, no network, a clear failure when nothing was collected."""
+
+import ipaddress
+import os
+import socket
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["OLIVE_DISABLE_TELEMETRY"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self, address):
+    """Tests make no network call: only loopback (Jupyter kernels talk over 127.0.0.1)."""
+    host = address[0] if isinstance(address, tuple) else None
+    if host is not None and self.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            allowed = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            allowed = host == "localhost"
+        if not allowed:
+            raise OSError(f"network access blocked in tests: {address}")
+    return _real_connect(self, address)
+
+
+socket.socket.connect = _loopback_only
+
+
+def has_cuda() -> bool:
+    try:
+        import onnxruntime
+        return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if has_cuda():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: run `make test-gpu` on a machine with one "
+                                   "(it installs requirements/gpu.txt)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # pytest exits 5 when it collected no tests; for this course that is a failure, not a pass.
+    if exitstatus == 5:
+        session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def tiny_dir():
+    from labkit import models
+    return models.create_tiny("tiny", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_builds(tiny_dir):
+    """FP32, INT8 and INT4 builds of the course's tiny model (cached across runs)."""
+    from labkit import build
+    return {p: build.build("tiny", p, progress=False) for p in ("fp32", "int8", "int4")}

@@ -1,0 +1,172 @@
+import json
+import shutil
+import subprocess
+import sys
+from collections import namedtuple
+
+import onnx
+import pytest
+
+from labkit import bench, build, models
+
+
+# ------------------------------------------------------------------ option validation (no building)
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(precision="fp16", execution_provider="cpu"), "fp16 runs on: cuda, dml, webgpu"),
+    (dict(precision="int2"), "Unknown precision 'int2'"),
+    (dict(precision="int4", execution_provider="tpu"), "Unknown execution provider"),
+    (dict(precision="int4", block_size=48), "block_size=48 is invalid"),
+    (dict(precision="int4", accuracy_level=7), "accuracy_level=7 is invalid"),
+    (dict(precision="int4", algorithm="gptq"), "algorithm='gptq' is invalid"),
+    (dict(precision="fp32", block_size=32), "only applies to int4/int8"),
+    (dict(precision="int8", algorithm="rtn"), "algorithm only applies to int4"),
+])
+def test_bad_options_fail_before_any_work(monkeypatch, kwargs, message):
+    def no_model(*_):
+        raise AssertionError("the model was resolved before the options were checked")
+    monkeypatch.setattr(models, "resolve_model", no_model)
+    with pytest.raises(build.BuildError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build.build("tiny", **kwargs)
+
+
+def test_build_all_checks_every_variant_first(monkeypatch):
+    monkeypatch.setattr(build, "build", lambda *a, **k: pytest.fail("built before checking all variants"))
+    with pytest.raises(build.BuildError, match="block_size=100"):
+        build.build_all("tiny", ["fp32", "int4"], "cpu", [{"block_size": 32}, {"block_size": 100}])
+
+
+def test_option_names_and_cli():
+    opts = build.BuildOptions("int4", block_size=64, accuracy_level=4, algorithm="k_quant")
+    assert opts.name == "int4-k_quant-b64-acc4"
+    assert opts.cli("tiny", "out") == ("python -m onnxruntime_genai.models.builder -m tiny -o out -p int4 -e cpu "
+                                       "-c cache --extra_options int4_block_size=64 int4_accuracy_level=4 "
+                                       "int4_algo_config=k_quant")
+
+
+# ------------------------------------------------------------------ bad model input
+def fake_checkpoint(folder, architecture="Phi3ForCausalLM", tokenizer=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"architectures": [architecture]}))
+    if tokenizer:
+        (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+def test_unsupported_architecture_lists_supported(tmp_path):
+    with pytest.raises(build.BuildError, match="cannot build architecture 'BertModel'.*Phi3ForCausalLM"):
+        build.build(fake_checkpoint(tmp_path / "bert", "BertModel"), "int4")
+
+
+def test_missing_tokenizer_and_missing_folder(tmp_path):
+    with pytest.raises(build.BuildError, match="no tokenizer"):
+        build.build(fake_checkpoint(tmp_path / "m", tokenizer=False), "int4")
+    with pytest.raises(FileNotFoundError):
+        build.build(str(tmp_path / "does-not-exist"), "int4")
+
+
+def test_not_enough_disk_fails_cleanly(tiny_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: Usage(10, 10, 0))
+    with pytest.raises(build.BuildError, match="Not enough disk"):
+        build.build(tiny_dir, "fp32")
+    assert not [p for p in (tmp_path / "builds").iterdir() if p.name != "logs"]
+
+
+# ------------------------------------------------------------------ cache and atomic output
+def test_cache_hit_reuses_the_build_and_force_rebuilds(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    first = build.build(tiny_dir, "int4", progress=False)
+    assert not first.cached and (first.path / "model.onnx").exists()
+    stamp = (first.path / "model.onnx").stat().st_mtime_ns
+    again = build.build(tiny_dir, "int4", progress=False)
+    assert again.cached and again.path == first.path
+    assert (again.path / "model.onnx").stat().st_mtime_ns == stamp, "a cache hit must not rebuild"
+    other = build.build(tiny_dir, "int4", block_size=64, progress=False)
+    assert other.path != first.path, "options are part of the key"
+    forced = build.build(tiny_dir, "int4", force=True, progress=False)
+    assert not forced.cached and forced.path == first.path
+    assert "Reading decoder layer" in forced.log.read_text(), "the builder's log goes to the log file"
+
+
+def test_model_content_is_part_of_the_key(tiny_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dir, copy)
+    before = build.model_fingerprint(copy)
+    assert before == build.model_fingerprint(tiny_dir)
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace('"hidden_act"', '"hidden_act" '))
+    assert build.model_fingerprint(copy) != before
+
+
+def test_failed_build_leaves_previous_build_and_no_partial_folder(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    good = build.build(tiny_dir, "fp32", progress=False)
+    good_bytes = (good.path / "model.onnx").read_bytes()
+
+    def crash(model_dir, out_dir, *args):
+        (out_dir / "model.onnx").write_text("half written")
+        raise RuntimeError("killed half-way")
+    monkeypatch.setattr(build, "_run_builder", crash)
+    with pytest.raises(build.BuildError, match="(?s)killed half-way.*Full log"):
+        build.build(tiny_dir, "fp32", force=True, progress=False)
+    assert (good.path / "model.onnx").read_bytes() == good_bytes
+    with pytest.raises(build.BuildError):
+        build.build(tiny_dir, "int4", algorithm="rtn", progress=False)
+    leftovers = [p.name for p in (tmp_path / "builds").iterdir() if p.name not in ("logs", good.path.name)]
+    assert leftovers == [], "no temp or half-finished folders"
+
+
+def test_build_prints_nothing_but_progress(tiny_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    build.build(tiny_dir, "int4", progress=False)
+    out = capsys.readouterr()
+    assert out.out == "" and "Reading" not in out.err
+
+
+# ------------------------------------------------------------------ what the builds contain
+def matmul_bits(model_dir):
+    model = onnx.load(str(model_dir / "model.onnx"), load_external_data=False)
+    return {next(a.i for a in n.attribute if a.name == "bits") for n in model.graph.node if n.op_type == "MatMulNBits"}
+
+
+def test_precisions_produce_the_expected_kernels(tiny_builds):
+    assert matmul_bits(tiny_builds["fp32"].path) == set()
+    assert matmul_bits(tiny_builds["int8"].path) == {8}
+    assert matmul_bits(tiny_builds["int4"].path) == {4}
+    sizes = {p: b.size_bytes for p, b in tiny_builds.items()}
+    assert sizes["int4"] < sizes["int8"] < sizes["fp32"]
+
+
+def test_quantized_perplexity_stays_close_to_fp32(tiny_builds):
+    ppl = {p: bench.perplexity(b.path) for p, b in tiny_builds.items()}
+    assert ppl["fp32"] < 0.01 * 2048, "the tiny model is trained, far below uniform"
+    assert abs(ppl["int8"] / ppl["fp32"] - 1) <= 0.02
+    assert abs(ppl["int4"] / ppl["fp32"] - 1) <= 0.10
+
+
+PLAIN_SCRIPT = """
+import sys, onnxruntime_genai as og
+model = og.Model(sys.argv[1])
+tokenizer = og.Tokenizer(model)
+prompt = tokenizer.apply_chat_template('[{"role": "user", "content": "What should I eat in Lisbon?"}]', add_generation_prompt=True)
+params = og.GeneratorParams(model)
+params.set_search_options(max_length=40)
+generator = og.Generator(model, params)
+generator.append_tokens(tokenizer.encode(prompt))
+out = []
+while not generator.is_done():
+    generator.generate_next_token()
+    out.append(generator.get_next_tokens()[0])
+print(len(out), tokenizer.decode(out))
+assert "labkit" not in sys.modules
+del generator, params, tokenizer, model
+"""
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8", "int4"])
+def test_build_runs_in_a_plain_genai_script(tiny_builds, precision):
+    done = subprocess.run([sys.executable, "-c", PLAIN_SCRIPT, str(tiny_builds[precision].path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    count, text = done.stdout.split(" ", 1)
+    assert int(count) > 0 and text.strip()

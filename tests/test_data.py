@@ -1,0 +1,51 @@
+import json
+
+import pytest
+from PIL import Image
+
+from labkit import data
+
+
+def test_travel_set_is_large_varied_and_split():
+    train, eval_ = data.travel("train"), data.travel("eval")
+    assert len(train) + len(eval_) >= 250
+    assert len(eval_) >= 30
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in eval_}, "eval prompts must be unseen"
+    topics = {r["topic"] for r in train}
+    assert {"food", "transport", "budget", "season"} <= topics
+
+
+@pytest.mark.parametrize("line, reason", [
+    ('{"prompt": "Where?", "response": "Here."', "invalid JSON"),
+    ('{"prompt": "Where?"}', "missing field 'response'"),
+    ('{"prompt": "", "response": "x"}', "field 'prompt' must be a non-empty string"),
+    ('["prompt", "response"]', "expected a JSON object"),
+])
+def test_validator_names_file_line_and_reason(tmp_path, line, reason):
+    f = tmp_path / "bad.jsonl"
+    good = json.dumps({"prompt": "Best season in Rome?", "response": "Autumn."})
+    f.write_text(f"{good}\n{good}\n{line}\n")
+    with pytest.raises(data.DataError) as err:
+        data.validate_travel(f)
+    assert f"{f}:3: {reason}" in str(err.value)
+
+
+def test_validator_reports_every_problem_at_once(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"prompt": "a"}\nnot json\n{"response": "b"}\n')
+    with pytest.raises(data.DataError, match="3 problem"):
+        data.validate_travel(f)
+
+
+def test_missing_file_says_where_the_data_lives(tmp_path):
+    with pytest.raises(data.DataError, match="file not found"):
+        data.validate_travel(tmp_path / "nope.jsonl")
+
+
+def test_corpus_and_images():
+    assert len(data.corpus("train")) > 5 * len(data.corpus("heldout")) > 0
+    images = data.images()
+    assert len(images) >= 3
+    for path in images:
+        with Image.open(path) as img:
+            assert img.mode == "RGB" and min(img.size) >= 300

@@ -1,0 +1,67 @@
+import hashlib
+import json
+
+import pytest
+
+from labkit import models
+
+MICRO = models.TinySpec(name="micro", vocab_size=600, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                        intermediate_size=64, train_steps=5, seq_len=32, batch_size=2)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_spec_validation_names_the_problem():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        models.TinySpec(hidden_size=120, num_heads=5).validate()   # head_dim 24 builds, then fails at run time
+    with pytest.raises(ValueError, match="lm_head"):
+        models.TinySpec(vocab_size=384, hidden_size=128).validate()
+
+
+def test_created_model_is_a_normal_checkpoint_and_deterministic(cache):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    first = models.create_tiny(MICRO, progress=False)
+    digest = hashlib.sha256((first / "model.safetensors").read_bytes()).hexdigest()
+    again = models.create_tiny(MICRO, force=True, progress=False)
+    assert again == first
+    assert hashlib.sha256((again / "model.safetensors").read_bytes()).hexdigest() == digest
+    model = AutoModelForCausalLM.from_pretrained(first)
+    assert type(model).__name__ == "Phi3ForCausalLM"
+    assert model.config.rope_parameters["rope_type"] == "longrope"
+    tok = AutoTokenizer.from_pretrained(first)
+    text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == "<|user|>\nHi<|end|>\n<|assistant|>\n"
+    for special in models.CHAT_TOKENS:
+        assert len(tok(special)["input_ids"]) == 1, f"{special} must be one token"
+    config = json.loads((first / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "GPT2Tokenizer"   # what og.Tokenizer 0.12 accepts
+    assert not list(cache.glob(".tmp-*")), "no temp folder left behind"
+
+
+def test_the_course_model_learned_something(tiny_dir):
+    card = models.model_card(tiny_dir)
+    assert card["train_losses"][-1] < 0.5 * card["train_losses"][0]
+    assert card["heldout_perplexity"] < 0.01 * card["uniform_perplexity"]
+
+
+def test_resolve_tiny_and_local_folders(tiny_dir, tmp_path):
+    assert models.resolve_model("tiny") == tiny_dir
+    assert models.resolve_model(str(tiny_dir)) == tiny_dir
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        models.resolve_model(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="neither"):
+        models.resolve_model("no-such-model")
+
+
+def test_offline_hub_id_not_in_cache_says_how_to_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError) as err:
+        models.resolve_model("microsoft/Phi-3.5-mini-instruct")
+    message = str(err.value)
+    assert "hf download microsoft/Phi-3.5-mini-instruct" in message and "model='tiny'" in message
