@@ -1,0 +1,51 @@
+import math
+
+import pytest
+
+from labkit import bench, data, models
+
+
+def test_agreement_counts_identical_positions():
+    assert bench.agreement([[1, 2, 3]], [[1, 2, 3]]) == 1.0
+    assert bench.agreement([[1, 9, 3], [4, 5]], [[1, 2, 3], [4, 5]]) == pytest.approx(4 / 5)
+    assert bench.agreement([[1]], [[1, 2]]) == 0.5, "an early stop counts as a mismatch"
+
+
+def test_onnx_perplexity_matches_pytorch(tiny_dir, tiny_builds):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    text = data.corpus("heldout")[:3000]
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    torch_ppl = models.perplexity(model, tokenizer, text)
+    onnx_ppl = bench.perplexity(tiny_builds["fp32"].path, text)
+    assert onnx_ppl == pytest.approx(torch_ppl, rel=1e-3)
+
+
+def test_measure_returns_every_column(tiny_builds):
+    row = bench.measure(tiny_builds["int4"].path, runs=1, new_tokens=8)
+    for key in ("size_mb", "load_s", "prefill_tok_s", "decode_tok_s", "perplexity", "agreement_fp32"):
+        assert math.isfinite(row[key]) and row[key] > 0
+
+
+def test_compare_needs_its_reference(tiny_builds):
+    with pytest.raises(ValueError, match="reference build 'fp32'"):
+        bench.compare({"int4": tiny_builds["int4"].path})
+
+
+def test_compare_table_and_plot(tiny_builds):
+    table = bench.compare({p: b.path for p, b in tiny_builds.items()}, runs=1, new_tokens=8, progress=False)
+    assert list(table.index) == ["fp32", "int8", "int4"]
+    assert table.loc["fp32", "agreement_fp32"] == 1.0
+    assert table.loc["fp32", "perplexity_vs_fp32_%"] == 0.0
+    fig = bench.plot_size_vs_speed(table)
+    assert len(fig.axes[0].collections[0].get_offsets()) == 3
+
+
+def test_bandwidth_and_bytes_per_token(tiny_builds):
+    bw = bench.memory_bandwidth(megabytes=64, runs=2)
+    assert bw["read_gb_s"] > 0 and bw["copy_gb_s"] > 0
+    per_token = {p: bench.weight_bytes_per_token(b.path) for p, b in tiny_builds.items()}
+    assert per_token["int4"] < per_token["int8"] < per_token["fp32"]
+    # FP32: 4 bytes per non-embedding weight of the tiny Phi-3 (1.51M params, 0.26M in the embedding table).
+    assert per_token["fp32"] == pytest.approx(4 * (1508480 - 2048 * 128), rel=0.01)

@@ -1,0 +1,50 @@
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from labkit import course, paths
+from labkit.profiles import get_profile
+
+
+def write_notebook(path, *sources):
+    nb = new_notebook(cells=[new_code_cell(s) for s in sources])
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_failure_shows_the_cell_source_and_error(tmp_path):
+    nb = write_notebook(tmp_path / "bad.ipynb", 'profile = "cpu"\nrun_dir = ""', "x = 1\nraise ValueError('boom')")
+    with pytest.raises(course.NotebookFailed) as err:
+        course.run_notebook(nb, tmp_path / "run")
+    message = str(err.value)
+    assert "raise ValueError('boom')" in message and "ValueError: boom" in message
+    assert (tmp_path / "run" / "bad.ipynb").exists(), "the executed copy is kept"
+
+
+def test_parameters_and_run_folder_reach_the_notebook(tmp_path):
+    nb = write_notebook(tmp_path / "ok.ipynb", 'profile = "cpu"\nrun_dir = ""\nsteps = 100',
+                        "import labkit\nlab = labkit.start_lab('demo', profile, run_dir)\n"
+                        "lab.record({'steps': steps})")
+    out = course.run_notebook(nb, tmp_path / "run", {"steps": 3})
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results == {"demo": {"steps": 3}}
+    assert nbformat.read(out, 4).cells[1].source.find("steps = 3") >= 0   # papermill's injected cell
+
+
+def test_new_run_dirs_are_separate_and_latest_follows(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path))
+    a, b = paths.new_run_dir(), paths.new_run_dir()
+    assert a != b and a.parent == b.parent == tmp_path
+    assert (tmp_path / "latest").resolve() == b
+
+
+def test_profiles(monkeypatch):
+    monkeypatch.delenv("LABKIT_PROFILE", raising=False)
+    assert get_profile().name == "cpu"
+    assert get_profile("gpu").execution_provider == "cuda"
+    with pytest.raises(ValueError, match="LABKIT_PROFILE"):
+        get_profile("tpu")

@@ -1,0 +1,23 @@
+from labkit import env
+
+
+def test_report_is_a_table_of_checks():
+    table = env.report("cpu", check_network=False)
+    assert {"status", "value", "fix"} <= set(table.columns)
+    assert "onnxruntime-genai==0.12.2" in table.index
+    assert (table.status != "FAIL").all(), table[table.status == "FAIL"]
+
+
+def test_a_wrong_version_fails_with_its_fix(monkeypatch, capsys):
+    monkeypatch.setattr(env, "_version", lambda package: "0.0.1" if package == "onnxruntime-genai" else None)
+    table = env.report("cpu", check_network=False)
+    row = table.loc["onnxruntime-genai==0.12.2"]
+    assert row.status == "FAIL" and row.value == "0.0.1" and "make install" in row.fix
+    assert "fix: Run `make install`" in capsys.readouterr().out
+
+
+def test_gpu_profile_without_cuda_says_what_to_install():
+    rows = {r["check"]: r for r in env.checks("gpu", check_network=False)}
+    providers = rows["execution providers"]
+    if "CUDAExecutionProvider" not in providers["value"]:
+        assert providers["status"] == "FAIL" and "requirements/gpu.txt" in providers["fix"]

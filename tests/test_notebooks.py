@@ -1,0 +1,38 @@
+"""Execute every notebook with papermill (small parameters, same code path as the course).
+
+Executed copies are kept under runs/pytest-<timestamp>/ as artifacts. With LABKIT_PROFILE=gpu
+(`make test-gpu`) the notebooks run on the CUDA EP with the tiny models.
+"""
+
+import json
+import os
+import time
+
+import pytest
+
+from conftest import has_cuda
+from labkit import course, paths
+
+PROFILE = os.environ.get("LABKIT_PROFILE", "cpu")
+RUN = paths.runs_root() / f"pytest-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+
+# What each lab must have written to results.json.
+EXPECTED = {
+    "00_environment_check": lambda r: r["environment_ok"] and r["model"]["heldout_perplexity"] < 50,
+    "01_builder_quantization": lambda r: {"fp32", "int4", "int4-rtn-b32", "int4-k_quant-b64"} <= set(r["builds"])
+    and all(row["perplexity"] > 1 and row["decode_tok_s"] > 0 for row in r["builds"].values()),
+}
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("notebook", course.notebooks(), ids=lambda p: p.stem)
+def test_notebook_runs(notebook):
+    if PROFILE == "gpu" and not has_cuda():
+        pytest.skip("LABKIT_PROFILE=gpu needs a CUDA GPU and requirements/gpu.txt")
+    run_dir = RUN / notebook.stem   # each notebook in its own folder: runs never clobber each other
+    params = {"model": "tiny", **course.TEST_PARAMETERS.get(notebook.stem, {})}
+    course.run_notebook(notebook, run_dir, params, profile=PROFILE)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert notebook.stem in results
+    check = EXPECTED.get(notebook.stem)
+    assert check is None or check(results[notebook.stem]), results[notebook.stem]
