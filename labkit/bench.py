@@ -38,7 +38,7 @@ def _og():
 
 
 def load_seconds(model_dir: Path) -> float:
-    """Seconds to create `og.Model` + `og.Tokenizer` (a fresh load, not the cached one)."""
+    """Seconds to create `og.Model` + `og.Tokenizer` (a fresh load, not the cached one). Lab 01."""
     og = _og()
     started = time.perf_counter()
     model = og.Model(str(model_dir))
@@ -49,7 +49,7 @@ def load_seconds(model_dir: Path) -> float:
 
 
 def greedy_tokens(model, prompt_ids, new_tokens: int, exact: bool = False) -> tuple[list[int], float, float]:
-    """Greedy decode with a bare og loop. Returns (new tokens, prefill seconds, decode seconds)."""
+    """Greedy decode with a bare og loop. Returns (new tokens, prefill seconds, decode seconds). Lab 01."""
     og = _og()
     params = og.GeneratorParams(model)
     length = len(prompt_ids) + new_tokens
@@ -68,7 +68,7 @@ def greedy_tokens(model, prompt_ids, new_tokens: int, exact: bool = False) -> tu
 
 
 def speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 64, runs: int = 3) -> dict:
-    """Median prefill and decode tokens/second (greedy, fixed prompt and length, one warm-up run)."""
+    """Median prefill and decode tokens/second (greedy, fixed prompt and length, one warm-up run). Lab 01."""
     og = _og()
     model = og.Model(str(model_dir))
     tokenizer = og.Tokenizer(model)
@@ -84,7 +84,7 @@ def speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 64, runs:
 
 
 def perplexity(model_dir: Path, text: str | None = None, block: int = 128, max_blocks: int = 16) -> float:
-    """Perplexity of an ONNX build on held-out text, from the logits of the prefill."""
+    """Perplexity of an ONNX build on held-out text, from the logits of the prefill. Lab 01."""
     og = _og()
     model = og.Model(str(model_dir))
     tokenizer = og.Tokenizer(model)
@@ -108,6 +108,7 @@ def perplexity(model_dir: Path, text: str | None = None, block: int = 128, max_b
 
 
 def greedy_outputs(model_dir: Path, prompts=AGREEMENT_PROMPTS, new_tokens: int = 32) -> list[list[int]]:
+    """Greedy tokens for each prompt, for the agreement column. Lab 01."""
     og = _og()
     model = og.Model(str(model_dir))
     tokenizer = og.Tokenizer(model)
@@ -117,7 +118,7 @@ def greedy_outputs(model_dir: Path, prompts=AGREEMENT_PROMPTS, new_tokens: int =
 
 
 def agreement(outputs: list[list[int]], reference: list[list[int]]) -> float:
-    """Share of positions where greedy tokens equal the reference's (FP32) tokens."""
+    """Share of positions where greedy tokens equal the reference's (FP32) tokens. Lab 01."""
     same = total = 0
     for out, ref in zip(outputs, reference):
         n = max(len(out), len(ref))
@@ -127,7 +128,7 @@ def agreement(outputs: list[list[int]], reference: list[list[int]]) -> float:
 
 
 def measure(model_dir: Path, reference_outputs=None, *, runs: int = 3, new_tokens: int = 64) -> dict:
-    """Everything lab 01 tabulates for one build."""
+    """Everything lab 01 tabulates for one build. Lab 01."""
     row = {"size_mb": paths.dir_size(model_dir) / 1e6, "load_s": load_seconds(model_dir)}
     row.update(speed(model_dir, new_tokens=new_tokens, runs=runs))
     row["perplexity"] = perplexity(model_dir)
@@ -138,7 +139,7 @@ def measure(model_dir: Path, reference_outputs=None, *, runs: int = 3, new_token
 
 
 def compare(builds: dict[str, Path], reference: str = "fp32", runs: int = 3, new_tokens: int = 64, progress=True):
-    """Measure every build; agreement is against `reference` (measured first). Returns a DataFrame."""
+    """Measure every build; agreement is against `reference` (measured first). Returns a DataFrame. Lab 01."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -160,7 +161,7 @@ def compare(builds: dict[str, Path], reference: str = "fp32", runs: int = 3, new
 
 
 def plot_size_vs_speed(table, title: str = "Size vs decode speed (colour: perplexity)"):
-    """Size (MB) against decode tok/s, one point per build, coloured by perplexity."""
+    """Size (MB) against decode tok/s, one point per build, coloured by perplexity. Lab 01."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -179,7 +180,7 @@ def plot_size_vs_speed(table, title: str = "Size vs decode speed (colour: perple
 
 # ------------------------------------------------------------------ the benchmark suite
 def memory_bandwidth(megabytes: int = 512, runs: int = 5) -> dict:
-    """The machine's memory bandwidth in GB/s: read (sum) and copy (read + write), best of `runs`."""
+    """The machine's memory bandwidth in GB/s: read (sum) and copy (read + write), best of `runs`. Lab 01."""
     a = np.ones(megabytes * (1 << 20) // 8, dtype=np.float64)
     b = np.empty_like(a)
     read, copy = [], []
@@ -190,8 +191,10 @@ def memory_bandwidth(megabytes: int = 512, runs: int = 5) -> dict:
 
 
 def weight_bytes_per_token(model_dir: Path) -> int:
-    """Bytes of weights a decode step reads: every initializer except the token-embedding table
-    (a Gather reads one row) and the rotary caches (a few rows)."""
+    """Bytes of weights a decode step reads. Lab 01.
+
+    Every initializer counts except the token-embedding table (a Gather reads one row) and the
+    rotary caches (a few rows)."""
     import onnx
 
     model = onnx.load(str(Path(model_dir) / "model.onnx"), load_external_data=False)
@@ -205,7 +208,7 @@ def weight_bytes_per_token(model_dir: Path) -> int:
 
 
 def torch_decode_speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 32, runs: int = 3) -> float:
-    """PyTorch FP32 eager `generate` decode tokens/second on the same checkpoint (median)."""
+    """PyTorch FP32 eager `generate` decode tokens/second on the same checkpoint (median). Lab 01."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -225,7 +228,7 @@ def torch_decode_speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: in
 
 def run_benchmark(model: str = "bench", precisions=("int4", "int8", "fp32"), runs: int = 3,
                   out: Path | None = None) -> dict:
-    """The `make bench` suite. Prints a table and writes JSON; returns the results."""
+    """The `make bench` suite. Prints a table and writes JSON; returns the results. Lab 01."""
     from . import build as build_mod
     from . import models
 
@@ -257,6 +260,7 @@ def run_benchmark(model: str = "bench", precisions=("int4", "int8", "fp32"), run
 
 
 def format_benchmark(result: dict) -> str:
+    """The benchmark result as the text table `make bench` prints. Lab 01."""
     lines = [f"model {result['model']} ({result['parameters'] or '?'} parameters); memory bandwidth "
              f"read {result['memory_bandwidth_gb_s']['read_gb_s']:.1f} GB/s, copy "
              f"{result['memory_bandwidth_gb_s']['copy_gb_s']:.1f} GB/s",

@@ -56,12 +56,12 @@ BUILD_FORMAT = "labkit-build-v1"  # bump when what build() writes changes
 
 
 class BuildError(ValueError):
-    """Bad build input, or a build that failed; the message says how to fix it."""
+    """Bad build input, or a build that failed; the message says how to fix it. Lab 01."""
 
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """One model-builder configuration. `None` leaves the builder's default."""
+    """One model-builder configuration. `None` leaves the builder's default. Lab 01."""
 
     precision: str = "int4"
     execution_provider: str = "cpu"
@@ -135,7 +135,7 @@ class BuildOptions:
 
 @dataclass
 class Build:
-    """A finished build: where it is and what it cost."""
+    """A finished build: where it is and what it cost. Lab 01."""
 
     path: Path
     options: BuildOptions
@@ -154,7 +154,7 @@ class Build:
 
 # ------------------------------------------------------------------ validation
 def model_fingerprint(model_dir: Path) -> str:
-    """Content hash of a checkpoint folder: full hash of small files, size + head/tail of big ones."""
+    """Content hash of a checkpoint folder: full hash of small files, size + head/tail of big ones. Lab 01."""
     h = hashlib.sha256()
     for f in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
         h.update(f.relative_to(model_dir).as_posix().encode())
@@ -171,7 +171,7 @@ def model_fingerprint(model_dir: Path) -> str:
 
 
 def check_model_dir(model_dir: Path) -> dict:
-    """The checkpoint's config, after checking the builder can handle it."""
+    """The checkpoint's config, after checking the builder can handle it. Lab 01."""
     config_path = Path(model_dir) / "config.json"
     if not config_path.exists():
         raise BuildError(f"{model_dir} has no config.json: pass a Hugging Face checkpoint folder, `tiny`, "
@@ -188,13 +188,16 @@ def check_model_dir(model_dir: Path) -> dict:
 
 
 def estimate_output_bytes(model_dir: Path, config: dict, precision: str) -> int:
+    """Rough size of the build, from the checkpoint's weight files and the precision. Lab 01."""
     weights = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")) or \
         sum(f.stat().st_size for f in Path(model_dir).glob("*.bin"))
-    src_bytes = 2.0 if str(config.get("torch_dtype", config.get("dtype", "float32"))) in ("bfloat16", "float16") else 4.0
+    dtype = str(config.get("torch_dtype", config.get("dtype", "float32")))
+    src_bytes = 2.0 if dtype in ("bfloat16", "float16") else 4.0
     return int(weights / src_bytes * BYTES_PER_WEIGHT[precision])
 
 
 def check_disk(where: Path, needed: int) -> None:
+    """Fail before building when the disk cannot hold the build. Lab 01."""
     free = shutil.disk_usage(where).free
     if free < needed:
         raise BuildError(f"Not enough disk: the build needs about {needed / 1e9:.1f} GB, {where} has "
@@ -203,6 +206,7 @@ def check_disk(where: Path, needed: int) -> None:
 
 # ------------------------------------------------------------------ building
 def builds_root() -> Path:
+    """Where finished builds live: `<cache>/builds/`. Lab 01."""
     root = paths.cache_dir() / "builds"
     root.mkdir(parents=True, exist_ok=True)
     return root
@@ -295,8 +299,8 @@ def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: 
 
     precision = "fp32" if options.precision == "int8" else options.precision
     layers = config.get("num_hidden_layers", 1)
-    # One tick per layer read, per quantized MatMul (int4: 4 per layer + lm_head), and per save step.
-    total = layers + 3 + (4 * layers + 1 if precision == "int4" else 0) + 2
+    # One tick per layer read, per quantized MatMul (Phi-3 int4: 5 per layer + lm_head), per save step.
+    total = layers + 3 + (5 * layers + 1 if precision == "int4" else 0) + 2
     bar = tqdm(total=total, desc=f"building {options.name}", disable=not progress, file=sys.stderr)
     cache = builds_root() / ".hf-cache"
     try:
@@ -325,7 +329,7 @@ def quantize_int8(model_dir: Path, block_size: int = 32, accuracy_level: int | N
 
 
 def keep_source_tokenizer(model_dir: Path, out_dir: Path) -> None:
-    """Restore the source's tokenizer class and chat template in the build's tokenizer_config.json.
+    """Restore the source's tokenizer class and chat template in the build's tokenizer_config.json. Lab 01.
 
     The builder re-saves the tokenizer with transformers 5, which writes `TokenizersBackend` as the
     class; onnxruntime-genai 0.12 only reads the classes it knows (GPT2Tokenizer, LlamaTokenizer…).
@@ -366,7 +370,7 @@ def build_all(model: str | Path, precisions, execution_provider: str = "cpu", in
 
 
 def summary(builds: dict[str, Build]):
-    """One row per build: time, cache hit, size, and the equivalent CLI line (a DataFrame)."""
+    """One row per build: time, cache hit, size, and the equivalent CLI line (a DataFrame). Lab 01."""
     import pandas as pd
 
     rows = {name: {"seconds": round(b.seconds, 2), "cached": b.cached, "size_mb": round(b.size_bytes / 1e6, 2),

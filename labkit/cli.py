@@ -14,6 +14,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m labkit` / `labkit`. All labs."""
     os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -25,17 +25,17 @@ TEST_PARAMETERS = {
 
 
 def notebooks() -> list[Path]:
-    """The numbered labs, in order."""
+    """The numbered labs, in order. All labs."""
     return sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
 class NotebookFailed(RuntimeError):
-    """A notebook cell raised; the message shows the cell's source and the error."""
+    """A notebook cell raised; the message shows the cell's source and the error. All labs."""
 
 
 @dataclass
 class Lab:
-    """What a notebook gets from `labkit.start_lab`: its profile, its work folder, its results key."""
+    """What a notebook gets from `labkit.start_lab`: its profile, its work folder, its results key. All labs."""
 
     name: str
     profile: object
@@ -54,7 +54,7 @@ class Lab:
 
 
 def start_lab(name: str, profile: str | None = None, run_dir: str | Path | None = None) -> Lab:
-    """First call of every notebook: pick the profile and the run folder, print where things go."""
+    """First call of every notebook: pick the profile and the run folder, print where things go. All labs."""
     from .profiles import get_profile
 
     chosen = get_profile(profile)
@@ -83,7 +83,7 @@ def _environment(**values):
 
 def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, profile: str = "cpu",
                  timeout: int = 1800) -> Path:
-    """Execute one notebook into `run_dir`; return the executed copy. Raises NotebookFailed."""
+    """Execute one notebook into `run_dir`; return the executed copy. Raises NotebookFailed. All labs."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -106,7 +106,7 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
 
 def run_course(selection: list[str] | None = None, parameters: dict[str, dict] | None = None,
                profile: str = "cpu") -> Path:
-    """Run every notebook (or those whose names start with `selection`) into a new run folder."""
+    """Run every notebook (or those whose names start with `selection`) into a new run folder. All labs."""
     from tqdm.auto import tqdm
 
     chosen = [nb for nb in notebooks() if not selection or any(nb.name.startswith(s) for s in selection)]

@@ -14,7 +14,7 @@ REQUIRED_FIELDS = ("prompt", "response")
 
 
 class DataError(ValueError):
-    """A data file is malformed; the message names file:line and the fix."""
+    """A data file is malformed; the message names file:line and the fix. Lab 03."""
 
 
 def validate_travel(path: Path) -> list[dict]:
@@ -70,5 +70,5 @@ def corpus(split: str = "train") -> str:
 
 
 def images() -> list[Path]:
-    """The sample images for the vision lab (02)."""
+    """The sample images for the vision lab. Lab 02."""
     return sorted((paths.DATA / "images").glob("*.png"))

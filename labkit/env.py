@@ -24,7 +24,7 @@ NEEDS = {
 
 
 def lock_pins(lock: Path | None = None) -> dict[str, str]:
-    """`{package: version}` from requirements/lock.txt, the one place versions are pinned."""
+    """`{package: version}` from requirements/lock.txt, the one place versions are pinned. Lab 00."""
     lock = lock or paths.REPO / "requirements" / "lock.txt"
     pins = {}
     for line in lock.read_text().splitlines():

@@ -24,7 +24,7 @@ from typing import Callable
 
 @dataclass
 class Generation:
-    """What one generate() call produced and what it cost."""
+    """What one generate() call produced and what it cost. Lab 04."""
 
     text: str
     prompt_tokens: int
@@ -41,7 +41,7 @@ class Generation:
 
 
 class GenerationError(ValueError):
-    """Bad generate() input; the message says how to fix it."""
+    """Bad generate() input; the message says how to fix it. Lab 04."""
 
 
 @lru_cache(maxsize=4)
@@ -62,12 +62,13 @@ atexit.register(load.cache_clear)
 
 
 def context_length(model_dir: str | Path) -> int:
+    """The model's context length, from genai_config.json. Lab 04."""
     config = json.loads((Path(model_dir) / "genai_config.json").read_text())
     return int(config["model"]["context_length"])
 
 
 def chat_prompt(tokenizer, user: str, system: str | None = None, history: list[dict] | None = None) -> str:
-    """The model's chat template applied by the tokenizer (Phi-3: <|user|>…<|end|><|assistant|>)."""
+    """The model's chat template applied by the tokenizer (Phi-3: <|user|>…<|end|><|assistant|>). Lab 04."""
     messages = ([{"role": "system", "content": system}] if system else []) + list(history or [])
     messages.append({"role": "user", "content": user})
     return tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
@@ -114,5 +115,5 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
 
 
 def print_token(piece: str) -> None:
-    """An `on_token` that streams to the notebook/terminal as the tokens arrive."""
+    """An `on_token` that streams to the notebook/terminal as the tokens arrive. Lab 04."""
     print(piece, end="", flush=True)

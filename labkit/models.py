@@ -38,7 +38,7 @@ HUB_IDS = {"mini": "microsoft/Phi-3.5-mini-instruct", "vision": "microsoft/Phi-3
 
 @dataclass(frozen=True)
 class TinySpec:
-    """Shape and training budget of a locally created Phi-3. `tiny` is the course default."""
+    """Shape and training budget of a locally created Phi-3. `tiny` is the course default. Lab 00."""
 
     name: str = "tiny"
     vocab_size: int = 2048          # never 3*hidden or 2*intermediate: the builder finds lm_head by out_features
@@ -71,8 +71,9 @@ class TinySpec:
 
 SPECS = {
     "tiny": TinySpec(),
-    # ~115M parameters, random weights: big enough that decode is memory-bound like a real LLM.
-    "bench": TinySpec(name="bench", vocab_size=8192, hidden_size=768, num_layers=12, num_heads=12,
+    # ~150M parameters, random weights: big enough that decode is memory-bound like a real LLM.
+    # Phi-3's vocabulary width (32064): the lm_head is a real share of what each decode step reads.
+    "bench": TinySpec(name="bench", vocab_size=32064, hidden_size=768, num_layers=12, num_heads=12,
                       num_kv_heads=12, intermediate_size=3072, train_steps=0),
 }
 
@@ -87,7 +88,7 @@ def _tokenizer_training_text() -> list[str]:
 
 
 def train_tokenizer(vocab_size: int, out_dir: Path):
-    """Byte-level BPE on the course's own text, saved so both transformers and og.Tokenizer load it."""
+    """Byte-level BPE on the course's own text, saved so both transformers and og.Tokenizer load it. Lab 00."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -115,6 +116,7 @@ def train_tokenizer(vocab_size: int, out_dir: Path):
 
 # ------------------------------------------------------------------ model
 def phi3_config(spec: TinySpec, tokenizer):
+    """The transformers `Phi3Config` of a spec: Phi-3.5-mini's layout, scaled down. Lab 00."""
     from transformers import Phi3Config
 
     half = spec.head_dim // 2
@@ -150,7 +152,7 @@ MODEL_FORMAT = "labkit-tiny-v1"  # bump when the creation code changes what it w
 
 
 def pretrain(model, tokenizer, spec: TinySpec, progress: bool = True) -> list[float]:
-    """A few hundred next-token steps on the corpus. Returns the loss per step."""
+    """A few hundred next-token steps on the corpus. Returns the loss per step. Lab 00."""
     import torch
     from tqdm.auto import tqdm
 
@@ -216,7 +218,7 @@ def create_tiny(spec: TinySpec | str = "tiny", force: bool = False, progress: bo
 
 
 def model_card(model_dir: Path) -> dict:
-    """The spec and training record labkit stored beside a tiny model (empty for other models)."""
+    """The spec and training record labkit stored beside a tiny model (empty for other models). Lab 00."""
     f = Path(model_dir) / "labkit_model.json"
     return json.loads(f.read_text()) if f.exists() else {}
 
@@ -246,7 +248,7 @@ def describe(model_dir: Path) -> dict:
 
 
 def perplexity(model, tokenizer, text: str, block: int = 128) -> float:
-    """Perplexity of a PyTorch causal LM on `text`, in non-overlapping blocks."""
+    """Perplexity of a PyTorch causal LM on `text`, in non-overlapping blocks. Lab 00."""
     import torch
 
     ids = torch.tensor(tokenizer(text)["input_ids"])
@@ -264,6 +266,7 @@ def perplexity(model, tokenizer, text: str, block: int = 128) -> float:
 
 # ------------------------------------------------------------------ resolution
 def is_offline() -> bool:
+    """True when HF_HUB_OFFLINE is set: hub ids must then come from the local cache. Lab 00."""
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 

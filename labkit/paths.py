@@ -15,18 +15,19 @@ NOTEBOOKS = REPO / "notebooks"
 
 
 def cache_dir() -> Path:
-    """Models labkit creates or builds (tiny Phi-3, ONNX builds). `LABKIT_CACHE` overrides."""
+    """Models labkit creates or builds (tiny Phi-3, ONNX builds). `LABKIT_CACHE` overrides. All labs."""
     path = Path(os.environ.get("LABKIT_CACHE", REPO / "models")).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def runs_root() -> Path:
+    """Where run folders go: `runs/` or `$LABKIT_RUNS`. All labs."""
     return Path(os.environ.get("LABKIT_RUNS", REPO / "runs")).expanduser()
 
 
 def run_dir() -> Path:
-    """The current run's folder: executed notebooks, artifacts and results.json.
+    """The current run's folder: executed notebooks, artifacts and results.json. All labs.
 
     `make course` sets `LABKIT_RUN_DIR` to `runs/<timestamp>/`; a notebook opened by hand in
     JupyterLab writes to `runs/interactive/`.
@@ -37,7 +38,7 @@ def run_dir() -> Path:
 
 
 def new_run_dir() -> Path:
-    """Create `runs/<timestamp>/` and point `runs/latest` at it."""
+    """Create `runs/<timestamp>/` and point `runs/latest` at it. All labs."""
     root = runs_root()
     root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -57,7 +58,7 @@ def new_run_dir() -> Path:
 
 @contextlib.contextmanager
 def atomic_dir(final: Path):
-    """Yield a temp folder beside `final`; move it to `final` only if the block succeeds.
+    """Yield a temp folder beside `final`; move it to `final` only if the block succeeds. All labs.
 
     A build killed half-way leaves the previous good `final` intact and no folder that
     looks finished: the temp folder's name starts with `.tmp-`.
@@ -78,5 +79,5 @@ def atomic_dir(final: Path):
 
 
 def dir_size(path: Path) -> int:
-    """Total bytes of the files under `path`."""
+    """Total bytes of the files under `path`. All labs."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Profile:
+    """What a profile sets: execution provider, models, precisions to build. Lab 00."""
+
     name: str
     execution_provider: str      # model builder's -e value: "cpu" or "cuda"
     text_model: str              # `tiny` or a hub id

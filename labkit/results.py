@@ -13,16 +13,18 @@ from . import paths
 
 
 def results_path() -> Path:
+    """The current run's results.json. All labs."""
     return paths.run_dir() / "results.json"
 
 
 def load(path: Path | None = None) -> dict:
+    """The results recorded so far (empty when none). All labs."""
     path = Path(path) if path else results_path()
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def record(lab: str, values: dict, path: Path | None = None) -> Path:
-    """Merge `values` into `results.json` under `lab` (written atomically) and return the file."""
+    """Merge `values` into `results.json` under `lab` (written atomically) and return the file. All labs."""
     path = Path(path) if path else results_path()
     data = load(path)
     data.setdefault(lab, {}).update(values)

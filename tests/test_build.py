@@ -148,7 +148,8 @@ PLAIN_SCRIPT = """
 import sys, onnxruntime_genai as og
 model = og.Model(sys.argv[1])
 tokenizer = og.Tokenizer(model)
-prompt = tokenizer.apply_chat_template('[{"role": "user", "content": "What should I eat in Lisbon?"}]', add_generation_prompt=True)
+messages = '[{"role": "user", "content": "What should I eat in Lisbon?"}]'
+prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
 params = og.GeneratorParams(model)
 params.set_search_options(max_length=40)
 generator = og.Generator(model, params)
