@@ -83,28 +83,59 @@ def speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 64, runs:
     return {"prefill_tok_s": statistics.median(prefills), "decode_tok_s": statistics.median(decodes)}
 
 
-def perplexity(model_dir: Path, text: str | None = None, block: int = 128, max_blocks: int = 16) -> float:
-    """Perplexity of an ONNX build on held-out text, from the logits of the prefill. Lab 01."""
+def _log_probs(model, ids) -> np.ndarray:
+    """Log-probabilities of the next token at every position of `ids`, from one prefill."""
+    og = _og()
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + 1)
+    generator = og.Generator(model, params)
+    generator.append_tokens(ids)
+    logits = np.asarray(generator.get_output("logits"), dtype=np.float64)[0]
+    logits -= logits.max(axis=-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+
+
+def _chunks(tokenizer, texts, block: int, max_blocks: int):
+    """Token blocks of at most block+1 tokens: each text on its own, long texts split."""
+    out = []
+    for text in texts:
+        ids = tokenizer.encode(text)
+        for start in range(0, len(ids) - 1, block):
+            chunk = ids[start:start + block + 1]
+            if len(chunk) >= 2:
+                out.append(chunk)
+    return out[:max_blocks]
+
+
+def token_log_probs(model_dir: Path, texts: list[str], block: int = 128, max_blocks: int = 64):
+    """[(log-probs at each position, the actual next tokens)] for each text block. Lab 01."""
     og = _og()
     model = og.Model(str(model_dir))
     tokenizer = og.Tokenizer(model)
-    ids = tokenizer.encode(text if text is not None else data.corpus("heldout"))
-    nll, count = 0.0, 0
-    for start in range(0, min(len(ids) - 1, block * max_blocks), block):
-        chunk = ids[start:start + block + 1]
-        if len(chunk) < 2:
-            break
-        params = og.GeneratorParams(model)
-        params.set_search_options(max_length=len(chunk) + 1)
-        generator = og.Generator(model, params)
-        generator.append_tokens(chunk[:-1])
-        logits = np.asarray(generator.get_output("logits"), dtype=np.float64)[0]
-        logits -= logits.max(axis=-1, keepdims=True)
-        log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-        nll -= log_probs[np.arange(len(chunk) - 1), chunk[1:]].sum()
-        count += len(chunk) - 1
+    out = [(_log_probs(model, chunk[:-1]), np.asarray(chunk[1:])) for chunk in
+           _chunks(tokenizer, texts, block, max_blocks)]
     del tokenizer, model
-    return math.exp(nll / count)
+    return out
+
+
+def perplexity(model_dir: Path, text: str | list[str] | None = None, block: int = 128, max_blocks: int = 16) -> float:
+    """Perplexity of an ONNX build on held-out text, from the logits of the prefill. Lab 01."""
+    texts = [text] if isinstance(text, str) else (text or [data.corpus("heldout")])
+    pairs = token_log_probs(model_dir, texts, block, max_blocks)
+    nll = -sum(lp[np.arange(len(targets)), targets].sum() for lp, targets in pairs)
+    return math.exp(nll / sum(len(targets) for _, targets in pairs))
+
+
+def kl_divergence(reference_dir: Path, model_dir: Path, texts: list[str], max_blocks: int = 64) -> float:
+    """Mean per-token KL(reference || model) of the next-token distributions. Lab 03.
+
+    Perplexity only looks at the probability of the right token; KL compares whole distributions,
+    so it shows quantization damage that perplexity averages away.
+    """
+    ref = token_log_probs(reference_dir, texts, max_blocks=max_blocks)
+    test = token_log_probs(model_dir, texts, max_blocks=max_blocks)
+    total = sum((np.exp(r) * (r - t)).sum() for (r, _), (t, _) in zip(ref, test))
+    return float(total / sum(len(targets) for _, targets in ref))
 
 
 def greedy_outputs(model_dir: Path, prompts=AGREEMENT_PROMPTS, new_tokens: int = 32) -> list[list[int]]:

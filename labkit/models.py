@@ -49,7 +49,7 @@ class TinySpec:
     intermediate_size: int = 512
     max_position_embeddings: int = 8192
     original_max_position_embeddings: int = 2048   # != max_position -> LongRoPE, as Phi-3.5-mini (131072 vs 4096)
-    train_steps: int = 200          # 0 = random weights (the benchmark model)
+    train_steps: int = 300          # 0 = random weights (the benchmark model)
     seq_len: int = 128
     batch_size: int = 8
     learning_rate: float = 3e-3

@@ -166,6 +166,74 @@ CORPUS_FACTS = [
 ]
 
 
+WORLD_TEMPLATES = [
+    "{city} is a city in {country}.",
+    "Many people in {city} like to eat {food}.",
+    "In {city}, most visitors get around by {transport}.",
+    "The weather in {city} is pleasant in {season}, with {why}.",
+    "A famous place in {city} is {sight}.",
+    "A day in {city} can cost about {budget} dollars.",
+    "Travellers say that in {city} you should {tip}.",
+    "Last {season}, my cousin visited {city} and wrote about {sight}.",
+]
+GENERAL_SENTENCES = [
+    "A good plan makes a long journey easier.",
+    "The train left the station early in the morning.",
+    "She bought a ticket and waited for the bus.",
+    "The hotel was small, clean and close to the market.",
+    "He packed a jacket, a book and a bottle of water.",
+    "The museum opens at nine and closes at six.",
+    "Prices are often lower outside the busy season.",
+    "The flight was long, so we slept on the plane.",
+    "Fresh bread and fruit make a simple breakfast.",
+    "The old town is best explored on foot.",
+    "Rain fell all afternoon, so we stayed inside and read.",
+    "A map helps when the streets are narrow and winding.",
+]
+
+
+def world_sentences(n: int, seed: int) -> list[str]:
+    """General sentences about places: what a pre-trained model would know, not Q&A."""
+    rng = random.Random(seed)
+    cities = list(CITIES)
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.3:
+            out.append(rng.choice(GENERAL_SENTENCES))
+            continue
+        city = rng.choice(cities)
+        country, season, why, food, transport, budget, sight, tip = CITIES[city]
+        out.append(rng.choice(WORLD_TEMPLATES).format(city=city, country=country, season=season, why=why,
+                                                      food=food, transport=transport, budget=budget,
+                                                      sight=sight, tip=tip))
+    return out
+
+
+CHAT_PROMPTS = ["Tell me a fact.", "Say something true.", "Teach me one thing.", "Tell me about {city}.",
+                "Describe {city} in one sentence.", "Write a short sentence.", "Tell me a short story."]
+
+
+def chat_exchanges(n: int, seed: int) -> list[str]:
+    """General one-turn chats in Phi-3's format, so the base model knows the chat tokens.
+
+    Like an instruct model's pre-training: general answers, no travel Q&A (that is lab 03's job)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        prompt = rng.choice(CHAT_PROMPTS)
+        if "{city}" in prompt:
+            city = rng.choice(list(CITIES))
+            answer = " ".join(s for s in world_sentences(40, rng.randint(0, 10**6)) if city in s)[:300]
+            answer = answer or f"{city} is a city in {CITIES[city][0]}."
+            prompt = prompt.format(city=city)
+        elif "fact" in prompt or "true" in prompt or "thing" in prompt:
+            answer = rng.choice(CORPUS_FACTS)
+        else:
+            answer = " ".join(corpus_sentences(rng.randint(1, 3), rng.randint(0, 10**6)))
+        out.append(f"<|user|>\n{prompt}<|end|>\n<|assistant|>\n{answer}<|end|>")
+    return out
+
+
 def travel_pairs() -> list[dict]:
     pairs = []
     for city, (country, season, why, food, transport, budget, sight, tip) in CITIES.items():
@@ -258,8 +326,14 @@ def main() -> None:
     write_jsonl(DATA / "travel" / "train.jsonl", train)
     write_jsonl(DATA / "travel" / "eval.jsonl", eval_)
     rng = random.Random(11)
-    (DATA / "corpus" / "train.txt").write_text(paragraphs(corpus_sentences(6000, seed=1), rng), encoding="utf-8")
-    (DATA / "corpus" / "heldout.txt").write_text(paragraphs(corpus_sentences(600, seed=2), rng), encoding="utf-8")
+    corpus_train = corpus_sentences(5000, seed=1) + world_sentences(3000, seed=3)
+    corpus_heldout = corpus_sentences(400, seed=2) + world_sentences(250, seed=4)
+    random.Random(5).shuffle(corpus_train)
+    random.Random(6).shuffle(corpus_heldout)
+    chats = "\n\n".join(chat_exchanges(1500, seed=8))
+    (DATA / "corpus" / "train.txt").write_text(paragraphs(corpus_train, rng) + "\n" + chats + "\n",
+                                               encoding="utf-8")
+    (DATA / "corpus" / "heldout.txt").write_text(paragraphs(corpus_heldout, rng), encoding="utf-8")
     draw_images(DATA / "images")
     print(f"travel: {len(train)} train / {len(eval_)} eval pairs; corpus and images written under {DATA}")
 

@@ -1,0 +1,188 @@
+"""AWQ on CPU with llmcompressor, exported as a float checkpoint the model builder reads. Lab 03.
+
+Why not Olive's own AWQ (`olive quantize --algorithm awq`): it runs autoawq, which is CUDA-only
+("Please use GPU to run AWQ quantization") and archived. llmcompressor's `AWQModifier` does the
+same algorithm in plain PyTorch and runs on CPU after one patch (below).
+
+Why a float export: neither the pinned model builder nor Olive reads llmcompressor's
+compressed-tensors INT4 checkpoint. So we write AWQ's result as an ordinary float checkpoint:
+every quantized Linear holds its *dequantized* INT4 weights (AWQ's scales folded in). The builder's
+RTN INT4 with the same group size and asymmetric levels then lands on exactly AWQ's grid, and the
+fine-tuning step trains on the quantized-then-dequantized model, as the seed lab argues.
+
+What AWQ does: a few weight channels matter far more than the rest — those that meet large
+activations. Rounding them costs the most. AWQ measures activation magnitudes on calibration text,
+searches a per-channel scale s that multiplies those weight columns (and divides the activations
+by s, through the preceding norm), so that rounding hurts them less; the model's function is
+unchanged before rounding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from . import data, models, paths
+
+AWQ_FORMAT = "labkit-awq-v1"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                   "chat_template.jinja")
+
+
+def _patch_llmcompressor_for_cpu() -> None:
+    """llmcompressor pins cached activations for fast host-to-GPU copies; with no accelerator,
+    `Tensor.pin_memory()` raises "Cannot access accelerator device". On CPU there is nothing to pin."""
+    import torch
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    if not torch.cuda.is_available() and not getattr(IntermediatesCache, "_labkit_cpu", False):
+        IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
+        IntermediatesCache._labkit_cpu = True
+
+
+def chat_texts(tokenizer, rows: list[dict]) -> list[str]:
+    """Travel pairs in the model's chat format: <|user|>…<|end|><|assistant|>…<|end|>. Lab 03."""
+    return [tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]},
+                                           {"role": "assistant", "content": r["response"]}], tokenize=False)
+            for r in rows]
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    for name in TOKENIZER_FILES:
+        if (Path(src) / name).exists():
+            shutil.copy2(Path(src) / name, Path(dst) / name)
+
+
+def _key(*parts) -> str:
+    from .build import model_fingerprint
+    return hashlib.sha256(json.dumps([model_fingerprint(parts[0]), *parts[1:]], sort_keys=True,
+                                     default=str).encode()).hexdigest()[:12]
+
+
+def quantize(model: str | Path = "tiny", group_size: int = 32, samples: int = 128, seq_len: int = 128,
+             force: bool = False) -> Path:
+    """AWQ-quantize a checkpoint (W4, asymmetric, `group_size`) on travel calibration text. Lab 03.
+
+    Returns a float checkpoint folder holding the dequantized INT4 weights (see module docstring),
+    cached by input model + settings and written atomically. `awq_info.json` inside records time
+    and per-layer settings.
+    """
+    if group_size not in (16, 32, 64, 128, 256):
+        raise ValueError(f"group_size={group_size} is invalid; use 16, 32, 64, 128 or 256 (the builder's "
+                         "int4_block_size values), so the ONNX build lands on AWQ's grid.")
+    model_dir = models.resolve_model(model)
+    final = paths.cache_dir() / "awq" / f"{model_dir.name}-awq-g{group_size}-{_key(model_dir, group_size, samples, seq_len, AWQ_FORMAT)}"
+    if final.exists() and not force:
+        return final
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _patch_llmcompressor_for_cpu()
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from llmcompressor.modifiers.transform.awq import AWQModifier
+
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    texts = chat_texts(tokenizer, data.travel("train")[:samples])
+    calibration = Dataset.from_dict({"text": texts}).map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=seq_len), batched=True,
+        remove_columns=["text"])
+    weights = QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group", group_size=group_size)
+    recipe = [AWQModifier(duo_scaling=True),
+              QuantizationModifier(config_groups={"w4": QuantizationScheme(targets=["Linear"], weights=weights)},
+                                   ignore=["lm_head"])]
+    oneshot(model=model, dataset=calibration, recipe=recipe, max_seq_length=seq_len,
+            num_calibration_samples=len(texts), pipeline="sequential")
+
+    # Fold the result into plain float weights: dequantize(quantize(W)) for every quantized Linear.
+    clean = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    quantized_layers = 0
+    with torch.no_grad():
+        clean_modules = dict(clean.named_modules())
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and hasattr(module, "weight_scale"):
+                weight = fake_quantize(module.weight, module.weight_scale, module.weight_zero_point,
+                                       module.quantization_scheme.weights)
+                clean_modules[name].weight.copy_(weight)
+                quantized_layers += 1
+            elif isinstance(module, torch.nn.Linear) or "norm" in name.rsplit(".", 1)[-1]:
+                # AWQ rescaled norms and unquantized Linears in place: keep them too.
+                for pname, param in module.named_parameters(recurse=False):
+                    if pname in ("weight", "bias"):
+                        getattr(clean_modules[name], pname).copy_(param)
+    with paths.atomic_dir(final) as tmp:
+        clean.save_pretrained(tmp)
+        _copy_tokenizer(model_dir, tmp)
+        info = {"source": str(model_dir), "group_size": group_size, "symmetric": False, "bits": 4,
+                "calibration_samples": len(texts), "quantized_linears": quantized_layers,
+                "seconds": round(time.perf_counter() - started, 1), "format": AWQ_FORMAT}
+        (tmp / "awq_info.json").write_text(json.dumps(info, indent=2))
+    return final
+
+
+def add_outlier_channels(model: str | Path = "tiny", channels: int = 4, factor: float = 30.0,
+                         force: bool = False) -> Path:
+    """A function-preserving variant whose activations have outlier channels. Lab 03.
+
+    In every layer, `channels` input channels of the attention and MLP norms are multiplied by
+    `factor` and the matching weight columns of the next projections divided by it. The model
+    computes the same function (up to float rounding), but now a few activation channels are huge
+    and their weights tiny: plain rounding (RTN) crushes those weights, which AWQ is built to protect.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model_dir = models.resolve_model(model)
+    final = paths.cache_dir() / "awq" / f"{model_dir.name}-outliers-{_key(model_dir, channels, factor, AWQ_FORMAT)}"
+    if final.exists() and not force:
+        return final
+    net = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in net.model.layers:
+            for norm, linear in ((layer.input_layernorm, layer.self_attn.qkv_proj),
+                                 (layer.post_attention_layernorm, layer.mlp.gate_up_proj)):
+                idx = torch.randperm(norm.weight.numel(), generator=generator)[:channels]
+                norm.weight[idx] *= factor
+                linear.weight[:, idx] /= factor
+    with paths.atomic_dir(final) as tmp:
+        net.save_pretrained(tmp)
+        _copy_tokenizer(model_dir, tmp)
+        (tmp / "outliers.json").write_text(json.dumps({"source": str(model_dir), "channels": channels,
+                                                       "factor": factor}))
+    return final
+
+
+def compare_with_rtn(model: str | Path = "tiny", group_size: int = 32, eval_rows: list[dict] | None = None,
+                     accuracy_level: int | None = None, progress: bool = True) -> dict:
+    """RTN-INT4 vs AWQ-INT4 against FP32, as ONNX builds: perplexity and per-token KL. Lab 03.
+
+    Both INT4 builds use the builder's RTN with the same group size and asymmetric levels; the
+    only difference is whether AWQ prepared the weights first.
+    """
+    from transformers import AutoTokenizer
+
+    from . import bench, build
+
+    model_dir = models.resolve_model(model)
+    texts = chat_texts(AutoTokenizer.from_pretrained(model_dir), eval_rows or data.travel("eval"))
+    int4 = dict(block_size=group_size, algorithm="rtn", accuracy_level=accuracy_level,
+                extra={"int4_is_symmetric": "false"}, progress=progress)
+    builds = {"fp32": build.build(model_dir, "fp32", progress=progress),
+              "rtn-int4": build.build(model_dir, "int4", **int4),
+              "awq-int4": build.build(quantize(model_dir, group_size), "int4", **int4)}
+    result = {}
+    for name, b in builds.items():
+        result[name] = {"perplexity": bench.perplexity(b.path, texts), "size_mb": b.size_bytes / 1e6}
+        if name != "fp32":
+            result[name]["kl"] = bench.kl_divergence(builds["fp32"].path, b.path, texts)
+    return result
