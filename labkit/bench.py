@@ -83,12 +83,14 @@ def speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 64, runs:
     return {"prefill_tok_s": statistics.median(prefills), "decode_tok_s": statistics.median(decodes)}
 
 
-def _log_probs(model, ids) -> np.ndarray:
+def _log_probs(model, ids, adapters=None, adapter_name: str | None = None) -> np.ndarray:
     """Log-probabilities of the next token at every position of `ids`, from one prefill."""
     og = _og()
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(ids) + 1)
     generator = og.Generator(model, params)
+    if adapters is not None:
+        generator.set_active_adapter(adapters, adapter_name)
     generator.append_tokens(ids)
     logits = np.asarray(generator.get_output("logits"), dtype=np.float64)[0]
     logits -= logits.max(axis=-1, keepdims=True)
@@ -107,21 +109,29 @@ def _chunks(tokenizer, texts, block: int, max_blocks: int):
     return out[:max_blocks]
 
 
-def token_log_probs(model_dir: Path, texts: list[str], block: int = 128, max_blocks: int = 64):
-    """[(log-probs at each position, the actual next tokens)] for each text block. Lab 01."""
+def token_log_probs(model_dir: Path, texts: list[str], block: int = 128, max_blocks: int = 64,
+                    adapter: Path | None = None):
+    """[(log-probs at each position, the actual next tokens)] for each text block. Lab 01.
+
+    `adapter`: an `.onnx_adapter` file to activate (lab 03's models take LoRA weights as inputs)."""
     og = _og()
     model = og.Model(str(model_dir))
     tokenizer = og.Tokenizer(model)
-    out = [(_log_probs(model, chunk[:-1]), np.asarray(chunk[1:])) for chunk in
+    adapters = None
+    if adapter is not None:
+        adapters = og.Adapters(model)
+        adapters.load(str(adapter), "adapter")
+    out = [(_log_probs(model, chunk[:-1], adapters, "adapter"), np.asarray(chunk[1:])) for chunk in
            _chunks(tokenizer, texts, block, max_blocks)]
-    del tokenizer, model
+    del adapters, tokenizer, model
     return out
 
 
-def perplexity(model_dir: Path, text: str | list[str] | None = None, block: int = 128, max_blocks: int = 16) -> float:
+def perplexity(model_dir: Path, text: str | list[str] | None = None, block: int = 128, max_blocks: int = 16,
+               adapter: Path | None = None) -> float:
     """Perplexity of an ONNX build on held-out text, from the logits of the prefill. Lab 01."""
     texts = [text] if isinstance(text, str) else (text or [data.corpus("heldout")])
-    pairs = token_log_probs(model_dir, texts, block, max_blocks)
+    pairs = token_log_probs(model_dir, texts, block, max_blocks, adapter)
     nll = -sum(lp[np.arange(len(targets)), targets].sum() for lp, targets in pairs)
     return math.exp(nll / sum(len(targets) for _, targets in pairs))
 

@@ -57,8 +57,31 @@ def load(model_dir: str | Path):
     return model, og.Tokenizer(model)
 
 
+_adapters: dict[str, tuple] = {}   # model folder -> (og.Adapters, {adapter file: name})
+
+
+def _activate(generator, model_dir: str, model, adapter: str | Path) -> None:
+    """Load `adapter` (an .onnx_adapter file) once per model and make it the active one."""
+    import onnxruntime_genai as og
+
+    adapter = Path(adapter)
+    if not adapter.exists():
+        raise FileNotFoundError(f"Adapter {adapter} does not exist. Lab 03 writes adapter_weights.onnx_adapter "
+                                "next to its model.onnx.")
+    adapters, names = _adapters.setdefault(model_dir, (og.Adapters(model), {}))
+    if str(adapter) not in names:
+        names[str(adapter)] = f"adapter{len(names)}"
+        adapters.load(str(adapter), names[str(adapter)])
+    generator.set_active_adapter(adapters, names[str(adapter)])
+
+
+def _release() -> None:
+    _adapters.clear()
+    load.cache_clear()
+
+
 # Free cached models before the interpreter exits, or onnxruntime-genai reports them as leaked.
-atexit.register(load.cache_clear)
+atexit.register(_release)
 
 
 def context_length(model_dir: str | Path) -> int:
@@ -75,11 +98,13 @@ def chat_prompt(tokenizer, user: str, system: str | None = None, history: list[d
 
 
 def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_tokens: int = 64,
-             on_token: Callable[[str], None] | None = None, min_new_tokens: int = 0, **search) -> Generation:
+             on_token: Callable[[str], None] | None = None, min_new_tokens: int = 0,
+             adapter: str | Path | None = None, **search) -> Generation:
     """Generate a reply to `prompt`, streaming each piece of text to `on_token`. Lab 04 (lab 01's quick chat).
 
     `search` takes the search options of `GeneratorParams.set_search_options` (do_sample, temperature,
     top_k, top_p, num_beams, repetition_penalty…). With `chat=True` the chat template wraps the prompt.
+    `adapter`: an `.onnx_adapter` file (lab 03) to activate for this generation.
     """
     import onnxruntime_genai as og
 
@@ -95,6 +120,8 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
     params.set_search_options(max_length=len(input_ids) + max_new_tokens,
                               min_length=len(input_ids) + min_new_tokens, **search)
     generator = og.Generator(model, params)
+    if adapter is not None:
+        _activate(generator, str(model_dir), model, adapter)
     stream = tokenizer.create_stream()
     pieces, tokens = [], []
     started = time.perf_counter()

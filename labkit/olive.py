@@ -1,0 +1,219 @@
+"""Lab 03's Olive steps: LoRA fine-tuning and ONNX export with a swappable adapter.
+
+    olive finetune --method lora -m MODEL --data_name json --data_files data/travel/train.jsonl \\
+        --text_template "<|user|>\\n{prompt}<|end|>\\n<|assistant|>\\n{response}<|end|>" \\
+        --torch_dtype float32 --max_steps 60 -o finetuned
+    olive auto-opt -m MODEL -a finetuned/adapter -o onnx --device cpu --provider CPUExecutionProvider \\
+        --use_model_builder --use_ort_genai --precision int4
+
+Each step runs Olive's command line in a subprocess. Olive attaches its own stdout logger at
+import time and the trainer prints a line per step, so in-process calls would flood the
+notebook; a subprocess keeps the notebook readable (a progress bar and the loss), writes each
+step's complete log to a file, and frees the training memory when the step ends. `olive auto-opt`
+(model builder + adapter extraction) has no Python API in Olive 0.13 anyway.
+
+Both steps are cached by their inputs and written atomically, like every labkit build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import data, models, paths
+
+PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
+PHI3_LORA_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj"
+OLIVE_FORMAT = "labkit-olive-v1"
+ARCHITECTURES = ("Phi3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+
+class OliveStepError(RuntimeError):
+    """An Olive step failed; the message names the step, the likely cause and the full log. Lab 03."""
+
+
+@dataclass
+class FineTune:
+    """A LoRA fine-tune: the adapter folder, the loss curve and where the log is. Lab 03."""
+
+    adapter: Path
+    base_model: Path
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    cached: bool = False
+    log: Path | None = None
+
+
+def _key(*parts) -> str:
+    from .build import model_fingerprint
+    first = model_fingerprint(parts[0]) if Path(parts[0]).is_dir() else parts[0]
+    return hashlib.sha256(json.dumps([first, *parts[1:], OLIVE_FORMAT], sort_keys=True,
+                                     default=str).encode()).hexdigest()[:12]
+
+
+def _check_architecture(model_dir: Path) -> None:
+    config = json.loads((model_dir / "config.json").read_text())
+    arch = (config.get("architectures") or ["<none>"])[0]
+    if arch not in ARCHITECTURES:
+        raise OliveStepError(f"Lab 03's Olive flow is set up for {', '.join(ARCHITECTURES)}; {model_dir} is "
+                             f"{arch}. Use model='tiny' or a Phi-3 checkpoint.")
+
+
+def _olive_env() -> dict:
+    env = dict(os.environ, OLIVE_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+def _run_olive(step: str, args: list[str], log: Path, on_line=None) -> None:
+    """Run `python -m olive ARGS` with its output in `log`; raise OliveStepError on failure."""
+    workdir = paths.cache_dir() / "olive-work"     # Olive keeps its .olive-cache in the working dir
+    workdir.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "olive", *args]
+    with log.open("w") as out:
+        out.write("$ " + " ".join(command) + "\n\n")
+        out.flush()
+        process = subprocess.Popen(command, cwd=workdir, env=_olive_env(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in process.stdout:
+            out.write(line)
+            if on_line:
+                on_line(line)
+        code = process.wait()
+    if code != 0:
+        raise OliveStepError(f"Olive step '{step}' failed (exit {code}): {_last_error(log)}\n"
+                             f"Full log: {log}")
+
+
+def _last_error(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if re.search(r"(Error|Exception)\b", line) and not line.startswith("File ")]
+    return errors[-1] if errors else (lines[-1] if lines else "no output")
+
+
+LOSS_LINE = re.compile(r"\{'loss': '?([0-9.]+)'?.*?'epoch': '?([0-9.]+)'?\}")
+
+
+def finetune(model: str | Path = "tiny", steps: int = 60, lora_r: int = 8, lora_alpha: int = 16,
+             learning_rate: float = 1e-3, batch_size: int = 8, max_seq_len: int = 128, logging_steps: int = 5,
+             train_file: str | Path | None = None, force: bool = False, progress: bool = True) -> FineTune:
+    """LoRA fine-tune `model` on travel Q&A with Olive (Phi-3 chat template, float32 on CPU). Lab 03."""
+    train_file = Path(train_file) if train_file else paths.DATA / "travel" / "train.jsonl"
+    rows = data.validate_travel(train_file)            # file:line errors before any training
+    if steps < 1 or lora_r < 1:
+        raise ValueError("steps and lora_r must be at least 1.")
+    model_dir = models.resolve_model(model)
+    _check_architecture(model_dir)
+    settings = dict(steps=steps, r=lora_r, alpha=lora_alpha, lr=learning_rate, bs=batch_size, seq=max_seq_len)
+    final = paths.cache_dir() / "olive" / f"{model_dir.name}-lora-r{lora_r}-s{steps}-" \
+        f"{_key(model_dir, settings, hashlib.sha256(train_file.read_bytes()).hexdigest())}"
+    log = paths.cache_dir() / "olive" / "logs" / f"{final.name}.log"
+    if final.exists() and not force:
+        info = json.loads((final / "finetune_info.json").read_text())
+        return FineTune(final / "adapter", model_dir, [tuple(x) for x in info["losses"]], info["seconds"], True, log)
+
+    from tqdm.auto import tqdm
+
+    losses = []
+    bar = tqdm(total=steps, desc="LoRA fine-tuning", disable=not progress)
+
+    def on_line(line):
+        match = LOSS_LINE.search(line)
+        if match:
+            step = (len(losses) + 1) * logging_steps
+            losses.append((step, float(match.group(1))))
+            bar.update(min(step, steps) - bar.n)
+            bar.set_postfix(loss=match.group(1))
+
+    started = time.perf_counter()
+    with paths.atomic_dir(final) as tmp:
+        try:
+            _run_olive("fine-tune", [
+                "finetune", "--method", "lora", "-m", str(model_dir), "-o", str(tmp / "olive"),
+                "--data_name", "json", "--data_files", str(train_file), "--text_template", PHI3_TEMPLATE,
+                "--max_seq_len", str(max_seq_len), "--torch_dtype", "float32",
+                "--lora_r", str(lora_r), "--lora_alpha", str(lora_alpha), "--target_modules", PHI3_LORA_TARGETS,
+                "--max_steps", str(steps), "--learning_rate", str(learning_rate),
+                "--per_device_train_batch_size", str(batch_size), "--logging_steps", str(logging_steps),
+                "--save_strategy", "no", "--seed", "0", "--log_level", "1"], log, on_line)
+        finally:
+            bar.close()
+        shutil.move(str(tmp / "olive" / "adapter"), str(tmp / "adapter"))
+        shutil.rmtree(tmp / "olive")     # Olive also copies the base model; the adapter is what we keep
+        seconds = time.perf_counter() - started
+        (tmp / "finetune_info.json").write_text(json.dumps(
+            {"base_model": str(model_dir), "settings": settings, "train_pairs": len(rows), "losses": losses,
+             "seconds": round(seconds, 1)}, indent=2))
+    return FineTune(final / "adapter", model_dir, losses, seconds, False, log)
+
+
+def export_with_adapter(model: str | Path, adapter: str | Path, precision: str = "int4",
+                        execution_provider: str = "cpu", force: bool = False) -> Path:
+    """ONNX model + `adapter_weights.onnx_adapter` with Olive auto-opt (model builder). Lab 03.
+
+    The LoRA weights become inputs of the graph instead of constants, so one model can load and
+    swap adapters at run time (`og.Adapters`).
+    """
+    from .build import keep_source_tokenizer
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").exists():
+        raise FileNotFoundError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json). Pass the "
+                                "`adapter` of labkit.olive.finetune().")
+    model_dir = models.resolve_model(model)
+    _check_architecture(model_dir)
+    providers = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+    if execution_provider not in providers:
+        raise ValueError(f"execution_provider must be one of {list(providers)}")
+    final = paths.cache_dir() / "olive" / f"{model_dir.name}-onnx-{precision}-" \
+        f"{_key(model_dir, _key(adapter), precision, execution_provider)}"
+    log = paths.cache_dir() / "olive" / "logs" / f"{final.name}.log"
+    if final.exists() and not force:
+        return final
+    with paths.atomic_dir(final) as tmp:
+        _run_olive("ONNX export with adapter", [
+            "auto-opt", "-m", str(model_dir), "-a", str(adapter), "-o", str(tmp),
+            "--device", "gpu" if execution_provider == "cuda" else "cpu", "--provider", providers[execution_provider],
+            "--use_model_builder", "--use_ort_genai", "--precision", precision, "--log_level", "1"], log)
+        if not (tmp / "adapter_weights.onnx_adapter").exists():
+            raise OliveStepError(f"Olive finished but wrote no adapter_weights.onnx_adapter. Full log: {log}")
+        keep_source_tokenizer(model_dir, tmp)
+    return final
+
+
+def adapter_file(onnx_dir: Path) -> Path:
+    """The `.onnx_adapter` that `export_with_adapter` wrote. Lab 03."""
+    return Path(onnx_dir) / "adapter_weights.onnx_adapter"
+
+
+def eval_loss(model: str | Path, adapter: str | Path | None = None, rows: list[dict] | None = None) -> float:
+    """Mean next-token loss (nats) on travel Q&A in chat format, in PyTorch, with or without a LoRA. Lab 03."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .awq import chat_texts
+
+    model_dir = models.resolve_model(model)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    net = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+        net = PeftModel.from_pretrained(net, str(adapter))
+    net.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for text in chat_texts(tokenizer, rows or data.travel("eval")):
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            loss = net(input_ids=ids, labels=ids).loss.item()
+            total += loss * (ids.shape[1] - 1)
+            count += ids.shape[1] - 1
+    return total / count
