@@ -50,6 +50,14 @@ def chat_texts(tokenizer, rows: list[dict]) -> list[str]:
             for r in rows]
 
 
+def travel_chat_texts(model: str | Path, rows: list[dict] | None = None) -> list[str]:
+    """The travel eval pairs (or `rows`) in the chat format of `model`'s tokenizer. Lab 03."""
+    from transformers import AutoTokenizer
+
+    model_dir = models.resolve_model(model)
+    return chat_texts(AutoTokenizer.from_pretrained(model_dir), rows or data.travel("eval"))
+
+
 def _copy_tokenizer(src: Path, dst: Path) -> None:
     for name in TOKENIZER_FILES:
         if (Path(src) / name).exists():
@@ -169,12 +177,10 @@ def compare_with_rtn(model: str | Path = "tiny", group_size: int = 32, eval_rows
     Both INT4 builds use the builder's RTN with the same group size and asymmetric levels; the
     only difference is whether AWQ prepared the weights first.
     """
-    from transformers import AutoTokenizer
-
     from . import bench, build
 
     model_dir = models.resolve_model(model)
-    texts = chat_texts(AutoTokenizer.from_pretrained(model_dir), eval_rows or data.travel("eval"))
+    texts = travel_chat_texts(model_dir, eval_rows)
     int4 = dict(block_size=group_size, algorithm="rtn", accuracy_level=accuracy_level,
                 extra={"int4_is_symmetric": "false"}, progress=progress)
     builds = {"fp32": build.build(model_dir, "fp32", progress=progress),
@@ -186,3 +192,37 @@ def compare_with_rtn(model: str | Path = "tiny", group_size: int = 32, eval_rows
         if name != "fp32":
             result[name]["kl"] = bench.kl_divergence(builds["fp32"].path, b.path, texts)
     return result
+
+
+def rtn_vs_awq(model: str | Path = "tiny", group_size: int = 32, outlier_channels: int = 4,
+               outlier_factor: float = 30.0, progress: bool = True):
+    """RTN vs AWQ on the lab model and on its outlier-channel variant, as one table. Lab 03."""
+    import pandas as pd
+
+    variants = {"lab model": models.resolve_model(model),
+                f"outliers ({outlier_channels} ch x{outlier_factor:g})":
+                    add_outlier_channels(model, outlier_channels, outlier_factor)}
+    rows = []
+    for variant, model_dir in variants.items():
+        result = compare_with_rtn(model_dir, group_size, progress=progress)
+        for method in ("rtn-int4", "awq-int4"):
+            rows.append({"model": variant, "method": method, "perplexity": result[method]["perplexity"],
+                         "fp32 perplexity": result["fp32"]["perplexity"], "kl_x1e3": 1e3 * result[method]["kl"],
+                         "size_mb": result[method]["size_mb"], "fp32 size_mb": result["fp32"]["size_mb"]})
+    table = pd.DataFrame(rows).set_index(["model", "method"])
+    for variant in variants:
+        rtn_kl = table.loc[(variant, "rtn-int4"), "kl_x1e3"]
+        table.loc[(variant, "awq-int4"), "kl_vs_rtn"] = table.loc[(variant, "awq-int4"), "kl_x1e3"] / rtn_kl
+    return table
+
+
+def plot_rtn_vs_awq(table):
+    """Bar chart of per-token KL vs FP32 for RTN and AWQ on each model variant. Lab 03."""
+    import matplotlib.pyplot as plt
+
+    kl = table["kl_x1e3"].unstack("method")
+    ax = kl.plot.bar(figsize=(6, 3.5), rot=0, color=["#d62728", "#2ca02c"])
+    ax.set(ylabel="KL(fp32 || int4) x 1e-3 per token", xlabel="", title="INT4 error: RTN vs AWQ (lower is better)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.figure.tight_layout()
+    return ax.figure

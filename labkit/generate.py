@@ -144,3 +144,20 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
 def print_token(piece: str) -> None:
     """An `on_token` that streams to the notebook/terminal as the tokens arrive. Lab 04."""
     print(piece, end="", flush=True)
+
+
+def side_by_side(model_dir: str | Path, rows: list[dict], adapters: dict[str, str | Path | None],
+                 max_new_tokens: int = 48):
+    """Answers to the same prompts under each adapter (None = base model), as a table. Lab 04 (used in lab 03).
+
+    `rows` are travel pairs: their `response` is shown as the reference answer.
+    """
+    import pandas as pd
+
+    table = []
+    for row in rows:
+        entry = {"prompt": row["prompt"], "reference": row.get("response", "")}
+        for name, adapter in adapters.items():
+            entry[name] = generate(model_dir, row["prompt"], max_new_tokens=max_new_tokens, adapter=adapter).text
+        table.append(entry)
+    return pd.DataFrame(table)

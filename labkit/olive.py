@@ -199,9 +199,11 @@ def eval_loss(model: str | Path, adapter: str | Path | None = None, rows: list[d
     """Mean next-token loss (nats) on travel Q&A in chat format, in PyTorch, with or without a LoRA. Lab 03."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from .awq import chat_texts
 
+    hf_logging.disable_progress_bar()     # a "Loading weights" bar per call would clutter the notebook
     model_dir = models.resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     net = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
