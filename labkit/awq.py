@@ -82,7 +82,8 @@ def quantize(model: str | Path = "tiny", group_size: int = 32, samples: int = 12
         raise ValueError(f"group_size={group_size} is invalid; use 16, 32, 64, 128 or 256 (the builder's "
                          "int4_block_size values), so the ONNX build lands on AWQ's grid.")
     model_dir = models.resolve_model(model)
-    final = paths.cache_dir() / "awq" / f"{model_dir.name}-awq-g{group_size}-{_key(model_dir, group_size, samples, seq_len, AWQ_FORMAT)}"
+    key = _key(model_dir, group_size, samples, seq_len, AWQ_FORMAT)
+    final = paths.cache_dir() / "awq" / f"{model_dir.name}-awq-g{group_size}-{key}"
     if final.exists() and not force:
         return final
 

@@ -21,6 +21,7 @@ TEST_PARAMETERS = {
     "01_builder_quantization": {"runs": 1, "new_tokens": 16,
                                 "int4_variants": [{"algorithm": "rtn", "block_size": 32},
                                                   {"algorithm": "k_quant", "block_size": 64}]},
+    "03_olive_awq_lora": {"calibration_samples": 32, "finetune_steps": 30, "lora_r": 8, "compare_prompts": 2},
 }
 
 

@@ -73,8 +73,11 @@ def _olive_env() -> dict:
     return env
 
 
-def _run_olive(step: str, args: list[str], log: Path, on_line=None) -> None:
-    """Run `python -m olive ARGS` with its output in `log`; raise OliveStepError on failure."""
+def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None) -> None:
+    """Run `python -m olive ARGS` with its output in `log`; raise OliveStepError unless it wrote `expect`.
+
+    Olive 0.13 logs "Pass run failed" and still exits 0 when a pass raises, so the exit code alone
+    is not enough: the step succeeded only if its output exists."""
     workdir = paths.cache_dir() / "olive-work"     # Olive keeps its .olive-cache in the working dir
     workdir.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -89,9 +92,9 @@ def _run_olive(step: str, args: list[str], log: Path, on_line=None) -> None:
             if on_line:
                 on_line(line)
         code = process.wait()
-    if code != 0:
-        raise OliveStepError(f"Olive step '{step}' failed (exit {code}): {_last_error(log)}\n"
-                             f"Full log: {log}")
+    if code != 0 or not expect.exists():
+        raise OliveStepError(f"Olive step '{step}' failed (exit {code}, no {expect.name} written): "
+                             f"{_last_error(log)}\nFull log: {log}")
 
 
 def _last_error(log: Path) -> str:
@@ -103,8 +106,8 @@ def _last_error(log: Path) -> str:
 LOSS_LINE = re.compile(r"\{'loss': '?([0-9.]+)'?.*?'epoch': '?([0-9.]+)'?\}")
 
 
-def finetune(model: str | Path = "tiny", steps: int = 60, lora_r: int = 8, lora_alpha: int = 16,
-             learning_rate: float = 1e-3, batch_size: int = 8, max_seq_len: int = 128, logging_steps: int = 5,
+def finetune(model: str | Path = "tiny", steps: int = 120, lora_r: int = 16, lora_alpha: int = 16,
+             learning_rate: float = 2e-3, batch_size: int = 8, max_seq_len: int = 128, logging_steps: int = 5,
              train_file: str | Path | None = None, force: bool = False, progress: bool = True) -> FineTune:
     """LoRA fine-tune `model` on travel Q&A with Olive (Phi-3 chat template, float32 on CPU). Lab 03."""
     train_file = Path(train_file) if train_file else paths.DATA / "travel" / "train.jsonl"
@@ -144,7 +147,8 @@ def finetune(model: str | Path = "tiny", steps: int = 60, lora_r: int = 8, lora_
                 "--lora_r", str(lora_r), "--lora_alpha", str(lora_alpha), "--target_modules", PHI3_LORA_TARGETS,
                 "--max_steps", str(steps), "--learning_rate", str(learning_rate),
                 "--per_device_train_batch_size", str(batch_size), "--logging_steps", str(logging_steps),
-                "--save_strategy", "no", "--seed", "0", "--log_level", "1"], log, on_line)
+                "--save_strategy", "no", "--seed", "0", "--log_level", "1"],
+                log, expect=tmp / "olive" / "adapter" / "adapter_config.json", on_line=on_line)
         finally:
             bar.close()
         shutil.move(str(tmp / "olive" / "adapter"), str(tmp / "adapter"))
@@ -183,9 +187,8 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
         _run_olive("ONNX export with adapter", [
             "auto-opt", "-m", str(model_dir), "-a", str(adapter), "-o", str(tmp),
             "--device", "gpu" if execution_provider == "cuda" else "cpu", "--provider", providers[execution_provider],
-            "--use_model_builder", "--use_ort_genai", "--precision", precision, "--log_level", "1"], log)
-        if not (tmp / "adapter_weights.onnx_adapter").exists():
-            raise OliveStepError(f"Olive finished but wrote no adapter_weights.onnx_adapter. Full log: {log}")
+            "--use_model_builder", "--use_ort_genai", "--precision", precision, "--log_level", "1"],
+            log, expect=tmp / "adapter_weights.onnx_adapter")
         keep_source_tokenizer(model_dir, tmp)
     return final
 

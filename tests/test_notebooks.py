@@ -21,6 +21,9 @@ EXPECTED = {
     "00_environment_check": lambda r: r["environment_ok"] and r["model"]["heldout_perplexity"] < 50,
     "01_builder_quantization": lambda r: {"fp32", "int4", "int4-rtn-b32", "int4-k_quant-b64"} <= set(r["builds"])
     and all(row["perplexity"] > 1 and row["decode_tok_s"] > 0 for row in r["builds"].values()),
+    "03_olive_awq_lora": lambda r: r["finetune"]["eval_loss_after"] < r["finetune"]["eval_loss_before"]
+    and r["onnx_eval_perplexity"]["adapter"] < r["onnx_eval_perplexity"]["base"]
+    and len(r["rtn_vs_awq"]) == 4 and r["adapter"].endswith(".onnx_adapter"),
 }
 
 

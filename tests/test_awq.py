@@ -1,0 +1,49 @@
+import json
+
+import pytest
+import torch
+
+from labkit import awq, models
+
+
+@pytest.fixture(scope="module")
+def outlier_dir(tiny_dir):
+    return awq.add_outlier_channels(tiny_dir)
+
+
+def test_outlier_variant_keeps_the_function(tiny_dir, outlier_dir):
+    from transformers import AutoModelForCausalLM
+
+    a = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    b = AutoModelForCausalLM.from_pretrained(outlier_dir).eval()
+    ids = torch.arange(5, 40)[None]
+    with torch.no_grad():
+        assert torch.allclose(a(ids).logits, b(ids).logits, atol=1e-3)
+    norm = b.model.layers[0].input_layernorm.weight
+    assert norm.abs().max() > 10 * a.model.layers[0].input_layernorm.weight.abs().max()
+
+
+def test_awq_export_is_a_float_checkpoint_on_the_int4_grid(tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    out = awq.quantize(tiny_dir, group_size=32)
+    info = json.loads((out / "awq_info.json").read_text())
+    assert info["quantized_linears"] == 4 * 4, "qkv, o, gate_up and down of 4 layers (lm_head left alone)"
+    net = AutoModelForCausalLM.from_pretrained(out)
+    weight = net.model.layers[1].mlp.down_proj.weight.detach()
+    groups = weight.reshape(weight.shape[0], -1, 32)
+    levels = torch.tensor([len(torch.unique(g)) for g in groups.reshape(-1, 32)])
+    assert levels.max() <= 16, "every group of 32 holds at most 16 distinct values: INT4, dequantized"
+    assert not torch.equal(net.lm_head.weight, torch.zeros_like(net.lm_head.weight))
+    assert (out / "tokenizer_config.json").exists()
+
+
+def test_bad_group_size_fails_before_work(monkeypatch):
+    monkeypatch.setattr(models, "resolve_model", lambda *_: pytest.fail("resolved the model first"))
+    with pytest.raises(ValueError, match="group_size=48"):
+        awq.quantize("tiny", group_size=48)
+
+
+def test_awq_beats_rtn_where_activations_have_outliers(outlier_dir):
+    result = awq.compare_with_rtn(outlier_dir, group_size=32, progress=False)
+    assert result["awq-int4"]["kl"] <= 0.5 * result["rtn-int4"]["kl"], result

@@ -1,0 +1,91 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from labkit import bench, data, olive
+
+
+@pytest.fixture(scope="module")
+def finetuned(tiny_dir):
+    return olive.finetune(tiny_dir, steps=20, lora_r=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tiny_dir, finetuned):
+    return olive.export_with_adapter(tiny_dir, finetuned.adapter)
+
+
+def test_bad_travel_file_fails_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(olive, "_run_olive", lambda *a, **k: pytest.fail("Olive started on bad data"))
+    bad = tmp_path / "train.jsonl"
+    bad.write_text('{"prompt": "Best time for Rome?", "response": "Autumn."}\n{"prompt": "x"}\n')
+    with pytest.raises(data.DataError, match=r"train.jsonl:2: missing field 'response'"):
+        olive.finetune("tiny", train_file=bad)
+
+
+def test_unsupported_architecture(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    with pytest.raises(olive.OliveStepError, match="BertModel"):
+        olive.finetune(tmp_path)
+
+
+def test_missing_adapter_is_a_clear_error(tiny_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a LoRA adapter folder"):
+        olive.export_with_adapter(tiny_dir, tmp_path / "nope")
+
+
+def test_failed_step_names_step_and_log(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    # A negative sequence length makes Olive's data pass fail; Olive still exits 0 (upstream behaviour).
+    expected = "(?s)Olive step 'fine-tune' failed.*DatasetGenerationError.*Full log"
+    with pytest.raises(olive.OliveStepError, match=expected):
+        olive.finetune(tiny_dir, steps=2, max_seq_len=-5, progress=False)
+    assert not list((tmp_path / "olive").glob("tiny-*")), "no half-written output folder"
+
+
+def test_finetune_learns_and_is_cached(tiny_dir, finetuned):
+    assert (finetuned.adapter / "adapter_config.json").exists()
+    assert len(finetuned.losses) == 4 and finetuned.losses[-1][1] < finetuned.losses[0][1]
+    assert olive.eval_loss(tiny_dir, finetuned.adapter) < olive.eval_loss(tiny_dir) - 0.5
+    again = olive.finetune(tiny_dir, steps=20, lora_r=4, progress=False)
+    assert again.cached and again.adapter == finetuned.adapter and again.losses == finetuned.losses
+
+
+def test_exported_adapter_improves_eval_perplexity(tiny_dir, onnx_dir):
+    from labkit import awq
+    texts = awq.travel_chat_texts(tiny_dir)
+    adapter = olive.adapter_file(onnx_dir)
+    assert adapter.exists() and (onnx_dir / "genai_config.json").exists()
+    assert bench.perplexity(onnx_dir, texts, adapter=adapter) < 0.5 * bench.perplexity(onnx_dir, texts)
+
+
+ADAPTER_SCRIPT = """
+import sys, onnxruntime_genai as og
+model = og.Model(sys.argv[1])
+adapters = og.Adapters(model)
+adapters.load(sys.argv[2], "travel")
+tokenizer = og.Tokenizer(model)
+outputs = []
+for active in (True, False):
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=40)
+    generator = og.Generator(model, params)
+    if active:
+        generator.set_active_adapter(adapters, "travel")
+    generator.append_tokens(tokenizer.encode("<|user|>\\nWhat should I eat in Rome?<|end|>\\n<|assistant|>\\n"))
+    while not generator.is_done():
+        generator.generate_next_token()
+    outputs.append(list(generator.get_sequence(0)))
+    del generator
+print(outputs[0] != outputs[1])
+del adapters, tokenizer, model
+"""
+
+
+def test_adapter_works_in_a_plain_genai_script(onnx_dir):
+    done = subprocess.run([sys.executable, "-c", ADAPTER_SCRIPT, str(onnx_dir), str(olive.adapter_file(onnx_dir))],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True", "the adapter changes the answer"
