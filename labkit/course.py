@@ -16,12 +16,17 @@ from pathlib import Path
 
 from . import paths, results
 
+# Headless runs (`make course`, tests) have no one to type into the chat panel.
+COURSE_PARAMETERS = {"04_inference": {"interactive": False}}
+
 # Small parameters for the test suite: the same code path as the full course, less work.
 TEST_PARAMETERS = {
     "01_builder_quantization": {"runs": 1, "new_tokens": 16,
                                 "int4_variants": [{"algorithm": "rtn", "block_size": 32},
                                                   {"algorithm": "k_quant", "block_size": 64}]},
     "03_olive_awq_lora": {"calibration_samples": 32, "finetune_steps": 30, "lora_r": 8, "compare_prompts": 2},
+    "04_inference": {**COURSE_PARAMETERS["04_inference"], "fallback_steps": 30, "brief_steps": 30,
+                     "bench_runs": 2, "max_new_tokens": 24},
 }
 
 
@@ -118,7 +123,8 @@ def run_course(selection: list[str] | None = None, parameters: dict[str, dict] |
     started = time.perf_counter()
     for nb in tqdm(chosen, desc="course", unit="notebook"):
         t = time.perf_counter()
-        run_notebook(nb, run_dir, (parameters or {}).get(nb.stem), profile)
+        run_notebook(nb, run_dir, {**COURSE_PARAMETERS.get(nb.stem, {}), **(parameters or {}).get(nb.stem, {})},
+                     profile)
         timings[nb.stem] = round(time.perf_counter() - t, 1)
     timings["total"] = round(time.perf_counter() - started, 1)
     results.record("course", {"profile": profile, "notebook_seconds": timings}, run_dir / "results.json")

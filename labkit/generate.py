@@ -44,6 +44,45 @@ class GenerationError(ValueError):
     """Bad generate() input; the message says how to fix it. Lab 04."""
 
 
+# name: (type, check, what the check means)
+SEARCH_OPTIONS = {
+    "do_sample": (bool, lambda v: True, "True or False"),
+    "temperature": (float, lambda v: v > 0, "> 0 (1 = the model's distribution; lower = more focused)"),
+    "top_k": (int, lambda v: v >= 0, ">= 0 (0 = no limit)"),
+    "top_p": (float, lambda v: 0 < v <= 1, "in (0, 1]"),
+    "num_beams": (int, lambda v: v >= 1, ">= 1 (1 = no beam search)"),
+    "length_penalty": (float, lambda v: True, "any number (> 1 favours longer beams)"),
+    "early_stopping": (bool, lambda v: True, "True or False"),
+    "repetition_penalty": (float, lambda v: v > 0, "> 0 (1 = off; > 1 discourages repeats)"),
+    "no_repeat_ngram_size": (int, lambda v: v >= 0, ">= 0 (0 = off)"),
+    "random_seed": (int, lambda v: v >= 0, ">= 0"),
+    "diversity_penalty": (float, lambda v: v >= 0, ">= 0"),
+}
+
+
+def check_search_options(**options) -> dict:
+    """Validate search options before any work; return them typed for og. Lab 04."""
+    checked = {}
+    for name, value in options.items():
+        if name not in SEARCH_OPTIONS:
+            raise GenerationError(f"Unknown search option {name!r}. Known: {', '.join(SEARCH_OPTIONS)} "
+                                  "(max_length comes from max_new_tokens).")
+        kind, valid, meaning = SEARCH_OPTIONS[name]
+        if kind is bool and not isinstance(value, bool) or kind is int and (isinstance(value, bool) or
+                                                                            not float(value).is_integer()):
+            raise GenerationError(f"{name}={value!r} must be {kind.__name__}: {meaning}.")
+        try:
+            typed = kind(value)
+        except (TypeError, ValueError):
+            raise GenerationError(f"{name}={value!r} must be a number: {meaning}.") from None
+        if not valid(typed):
+            raise GenerationError(f"{name}={value!r} is out of range: {meaning}.")
+        checked[name] = typed
+    if checked.get("num_beams", 1) > 1 and checked.get("do_sample"):
+        raise GenerationError("Use either beam search (num_beams > 1) or sampling (do_sample=True), not both.")
+    return checked
+
+
 @lru_cache(maxsize=4)
 def load(model_dir: str | Path):
     """`(og.Model, og.Tokenizer)` for a genai folder, loaded once per process. Lab 04."""
@@ -108,6 +147,10 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
     """
     import onnxruntime_genai as og
 
+    search = check_search_options(**search)
+    if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
+        raise GenerationError(f"Need 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens; got "
+                              f"{max_new_tokens} and {min_new_tokens}.")
     model, tokenizer = load(str(model_dir))
     text = chat_prompt(tokenizer, prompt) if chat else prompt
     input_ids = tokenizer.encode(text)
@@ -127,6 +170,16 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
     started = time.perf_counter()
     first = None
     generator.append_tokens(input_ids)
+    if search.get("num_beams", 1) > 1:
+        # Beams are only final at the end: no streaming, the best beam is sequence 0.
+        while not generator.is_done():
+            generator.generate_next_token()
+        tokens = [int(t) for t in generator.get_sequence(0)[len(input_ids):]]
+        seconds = time.perf_counter() - started
+        reply = tokenizer.decode(tokens)
+        if on_token:
+            on_token(reply)
+        return Generation(reply, len(input_ids), len(tokens), seconds, seconds, tokens)
     while not generator.is_done():
         generator.generate_next_token()
         token = int(generator.get_next_tokens()[0])
@@ -161,3 +214,66 @@ def side_by_side(model_dir: str | Path, rows: list[dict], adapters: dict[str, st
             entry[name] = generate(model_dir, row["prompt"], max_new_tokens=max_new_tokens, adapter=adapter).text
         table.append(entry)
     return pd.DataFrame(table)
+
+
+class Chat:
+    """A multi-turn conversation on one model: each `say()` sees the turns before it. Lab 04.
+
+    When the conversation no longer fits the context, the oldest turns are dropped (and counted in
+    `dropped_turns`) — the documented truncation; a single message that does not fit is an error.
+    """
+
+    def __init__(self, model_dir: str | Path, system: str | None = None, adapter: str | Path | None = None,
+                 max_new_tokens: int = 64, **search):
+        self.model_dir, self.system, self.adapter = model_dir, system, adapter
+        self.max_new_tokens, self.search = max_new_tokens, check_search_options(**search)
+        self.history: list[dict] = []
+        self.dropped_turns = 0
+
+    def say(self, message: str, on_token: Callable[[str], None] | None = None) -> Generation:
+        """Send one user message; the reply is added to the history."""
+        _, tokenizer = load(str(self.model_dir))
+        limit = context_length(self.model_dir) - self.max_new_tokens
+        while self.history and len(tokenizer.encode(
+                chat_prompt(tokenizer, message, self.system, self.history))) > limit:
+            self.history = self.history[2:]      # drop the oldest user/assistant pair
+            self.dropped_turns += 1
+        prompt = chat_prompt(tokenizer, message, self.system, self.history)
+        reply = generate(self.model_dir, prompt, chat=False, max_new_tokens=self.max_new_tokens,
+                         on_token=on_token, adapter=self.adapter, **self.search)
+        self.history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply.text}]
+        return reply
+
+
+def compare_search_options(model_dir: str | Path, prompt: str, settings: dict[str, dict],
+                           max_new_tokens: int = 40, adapter: str | Path | None = None):
+    """The same prompt under several search settings, as a table. Lab 04."""
+    import pandas as pd
+
+    rows = []
+    for name, options in settings.items():
+        out = generate(model_dir, prompt, max_new_tokens=max_new_tokens, adapter=adapter, **options)
+        rows.append({"setting": name, "options": options, "tokens": out.new_tokens, "text": out.text})
+    return pd.DataFrame(rows).set_index("setting")
+
+
+def overhead(model_dir: str | Path, prompt: str = "The old baker", new_tokens: int = 64, runs: int = 5) -> dict:
+    """Decode tok/s through `generate()` vs a bare og loop on the same model (medians). Lab 04."""
+    import statistics
+
+    from .bench import greedy_tokens
+
+    model, tokenizer = load(str(model_dir))
+    ids = tokenizer.encode(prompt)
+    bare, ours, ttft = [], [], []
+    for i in range(runs + 1):
+        _, _, decode = greedy_tokens(model, ids, new_tokens, exact=True)
+        out = generate(model_dir, prompt, chat=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                       on_token=lambda piece: None)
+        if i:  # run 0 warms up
+            bare.append((new_tokens - 1) / decode)
+            ours.append(out.decode_tokens_per_second)
+            ttft.append(out.time_to_first_token)
+    bare_tps, ours_tps = statistics.median(bare), statistics.median(ours)
+    return {"bare_decode_tok_s": bare_tps, "labkit_decode_tok_s": ours_tps,
+            "overhead_%": (bare_tps / ours_tps - 1) * 100, "time_to_first_token_ms": statistics.median(ttft) * 1000}

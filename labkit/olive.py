@@ -190,7 +190,54 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
             "--use_model_builder", "--use_ort_genai", "--precision", precision, "--log_level", "1"],
             log, expect=tmp / "adapter_weights.onnx_adapter")
         keep_source_tokenizer(model_dir, tmp)
+        (tmp / "labkit_export.json").write_text(json.dumps(
+            {"base_model": str(model_dir), "adapter": str(adapter), "precision": precision,
+             "execution_provider": execution_provider}, indent=2))
     return final
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 120, learning_rate: float = 2e-3,
+                force: bool = False, progress: bool = True) -> Path:
+    """Train another LoRA on the base model of `onnx_dir` and return an `.onnx_adapter` for it. Lab 04.
+
+    Olive writes adapters only through a full export, so we export again and keep the adapter; the
+    check that both exports have a byte-identical `model.onnx` guarantees the adapter fits `onnx_dir`.
+    """
+    onnx_dir = Path(onnx_dir)
+    source = json.loads((onnx_dir / "labkit_export.json").read_text())
+    rank = json.loads((Path(source["adapter"]) / "adapter_config.json").read_text())["r"]
+    tuned = finetune(source["base_model"], steps=steps, lora_r=rank, learning_rate=learning_rate,
+                     train_file=train_file, force=force, progress=progress)
+    other = export_with_adapter(source["base_model"], tuned.adapter, source["precision"],
+                                source["execution_provider"], force=force)
+    if _file_digest(other / "model.onnx") != _file_digest(onnx_dir / "model.onnx"):
+        raise OliveStepError(f"The export for the new adapter produced a different model.onnx than {onnx_dir}; "
+                             "the adapter would not fit. Re-export both with the same labkit and Olive versions.")
+    return adapter_file(other)
+
+
+def travel_model(model_dir: str | Path = "", adapter: str | Path = "", steps: int = 120,
+                 progress: bool = True) -> tuple[Path, Path | None]:
+    """The genai model + adapter lab 04 works on: given, else lab 03's latest, else made now. Lab 04."""
+    from . import results
+
+    if model_dir:
+        model_dir = Path(model_dir)
+        found = Path(adapter) if adapter else (adapter_file(model_dir) if adapter_file(model_dir).exists() else None)
+        print(f"model: {model_dir} (given)")
+        return model_dir, found
+    recorded = results.find("03_olive_awq_lora", "onnx_dir")
+    if recorded and Path(recorded).exists():
+        print(f"model: {recorded} (from lab 03's latest run)")
+        return Path(recorded), Path(results.find("03_olive_awq_lora", "adapter"))
+    print(f"no lab 03 output found: fine-tuning the tiny model for {steps} steps and exporting it (lab 03's steps)")
+    tuned = finetune("tiny", steps=steps, progress=progress)
+    exported = export_with_adapter("tiny", tuned.adapter)
+    return exported, adapter_file(exported)
 
 
 def adapter_file(onnx_dir: Path) -> Path:

@@ -32,3 +32,12 @@ def record(lab: str, values: dict, path: Path | None = None) -> Path:
     tmp.write_text(json.dumps(data, indent=2, default=str))
     tmp.replace(path)
     return path
+
+
+def find(lab: str, key: str):
+    """What `lab` recorded under `key` in this run's results.json, else in `runs/latest`'s (or None). All labs."""
+    for path in (results_path(), paths.runs_root() / "latest" / "results.json"):
+        value = load(path).get(lab, {}).get(key) if path.exists() else None
+        if value is not None:
+            return value
+    return None

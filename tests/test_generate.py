@@ -1,6 +1,6 @@
 import pytest
 
-from labkit import generate
+from labkit import bench, data, generate
 
 
 def test_streamed_pieces_add_up_to_the_text(tiny_builds):
@@ -43,3 +43,62 @@ def test_too_long_prompt_is_a_clear_error(tiny_builds):
 def test_not_a_genai_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no genai_config.json"):
         generate.load(str(tmp_path))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"temperature": 0}, "temperature=0 is out of range: > 0"),
+    ({"top_p": 1.5}, r"top_p=1.5 is out of range: in \(0, 1\]"),
+    ({"top_k": -1}, "top_k=-1 is out of range"),
+    ({"num_beams": 2.5}, "num_beams=2.5 must be int"),
+    ({"do_sample": "yes"}, "do_sample='yes' must be bool"),
+    ({"temprature": 0.5}, "Unknown search option 'temprature'"),
+    ({"num_beams": 3, "do_sample": True}, "either beam search"),
+])
+def test_bad_search_options_fail_before_generating(options, message, monkeypatch):
+    monkeypatch.setattr(generate, "load", lambda *_: pytest.fail("loaded the model before checking options"))
+    with pytest.raises(generate.GenerationError, match=message):
+        generate.generate("unused", "Hi", **options)
+
+
+def test_seeded_sampling_is_reproducible_and_beams_work(tiny_builds):
+    path = tiny_builds["int4"].path
+    a = generate.generate(path, "Tell me a fact.", do_sample=True, temperature=0.9, top_k=40, random_seed=3)
+    b = generate.generate(path, "Tell me a fact.", do_sample=True, temperature=0.9, top_k=40, random_seed=3)
+    assert a.tokens == b.tokens
+    beams = generate.generate(path, "Tell me a fact.", num_beams=3, max_new_tokens=16)
+    assert 0 < beams.new_tokens <= 16 and beams.text.strip()
+
+
+def test_chat_keeps_history_and_drops_old_turns(tiny_builds, monkeypatch):
+    chat = generate.Chat(tiny_builds["int4"].path, max_new_tokens=12)
+    chat.say("Tell me a fact.")
+    chat.say("Another one.")
+    assert [m["role"] for m in chat.history] == ["user", "assistant"] * 2
+    monkeypatch.setattr(generate, "context_length", lambda _: 60)   # a tiny context forces truncation
+    chat.say("And one more, please.")
+    assert chat.dropped_turns >= 1 and chat.history[-2]["content"] == "And one more, please."
+
+
+def test_adapter_switching_on_one_model(tiny_dir):
+    from labkit import olive, paths
+
+    onnx_dir, travel = olive.travel_model(olive.export_with_adapter(
+        tiny_dir, olive.finetune(tiny_dir, steps=20, lora_r=4, progress=False).adapter))
+    brief = olive.add_adapter(onnx_dir, paths.DATA / "travel" / "train_brief.jsonl", steps=20, progress=False)
+    outs = {name: generate.generate(onnx_dir, "What should I eat in Rome?", adapter=a, max_new_tokens=20).tokens
+            for name, a in {"base": None, "travel": travel, "brief": brief, "travel again": travel}.items()}
+    assert outs["travel"] == outs["travel again"], "switching back restores the same adapter"
+    texts = [r["prompt"] + " " + r["response"] for r in data.travel("eval")[:10]]
+    ppl = {name: bench.perplexity(onnx_dir, texts, adapter=a) for name, a in
+           {"base": None, "travel": travel, "brief": brief}.items()}
+    assert len({round(v, 4) for v in ppl.values()}) == 3, f"each adapter changes the model: {ppl}"
+
+
+def test_missing_adapter_file(tiny_builds, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        generate.generate(tiny_builds["int4"].path, "Hi", adapter=tmp_path / "none.onnx_adapter")
+
+
+def test_overhead_is_measured(tiny_builds):
+    cost = generate.overhead(tiny_builds["int4"].path, new_tokens=16, runs=1)
+    assert cost["bare_decode_tok_s"] > 0 and cost["labkit_decode_tok_s"] > 0 and cost["time_to_first_token_ms"] > 0

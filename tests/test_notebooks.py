@@ -24,12 +24,16 @@ EXPECTED = {
     "03_olive_awq_lora": lambda r: r["finetune"]["eval_loss_after"] < r["finetune"]["eval_loss_before"]
     and r["onnx_eval_perplexity"]["adapter"] < r["onnx_eval_perplexity"]["base"]
     and len(r["rtn_vs_awq"]) == 4 and r["adapter"].endswith(".onnx_adapter"),
+    "04_inference": lambda r: {"travel", "brief"} <= set(r["adapters"]) and r["overhead"]["labkit_decode_tok_s"] > 0
+    and len(r["search_options"]) == 8 and r["first_reply"]["new_tokens"] > 0,
 }
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("notebook", course.notebooks(), ids=lambda p: p.stem)
-def test_notebook_runs(notebook):
+def test_notebook_runs(notebook, monkeypatch):
+    # Hermetic: a notebook must not pick up outputs of earlier runs (lab 04 looks for lab 03's).
+    monkeypatch.setenv("LABKIT_RUNS", str(RUN))
     if PROFILE == "gpu" and not has_cuda():
         pytest.skip("LABKIT_PROFILE=gpu needs a CUDA GPU and requirements/gpu.txt")
     run_dir = RUN / notebook.stem   # each notebook in its own folder: runs never clobber each other

@@ -325,6 +325,9 @@ def main() -> None:
     train, eval_ = split_travel(travel_pairs())
     write_jsonl(DATA / "travel" / "train.jsonl", train)
     write_jsonl(DATA / "travel" / "eval.jsonl", eval_)
+    # A second style for lab 04's adapter switching: the same questions, one-sentence answers.
+    brief = [{**row, "response": row["response"].split(". ")[0].rstrip(".") + "."} for row in train]
+    write_jsonl(DATA / "travel" / "train_brief.jsonl", brief)
     rng = random.Random(11)
     corpus_train = corpus_sentences(5000, seed=1) + world_sentences(3000, seed=3)
     corpus_heldout = corpus_sentences(400, seed=2) + world_sentences(250, seed=4)

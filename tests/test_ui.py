@@ -1,0 +1,24 @@
+from labkit import ui
+
+
+def test_chat_panel_driven_from_code(tiny_builds):
+    panel = ui.ChatPanel(tiny_builds["int4"].path, system="Be brief.")
+    assert panel.adapter.options == ("none (base model)",)
+    panel.prompt.value = "Tell me a fact."
+    panel.max_tokens.value = 16
+    panel.send.click()
+    assert panel.answer.value.startswith("you: Tell me a fact.\nmodel: ")
+    assert len(panel.answer.value) > len("you: Tell me a fact.\nmodel: \n\n")
+    assert "tok/s" in panel.status.value and panel.prompt.value == ""
+    assert len(panel.chat.history) == 2 and panel.chat.max_new_tokens == 16
+    panel.reset.click()
+    assert panel.answer.value == "" and panel.chat.history == []
+
+
+def test_empty_prompt_and_errors_show_in_status(tiny_builds, monkeypatch):
+    panel = ui.ChatPanel(tiny_builds["int4"].path)
+    panel.send.click()
+    assert "type a question" in panel.status.value
+    panel.prompt.value = "word " * 9000
+    panel.send.click()
+    assert "error" in panel.status.value and "context length" in panel.status.value
