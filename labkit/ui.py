@@ -32,7 +32,6 @@ class ChatPanel:
         self.answer = w.Textarea(layout=w.Layout(width="100%", height="220px"), disabled=True)
         self.status = w.HTML()
         self.send.on_click(self._on_send)
-        self.prompt.on_submit(self._on_send)
         self.reset.on_click(self._on_reset)
         self.adapter.observe(self._on_reset, names="value")
         self.chat = self._new_chat()
