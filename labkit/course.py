@@ -98,8 +98,11 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
     output = run_dir / notebook.name
     params = {"profile": profile, "run_dir": str(run_dir), **(parameters or {})}
     try:
-        with _environment(LABKIT_RUN_DIR=run_dir, LABKIT_PROFILE=profile, HF_HUB_OFFLINE=os.environ.get(
-                "HF_HUB_OFFLINE", "1"), OLIVE_DISABLE_TELEMETRY=1, MPLBACKEND="Agg"):
+        # The kernel inherits this environment. The inline backend keeps plots in the executed notebook
+        # even where MPLBACKEND=Agg is set for headless machines.
+        with _environment(LABKIT_RUN_DIR=run_dir, LABKIT_PROFILE=profile,
+                          HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), OLIVE_DISABLE_TELEMETRY=1,
+                          MPLBACKEND="module://matplotlib_inline.backend_inline"):
             papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
                                        cwd=str(notebook.parent), progress_bar=False, execution_timeout=timeout)
     except PapermillExecutionError as err:
@@ -126,8 +129,12 @@ def run_course(selection: list[str] | None = None, parameters: dict[str, dict] |
         run_notebook(nb, run_dir, {**COURSE_PARAMETERS.get(nb.stem, {}), **(parameters or {}).get(nb.stem, {})},
                      profile)
         timings[nb.stem] = round(time.perf_counter() - t, 1)
-    timings["total"] = round(time.perf_counter() - started, 1)
-    results.record("course", {"profile": profile, "notebook_seconds": timings}, run_dir / "results.json")
+        timings["total"] = round(time.perf_counter() - started, 1)
+        # Recorded after every notebook, so the report notebook sees the labs before it.
+        results.record("course", {"profile": profile, "notebook_seconds": timings}, run_dir / "results.json")
+    if (run_dir / "05_results.ipynb").exists():
+        from .report import export_html
+        print("report:", export_html(run_dir / "05_results.ipynb", run_dir / "report.html"))
     print(json.dumps(timings, indent=2))
     print(f"\nDone. Executed notebooks, artifacts and results.json are in {run_dir}")
     print(f"(also reachable as {paths.runs_root() / 'latest'})")

@@ -9,7 +9,6 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["OLIVE_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 _real_connect = socket.socket.connect
 

@@ -1,0 +1,136 @@
+"""The course report: one table of every model variant the labs built, the plots, and report.html. Lab 05.
+
+Everything here reads the run's `results.json`; nothing is measured again. `make course` ends by
+exporting the executed report notebook to a self-contained `report.html` (images embedded).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from . import paths, results
+
+COLUMNS = ["lab", "method", "precision", "ep", "size_mb", "load_s", "prefill_tok_s", "decode_tok_s", "perplexity",
+           "agreement_fp32", "adapter"]
+
+
+def load_results(run_dir: str | Path | None = None) -> tuple[Path, dict]:
+    """The results of `run_dir`, else of the current run, else of `runs/latest`. Lab 05."""
+    candidates = [Path(run_dir)] if run_dir else [paths.run_dir(), paths.runs_root() / "latest"]
+    for folder in candidates:
+        data = results.load(folder / "results.json")
+        if any(key[:2].isdigit() and key[:2] != "05" for key in data):
+            return folder, data
+    raise FileNotFoundError(f"No lab results in {', '.join(map(str, candidates))}. Run the labs first "
+                            "(`make course`), or pass the run folder as `results_dir`.")
+
+
+def _method(name: str) -> str:
+    parts = name.split("-")
+    return "-".join(parts[1:]) if len(parts) > 1 else "builder default"
+
+
+def variants_table(data: dict):
+    """One row per model variant built in labs 01-03 (a DataFrame; missing measures are NaN). Lab 05."""
+    import pandas as pd
+
+    rows = []
+    lab01 = data.get("01_builder_quantization", {})
+    for name, row in lab01.get("builds", {}).items():
+        rows.append({"lab": "01", "variant": name, "method": _method(name), "precision": name.split("-")[0],
+                     "ep": lab01.get("execution_provider", "cpu"), **{k: row.get(k) for k in COLUMNS[4:10]},
+                     "adapter": "–"})
+    lab03 = data.get("03_olive_awq_lora", {})
+    for key, row in lab03.get("rtn_vs_awq", {}).items():
+        model, method = key.split(" / ")
+        rows.append({"lab": "03", "variant": f"{method} ({model})", "method": method.split("-")[0].upper(),
+                     "precision": "int4", "ep": "cpu", "size_mb": row.get("size_mb"),
+                     "perplexity": row.get("perplexity"), "kl_x1e3": row.get("kl_x1e3"), "adapter": "–"})
+    onnx_ppl = lab03.get("onnx_eval_perplexity", {})
+    for which, ppl in onnx_ppl.items():
+        rows.append({"lab": "03", "variant": f"AWQ + LoRA int4 ({which})", "method": "AWQ + Olive auto-opt",
+                     "precision": "int4", "ep": "cpu", "perplexity": ppl,
+                     "adapter": "travel" if which == "adapter" else "none"})
+    if not rows:
+        raise ValueError("results.json has no model variants from labs 01 or 03.")
+    table = pd.DataFrame(rows).set_index("variant")
+    return table[[c for c in COLUMNS + ["kl_x1e3"] if c in table.columns]]
+
+
+def plots(data: dict):
+    """The report's figures: size vs speed, perplexity by method, fine-tuning loss, AWQ vs RTN. Lab 05."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    (size_ax, ppl_ax), (loss_ax, awq_ax) = axes
+    builds = data.get("01_builder_quantization", {}).get("builds", {})
+    for name, row in builds.items():
+        size_ax.scatter(row["size_mb"], row["decode_tok_s"], s=60)
+        size_ax.annotate(name, (row["size_mb"], row["decode_tok_s"]), xytext=(4, 4), textcoords="offset points",
+                         fontsize=8)
+    size_ax.set(xlabel="size (MB)", ylabel="decode tok/s", title="Lab 01: size vs decode speed")
+    if builds:
+        names = list(builds)
+        ppl_ax.barh(names, [builds[n]["perplexity"] for n in names], color="#1f77b4")
+        ppl_ax.set(xlabel="held-out perplexity (lower is better)", title="Lab 01: perplexity by precision/method")
+        low = min(builds[n]["perplexity"] for n in names)
+        ppl_ax.set_xlim(low * 0.98, max(builds[n]["perplexity"] for n in names) * 1.01)
+    finetune = data.get("03_olive_awq_lora", {}).get("finetune", {})
+    if finetune.get("train_losses"):
+        steps, losses = zip(*finetune["train_losses"])
+        loss_ax.plot(steps, losses, marker="o", label="train loss")
+        loss_ax.axhline(finetune["eval_loss_before"], ls="--", color="gray", label="eval before")
+        loss_ax.axhline(finetune["eval_loss_after"], ls="--", color="green", label="eval after")
+        loss_ax.legend()
+    loss_ax.set(xlabel="step", ylabel="loss (nats)", title="Lab 03: LoRA fine-tuning")
+    awq = data.get("03_olive_awq_lora", {}).get("rtn_vs_awq", {})
+    if awq:
+        labels = list(awq)
+        awq_ax.bar(range(len(labels)), [awq[k]["kl_x1e3"] for k in labels],
+                   color=["#d62728" if "rtn" in k else "#2ca02c" for k in labels])
+        awq_ax.set_xticks(range(len(labels)), [k.replace(" / ", "\n") for k in labels], fontsize=7)
+    awq_ax.set(ylabel="KL vs fp32 (x1e-3)", title="Lab 03: AWQ vs RTN (lower is better)")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def headline(data: dict) -> dict:
+    """A few numbers worth a sentence each (ratios, not absolute speeds). Lab 05."""
+    out = {}
+    builds = data.get("01_builder_quantization", {}).get("builds", {})
+    if "fp32" in builds and "int4" in builds:
+        out["int4 size / fp32"] = builds["int4"]["size_mb"] / builds["fp32"]["size_mb"]
+        out["int4 decode / fp32"] = builds["int4"]["decode_tok_s"] / builds["fp32"]["decode_tok_s"]
+        out["int4 perplexity vs fp32 (%)"] = builds["int4"]["perplexity_vs_fp32_%"]
+    lab03 = data.get("03_olive_awq_lora", {})
+    if lab03.get("finetune"):
+        out["eval loss before -> after fine-tuning"] = (f"{lab03['finetune']['eval_loss_before']:.2f} -> "
+                                                        f"{lab03['finetune']['eval_loss_after']:.2f}")
+    awq = lab03.get("rtn_vs_awq", {})
+    outlier = [k for k in awq if k.startswith("outliers")]
+    if len(outlier) == 2:
+        rtn, awq_key = sorted(outlier, key=lambda k: "awq" in k)
+        out["AWQ KL / RTN KL (outlier model)"] = awq[awq_key]["kl_x1e3"] / awq[rtn]["kl_x1e3"]
+    overhead = data.get("04_inference", {}).get("overhead", {})
+    if overhead:
+        out["labkit generate overhead (%)"] = overhead["overhead_%"]
+    timings = data.get("course", {}).get("notebook_seconds", {})
+    if timings:
+        out["course wall time (s)"] = timings.get("total")
+    return {k: (round(v, 3) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
+
+
+def export_html(executed_notebook: Path, out: Path) -> Path:
+    """Executed notebook -> a self-contained HTML page (code hidden, images embedded). Lab 05."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(executed_notebook, as_version=4))
+    tmp = Path(out).with_suffix(".html.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(out)
+    return Path(out)

@@ -1,0 +1,101 @@
+"""The course report: table and plots from results.json, and a report.html that renders in a browser."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from labkit import report
+
+RESULTS = {
+    "01_builder_quantization": {"execution_provider": "cpu", "builds": {
+        "fp32": {"size_mb": 7.5, "load_s": 0.05, "prefill_tok_s": 20000, "decode_tok_s": 4000, "perplexity": 3.9,
+                 "agreement_fp32": 1.0, "perplexity_vs_fp32_%": 0.0},
+        "int4-rtn-b32": {"size_mb": 3.3, "load_s": 0.01, "prefill_tok_s": 21000, "decode_tok_s": 5300,
+                         "perplexity": 3.92, "agreement_fp32": 0.5, "perplexity_vs_fp32_%": 0.5},
+        "int4": {"size_mb": 3.3, "load_s": 0.01, "prefill_tok_s": 21000, "decode_tok_s": 5200, "perplexity": 3.93,
+                 "agreement_fp32": 0.6, "perplexity_vs_fp32_%": 0.7}}},
+    "03_olive_awq_lora": {
+        "rtn_vs_awq": {"lab model / rtn-int4": {"perplexity": 1700, "kl_x1e3": 28, "size_mb": 3.3},
+                       "lab model / awq-int4": {"perplexity": 1690, "kl_x1e3": 48, "size_mb": 3.3},
+                       "outliers (4 ch x30) / rtn-int4": {"perplexity": 1670, "kl_x1e3": 150, "size_mb": 3.3},
+                       "outliers (4 ch x30) / awq-int4": {"perplexity": 1685, "kl_x1e3": 48, "size_mb": 3.3}},
+        "finetune": {"train_losses": [[5, 7.0], [10, 5.0]], "eval_loss_before": 7.4, "eval_loss_after": 3.5},
+        "onnx_eval_perplexity": {"base": 1590.0, "adapter": 37.0}},
+    "04_inference": {"overhead": {"overhead_%": 2.0}},
+    "course": {"notebook_seconds": {"00_environment_check": 28.0, "total": 200.0}},
+}
+
+
+def test_variants_table_has_every_variant():
+    table = report.variants_table(RESULTS)
+    assert len(table) == 3 + 4 + 2
+    assert list(table.columns[:4]) == ["lab", "method", "precision", "ep"]
+    assert table.loc["int4-rtn-b32", "method"] == "rtn-b32"
+    assert table.loc["AWQ + LoRA int4 (adapter)", "adapter"] == "travel"
+
+
+def test_headline_ratios():
+    h = report.headline(RESULTS)
+    assert h["int4 size / fp32"] == pytest.approx(0.44, abs=0.01)
+    assert h["AWQ KL / RTN KL (outlier model)"] == pytest.approx(0.32, abs=0.01)
+    assert h["course wall time (s)"] == 200.0
+
+
+def test_load_results_says_what_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make course"):
+        report.load_results(tmp_path)
+
+
+def test_plots_have_four_panels():
+    fig = report.plots(RESULTS)
+    assert len(fig.axes) == 4 and all(ax.has_data() for ax in fig.axes)
+
+
+CHECK = """<script>
+window.addEventListener("load", () => {
+  const imgs = [...document.images];
+  document.body.dataset.images = imgs.length;
+  document.body.dataset.broken = imgs.filter(i => !i.complete || i.naturalWidth === 0).length;
+  document.body.dataset.tables = document.querySelectorAll("table").length;
+});
+</script></body>"""
+
+
+def browser():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def render_in_chromium(html_path, tmp_path):
+    """Load a copy of the page (plus a small checking script) in headless Chromium; return the DOM it built."""
+    page = tmp_path / "checked.html"
+    page.write_text(html_path.read_text(encoding="utf-8").replace("</body>", CHECK), encoding="utf-8")
+    done = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+                           "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_report_html_renders_with_table_and_images(tmp_path):
+    if not browser():
+        pytest.skip("needs Chromium: `apt-get install chromium` (.ci/run installs it)")
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from labkit import course, paths
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(RESULTS))
+    course.run_notebook(paths.NOTEBOOKS / "05_results.ipynb", run, {"results_dir": str(run)})
+    html = report.export_html(run / "05_results.ipynb", run / "report.html")
+    assert "def " not in html.read_text() or "import labkit" not in html.read_text(), "code is hidden"
+    dom = render_in_chromium(html, tmp_path)
+    attrs = dict(re.findall(r'data-(images|broken|tables)="(\d+)"', dom))
+    assert int(attrs["tables"]) >= 2, "headline and variants tables"
+    assert int(attrs["images"]) >= 1 and attrs["broken"] == "0"
+    assert "AWQ + LoRA int4 (adapter)" in dom
