@@ -285,8 +285,13 @@ def run_benchmark(model: str = "bench", precisions=("int4", "int8", "fp32"), run
         row["fraction_of_bound"] = row["decode_tok_s"] / row["bandwidth_bound_tok_s"]
         rows[precision] = row
     torch_tps = torch_decode_speed(model_dir, runs=runs)
+    from . import generate, results
+    overhead = generate.overhead(build_mod.build(model, precisions[0]).path, runs=runs) if precisions else {}
+    course = results.load(paths.runs_root() / "latest" / "results.json").get("course", {})
     result = {"model": model, "parameters": models.model_card(model_dir).get("parameters"),
-              "memory_bandwidth_gb_s": bandwidth, "torch_fp32_eager_decode_tok_s": torch_tps, "builds": rows}
+              "memory_bandwidth_gb_s": bandwidth, "torch_fp32_eager_decode_tok_s": torch_tps, "builds": rows,
+              "labkit_generate_overhead": {"build": precisions[0], **overhead} if overhead else {},
+              "course_notebook_seconds": course.get("notebook_seconds", {})}
     for precision, row in rows.items():
         row["speedup_vs_torch"] = row["decode_tok_s"] / torch_tps
     if "int4" in rows and "fp32" in rows:
@@ -313,4 +318,12 @@ def format_benchmark(result: dict) -> str:
     if "int4_vs_fp32_size" in result:
         lines.append(f"\nINT4/FP32 size {result['int4_vs_fp32_size']:.2f}; INT4/FP32 decode "
                      f"{result['int4_vs_fp32_decode']:.2f}x")
+    overhead = result.get("labkit_generate_overhead")
+    if overhead:
+        lines.append(f"labkit generate() vs bare og loop ({overhead['build']}): "
+                     f"{overhead['labkit_decode_tok_s']:.1f} vs {overhead['bare_decode_tok_s']:.1f} tok/s, "
+                     f"overhead {overhead['overhead_%']:.1f}%")
+    if result.get("course_notebook_seconds"):
+        lines.append("make course (runs/latest), seconds per notebook: " +
+                     ", ".join(f"{k} {v}" for k, v in result["course_notebook_seconds"].items()))
     return "\n".join(lines)

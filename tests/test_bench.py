@@ -49,3 +49,16 @@ def test_bandwidth_and_bytes_per_token(tiny_builds):
     assert per_token["int4"] < per_token["int8"] < per_token["fp32"]
     # FP32: 4 bytes per non-embedding weight of the tiny Phi-3 (1.51M params, 0.26M in the embedding table).
     assert per_token["fp32"] == pytest.approx(4 * (1508480 - 2048 * 128), rel=0.01)
+
+
+def test_benchmark_report_shows_ratios_and_overhead():
+    result = {"model": "bench", "parameters": 100, "memory_bandwidth_gb_s": {"read_gb_s": 10.0, "copy_gb_s": 20.0},
+              "torch_fp32_eager_decode_tok_s": 10.0,
+              "builds": {"int4": {"size_mb": 50, "prefill_tok_s": 300, "decode_tok_s": 100, "speedup_vs_torch": 10,
+                                  "bandwidth_bound_tok_s": 200, "fraction_of_bound": 0.5}},
+              "int4_vs_fp32_size": 0.25, "int4_vs_fp32_decode": 4.0,
+              "labkit_generate_overhead": {"build": "int4", "labkit_decode_tok_s": 99.0, "bare_decode_tok_s": 100.0,
+                                           "overhead_%": 1.0},
+              "course_notebook_seconds": {"00_environment_check": 20.0, "total": 300.0}}
+    text = bench.format_benchmark(result)
+    assert "0.50" in text and "INT4/FP32 size 0.25" in text and "overhead 1.0%" in text and "total 300.0" in text
