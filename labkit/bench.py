@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, paths
+from .generate import open_model
 
 AGREEMENT_PROMPTS = [
     "The old baker",
@@ -41,7 +42,7 @@ def load_seconds(model_dir: Path) -> float:
     """Seconds to create `og.Model` + `og.Tokenizer` (a fresh load, not the cached one). Lab 01."""
     og = _og()
     started = time.perf_counter()
-    model = og.Model(str(model_dir))
+    model = open_model(model_dir)
     og.Tokenizer(model)
     seconds = time.perf_counter() - started
     del model
@@ -70,7 +71,7 @@ def greedy_tokens(model, prompt_ids, new_tokens: int, exact: bool = False) -> tu
 def speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 64, runs: int = 3) -> dict:
     """Median prefill and decode tokens/second (greedy, fixed prompt and length, one warm-up run). Lab 01."""
     og = _og()
-    model = og.Model(str(model_dir))
+    model = open_model(model_dir)
     tokenizer = og.Tokenizer(model)
     ids = tokenizer.encode(data.corpus("heldout"))[:prompt_tokens]
     prefills, decodes = [], []
@@ -115,7 +116,7 @@ def token_log_probs(model_dir: Path, texts: list[str], block: int = 128, max_blo
 
     `adapter`: an `.onnx_adapter` file to activate (lab 03's models take LoRA weights as inputs)."""
     og = _og()
-    model = og.Model(str(model_dir))
+    model = open_model(model_dir)
     tokenizer = og.Tokenizer(model)
     adapters = None
     if adapter is not None:
@@ -151,7 +152,7 @@ def kl_divergence(reference_dir: Path, model_dir: Path, texts: list[str], max_bl
 def greedy_outputs(model_dir: Path, prompts=AGREEMENT_PROMPTS, new_tokens: int = 32) -> list[list[int]]:
     """Greedy tokens for each prompt, for the agreement column. Lab 01."""
     og = _og()
-    model = og.Model(str(model_dir))
+    model = open_model(model_dir)
     tokenizer = og.Tokenizer(model)
     outs = [greedy_tokens(model, tokenizer.encode(p), new_tokens, exact=True)[0] for p in prompts]
     del tokenizer, model

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -83,6 +84,26 @@ def check_search_options(**options) -> dict:
     return checked
 
 
+def open_model(model_dir: str | Path, threads: int | None = None):
+    """`og.Model` for a folder, with ONNX Runtime's intra-op threads set to the machine's cores. Lab 04.
+
+    Measured on the course's 2-core machines: left to its default, the CPU session decoded at the
+    speed of one thread (130 vs 205 tok/s on a 160M-parameter INT4 model). An explicit
+    `intra_op_num_threads` in the genai_config (or this overlay) uses them all. A value already in
+    the folder's genai_config wins.
+    """
+    import onnxruntime_genai as og
+
+    folder = Path(model_dir)
+    config = json.loads((folder / "genai_config.json").read_text())
+    if "intra_op_num_threads" in config["model"]["decoder"].get("session_options", {}):
+        return og.Model(str(folder))
+    og_config = og.Config(str(folder))
+    og_config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+        "intra_op_num_threads": threads or os.cpu_count() or 1}}}}))
+    return og.Model(og_config)
+
+
 @lru_cache(maxsize=4)
 def load(model_dir: str | Path):
     """`(og.Model, og.Tokenizer)` for a genai folder, loaded once per process. Lab 04."""
@@ -92,7 +113,7 @@ def load(model_dir: str | Path):
     if not (folder / "genai_config.json").exists():
         raise FileNotFoundError(f"{folder} is not an onnxruntime-genai model folder (no genai_config.json). "
                                 "Build one in lab 01 (labkit.build.build) or pass a folder that has one.")
-    model = og.Model(str(folder))
+    model = open_model(folder)
     return model, og.Tokenizer(model)
 
 
