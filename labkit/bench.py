@@ -38,15 +38,17 @@ def _og():
     return og
 
 
-def load_seconds(model_dir: Path) -> float:
-    """Seconds to create `og.Model` + `og.Tokenizer` (a fresh load, not the cached one). Lab 01."""
-    og = _og()
-    started = time.perf_counter()
+def load(model_dir: Path) -> tuple:
+    """A fresh `(og.Model, og.Tokenizer)`; measuring functions take it as `loaded=` to share one load. Lab 01."""
     model = open_model(model_dir)
-    og.Tokenizer(model)
-    seconds = time.perf_counter() - started
-    del model
-    return seconds
+    return model, _og().Tokenizer(model)
+
+
+def load_seconds(model_dir: Path) -> tuple[float, tuple]:
+    """Seconds to create `og.Model` + `og.Tokenizer` (a fresh load), and the loaded pair. Lab 01."""
+    started = time.perf_counter()
+    loaded = load(model_dir)
+    return time.perf_counter() - started, loaded
 
 
 def greedy_tokens(model, prompt_ids, new_tokens: int, exact: bool = False) -> tuple[list[int], float, float]:
@@ -68,11 +70,9 @@ def greedy_tokens(model, prompt_ids, new_tokens: int, exact: bool = False) -> tu
     return out, prefill, time.perf_counter() - started
 
 
-def speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 64, runs: int = 3) -> dict:
+def speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 64, runs: int = 3, loaded=None) -> dict:
     """Median prefill and decode tokens/second (greedy, fixed prompt and length, one warm-up run). Lab 01."""
-    og = _og()
-    model = open_model(model_dir)
-    tokenizer = og.Tokenizer(model)
+    model, tokenizer = loaded or load(model_dir)
     ids = tokenizer.encode(data.corpus("heldout"))[:prompt_tokens]
     prefills, decodes = [], []
     for i in range(runs + 1):
@@ -80,7 +80,6 @@ def speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 64, runs:
         if i:  # run 0 warms up caches and allocators
             prefills.append(len(ids) / prefill)
             decodes.append((new_tokens - 1) / decode)
-    del tokenizer, model
     return {"prefill_tok_s": statistics.median(prefills), "decode_tok_s": statistics.median(decodes)}
 
 
@@ -111,28 +110,26 @@ def _chunks(tokenizer, texts, block: int, max_blocks: int):
 
 
 def token_log_probs(model_dir: Path, texts: list[str], block: int = 128, max_blocks: int = 64,
-                    adapter: Path | None = None):
+                    adapter: Path | None = None, loaded=None):
     """[(log-probs at each position, the actual next tokens)] for each text block. Lab 01.
 
     `adapter`: an `.onnx_adapter` file to activate (lab 03's models take LoRA weights as inputs)."""
-    og = _og()
-    model = open_model(model_dir)
-    tokenizer = og.Tokenizer(model)
+    model, tokenizer = loaded or load(model_dir)
     adapters = None
     if adapter is not None:
-        adapters = og.Adapters(model)
+        adapters = _og().Adapters(model)
         adapters.load(str(adapter), "adapter")
     out = [(_log_probs(model, chunk[:-1], adapters, "adapter"), np.asarray(chunk[1:])) for chunk in
            _chunks(tokenizer, texts, block, max_blocks)]
-    del adapters, tokenizer, model
+    del adapters
     return out
 
 
 def perplexity(model_dir: Path, text: str | list[str] | None = None, block: int = 128, max_blocks: int = 16,
-               adapter: Path | None = None) -> float:
+               adapter: Path | None = None, loaded=None) -> float:
     """Perplexity of an ONNX build on held-out text, from the logits of the prefill. Lab 01."""
     texts = [text] if isinstance(text, str) else (text or [data.corpus("heldout")])
-    pairs = token_log_probs(model_dir, texts, block, max_blocks, adapter)
+    pairs = token_log_probs(model_dir, texts, block, max_blocks, adapter, loaded)
     nll = -sum(lp[np.arange(len(targets)), targets].sum() for lp, targets in pairs)
     return math.exp(nll / sum(len(targets) for _, targets in pairs))
 
@@ -149,14 +146,10 @@ def kl_divergence(reference_dir: Path, model_dir: Path, texts: list[str], max_bl
     return float(total / sum(len(targets) for _, targets in ref))
 
 
-def greedy_outputs(model_dir: Path, prompts=AGREEMENT_PROMPTS, new_tokens: int = 32) -> list[list[int]]:
+def greedy_outputs(model_dir: Path, prompts=AGREEMENT_PROMPTS, new_tokens: int = 32, loaded=None) -> list[list[int]]:
     """Greedy tokens for each prompt, for the agreement column. Lab 01."""
-    og = _og()
-    model = open_model(model_dir)
-    tokenizer = og.Tokenizer(model)
-    outs = [greedy_tokens(model, tokenizer.encode(p), new_tokens, exact=True)[0] for p in prompts]
-    del tokenizer, model
-    return outs
+    model, tokenizer = loaded or load(model_dir)
+    return [greedy_tokens(model, tokenizer.encode(p), new_tokens, exact=True)[0] for p in prompts]
 
 
 def agreement(outputs: list[list[int]], reference: list[list[int]]) -> float:
@@ -170,11 +163,12 @@ def agreement(outputs: list[list[int]], reference: list[list[int]]) -> float:
 
 
 def measure(model_dir: Path, reference_outputs=None, *, runs: int = 3, new_tokens: int = 64) -> dict:
-    """Everything lab 01 tabulates for one build. Lab 01."""
-    row = {"size_mb": paths.dir_size(model_dir) / 1e6, "load_s": load_seconds(model_dir)}
-    row.update(speed(model_dir, new_tokens=new_tokens, runs=runs))
-    row["perplexity"] = perplexity(model_dir)
-    outputs = greedy_outputs(model_dir)
+    """Everything lab 01 tabulates for one build, from a single load of the model. Lab 01."""
+    load_s, loaded = load_seconds(model_dir)
+    row = {"size_mb": paths.dir_size(model_dir) / 1e6, "load_s": load_s}
+    row.update(speed(model_dir, new_tokens=new_tokens, runs=runs, loaded=loaded))
+    row["perplexity"] = perplexity(model_dir, loaded=loaded)
+    outputs = greedy_outputs(model_dir, loaded=loaded)
     row["agreement_fp32"] = agreement(outputs, reference_outputs) if reference_outputs else 1.0
     row["_outputs"] = outputs
     return row
