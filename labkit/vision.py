@@ -1,0 +1,346 @@
+"""Phi-3.5-vision as an onnxruntime-genai multimodal model, with our own code only. Lab 02.
+
+The pipeline genai runs for every image prompt:
+
+    processor (C++: decode, HD transform into 16 crops + 1 global, 336x336 each)
+      -> vision.onnx     pixel_values [images, 17, 3, 336, 336], image_sizes [images, 2]
+                         -> image_features [image tokens, hidden]
+      -> embedding.onnx  input_ids (image positions are negative) + image_features -> inputs_embeds
+      -> text.onnx       the Phi-3 decoder (model builder, `exclude_embeds=true`)
+
+The vision encoder is written here on top of transformers' `CLIPVisionModel`, with the parameter
+names of `microsoft/Phi-3.5-vision-instruct` (`model.vision_embed_tokens.*`), so the real weights
+load without `trust_remote_code` and without the personal hub repo the seed lab used:
+CLIP ViT-L/14-336, second-to-last layer, class token dropped; 2x2 neighbouring patches merged
+(24x24 -> 12x12 = 144 tokens of 4 x 1024 per crop); the sub-crops laid out as one big grid with a
+learned `sub_GN` token closing each row, then `glb_GN`, then the global crop (also with row ends);
+a 2-layer MLP projects to the decoder's width. An image padded to h x w crops of 336 costs
+
+    (h*w + 1) * 144 + 1 + (h + 1) * 12 tokens      (e.g. 1008 x 1344: 2053 tokens)
+
+The layout is computed with tensor index arithmetic (no Python loop over images), so one ONNX
+graph serves any number of images of any size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import models, paths
+
+CROP = 336            # pixels per crop side
+CROPS = 17            # 16 sub-crops (the C++ transform always pads to 16) + 1 global
+GRID = 12             # 24x24 CLIP patches merged 2x2 -> 12x12 tokens per crop
+TOKENS_PER_CROP = GRID * GRID
+PREFIX = "model.vision_embed_tokens."
+VISION_FILE, EMBEDDING_FILE, TEXT_FILE = ("phi-3.5-v-instruct-vision.onnx", "phi-3.5-v-instruct-embedding.onnx",
+                                          "phi-3.5-v-instruct-text.onnx")
+EXPORT_FORMAT = "labkit-vision-v1"
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """The CLIP tower's shape. `TINY` for the CPU profile; `REAL` is Phi-3.5-vision's. Lab 02."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+
+
+TINY = VisionSpec()
+REAL = VisionSpec(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096)
+
+
+def image_tokens(height: int, width: int) -> int:
+    """Image tokens for an image padded to `height` x `width` pixels (multiples of 336). Lab 02."""
+    h, w = height // CROP, width // CROP
+    return (h * w + 1) * TOKENS_PER_CROP + 1 + (h + 1) * GRID
+
+
+def clip_config(spec: VisionSpec):
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+                            num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
+                            image_size=CROP, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+                            projection_dim=768, attn_implementation="eager")
+
+
+def hd_token_indices(image_sizes):
+    """For every image token, the row of the feature table it takes (tensor ops only, exportable). Lab 02.
+
+    The table starts with the `sub_GN` row (0) and the `glb_GN` row (1), then each image's 17 crops
+    x 144 merged tokens (`2 + image*17*144 + crop*144 + pos`; crop 0 is the global view). Per image:
+    h*12 rows of (w*12 tokens + sub_GN), glb_GN, then 12 rows of (12 global tokens + sub_GN).
+    (Separators first: their index must not depend on the number of images, or ONNX tracing would
+    freeze it.)
+    """
+    import torch
+
+    sub_gn, glb_gn = 0, 1
+    h = image_sizes[:, 0] // CROP
+    w = image_sizes[:, 1] // CROP
+    sub_len = h * GRID * (w * GRID + 1)
+    counts = sub_len + 1 + GRID * (GRID + 1)
+    ends = torch.cumsum(counts, 0)
+    position = torch.arange(ends[-1])
+    image = (position.unsqueeze(1) >= ends.unsqueeze(0)).sum(1)          # which image each token belongs to
+    local = position - (ends - counts)[image]
+    h_t, w_t, sub_t = h[image], w[image], sub_len[image]
+    base = 2 + image * (CROPS * TOKENS_PER_CROP)
+    # Sub-crop grid: row r, column c of an (h*12) x (w*12 + 1) grid; the last column is sub_GN.
+    width = w_t * GRID + 1
+    r, c = local // width, local % width
+    crop = 1 + (r // GRID) * w_t + c // GRID
+    sub_index = torch.where(c == w_t * GRID, sub_gn, base + crop * TOKENS_PER_CROP + (r % GRID) * GRID + c % GRID)
+    # Global crop: 12 rows of 13, the last column is sub_GN.
+    g = (local - sub_t - 1).clamp(min=0)
+    gr, gc = g // (GRID + 1), g % (GRID + 1)
+    glb_index = torch.where(gc == GRID, sub_gn, base + gr * GRID + gc)
+    return torch.where(local < sub_t, sub_index, torch.where(local == sub_t, glb_gn, glb_index))
+
+
+def _module_classes():
+    import torch
+    from torch import nn
+    from transformers import CLIPVisionModel
+
+    class Phi3VImageEmbedding(nn.Module):
+        """pixel_values [images, 17, 3, 336, 336] + image_sizes [images, 2] -> image_features [tokens, hidden]."""
+
+        def __init__(self, spec: VisionSpec, text_hidden_size: int):
+            super().__init__()
+            width = 4 * spec.hidden_size
+            self.img_processor = CLIPVisionModel(clip_config(spec))
+            self.glb_GN = nn.Parameter(torch.zeros(1, 1, width))
+            self.sub_GN = nn.Parameter(torch.zeros(1, 1, 1, width))
+            self.img_projection = nn.Sequential(nn.Linear(width, text_hidden_size), nn.GELU(),
+                                                nn.Linear(text_hidden_size, text_hidden_size))
+
+        def crop_features(self, pixel_values):
+            """Every crop -> 144 tokens of 4 x CLIP width (second-to-last layer, no CLS, 2x2 merge)."""
+            crops = pixel_values.reshape(-1, 3, CROP, CROP)
+            hidden = self.img_processor(crops, output_hidden_states=True).hidden_states[-2][:, 1:]
+            n, _, c = hidden.shape
+            merged = hidden.reshape(n, GRID, 2, GRID, 2, c).permute(0, 1, 3, 2, 4, 5)
+            return merged.reshape(n, TOKENS_PER_CROP, 4 * c)
+
+        def forward(self, pixel_values, image_sizes):
+            table = self.crop_features(pixel_values).reshape(-1, self.glb_GN.shape[-1])
+            table = torch.cat([self.sub_GN.reshape(1, -1), self.glb_GN.reshape(1, -1), table])
+            return self.img_projection(table[hd_token_indices(image_sizes)])
+
+    class Phi3VEmbedding(nn.Module):
+        """input_ids (image positions negative) + image_features -> inputs_embeds; 0 image rows is fine."""
+
+        def __init__(self, embed_tokens: nn.Embedding):
+            super().__init__()
+            self.embed_tokens = embed_tokens
+
+        def forward(self, input_ids, image_features):
+            text = self.embed_tokens(input_ids.clamp(min=0))
+            is_image = input_ids < 0
+            flat = is_image.reshape(-1)
+            # The k-th image position takes row k of image_features (row k+1 after a leading zero row,
+            # which text positions point at, so 0 image rows works too).
+            padded = torch.cat([torch.zeros_like(text[0, :1]), image_features])
+            rows = torch.where(flat, torch.cumsum(flat.long(), 0), 0)
+            return torch.where(is_image.unsqueeze(-1), padded[rows].reshape(text.shape), text)
+
+    return Phi3VImageEmbedding, Phi3VEmbedding
+
+
+def vision_encoder(spec: VisionSpec, text_hidden_size: int):
+    """A fresh Phi-3.5-vision image encoder (random weights; load real ones with `load_vision_state`). Lab 02."""
+    return _module_classes()[0](spec, text_hidden_size)
+
+
+def embedding_model(embed_tokens):
+    """The embedding step genai runs before the decoder, around the decoder's token embedding. Lab 02."""
+    return _module_classes()[1](embed_tokens)
+
+
+# transformers 5's CLIPVisionModel has no `vision_model.` level (it renames hub weights on load);
+# Phi-3.5-vision's checkpoint has it: model.vision_embed_tokens.img_processor.vision_model.*
+CLIP_CHECKPOINT, CLIP_MODULE = "img_processor.vision_model.", "img_processor."
+
+
+def checkpoint_names(encoder_state: dict) -> dict:
+    """Encoder state dict -> the key names of Phi-3.5-vision's checkpoint. Lab 02."""
+    return {PREFIX + (CLIP_CHECKPOINT + k[len(CLIP_MODULE):] if k.startswith(CLIP_MODULE) else k): v
+            for k, v in encoder_state.items() if not k.endswith("position_ids")}
+
+
+def load_vision_state(encoder, state: dict) -> None:
+    """Load a checkpoint's `model.vision_embed_tokens.*` weights; every parameter must be there. Lab 02."""
+    own = {}
+    for key, value in state.items():
+        if key.startswith(PREFIX):
+            key = key[len(PREFIX):]
+            own[CLIP_MODULE + key[len(CLIP_CHECKPOINT):] if key.startswith(CLIP_CHECKPOINT) else key] = value
+    missing, unexpected = encoder.load_state_dict(own, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"Vision weights do not match Phi-3.5-vision's layout: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+
+
+def vision_config_block(spec: VisionSpec) -> dict:
+    """The `img_processor` / `embd_layer` entries Phi-3.5-vision's config.json carries. Lab 02."""
+    return {"img_processor": {"image_dim_out": spec.hidden_size, "model_name": "openai/clip-vit-large-patch14-336",
+                              "name": "clip_vision_model", "num_img_tokens": TOKENS_PER_CROP, "layer_idx": -2,
+                              "labkit_spec": asdict(spec)},
+            "embd_layer": {"embedding_cls": "image", "hd_transform_order": "sub_glb", "projection_cls": "mlp",
+                           "use_hd_transform": True, "with_learnable_separator": True}}
+
+
+def create_tiny_vision(force: bool = False) -> Path:
+    """A Phi-3.5-vision-shaped checkpoint: the tiny Phi-3 + a tiny CLIP encoder (random), real key names. Lab 02."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    text_dir = models.create_tiny("tiny")
+    key = hashlib.sha256(json.dumps([text_dir.name, asdict(TINY), EXPORT_FORMAT]).encode()).hexdigest()[:12]
+    final = paths.cache_dir() / f"tiny-vision-{key}"
+    if final.exists() and not force:
+        return final
+    config = json.loads((text_dir / "config.json").read_text())
+    torch.manual_seed(0)
+    encoder = vision_encoder(TINY, config["hidden_size"])
+    with torch.no_grad():   # non-zero separators, so the layout is visible in the features
+        encoder.glb_GN.normal_(std=0.5)
+        encoder.sub_GN.normal_(std=0.5)
+    state = load_file(str(text_dir / "model.safetensors"))
+    state.update({k: v.contiguous() for k, v in checkpoint_names(encoder.state_dict()).items()})
+    with paths.atomic_dir(final) as tmp:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config.update(architectures=["Phi3VForCausalLM"], **vision_config_block(TINY))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+            if (text_dir / name).exists():
+                shutil.copy2(text_dir / name, tmp / name)
+    return final
+
+
+def read_checkpoint(model_dir: Path):
+    """(text config dict, text state dict, vision encoder) from a Phi-3.5-vision checkpoint folder. Lab 02."""
+    from safetensors.torch import load_file
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    if (config.get("architectures") or [""])[0] != "Phi3VForCausalLM":
+        raise ValueError(f"{model_dir} is not a Phi-3.5-vision checkpoint (architectures "
+                         f"{config.get('architectures')}); use model='tiny-vision' or "
+                         "microsoft/Phi-3.5-vision-instruct.")
+    spec = VisionSpec(**config["img_processor"]["labkit_spec"]) if "labkit_spec" in config.get(
+        "img_processor", {}) else REAL
+    state = {}
+    for shard in sorted(Path(model_dir).glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    encoder = vision_encoder(spec, config["hidden_size"])
+    load_vision_state(encoder, state)
+    text_state = {k: v for k, v in state.items() if not k.startswith(PREFIX)}
+    return config, text_state, encoder.eval()
+
+
+def text_checkpoint(config: dict, text_state: dict, tokenizer_dir: Path, out: Path) -> Path:
+    """A text-only Phi-3 folder the model builder reads as Phi3VForCausalLM (LongRoPE, exclude_embeds). Lab 02."""
+    from safetensors.torch import save_file
+
+    text = {k: v for k, v in config.items() if k not in ("img_processor", "embd_layer", "auto_map")}
+    text.update(architectures=["Phi3VForCausalLM"], model_type="phi3")
+    rope = text.get("rope_scaling") or {}
+    if rope.get("type") == "su":   # transformers 5 rejects Phi-3.5-vision's "su"; it is LongRoPE
+        text["rope_scaling"] = {**rope, "type": "longrope", "rope_type": "longrope"}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(text, indent=2))
+    save_file({k: v.contiguous() for k, v in text_state.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                 "chat_template.jinja"):
+        if (Path(tokenizer_dir) / name).exists():
+            shutil.copy2(Path(tokenizer_dir) / name, out / name)
+    return out
+
+
+def _export_onnx(module, args, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+    import torch
+
+    with torch.no_grad():
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
+                          opset_version=17, dynamo=False, external_data=False)
+
+
+def sample_inputs(hidden: int = 0):
+    """Example pixel_values / image_sizes for two images (672x1008 and 336x336). Lab 02."""
+    import torch
+
+    return torch.randn(2, CROPS, 3, CROP, CROP), torch.tensor([[672, 1008], [336, 336]], dtype=torch.int64)
+
+
+def resolve(model: str | Path) -> Path:
+    """`tiny-vision`, a local Phi-3.5-vision folder, or a hub id -> a checkpoint folder. Lab 02."""
+    return create_tiny_vision() if str(model) in ("tiny-vision", "tiny") else models.resolve_model(model)
+
+
+def export(model: str | Path = "tiny-vision", precision: str = "fp32", execution_provider: str = "cpu",
+           force: bool = False, progress: bool = True) -> Path:
+    """Export a Phi-3.5-vision checkpoint to an onnxruntime-genai multimodal folder (cached, atomic). Lab 02."""
+    import torch
+
+    from . import build
+    from .build import BuildOptions
+
+    BuildOptions(precision, execution_provider).validate()          # bad precision x EP fails first
+    model_dir = resolve(model)
+    config, text_state, encoder = read_checkpoint(model_dir)
+    key = hashlib.sha256(json.dumps([build.model_fingerprint(model_dir), precision, execution_provider,
+                                     EXPORT_FORMAT]).encode()).hexdigest()[:12]
+    final = paths.cache_dir() / "vision" / f"{model_dir.name}-{precision}-{key}"
+    if final.exists() and not force:
+        return final
+    started = time.perf_counter()
+    text_dir = text_checkpoint(config, text_state, model_dir, paths.cache_dir() / "vision" / f".text-{key}")
+    decoder = build.build(text_dir, precision, execution_provider, force=force, progress=progress,
+                          extra={"exclude_embeds": "true", "filename": TEXT_FILE})
+    with paths.atomic_dir(final) as tmp:
+        for f in decoder.path.iterdir():
+            if f.name != "build_info.json":
+                shutil.copy2(f, tmp / f.name)
+        pixel_values, image_sizes = sample_inputs()
+        _export_onnx(encoder, (pixel_values, image_sizes), tmp / VISION_FILE, ["pixel_values", "image_sizes"],
+                     ["image_features"], {"pixel_values": {0: "num_images"}, "image_sizes": {0: "num_images"},
+                                          "image_features": {0: "num_image_tokens"}})
+        embed = torch.nn.Embedding.from_pretrained(text_state["model.embed_tokens.weight"].float())
+        ids = torch.tensor([[5, -1, -1, 7]])
+        _export_onnx(embedding_model(embed), (ids, torch.randn(2, embed.embedding_dim)), tmp / EMBEDDING_FILE,
+                     ["input_ids", "image_features"], ["inputs_embeds"],
+                     {"input_ids": {0: "batch", 1: "sequence"}, "image_features": {0: "num_image_tokens"},
+                      "inputs_embeds": {0: "batch", 1: "sequence"}})
+        genai = json.loads((tmp / "genai_config.json").read_text())
+        genai["model"]["type"] = "phi3v"
+        genai["model"]["embedding"] = {"filename": EMBEDDING_FILE,
+                                       "inputs": {"input_ids": "input_ids", "image_features": "image_features"},
+                                       "outputs": {"inputs_embeds": "inputs_embeds"}}
+        genai["model"]["vision"] = {"filename": VISION_FILE,
+                                    "inputs": {"pixel_values": "pixel_values", "image_sizes": "image_sizes"},
+                                    "outputs": {"image_features": "image_features"}}
+        (tmp / "genai_config.json").write_text(json.dumps(genai, indent=4))
+        (tmp / "processor_config.json").write_text(json.dumps(PROCESSOR_CONFIG, indent=2))
+        (tmp / "export_info.json").write_text(json.dumps(
+            {"source": str(model_dir), "precision": precision, "execution_provider": execution_provider,
+             "seconds": round(time.perf_counter() - started, 1), "format": EXPORT_FORMAT}, indent=2))
+    shutil.rmtree(text_dir, ignore_errors=True)
+    return final
+
+
+PROCESSOR_CONFIG = {"processor": {"name": "image_processing", "transforms": [
+    {"operation": {"name": "decode_image", "type": "DecodeImage", "attrs": {"color_space": "RGB"}}},
+    {"operation": {"name": "convert_to_rgb", "type": "ConvertRGB"}},
+    {"operation": {"name": "phi3_image_transform", "type": "Phi3ImageTransform",
+                   "attrs": {"num_crops": 16, "num_img_tokens": TOKENS_PER_CROP}}}]}}
