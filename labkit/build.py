@@ -302,7 +302,10 @@ def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: 
     # One tick per layer read, per quantized MatMul (Phi-3 int4: 5 per layer + lm_head), per save step.
     total = layers + 3 + (5 * layers + 1 if precision == "int4" else 0) + 2
     bar = tqdm(total=total, desc=f"building {options.name}", disable=not progress, file=sys.stderr)
+    from transformers.utils import logging as hf_logging
+
     cache = builds_root() / ".hf-cache"
+    hf_logging.disable_progress_bar()   # the builder's "Loading weights" bar would bypass the log file
     try:
         with _captured(log_file, bar):
             create_model(None, str(model_dir), str(out_dir), precision, options.execution_provider, str(cache),

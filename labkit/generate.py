@@ -159,16 +159,24 @@ def chat_prompt(tokenizer, user: str, system: str | None = None, history: list[d
 
 def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_tokens: int = 64,
              on_token: Callable[[str], None] | None = None, min_new_tokens: int = 0,
-             adapter: str | Path | None = None, **search) -> Generation:
+             adapter: str | Path | None = None, images: list[str | Path] | None = None, **search) -> Generation:
     """Generate a reply to `prompt`, streaming each piece of text to `on_token`. Lab 04 (lab 01's quick chat).
 
     `search` takes the search options of `GeneratorParams.set_search_options` (do_sample, temperature,
     top_k, top_p, num_beams, repetition_penalty…). With `chat=True` the chat template wraps the prompt.
     `adapter`: an `.onnx_adapter` file (lab 03) to activate for this generation.
+    `images`: image files for a multimodal model (lab 02); the prompt then goes through its processor.
     """
     import onnxruntime_genai as og
 
     search = check_search_options(**search)
+    if images is not None:
+        from .vision import ask
+        if search or adapter or not chat:
+            raise GenerationError("Image prompts take the default (greedy) search, no adapter and chat=True.")
+        answer = ask(model_dir, prompt, images, max_new_tokens, on_token)
+        return Generation(answer.text, answer.prompt_tokens, answer.new_tokens, answer.seconds,
+                          answer.time_to_first_token)
     if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
         raise GenerationError(f"Need 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens; got "
                               f"{max_new_tokens} and {min_new_tokens}.")

@@ -32,7 +32,10 @@ def _method(name: str) -> str:
 
 
 def variants_table(data: dict):
-    """One row per model variant built in labs 01-03 (a DataFrame; missing measures are NaN). Lab 05."""
+    """One row per model variant built in labs 01-03 (a DataFrame; missing measures are NaN). Lab 05.
+
+    Labs 01 and 03 carry perplexity (held-out text and travel eval set respectively), lab 02 the
+    image Q&A speeds."""
     import pandas as pd
 
     rows = []
@@ -40,6 +43,14 @@ def variants_table(data: dict):
     for name, row in lab01.get("builds", {}).items():
         rows.append({"lab": "01", "variant": name, "method": _method(name), "precision": name.split("-")[0],
                      "ep": lab01.get("execution_provider", "cpu"), **{k: row.get(k) for k in COLUMNS[4:10]},
+                     "adapter": "–"})
+    lab02 = data.get("02_vision_export", {})
+    for precision, row in lab02.get("qa", {}).items():
+        folder = Path(lab02.get("exports", {}).get(precision, ""))
+        rows.append({"lab": "02", "variant": f"Phi-3.5-vision {precision}", "method": "labkit.vision export",
+                     "precision": precision, "ep": "cpu" if "cuda" not in folder.name else "cuda",
+                     "size_mb": paths.dir_size(folder) / 1e6 if folder.name and folder.exists() else None,
+                     "prefill_tok_s": row.get("prefill tok/s"), "decode_tok_s": row.get("decode tok/s"),
                      "adapter": "–"})
     lab03 = data.get("03_olive_awq_lora", {})
     for key, row in lab03.get("rtn_vs_awq", {}).items():

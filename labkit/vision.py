@@ -16,7 +16,7 @@ CLIP ViT-L/14-336, second-to-last layer, class token dropped; 2x2 neighbouring p
 learned `sub_GN` token closing each row, then `glb_GN`, then the global crop (also with row ends);
 a 2-layer MLP projects to the decoder's width. An image padded to h x w crops of 336 costs
 
-    (h*w + 1) * 144 + 1 + (h + 1) * 12 tokens      (e.g. 1008 x 1344: 2053 tokens)
+    (h*w + 1) * 144 + 1 + (h + 1) * 12 tokens      (e.g. padded to 1008 x 1344, h=3, w=4: 1921 tokens)
 
 The layout is computed with tensor index arithmetic (no Python loop over images), so one ONNX
 graph serves any number of images of any size.
@@ -24,10 +24,13 @@ graph serves any number of images of any size.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import re
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -271,7 +274,9 @@ def text_checkpoint(config: dict, text_state: dict, tokenizer_dir: Path, out: Pa
 def _export_onnx(module, args, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
     import torch
 
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # CLIP's size check is traced as a constant: right, since every crop is 336 x 336.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
                           opset_version=17, dynamo=False, external_data=False)
 
@@ -305,7 +310,7 @@ def export(model: str | Path = "tiny-vision", precision: str = "fp32", execution
     if final.exists() and not force:
         return final
     started = time.perf_counter()
-    text_dir = text_checkpoint(config, text_state, model_dir, paths.cache_dir() / "vision" / f".text-{key}")
+    text_dir = text_checkpoint(config, text_state, model_dir, paths.cache_dir() / "vision" / f"{model_dir.name}-text")
     decoder = build.build(text_dir, precision, execution_provider, force=force, progress=progress,
                           extra={"exclude_embeds": "true", "filename": TEXT_FILE})
     with paths.atomic_dir(final) as tmp:
@@ -344,3 +349,256 @@ PROCESSOR_CONFIG = {"processor": {"name": "image_processing", "transforms": [
     {"operation": {"name": "convert_to_rgb", "type": "ConvertRGB"}},
     {"operation": {"name": "phi3_image_transform", "type": "Phi3ImageTransform",
                    "attrs": {"num_crops": 16, "num_img_tokens": TOKENS_PER_CROP}}}]}}
+
+
+class VisionError(ValueError):
+    """Bad multimodal input; the message says how to fix it. Lab 02."""
+
+
+IMAGE_TAG = re.compile(r"<\|image_(\d+)\|>")
+
+
+def check_folder(folder: str | Path) -> Path:
+    """A multimodal genai folder with all three models, else a clear error. Lab 02."""
+    folder = Path(folder)
+    config_path = folder / "genai_config.json"
+    if not config_path.exists():
+        raise VisionError(f"{folder} has no genai_config.json: export one with labkit.vision.export().")
+    config = json.loads(config_path.read_text())["model"]
+    for part in ("vision", "embedding"):
+        if part not in config:
+            raise VisionError(f"{folder} is a text-only model (no '{part}' section in genai_config.json): export "
+                              "the vision model with labkit.vision.export().")
+        if not (folder / config[part]["filename"]).exists():
+            raise VisionError(f"The {part} model {config[part]['filename']} is missing from {folder}: re-run "
+                              "labkit.vision.export(..., force=True).")
+    return folder
+
+
+def check_images(images: list[str | Path]) -> list[Path]:
+    """Every image exists and decodes, else an error naming the file. Lab 02."""
+    from PIL import Image, UnidentifiedImageError
+
+    checked = []
+    for image in images:
+        path = Path(image)
+        if not path.exists():
+            raise VisionError(f"Image {path} does not exist.")
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except (UnidentifiedImageError, OSError) as err:
+            raise VisionError(f"{path} is not a readable image ({err}); use a PNG or JPEG file.") from None
+        checked.append(path)
+    return checked
+
+
+def image_prompt(question: str, n_images: int) -> str:
+    """The question with one `<|image_N|>` tag per image (unless it has its own tags), checked. Lab 02."""
+    tags = set(IMAGE_TAG.findall(question))
+    if not tags:
+        return "".join(f"<|image_{i}|>\n" for i in range(1, n_images + 1)) + question
+    if tags != {str(i) for i in range(1, n_images + 1)}:
+        wanted = " ".join(f"<|image_{i}|>" for i in range(1, n_images + 1)) or "no tags"
+        raise VisionError(f"The prompt has image tags {sorted(f'<|image_{t}|>' for t in tags)} but {n_images} "
+                          f"image(s) were given; use one tag per image: {wanted}.")
+    return question
+
+
+@dataclass
+class ImageAnswer:
+    """An image Q&A result with what it cost. Lab 02."""
+
+    text: str
+    image_tokens: int
+    prompt_tokens: int
+    new_tokens: int
+    vision_seconds: float
+    time_to_first_token: float
+    seconds: float
+
+    @property
+    def prefill_tokens_per_second(self) -> float:
+        return self.prompt_tokens / self.time_to_first_token
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        rest = self.seconds - self.time_to_first_token
+        return (self.new_tokens - 1) / rest if self.new_tokens > 1 and rest > 0 else float("nan")
+
+
+_loaded: dict[str, tuple] = {}
+
+
+def _load(folder: Path):
+    import onnxruntime_genai as og
+
+    from .generate import open_model
+
+    if str(folder) not in _loaded:
+        model = open_model(folder)
+        _loaded[str(folder)] = (model, model.create_multimodal_processor(), og.Tokenizer(model))
+    return _loaded[str(folder)]
+
+
+def vision_seconds(folder: Path, inputs) -> float:
+    """Time the vision model alone on processed inputs (onnxruntime session; after one warm-up). Lab 02."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(Path(folder) / VISION_FILE), providers=["CPUExecutionProvider"])
+    feeds = {"pixel_values": inputs["pixel_values"].as_numpy(), "image_sizes": inputs["image_sizes"].as_numpy()}
+    session.run(None, feeds)
+    started = time.perf_counter()
+    session.run(None, feeds)
+    return time.perf_counter() - started
+
+
+def ask(folder: str | Path, question: str, images: list[str | Path] = (), max_new_tokens: int = 48,
+        on_token=None, system: str | None = None) -> ImageAnswer:
+    """Answer a question about zero or more images with onnxruntime-genai, streaming. Lab 02.
+
+    Everything is checked before the model runs: the folder, the images, the image tags, and that
+    prompt + image tokens + max_new_tokens fit the context.
+    """
+    import onnxruntime_genai as og
+
+    from .generate import context_length
+
+    folder = check_folder(folder)
+    paths_ = check_images(list(images))
+    model, processor, tokenizer = _load(folder)
+    user = image_prompt(question, len(paths_))
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    prompt = tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+    og_images = og.Images.open(*[str(p) for p in paths_]) if paths_ else None
+    inputs = processor(prompt, images=og_images)
+    ids = inputs["input_ids"].as_numpy()
+    n_image = int((ids < 0).sum())
+    limit = context_length(folder)
+    if ids.shape[-1] + max_new_tokens > limit:
+        per_image = ", ".join(f"image {k}: {int((ids == -k).sum())}" for k in range(1, len(paths_) + 1))
+        raise VisionError(f"The prompt is {ids.shape[-1]} tokens ({n_image} of them image tokens: {per_image}); "
+                          f"with max_new_tokens={max_new_tokens} that exceeds the context length {limit}. Use "
+                          "fewer or smaller images (each costs (h*w+1)*144 + 1 + (h+1)*12 tokens for h x w "
+                          "crops of 336 px) or a shorter question.")
+    seconds_vision = vision_seconds(folder, inputs) if paths_ else 0.0
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=ids.shape[-1] + max_new_tokens)
+    generator = og.Generator(model, params)
+    stream = processor.create_stream()
+    pieces, first = [], None
+    started = time.perf_counter()
+    generator.set_inputs(inputs)
+    while not generator.is_done():
+        generator.generate_next_token()
+        if first is None:
+            first = time.perf_counter() - started
+        piece = stream.decode(generator.get_next_tokens()[0])
+        pieces.append(piece)
+        if on_token:
+            on_token(piece)
+    seconds = time.perf_counter() - started
+    new = len(generator.get_sequence(0)) - ids.shape[-1]
+    del generator
+    return ImageAnswer("".join(pieces), n_image, int(ids.shape[-1]), new, seconds_vision, first or seconds, seconds)
+
+
+def verify(folder: str | Path, model: str | Path = "tiny-vision", image: str | Path | None = None,
+           new_tokens: int = 12) -> dict:
+    """Check the export against PyTorch on one image: vision and embedding outputs, greedy tokens. Lab 02."""
+    import numpy as np
+    import onnxruntime as ort
+    import onnxruntime_genai as og
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    from . import data
+
+    folder = check_folder(folder)
+    config, text_state, encoder = read_checkpoint(resolve(model))
+    image = Path(image) if image else data.images()[0]
+    model_, processor, tokenizer = _load(folder)
+    prompt = tokenizer.apply_chat_template(json.dumps([{"role": "user", "content": "<|image_1|>\nDescribe it."}]),
+                                           add_generation_prompt=True)
+    inputs = processor(prompt, images=og.Images.open(str(image)))
+    pixel_values = inputs["pixel_values"].as_numpy()
+    image_sizes = inputs["image_sizes"].as_numpy().astype(np.int64)
+    input_ids = inputs["input_ids"].as_numpy().astype(np.int64)
+
+    session = ort.InferenceSession(str(folder / VISION_FILE), providers=["CPUExecutionProvider"])
+    onnx_features = session.run(None, {"pixel_values": pixel_values, "image_sizes": image_sizes})[0]
+    with torch.no_grad():
+        torch_features = encoder(torch.from_numpy(pixel_values), torch.from_numpy(image_sizes))
+    embed = torch.nn.Embedding.from_pretrained(text_state["model.embed_tokens.weight"].float())
+    session = ort.InferenceSession(str(folder / EMBEDDING_FILE), providers=["CPUExecutionProvider"])
+    onnx_embeds = session.run(None, {"input_ids": input_ids, "image_features": onnx_features})[0]
+    with torch.no_grad():
+        torch_embeds = embedding_model(embed)(torch.from_numpy(input_ids), torch_features)
+
+    # Greedy decoding in PyTorch from the PyTorch embeddings vs onnxruntime-genai end to end.
+    text_config = {k: v for k, v in config.items() if k not in ("img_processor", "embd_layer", "auto_map")}
+    text_config["model_type"] = "phi3"
+    net = Phi3ForCausalLM(Phi3Config.from_dict(text_config)).eval()
+    net.load_state_dict(text_state, strict=False)
+    torch_tokens, embeds = [], torch_embeds
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            token = int(net(inputs_embeds=embeds).logits[0, -1].argmax())
+            torch_tokens.append(token)
+            embeds = torch.cat([embeds, embed(torch.tensor([[token]]))], dim=1)
+    params = og.GeneratorParams(model_)
+    params.set_search_options(max_length=input_ids.shape[-1] + new_tokens, min_length=input_ids.shape[-1] + new_tokens)
+    generator = og.Generator(model_, params)
+    generator.set_inputs(inputs)
+    while not generator.is_done():
+        generator.generate_next_token()
+    genai_tokens = [int(t) for t in generator.get_sequence(0)[input_ids.shape[-1]:]]
+    del generator
+    return {"image": image.name, "image_tokens": int((input_ids < 0).sum()),
+            "vision_max_abs_diff": float(np.abs(onnx_features - torch_features.numpy()).max()),
+            "embedding_max_abs_diff": float(np.abs(onnx_embeds - torch_embeds.numpy()).max()),
+            "greedy_tokens_match": genai_tokens == torch_tokens[:len(genai_tokens)] and len(genai_tokens) > 0,
+            "genai_tokens": genai_tokens, "torch_tokens": torch_tokens}
+
+
+def _release() -> None:
+    _loaded.clear()
+
+
+atexit.register(_release)
+
+
+def plot_pipeline():
+    """The multimodal pipeline as a figure: processor -> vision -> embedding -> decoder. Lab 02."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    steps = [("image + prompt", "#dddddd"), ("processor\n(C++: HD transform,\n16 crops + 1 global)", "#c6dbef"),
+             (f"vision.onnx\nCLIP + 2x2 merge +\nseparators + MLP", "#9ecae1"),
+             ("embedding.onnx\ntext ids + image\nfeatures -> embeds", "#6baed6"),
+             ("text.onnx\nPhi-3 decoder\n(model builder)", "#4292c6"), ("answer", "#dddddd")]
+    fig, ax = plt.subplots(figsize=(12, 2.4))
+    for i, (label, colour) in enumerate(steps):
+        ax.add_patch(FancyBboxPatch((i * 2, 0), 1.6, 1, boxstyle="round,pad=0.05", color=colour))
+        ax.text(i * 2 + 0.8, 0.5, label, ha="center", va="center", fontsize=8)
+        if i:
+            ax.annotate("", (i * 2 - 0.05, 0.5), (i * 2 - 0.35, 0.5), arrowprops={"arrowstyle": "->"})
+    ax.text(5, -0.35, "pixel_values [images,17,3,336,336] -> image_features [~1.6k-2.6k tokens per image, hidden]",
+            ha="center", fontsize=8)
+    ax.set_xlim(-0.2, 12)
+    ax.set_ylim(-0.6, 1.2)
+    ax.axis("off")
+    return fig
+
+
+def latest_export(profile=None) -> Path:
+    """Lab 02's export recorded in this run (or `runs/latest`), else one made now (cached). Lab 04."""
+    from . import results
+    from .profiles import get_profile
+
+    recorded = results.find("02_vision_export", "exports") or {}
+    for folder in recorded.values():
+        if Path(folder).exists():
+            return Path(folder)
+    prof = get_profile(profile)
+    return export(prof.vision_model, "int4", prof.execution_provider)

@@ -17,6 +17,8 @@ RESULTS = {
                          "perplexity": 3.92, "agreement_fp32": 0.5, "perplexity_vs_fp32_%": 0.5},
         "int4": {"size_mb": 3.3, "load_s": 0.01, "prefill_tok_s": 21000, "decode_tok_s": 5200, "perplexity": 3.93,
                  "agreement_fp32": 0.6, "perplexity_vs_fp32_%": 0.7}}},
+    "02_vision_export": {"exports": {"fp32": "/nonexistent/tiny-vision-fp32"},
+                         "qa": {"fp32": {"image tokens": 1921, "prefill tok/s": 4000.0, "decode tok/s": 600.0}}},
     "03_olive_awq_lora": {
         "rtn_vs_awq": {"lab model / rtn-int4": {"perplexity": 1700, "kl_x1e3": 28, "size_mb": 3.3},
                        "lab model / awq-int4": {"perplexity": 1690, "kl_x1e3": 48, "size_mb": 3.3},
@@ -31,7 +33,8 @@ RESULTS = {
 
 def test_variants_table_has_every_variant():
     table = report.variants_table(RESULTS)
-    assert len(table) == 3 + 4 + 2
+    assert len(table) == 3 + 1 + 4 + 2
+    assert table.loc["Phi-3.5-vision fp32", "decode_tok_s"] == 600.0
     assert list(table.columns[:4]) == ["lab", "method", "precision", "ep"]
     assert table.loc["int4-rtn-b32", "method"] == "rtn-b32"
     assert table.loc["AWQ + LoRA int4 (adapter)", "adapter"] == "travel"
