@@ -67,6 +67,7 @@ def image_tokens(height: int, width: int) -> int:
 
 
 def clip_config(spec: VisionSpec):
+    """CLIP ViT-x/14 at 336 px with `spec`'s width and depth (quick_gelu, as CLIP ViT-L/14-336). Lab 02."""
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
