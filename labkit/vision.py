@@ -43,7 +43,7 @@ TOKENS_PER_CROP = GRID * GRID
 PREFIX = "model.vision_embed_tokens."
 VISION_FILE, EMBEDDING_FILE, TEXT_FILE = ("phi-3.5-v-instruct-vision.onnx", "phi-3.5-v-instruct-embedding.onnx",
                                           "phi-3.5-v-instruct-text.onnx")
-EXPORT_FORMAT = "labkit-vision-v1"
+EXPORT_FORMAT = "labkit-vision-v2"
 
 
 @dataclass(frozen=True)
@@ -330,10 +330,12 @@ def export(model: str | Path = "tiny-vision", precision: str = "fp32", execution
                       "inputs_embeds": {0: "batch", 1: "sequence"}})
         genai = json.loads((tmp / "genai_config.json").read_text())
         genai["model"]["type"] = "phi3v"
-        genai["model"]["embedding"] = {"filename": EMBEDDING_FILE,
+        # Vision and embedding run on the decoder's execution provider (CUDA in the gpu profile).
+        session = genai["model"]["decoder"].get("session_options", {})
+        genai["model"]["embedding"] = {"filename": EMBEDDING_FILE, "session_options": session,
                                        "inputs": {"input_ids": "input_ids", "image_features": "image_features"},
                                        "outputs": {"inputs_embeds": "inputs_embeds"}}
-        genai["model"]["vision"] = {"filename": VISION_FILE,
+        genai["model"]["vision"] = {"filename": VISION_FILE, "session_options": session,
                                     "inputs": {"pixel_values": "pixel_values", "image_sizes": "image_sizes"},
                                     "outputs": {"image_features": "image_features"}}
         (tmp / "genai_config.json").write_text(json.dumps(genai, indent=4))
