@@ -145,3 +145,8 @@ def export_html(executed_notebook: Path, out: Path) -> Path:
     tmp.write_text(body, encoding="utf-8")
     tmp.replace(out)
     return Path(out)
+
+
+def readable(table, digits: int = 3):
+    """The table rounded, with a dash where a variant has no measurement. Lab 05."""
+    return table.round(digits).astype(object).where(table.notna(), "–")

@@ -102,3 +102,9 @@ def test_report_html_renders_with_table_and_images(tmp_path):
     assert int(attrs["tables"]) >= 2, "headline and variants tables"
     assert int(attrs["images"]) >= 1 and attrs["broken"] == "0"
     assert "AWQ + LoRA int4 (adapter)" in dom
+
+
+def test_readable_table_shows_dashes_for_unmeasured_cells():
+    shown = report.readable(report.variants_table(RESULTS))
+    assert shown.loc["AWQ + LoRA int4 (adapter)", "decode_tok_s"] == "–"
+    assert shown.loc["fp32", "perplexity"] == 3.9
