@@ -27,7 +27,9 @@ course: install
 test: install
 	$(PY) -m pytest
 
+# The CUDA builds replace the CPU ones (they install the same Python modules).
 test-gpu: install
+	$(PY) -m pip uninstall --quiet -y onnxruntime onnxruntime-genai
 	$(PY) -m pip install --quiet -r requirements/gpu.txt
 	LABKIT_PROFILE=gpu $(PY) -m pytest
 

@@ -35,11 +35,21 @@ def lock_pins(lock: Path | None = None) -> dict[str, str]:
     return pins
 
 
+# The gpu extra replaces these CPU packages with their CUDA builds (same version, same module).
+GPU_VARIANTS = {"onnxruntime": "onnxruntime-gpu", "onnxruntime-genai": "onnxruntime-genai-cuda"}
+
+
 def _version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def installed_version(package: str) -> str | None:
+    """The installed version of a pinned package (its CUDA build counts), `+cpu` tags dropped. Lab 00."""
+    version = _version(package) or (_version(GPU_VARIANTS[package]) if package in GPU_VARIANTS else None)
+    return version.split("+")[0] if version else None
 
 
 def _row(check, ok, value, fix="", warn=False):
@@ -58,9 +68,7 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
                      "Select the 'Python (labkit)' kernel in JupyterLab (registered by `make install`).", warn=True))
 
     for package, pinned in lock_pins().items():
-        installed = _version(package)
-        if package == "torch" and installed:
-            installed = installed.split("+")[0]   # 2.13.0+cpu is the pinned CPU wheel
+        installed = installed_version(package)
         rows.append(_row(f"{package}=={pinned}", installed == pinned, installed or "missing",
                          "Run `make install` (pip install -r requirements/lock.txt) to get the pinned version."))
 
