@@ -3,7 +3,7 @@
 Speeds are medians of several runs after a warm-up; the machine is noisy, so compare builds
 measured in the same run and read ratios rather than single absolute numbers.
 
-`python -m labkit bench` (or `make bench`) runs the suite on the ~115M-parameter `bench` model:
+`python -m labkit bench` (or `make bench`) runs the suite on the ~160M-parameter `bench` model:
 ORT INT4 / INT8 / FP32 vs PyTorch FP32 eager `generate`, and each build's decode speed as a
 fraction of the machine's memory-bandwidth bound (decode reads every weight once per token).
 """

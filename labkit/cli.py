@@ -3,7 +3,7 @@
     labkit course [--only 00 01] [--profile cpu|gpu]   run the notebooks into runs/<timestamp>/
     labkit env                                           the environment check of lab 00
     labkit tiny                                          create (or show) the tiny Phi-3
-    labkit bench                                         the speed benchmark on a ~115M-param model
+    labkit bench                                         the speed benchmark on a ~160M-param model
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     env = sub.add_parser("env", help="check this machine for the course")
     env.add_argument("--profile", default=None)
     sub.add_parser("tiny", help="create the tiny Phi-3 (cached) and print where it is")
-    bench = sub.add_parser("bench", help="benchmark ORT builds vs PyTorch on a ~115M-param model")
+    bench = sub.add_parser("bench", help="benchmark ORT builds vs PyTorch on a ~160M-param model")
     bench.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
 

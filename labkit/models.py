@@ -71,7 +71,7 @@ class TinySpec:
 
 SPECS = {
     "tiny": TinySpec(),
-    # ~150M parameters, random weights: big enough that decode is memory-bound like a real LLM.
+    # ~160M parameters, random weights: big enough that decode is memory-bound like a real LLM.
     # Phi-3's vocabulary width (32064): the lm_head is a real share of what each decode step reads.
     "bench": TinySpec(name="bench", vocab_size=32064, hidden_size=768, num_layers=12, num_heads=12,
                       num_kv_heads=12, intermediate_size=3072, train_steps=0),
