@@ -5,9 +5,15 @@ Every notebook is a little narrative plus one to three calls into labkit:
     models    tiny Phi-3 created locally; `tiny` / folder / hub id resolution   (lab 00)
     env       the environment check                                            (lab 00)
     build     model-builder builds, cached and atomic                          (lab 01)
-    bench     size, speed, perplexity and agreement of builds                  (lab 01)
-    generate  the generate() API: streaming, search options, chat              (lab 04)
+    bench     size, speed, perplexity, KL and agreement of builds; make bench  (lab 01)
+    vision    Phi-3.5-vision encoder, ONNX export, image Q&A                   (lab 02)
+    awq       AWQ on CPU (llmcompressor) and the RTN comparison                (lab 03)
+    olive     Olive LoRA fine-tuning and ONNX export with adapters             (lab 03)
+    generate  the generate() API: streaming, search options, chat, adapters    (lab 04)
+    ui        the ipywidgets chat panel                                        (lab 04)
+    report    the results table, plots and report.html                         (lab 05)
     course    papermill runs of the notebooks; `start_lab` for each notebook
+    data, results, paths, profiles   the course's data, results.json, folders, profiles
 """
 
 from .course import start_lab
