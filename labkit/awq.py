@@ -98,19 +98,31 @@ def quantize(model: str | Path = "tiny", group_size: int = 32, samples: int = 12
     from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform.awq import AWQModifier
 
+    from loguru import logger
+
+    from .build import captured_output
+
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     texts = chat_texts(tokenizer, data.travel("train")[:samples])
-    calibration = Dataset.from_dict({"text": texts}).map(
-        lambda batch: tokenizer(batch["text"], truncation=True, max_length=seq_len), batched=True,
-        remove_columns=["text"])
     weights = QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group", group_size=group_size)
     recipe = [AWQModifier(duo_scaling=True),
               QuantizationModifier(config_groups={"w4": QuantizationScheme(targets=["Linear"], weights=weights)},
                                    ignore=["lm_head"])]
-    oneshot(model=model, dataset=calibration, recipe=recipe, max_seq_length=seq_len,
-            num_calibration_samples=len(texts), pipeline="sequential")
+    log = paths.cache_dir() / "awq" / "logs" / f"{final.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"AWQ: calibrating on {len(texts)} travel pairs (llmcompressor's log: {log})")
+    logger.disable("llmcompressor")        # its loguru messages and thousands of progress lines go to the log
+    try:
+        with log.open("w") as log_file, captured_output(log_file):
+            calibration = Dataset.from_dict({"text": texts}).map(
+                lambda batch: tokenizer(batch["text"], truncation=True, max_length=seq_len), batched=True,
+                remove_columns=["text"])
+            oneshot(model=model, dataset=calibration, recipe=recipe, max_seq_length=seq_len,
+                    num_calibration_samples=len(texts), pipeline="sequential")
+    finally:
+        logger.enable("llmcompressor")
 
     # Fold the result into plain float weights: dequantize(quantize(W)) for every quantized Linear.
     clean = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

@@ -279,8 +279,8 @@ class _LogToFile(io.TextIOBase):
 
 
 @contextlib.contextmanager
-def _captured(log_file, bar):
-    """Send prints, tqdm bars and logging records from the builder to `log_file`."""
+def captured_output(log_file, bar=None):
+    """Send prints, tqdm bars and logging records of a noisy library call to `log_file`. Lab 01 (and 03)."""
     stream = _LogToFile(log_file, bar)
     handler = logging.StreamHandler(stream)
     root = logging.getLogger()
@@ -307,7 +307,7 @@ def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: 
     cache = builds_root() / ".hf-cache"
     hf_logging.disable_progress_bar()   # the builder's "Loading weights" bar would bypass the log file
     try:
-        with _captured(log_file, bar):
+        with captured_output(log_file, bar):
             create_model(None, str(model_dir), str(out_dir), precision, options.execution_provider, str(cache),
                          **options.extra_options())
     finally:
@@ -321,7 +321,7 @@ def quantize_int8(model_dir: Path, block_size: int = 32, accuracy_level: int | N
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model_path = Path(model_dir) / "model.onnx"
-    with _captured(log_file or io.StringIO(), None):
+    with captured_output(log_file or io.StringIO()):
         quantizer = MatMulNBitsQuantizer(onnx.load(model_path), bits=8, block_size=block_size, is_symmetric=True,
                                          accuracy_level=accuracy_level)
         quantizer.process()
