@@ -282,7 +282,7 @@ def _export_onnx(module, args, path: Path, inputs: list[str], outputs: list[str]
                           opset_version=17, dynamo=False, external_data=False)
 
 
-def sample_inputs(hidden: int = 0):
+def sample_inputs():
     """Example pixel_values / image_sizes for two images (672x1008 and 336x336). Lab 02."""
     import torch
 
@@ -577,7 +577,7 @@ def plot_pipeline():
     from matplotlib.patches import FancyBboxPatch
 
     steps = [("image + prompt", "#dddddd"), ("processor\n(C++: HD transform,\n16 crops + 1 global)", "#c6dbef"),
-             (f"vision.onnx\nCLIP + 2x2 merge +\nseparators + MLP", "#9ecae1"),
+             ("vision.onnx\nCLIP + 2x2 merge +\nseparators + MLP", "#9ecae1"),
              ("embedding.onnx\ntext ids + image\nfeatures -> embeds", "#6baed6"),
              ("text.onnx\nPhi-3 decoder\n(model builder)", "#4292c6"), ("answer", "#dddddd")]
     fig, ax = plt.subplots(figsize=(12, 2.4))
