@@ -19,13 +19,13 @@ unchanged before rounding.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from pathlib import Path
 
 from . import data, models, paths
+from .build import cache_key
 
 AWQ_FORMAT = "labkit-awq-v1"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
@@ -64,12 +64,6 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
             shutil.copy2(Path(src) / name, Path(dst) / name)
 
 
-def _key(*parts) -> str:
-    from .build import model_fingerprint
-    return hashlib.sha256(json.dumps([model_fingerprint(parts[0]), *parts[1:]], sort_keys=True,
-                                     default=str).encode()).hexdigest()[:12]
-
-
 def quantize(model: str | Path = "tiny", group_size: int = 32, samples: int = 128, seq_len: int = 128,
              force: bool = False) -> Path:
     """AWQ-quantize a checkpoint (W4, asymmetric, `group_size`) on travel calibration text. Lab 03.
@@ -82,7 +76,7 @@ def quantize(model: str | Path = "tiny", group_size: int = 32, samples: int = 12
         raise ValueError(f"group_size={group_size} is invalid; use 16, 32, 64, 128 or 256 (the builder's "
                          "int4_block_size values), so the ONNX build lands on AWQ's grid.")
     model_dir = models.resolve_model(model)
-    key = _key(model_dir, group_size, samples, seq_len, AWQ_FORMAT)
+    key = cache_key(model_dir, group_size, samples, seq_len, AWQ_FORMAT)
     final = paths.cache_dir() / "awq" / f"{model_dir.name}-awq-g{group_size}-{key}"
     if final.exists() and not force:
         return final
@@ -163,7 +157,8 @@ def add_outlier_channels(model: str | Path = "tiny", channels: int = 4, factor: 
     from transformers import AutoModelForCausalLM
 
     model_dir = models.resolve_model(model)
-    final = paths.cache_dir() / "awq" / f"{model_dir.name}-outliers-{_key(model_dir, channels, factor, AWQ_FORMAT)}"
+    key = cache_key(model_dir, channels, factor, AWQ_FORMAT)
+    final = paths.cache_dir() / "awq" / f"{model_dir.name}-outliers-{key}"
     if final.exists() and not force:
         return final
     net = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -231,8 +226,6 @@ def rtn_vs_awq(model: str | Path = "tiny", group_size: int = 32, outlier_channel
 
 def plot_rtn_vs_awq(table):
     """Bar chart of per-token KL vs FP32 for RTN and AWQ on each model variant. Lab 03."""
-    import matplotlib.pyplot as plt
-
     kl = table["kl_x1e3"].unstack("method")
     ax = kl.plot.bar(figsize=(6, 3.5), rot=0, color=["#d62728", "#2ca02c"])
     ax.set(ylabel="KL(fp32 || int4) x 1e-3 per token", xlabel="", title="INT4 error: RTN vs AWQ (lower is better)")

@@ -170,6 +170,15 @@ def model_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def cache_key(*parts) -> str:
+    """A short key for a cached output: folders count by content (`model_fingerprint`), the rest as JSON. Lab 01.
+
+    Every cached step (builds, AWQ, Olive, vision exports) names its output folder with it, so a
+    changed input model or setting never reuses a stale result."""
+    resolved = [model_fingerprint(p) if isinstance(p, Path) and p.is_dir() else p for p in parts]
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def check_model_dir(model_dir: Path) -> dict:
     """The checkpoint's config, after checking the builder can handle it. Lab 01."""
     config_path = Path(model_dir) / "config.json"
@@ -223,8 +232,7 @@ def build(model: str | Path = "tiny", precision: str = "int4", execution_provide
     options.validate()                              # cheap checks first,
     model_dir = models.resolve_model(model)         # then find (or create) the model,
     config = check_model_dir(model_dir)
-    key = hashlib.sha256(json.dumps([model_fingerprint(model_dir), asdict(options), BUILD_FORMAT],
-                                    sort_keys=True).encode()).hexdigest()[:12]
+    key = cache_key(model_dir, asdict(options), BUILD_FORMAT)
     label = Path(str(model)).name if str(model) not in models.SPECS else str(model)
     final = builds_root() / f"{label}-{options.name}-{key}"
     log = builds_root() / "logs" / f"{final.name}.log"

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import data, models, paths
+from .build import cache_key
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 PHI3_LORA_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj"
@@ -50,13 +51,6 @@ class FineTune:
     seconds: float = 0.0
     cached: bool = False
     log: Path | None = None
-
-
-def _key(*parts) -> str:
-    from .build import model_fingerprint
-    first = model_fingerprint(parts[0]) if Path(parts[0]).is_dir() else parts[0]
-    return hashlib.sha256(json.dumps([first, *parts[1:], OLIVE_FORMAT], sort_keys=True,
-                                     default=str).encode()).hexdigest()[:12]
 
 
 def _check_architecture(model_dir: Path) -> None:
@@ -118,7 +112,7 @@ def finetune(model: str | Path = "tiny", steps: int = 120, lora_r: int = 16, lor
     _check_architecture(model_dir)
     settings = dict(steps=steps, r=lora_r, alpha=lora_alpha, lr=learning_rate, bs=batch_size, seq=max_seq_len)
     final = paths.cache_dir() / "olive" / f"{model_dir.name}-lora-r{lora_r}-s{steps}-" \
-        f"{_key(model_dir, settings, hashlib.sha256(train_file.read_bytes()).hexdigest())}"
+        f"{cache_key(model_dir, settings, _file_digest(train_file), OLIVE_FORMAT)}"
     log = paths.cache_dir() / "olive" / "logs" / f"{final.name}.log"
     if final.exists() and not force:
         info = json.loads((final / "finetune_info.json").read_text())
@@ -179,7 +173,7 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
     if execution_provider not in providers:
         raise ValueError(f"execution_provider must be one of {list(providers)}")
     final = paths.cache_dir() / "olive" / f"{model_dir.name}-onnx-{precision}-" \
-        f"{_key(model_dir, _key(adapter), precision, execution_provider)}"
+        f"{cache_key(model_dir, adapter, precision, execution_provider, OLIVE_FORMAT)}"
     log = paths.cache_dir() / "olive" / "logs" / f"{final.name}.log"
     if final.exists() and not force:
         return final

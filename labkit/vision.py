@@ -25,7 +25,6 @@ graph serves any number of images of any size.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import json
 import re
 import shutil
@@ -96,7 +95,7 @@ def hd_token_indices(image_sizes):
     position = torch.arange(ends[-1])
     image = (position.unsqueeze(1) >= ends.unsqueeze(0)).sum(1)          # which image each token belongs to
     local = position - (ends - counts)[image]
-    h_t, w_t, sub_t = h[image], w[image], sub_len[image]
+    w_t, sub_t = w[image], sub_len[image]
     base = 2 + image * (CROPS * TOKENS_PER_CROP)
     # Sub-crop grid: row r, column c of an (h*12) x (w*12 + 1) grid; the last column is sub_GN.
     width = w_t * GRID + 1
@@ -210,7 +209,9 @@ def create_tiny_vision(force: bool = False) -> Path:
     from safetensors.torch import load_file, save_file
 
     text_dir = models.create_tiny("tiny")
-    key = hashlib.sha256(json.dumps([text_dir.name, asdict(TINY), EXPORT_FORMAT]).encode()).hexdigest()[:12]
+    from .build import cache_key
+
+    key = cache_key(text_dir, asdict(TINY), EXPORT_FORMAT)
     final = paths.cache_dir() / f"tiny-vision-{key}"
     if final.exists() and not force:
         return final
@@ -304,12 +305,11 @@ def export(model: str | Path = "tiny-vision", precision: str = "fp32", execution
 
     BuildOptions(precision, execution_provider).validate()          # bad precision x EP fails first
     model_dir = resolve(model)
-    config, text_state, encoder = read_checkpoint(model_dir)
-    key = hashlib.sha256(json.dumps([build.model_fingerprint(model_dir), precision, execution_provider,
-                                     EXPORT_FORMAT]).encode()).hexdigest()[:12]
+    key = build.cache_key(model_dir, precision, execution_provider, EXPORT_FORMAT)
     final = paths.cache_dir() / "vision" / f"{model_dir.name}-{precision}-{key}"
-    if final.exists() and not force:
+    if final.exists() and not force:                                 # before loading GBs of weights
         return final
+    config, text_state, encoder = read_checkpoint(model_dir)
     started = time.perf_counter()
     text_dir = text_checkpoint(config, text_state, model_dir, paths.cache_dir() / "vision" / f"{model_dir.name}-text")
     decoder = build.build(text_dir, precision, execution_provider, force=force, progress=progress,

@@ -87,9 +87,6 @@ def render_in_chromium(html_path, tmp_path):
 def test_report_html_renders_with_table_and_images(tmp_path):
     if not browser():
         pytest.skip("needs Chromium: `apt-get install chromium` (.ci/run installs it)")
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
-
     from labkit import course, paths
     run = tmp_path / "run"
     run.mkdir()
