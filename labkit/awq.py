@@ -20,7 +20,6 @@ unchanged before rounding.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -28,8 +27,6 @@ from . import data, models, paths
 from .build import cache_key
 
 AWQ_FORMAT = "labkit-awq-v1"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-                   "chat_template.jinja")
 
 
 def _patch_llmcompressor_for_cpu() -> None:
@@ -56,12 +53,6 @@ def travel_chat_texts(model: str | Path, rows: list[dict] | None = None) -> list
 
     model_dir = models.resolve_model(model)
     return chat_texts(AutoTokenizer.from_pretrained(model_dir), rows or data.travel("eval"))
-
-
-def _copy_tokenizer(src: Path, dst: Path) -> None:
-    for name in TOKENIZER_FILES:
-        if (Path(src) / name).exists():
-            shutil.copy2(Path(src) / name, Path(dst) / name)
 
 
 def quantize(model: str | Path = "tiny", group_size: int = 32, samples: int = 128, seq_len: int = 128,
@@ -136,7 +127,7 @@ def quantize(model: str | Path = "tiny", group_size: int = 32, samples: int = 12
                         getattr(clean_modules[name], pname).copy_(param)
     with paths.atomic_dir(final) as tmp:
         clean.save_pretrained(tmp)
-        _copy_tokenizer(model_dir, tmp)
+        models.copy_tokenizer(model_dir, tmp)
         info = {"source": str(model_dir), "group_size": group_size, "symmetric": False, "bits": 4,
                 "calibration_samples": len(texts), "quantized_linears": quantized_layers,
                 "seconds": round(time.perf_counter() - started, 1), "format": AWQ_FORMAT}
@@ -172,7 +163,7 @@ def add_outlier_channels(model: str | Path = "tiny", channels: int = 4, factor: 
                 linear.weight[:, idx] /= factor
     with paths.atomic_dir(final) as tmp:
         net.save_pretrained(tmp)
-        _copy_tokenizer(model_dir, tmp)
+        models.copy_tokenizer(model_dir, tmp)
         (tmp / "outliers.json").write_text(json.dumps({"source": str(model_dir), "channels": channels,
                                                        "factor": factor}))
     return final

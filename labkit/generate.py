@@ -135,7 +135,15 @@ def _activate(generator, model_dir: str, model, adapter: str | Path) -> None:
     generator.set_active_adapter(adapters, names[str(adapter)])
 
 
+@lru_cache(maxsize=4)
+def load_processor(model_dir: str | Path):
+    """The multimodal processor of a vision model folder, on the model `load` shares. Lab 02."""
+    model, _ = load(str(model_dir))
+    return model.create_multimodal_processor()
+
+
 def _release() -> None:
+    load_processor.cache_clear()
     _adapters.clear()
     load.cache_clear()
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -215,6 +216,17 @@ def create_tiny(spec: TinySpec | str = "tiny", force: bool = False, progress: bo
             record["uniform_perplexity"] = float(spec.vocab_size)
         (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2))
     return final
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                   "chat_template.jinja")
+
+
+def copy_tokenizer(src: Path, dst: Path) -> None:
+    """Copy a checkpoint's tokenizer files into a derived checkpoint folder. Lab 00 (used in labs 02, 03)."""
+    for name in TOKENIZER_FILES:
+        if (Path(src) / name).exists():
+            shutil.copy2(Path(src) / name, Path(dst) / name)
 
 
 def model_card(model_dir: Path) -> dict:

@@ -24,7 +24,6 @@ graph serves any number of images of any size.
 
 from __future__ import annotations
 
-import atexit
 import json
 import re
 import shutil
@@ -227,9 +226,8 @@ def create_tiny_vision(force: bool = False) -> Path:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         config.update(architectures=["Phi3VForCausalLM"], **vision_config_block(TINY))
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
-            if (text_dir / name).exists():
-                shutil.copy2(text_dir / name, tmp / name)
+        models.copy_tokenizer(text_dir, tmp)
+        shutil.copy2(text_dir / "generation_config.json", tmp / "generation_config.json")
     return final
 
 
@@ -253,23 +251,26 @@ def read_checkpoint(model_dir: Path):
     return config, text_state, encoder.eval()
 
 
+def text_config(config: dict) -> dict:
+    """Phi-3.5-vision's config.json reduced to the Phi-3 text model transformers 5 knows. Lab 02."""
+    text = {k: v for k, v in config.items() if k not in ("img_processor", "embd_layer", "auto_map")}
+    text["model_type"] = "phi3"
+    rope = text.get("rope_scaling") or {}
+    if rope.get("type") == "su":   # transformers 5 rejects Phi-3.5-vision's "su"; it is LongRoPE
+        text["rope_scaling"] = {**rope, "type": "longrope", "rope_type": "longrope"}
+    return text
+
+
 def text_checkpoint(config: dict, text_state: dict, tokenizer_dir: Path, out: Path) -> Path:
     """A text-only Phi-3 folder the model builder reads as Phi3VForCausalLM (LongRoPE, exclude_embeds). Lab 02."""
     from safetensors.torch import save_file
 
-    text = {k: v for k, v in config.items() if k not in ("img_processor", "embd_layer", "auto_map")}
-    text.update(architectures=["Phi3VForCausalLM"], model_type="phi3")
-    rope = text.get("rope_scaling") or {}
-    if rope.get("type") == "su":   # transformers 5 rejects Phi-3.5-vision's "su"; it is LongRoPE
-        text["rope_scaling"] = {**rope, "type": "longrope", "rope_type": "longrope"}
+    text = {**text_config(config), "architectures": ["Phi3VForCausalLM"]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(text, indent=2))
     save_file({k: v.contiguous() for k, v in text_state.items()}, str(out / "model.safetensors"),
               metadata={"format": "pt"})
-    for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-                 "chat_template.jinja"):
-        if (Path(tokenizer_dir) / name).exists():
-            shutil.copy2(Path(tokenizer_dir) / name, out / name)
+    models.copy_tokenizer(tokenizer_dir, out)
     return out
 
 
@@ -430,18 +431,12 @@ class ImageAnswer:
         return (self.new_tokens - 1) / rest if self.new_tokens > 1 and rest > 0 else float("nan")
 
 
-_loaded: dict[str, tuple] = {}
-
-
 def _load(folder: Path):
-    import onnxruntime_genai as og
+    """(model, processor, tokenizer), loaded once and shared with labkit.generate."""
+    from .generate import load, load_processor
 
-    from .generate import open_model
-
-    if str(folder) not in _loaded:
-        model = open_model(folder)
-        _loaded[str(folder)] = (model, model.create_multimodal_processor(), og.Tokenizer(model))
-    return _loaded[str(folder)]
+    model, tokenizer = load(str(folder))
+    return model, load_processor(str(folder)), tokenizer
 
 
 def vision_seconds(folder: Path, inputs) -> float:
@@ -465,14 +460,13 @@ def ask(folder: str | Path, question: str, images: list[str | Path] = (), max_ne
     """
     import onnxruntime_genai as og
 
-    from .generate import context_length
+    from .generate import chat_prompt, context_length
 
     folder = check_folder(folder)
     paths_ = check_images(list(images))
     model, processor, tokenizer = _load(folder)
     user = image_prompt(question, len(paths_))
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    prompt = tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+    prompt = chat_prompt(tokenizer, user, system)
     og_images = og.Images.open(*[str(p) for p in paths_]) if paths_ else None
     inputs = processor(prompt, images=og_images)
     ids = inputs["input_ids"].as_numpy()
@@ -516,13 +510,13 @@ def verify(folder: str | Path, model: str | Path = "tiny-vision", image: str | P
     from transformers import Phi3Config, Phi3ForCausalLM
 
     from . import data
+    from .generate import chat_prompt
 
     folder = check_folder(folder)
     config, text_state, encoder = read_checkpoint(resolve(model))
     image = Path(image) if image else data.images()[0]
     model_, processor, tokenizer = _load(folder)
-    prompt = tokenizer.apply_chat_template(json.dumps([{"role": "user", "content": "<|image_1|>\nDescribe it."}]),
-                                           add_generation_prompt=True)
+    prompt = chat_prompt(tokenizer, "<|image_1|>\nDescribe it.")
     inputs = processor(prompt, images=og.Images.open(str(image)))
     pixel_values = inputs["pixel_values"].as_numpy()
     image_sizes = inputs["image_sizes"].as_numpy().astype(np.int64)
@@ -539,9 +533,7 @@ def verify(folder: str | Path, model: str | Path = "tiny-vision", image: str | P
         torch_embeds = embedding_model(embed)(torch.from_numpy(input_ids), torch_features)
 
     # Greedy decoding in PyTorch from the PyTorch embeddings vs onnxruntime-genai end to end.
-    text_config = {k: v for k, v in config.items() if k not in ("img_processor", "embd_layer", "auto_map")}
-    text_config["model_type"] = "phi3"
-    net = Phi3ForCausalLM(Phi3Config.from_dict(text_config)).eval()
+    net = Phi3ForCausalLM(Phi3Config.from_dict(text_config(config))).eval()
     net.load_state_dict(text_state, strict=False)
     torch_tokens, embeds = [], torch_embeds
     with torch.no_grad():
@@ -563,12 +555,6 @@ def verify(folder: str | Path, model: str | Path = "tiny-vision", image: str | P
             "greedy_tokens_match": genai_tokens == torch_tokens[:len(genai_tokens)] and len(genai_tokens) > 0,
             "genai_tokens": genai_tokens, "torch_tokens": torch_tokens}
 
-
-def _release() -> None:
-    _loaded.clear()
-
-
-atexit.register(_release)
 
 
 def plot_pipeline():
