@@ -185,11 +185,13 @@ def compare_with_rtn(model: str | Path = "tiny", group_size: int = 32, eval_rows
     builds = {"fp32": build.build(model_dir, "fp32", progress=progress),
               "rtn-int4": build.build(model_dir, "int4", **int4),
               "awq-int4": build.build(quantize(model_dir, group_size), "int4", **int4)}
+    # One pass over the eval texts per build gives both its perplexity and its KL vs FP32.
+    log_probs = {name: bench.token_log_probs(b.path, texts) for name, b in builds.items()}
     result = {}
     for name, b in builds.items():
-        result[name] = {"perplexity": bench.perplexity(b.path, texts), "size_mb": b.size_bytes / 1e6}
+        result[name] = {"perplexity": bench.perplexity_of(log_probs[name]), "size_mb": b.size_bytes / 1e6}
         if name != "fp32":
-            result[name]["kl"] = bench.kl_divergence(builds["fp32"].path, b.path, texts)
+            result[name]["kl"] = bench.kl_of(log_probs["fp32"], log_probs[name])
     return result
 
 

@@ -129,21 +129,23 @@ def perplexity(model_dir: Path, text: str | list[str] | None = None, block: int 
                adapter: Path | None = None, loaded=None) -> float:
     """Perplexity of an ONNX build on held-out text, from the logits of the prefill. Lab 01."""
     texts = [text] if isinstance(text, str) else (text or [data.corpus("heldout")])
-    pairs = token_log_probs(model_dir, texts, block, max_blocks, adapter, loaded)
+    return perplexity_of(token_log_probs(model_dir, texts, block, max_blocks, adapter, loaded))
+
+
+def perplexity_of(pairs) -> float:
+    """Perplexity from `token_log_probs` output. Lab 01."""
     nll = -sum(lp[np.arange(len(targets)), targets].sum() for lp, targets in pairs)
     return math.exp(nll / sum(len(targets) for _, targets in pairs))
 
 
-def kl_divergence(reference_dir: Path, model_dir: Path, texts: list[str], max_blocks: int = 64) -> float:
-    """Mean per-token KL(reference || model) of the next-token distributions. Lab 03.
+def kl_of(reference_pairs, pairs) -> float:
+    """Mean per-token KL(reference || model) from two `token_log_probs` outputs over the same texts. Lab 03.
 
     Perplexity only looks at the probability of the right token; KL compares whole distributions,
     so it shows quantization damage that perplexity averages away.
     """
-    ref = token_log_probs(reference_dir, texts, max_blocks=max_blocks)
-    test = token_log_probs(model_dir, texts, max_blocks=max_blocks)
-    total = sum((np.exp(r) * (r - t)).sum() for (r, _), (t, _) in zip(ref, test))
-    return float(total / sum(len(targets) for _, targets in ref))
+    total = sum((np.exp(r) * (r - t)).sum() for (r, _), (t, _) in zip(reference_pairs, pairs))
+    return float(total / sum(len(targets) for _, targets in reference_pairs))
 
 
 def greedy_outputs(model_dir: Path, prompts=AGREEMENT_PROMPTS, new_tokens: int = 32, loaded=None) -> list[list[int]]:
