@@ -1,25 +1,22 @@
 # Phi on-device lab. Two commands matter: `make course` and `make test`.
+# Every target is a thin wrapper: the README shows the `python …` command behind each one.
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+GPU_VENV := .venv-gpu
+GPU_PY   := $(GPU_VENV)/bin/python
+# make test-gpu MODELS=real: also run the notebooks on the real Phi-3.5 models (from the runner's HF cache).
+MODELS ?= tiny
 
 export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course test test-gpu lab bench clean
+.PHONY: install course test test-gpu lab bench lock clean
 
-install: $(STAMP)
-
-# Re-install only when the pins or the packaging change.
-$(STAMP): requirements/lock.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements/lock.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(PY) -m ipykernel install --sys-prefix --name labkit --display-name "Python (labkit)" >/dev/null
-	touch $(STAMP)
+# Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
+install:
+	@$(PYTHON) tools/install.py --flavour cpu --venv $(VENV) --python $(PYTHON)
 
 course: install
 	$(PY) -m labkit course
@@ -27,11 +24,12 @@ course: install
 test: install
 	$(PY) -m pytest
 
-# The CUDA builds replace the CPU ones (they install the same Python modules).
-test-gpu: install
-	$(PY) -m pip uninstall --quiet -y onnxruntime onnxruntime-genai
-	$(PY) -m pip install --quiet -r requirements/gpu.txt
-	LABKIT_PROFILE=gpu $(PY) -m pytest
+# The GPU flavour lives in its own environment: .venv stays as it is. Without an NVIDIA GPU this
+# stops before downloading anything, with one message and exit code 3.
+test-gpu:
+	@$(PYTHON) tools/install.py --flavour gpu --venv $(GPU_VENV) --python $(PYTHON)
+	@$(GPU_PY) -m labkit gpu-probe
+	LABKIT_PROFILE=gpu LABKIT_TEST_MODELS=$(MODELS) $(GPU_PY) -m pytest
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/
@@ -39,5 +37,9 @@ lab: install
 bench: install
 	$(PY) -m labkit bench
 
+# Recompile every lock from requirements/requirements.in (needs the package index).
+lock: install
+	$(PY) tools/lock.py
+
 clean:
-	rm -rf runs models $(VENV)
+	rm -rf runs models $(VENV) $(GPU_VENV)

@@ -8,7 +8,7 @@ Why a float export: neither the pinned model builder nor Olive reads llmcompress
 compressed-tensors INT4 checkpoint. So we write AWQ's result as an ordinary float checkpoint:
 every quantized Linear holds its *dequantized* INT4 weights (AWQ's scales folded in). The builder's
 RTN INT4 with the same group size and asymmetric levels then lands on exactly AWQ's grid, and the
-fine-tuning step trains on the quantized-then-dequantized model, as the seed lab argues.
+fine-tuning step trains on the quantized-then-dequantized model, as the Olive lab that fine-tunes Phi-3.5 on travel Q&A does (AWQ, then LoRA).
 
 What AWQ does: a few weight channels matter far more than the rest — those that meet large
 activations. Rounding them costs the most. AWQ measures activation magnitudes on calibration text,
@@ -23,8 +23,7 @@ import json
 import time
 from pathlib import Path
 
-from . import data, models, paths
-from .build import cache_key
+from . import cache, data, models, paths
 
 AWQ_FORMAT = "labkit-awq-v1"
 
@@ -67,11 +66,16 @@ def quantize(model: str | Path = "tiny", group_size: int = 32, samples: int = 12
         raise ValueError(f"group_size={group_size} is invalid; use 16, 32, 64, 128 or 256 (the builder's "
                          "int4_block_size values), so the ONNX build lands on AWQ's grid.")
     model_dir = models.resolve_model(model)
-    key = cache_key(model_dir, group_size, samples, seq_len, AWQ_FORMAT)
+    key = cache.cache_key(model_dir, group_size, samples, seq_len, AWQ_FORMAT)
     final = paths.cache_dir() / "awq" / f"{model_dir.name}-awq-g{group_size}-{key}"
-    if final.exists() and not force:
-        return final
+    with cache.cached_dir(final, force, "AWQ") as tmp:
+        if tmp is not None:
+            _awq_into(tmp, model_dir, group_size, samples, seq_len, final.name)
+    return final
 
+
+def _awq_into(tmp: Path, model_dir: Path, group_size: int, samples: int, seq_len: int, name: str) -> None:
+    """Run llmcompressor's AWQ recipe on `model_dir` and save the dequantized float checkpoint in `tmp`."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -85,8 +89,6 @@ def quantize(model: str | Path = "tiny", group_size: int = 32, samples: int = 12
 
     from loguru import logger
 
-    from .build import captured_output
-
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -95,12 +97,12 @@ def quantize(model: str | Path = "tiny", group_size: int = 32, samples: int = 12
     recipe = [AWQModifier(duo_scaling=True),
               QuantizationModifier(config_groups={"w4": QuantizationScheme(targets=["Linear"], weights=weights)},
                                    ignore=["lm_head"])]
-    log = paths.cache_dir() / "awq" / "logs" / f"{final.name}.log"
+    log = paths.cache_dir() / "awq" / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"AWQ: calibrating on {len(texts)} travel pairs (llmcompressor's log: {log})")
     logger.disable("llmcompressor")        # its loguru messages and thousands of progress lines go to the log
     try:
-        with log.open("w") as log_file, captured_output(log_file):
+        with log.open("w") as log_file, cache.captured_output(log_file):
             calibration = Dataset.from_dict({"text": texts}).map(
                 lambda batch: tokenizer(batch["text"], truncation=True, max_length=seq_len), batched=True,
                 remove_columns=["text"])
@@ -125,14 +127,12 @@ def quantize(model: str | Path = "tiny", group_size: int = 32, samples: int = 12
                 for pname, param in module.named_parameters(recurse=False):
                     if pname in ("weight", "bias"):
                         getattr(clean_modules[name], pname).copy_(param)
-    with paths.atomic_dir(final) as tmp:
-        clean.save_pretrained(tmp)
-        models.copy_tokenizer(model_dir, tmp)
-        info = {"source": str(model_dir), "group_size": group_size, "symmetric": False, "bits": 4,
-                "calibration_samples": len(texts), "quantized_linears": quantized_layers,
-                "seconds": round(time.perf_counter() - started, 1), "format": AWQ_FORMAT}
-        (tmp / "awq_info.json").write_text(json.dumps(info, indent=2))
-    return final
+    clean.save_pretrained(tmp)
+    models.copy_tokenizer(model_dir, tmp)
+    info = {"source": str(model_dir), "group_size": group_size, "symmetric": False, "bits": 4,
+            "calibration_samples": len(texts), "quantized_linears": quantized_layers,
+            "seconds": round(time.perf_counter() - started, 1), "format": AWQ_FORMAT}
+    (tmp / "awq_info.json").write_text(json.dumps(info, indent=2))
 
 
 def add_outlier_channels(model: str | Path = "tiny", channels: int = 4, factor: float = 30.0,
@@ -148,20 +148,20 @@ def add_outlier_channels(model: str | Path = "tiny", channels: int = 4, factor: 
     from transformers import AutoModelForCausalLM
 
     model_dir = models.resolve_model(model)
-    key = cache_key(model_dir, channels, factor, AWQ_FORMAT)
+    key = cache.cache_key(model_dir, channels, factor, AWQ_FORMAT)
     final = paths.cache_dir() / "awq" / f"{model_dir.name}-outliers-{key}"
-    if final.exists() and not force:
-        return final
-    net = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for layer in net.model.layers:
-            for norm, linear in ((layer.input_layernorm, layer.self_attn.qkv_proj),
-                                 (layer.post_attention_layernorm, layer.mlp.gate_up_proj)):
-                idx = torch.randperm(norm.weight.numel(), generator=generator)[:channels]
-                norm.weight[idx] *= factor
-                linear.weight[:, idx] /= factor
-    with paths.atomic_dir(final) as tmp:
+    with cache.cached_dir(final, force, "outlier-channel variant") as tmp:
+        if tmp is None:
+            return final
+        net = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for layer in net.model.layers:
+                for norm, linear in ((layer.input_layernorm, layer.self_attn.qkv_proj),
+                                     (layer.post_attention_layernorm, layer.mlp.gate_up_proj)):
+                    idx = torch.randperm(norm.weight.numel(), generator=generator)[:channels]
+                    norm.weight[idx] *= factor
+                    linear.weight[:, idx] /= factor
         net.save_pretrained(tmp)
         models.copy_tokenizer(model_dir, tmp)
         (tmp / "outliers.json").write_text(json.dumps({"source": str(model_dir), "channels": channels,

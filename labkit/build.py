@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import models, paths
+from . import cache, models, paths
 
 # Precision -> execution providers the builder supports it on (from the builder's own help).
 SUPPORTED = {
@@ -153,39 +153,17 @@ class Build:
 
 
 # ------------------------------------------------------------------ validation
-def model_fingerprint(model_dir: Path) -> str:
-    """Content hash of a checkpoint folder: full hash of small files, size + head/tail of big ones. Lab 01."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
-        h.update(f.relative_to(model_dir).as_posix().encode())
-        size = f.stat().st_size
-        h.update(str(size).encode())
-        with f.open("rb") as fh:
-            if size <= 64 << 20:
-                h.update(fh.read())
-            else:  # multi-GB weights: hashing every byte would take longer than a cache hit should
-                h.update(fh.read(1 << 20))
-                fh.seek(-(1 << 20), 2)
-                h.update(fh.read())
-    return h.hexdigest()[:16]
-
-
-def cache_key(*parts) -> str:
-    """A short key for a cached output: folders count by content (`model_fingerprint`), the rest as JSON. Lab 01.
-
-    Every cached step (builds, AWQ, Olive, vision exports) names its output folder with it, so a
-    changed input model or setting never reuses a stale result."""
-    resolved = [model_fingerprint(p) if isinstance(p, Path) and p.is_dir() else p for p in parts]
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def check_model_dir(model_dir: Path) -> dict:
     """The checkpoint's config, after checking the builder can handle it. Lab 01."""
     config_path = Path(model_dir) / "config.json"
     if not config_path.exists():
         raise BuildError(f"{model_dir} has no config.json: pass a Hugging Face checkpoint folder, `tiny`, "
                          "or a hub id.")
-    config = json.loads(config_path.read_text())
+    try:
+        config = paths.read_json(config_path, "restore the checkpoint's config.json (re-download it, e.g. "
+                                 "`hf download MODEL_ID`) or recreate the folder")
+    except ValueError as err:
+        raise BuildError(str(err)) from None
     arch = (config.get("architectures") or ["<none>"])[0]
     if arch not in ARCHITECTURES:
         raise BuildError(f"The model builder cannot build architecture {arch!r}. Supported: "
@@ -232,19 +210,17 @@ def build(model: str | Path = "tiny", precision: str = "int4", execution_provide
     options.validate()                              # cheap checks first,
     model_dir = models.resolve_model(model)         # then find (or create) the model,
     config = check_model_dir(model_dir)
-    key = cache_key(model_dir, asdict(options), BUILD_FORMAT)
+    key = cache.cache_key(model_dir, asdict(options), BUILD_FORMAT)
     label = Path(str(model)).name if str(model) not in models.SPECS else str(model)
     final = builds_root() / f"{label}-{options.name}-{key}"
     log = builds_root() / "logs" / f"{final.name}.log"
-    if final.exists() and not force:
-        started = time.perf_counter()
-        json.loads((final / "build_info.json").read_text())
-        return Build(final, options, time.perf_counter() - started, True, log)
-
-    check_disk(builds_root(), int(estimate_output_bytes(model_dir, config, options.precision) * 1.5))
-    log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with paths.atomic_dir(final) as tmp:
+    with cache.cached_dir(final, force, f"{options.name} build") as tmp:
+        if tmp is None:
+            return Build(final, options, time.perf_counter() - started, True, log)
+        check_disk(builds_root(), int(estimate_output_bytes(model_dir, config, options.precision) * 1.5))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
         with log.open("w") as log_file:
             try:
                 _run_builder(model_dir, tmp, options, config, log_file, progress)
@@ -268,39 +244,6 @@ def build(model: str | Path = "tiny", precision: str = "int4", execution_provide
     return Build(final, options, seconds, False, log)
 
 
-class _LogToFile(io.TextIOBase):
-    """A stream that writes the builder's output to a file and ticks a progress bar on key lines."""
-
-    STAGES = re.compile(r"Reading (embedding|decoder|final|LM head)|start to quantize|Saving ONNX|Saving GenAI")
-
-    def __init__(self, log_file, bar):
-        self.log_file, self.bar = log_file, bar
-
-    def write(self, text: str) -> int:
-        self.log_file.write(text)
-        for line in text.splitlines():
-            match = self.STAGES.search(line)
-            if match and self.bar is not None:
-                self.bar.set_postfix_str(line.strip()[:60], refresh=False)
-                self.bar.update(1)
-        return len(text)
-
-
-@contextlib.contextmanager
-def captured_output(log_file, bar=None):
-    """Send prints, tqdm bars and logging records of a noisy library call to `log_file`. Lab 01 (and 03)."""
-    stream = _LogToFile(log_file, bar)
-    handler = logging.StreamHandler(stream)
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    root.handlers, root.level = [handler], logging.INFO
-    try:
-        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
-            yield
-    finally:
-        root.handlers, root.level = saved_handlers, saved_level
-
-
 def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: dict, log_file, progress: bool):
     from onnxruntime_genai.models.builder import create_model
     from tqdm.auto import tqdm
@@ -312,11 +255,11 @@ def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: 
     bar = tqdm(total=total, desc=f"building {options.name}", disable=not progress, file=sys.stderr)
     from transformers.utils import logging as hf_logging
 
-    cache = builds_root() / ".hf-cache"
+    hf_cache = builds_root() / ".hf-cache"
     hf_logging.disable_progress_bar()   # the builder's "Loading weights" bar would bypass the log file
     try:
-        with captured_output(log_file, bar):
-            create_model(None, str(model_dir), str(out_dir), precision, options.execution_provider, str(cache),
+        with cache.captured_output(log_file, bar):
+            create_model(None, str(model_dir), str(out_dir), precision, options.execution_provider, str(hf_cache),
                          **options.extra_options())
     finally:
         bar.n = bar.total
@@ -329,7 +272,7 @@ def quantize_int8(model_dir: Path, block_size: int = 32, accuracy_level: int | N
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model_path = Path(model_dir) / "model.onnx"
-    with captured_output(log_file or io.StringIO()):
+    with cache.captured_output(log_file or io.StringIO()):
         quantizer = MatMulNBitsQuantizer(onnx.load(model_path), bits=8, block_size=block_size, is_symmetric=True,
                                          accuracy_level=accuracy_level)
         quantizer.process()

@@ -4,6 +4,7 @@
     labkit env                                           the environment check of lab 00
     labkit tiny                                          create (or show) the tiny Phi-3
     labkit bench                                         the speed benchmark on a ~160M-param model
+    labkit gpu-probe                                     is there a usable GPU? (exit 3 if not)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("tiny", help="create the tiny Phi-3 (cached) and print where it is")
     bench = sub.add_parser("bench", help="benchmark ORT builds vs PyTorch on a ~160M-param model")
     bench.add_argument("--runs", type=int, default=3)
+    sub.add_parser("gpu-probe", help="nvidia-smi plus a real ONNX Runtime session on CUDA (exit 3 if none)")
     args = parser.parse_args(argv)
 
     if args.command == "course":
@@ -47,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         card = model_card(path)
         print(f"{path}\n{card['parameters']:,} parameters, held-out perplexity {card['heldout_perplexity']:.2f} "
               f"(uniform: {card['uniform_perplexity']:.0f})")
+    elif args.command == "gpu-probe":
+        from .gpu import NO_GPU_EXIT, probe
+        found = probe()
+        if not found.ok:
+            print(f"error: {found.summary()}", file=sys.stderr)
+            return NO_GPU_EXIT
+        print(f"GPU: {found.summary()}")
     elif args.command == "bench":
         from .bench import run_benchmark
         run_benchmark(runs=args.runs)

@@ -16,6 +16,12 @@ from pathlib import Path
 from . import paths
 from .profiles import get_profile
 
+
+def probe_gpu():
+    """The GPU probe of labkit.gpu (a real CUDA session), for the gpu profile. Lab 00."""
+    from .gpu import probe
+    return probe()
+
 # What each profile needs, for the whole course (disk for builds, RAM for the largest step).
 NEEDS = {
     "cpu": {"disk_gb": 2, "ram_gb": 4},
@@ -23,19 +29,23 @@ NEEDS = {
 }
 
 
-def lock_pins(lock: Path | None = None) -> dict[str, str]:
-    """`{package: version}` from requirements/lock.txt, the one place versions are pinned. Lab 00."""
-    lock = lock or paths.REPO / "requirements" / "lock.txt"
+def lock_pins(requirements: Path | None = None) -> dict[str, str]:
+    """`{package: version}` of the course's pinned top-level packages (requirements/requirements.in). Lab 00.
+
+    The locks in requirements/locks/ pin every package, transitive ones too; these are the ones the
+    course names.
+    """
+    requirements = requirements or paths.REPO / "requirements" / "requirements.in"
     pins = {}
-    for line in lock.read_text().splitlines():
+    for line in requirements.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if line:
-            name, version = re.split(r"==", line, maxsplit=1)
+        if "==" in line:
+            name, version = line.split("==", 1)
             pins[name.strip().lower()] = version.strip()
     return pins
 
 
-# The gpu extra replaces these CPU packages with their CUDA builds (same version, same module).
+# The gpu flavour (.venv-gpu) has the CUDA builds of these packages (same modules, own lock).
 GPU_VARIANTS = {"onnxruntime": "onnxruntime-gpu", "onnxruntime-genai": "onnxruntime-genai-cuda"}
 
 
@@ -64,20 +74,21 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
     venv = Path(sys.prefix) != Path(sys.base_prefix)
     rows.append(_row("python", sys.version_info[:2] == (3, 11), sys.version.split()[0],
                      "The course is pinned for Python 3.11: `make install` creates .venv with python3.11."))
-    rows.append(_row("kernel is the course venv", venv and Path(sys.prefix).name == ".venv", sys.executable,
+    rows.append(_row("kernel is the course venv", venv and Path(sys.prefix).name in (".venv", ".venv-gpu"), sys.executable,
                      "Select the 'Python (labkit)' kernel in JupyterLab (registered by `make install`).", warn=True))
 
     for package, pinned in lock_pins().items():
         installed = installed_version(package)
         rows.append(_row(f"{package}=={pinned}", installed == pinned, installed or "missing",
-                         "Run `make install` (pip install -r requirements/lock.txt) to get the pinned version."))
+                         "Run `make install` (python tools/install.py: the hashed lock in requirements/locks/) to get the "
+                         "pinned version."))
 
     import onnxruntime
-    providers = onnxruntime.get_available_providers()
-    has_cuda = "CUDAExecutionProvider" in providers
-    rows.append(_row("execution providers", prof.execution_provider != "cuda" or has_cuda, ", ".join(providers),
-                     "The gpu profile needs CUDA: `pip install -r requirements/gpu.txt` on a machine with an "
-                     "NVIDIA GPU, or use profile='cpu'."))
+    rows.append(_row("execution providers", True, ", ".join(onnxruntime.get_available_providers())))
+    gpu = probe_gpu() if prof.execution_provider == "cuda" else None
+    rows.append(_row("GPU (CUDA)", gpu is None or gpu.ok, gpu.summary() if gpu else "not needed by the cpu profile",
+                     "The gpu profile needs an NVIDIA GPU, its driver and the GPU environment: run "
+                     "`make test-gpu` (it creates .venv-gpu) on such a machine, or use profile='cpu'."))
     rows.append(_row("CPU cores", True, os.cpu_count()))
 
     import psutil

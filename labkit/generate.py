@@ -130,9 +130,32 @@ def _activate(generator, model_dir: str, model, adapter: str | Path) -> None:
                                 "next to its model.onnx.")
     adapters, names = _adapters.setdefault(model_dir, (og.Adapters(model), {}))
     if str(adapter) not in names:
+        check_adapter_fits(model_dir, adapter)
         names[str(adapter)] = f"adapter{len(names)}"
         adapters.load(str(adapter), names[str(adapter)])
     generator.set_active_adapter(adapters, names[str(adapter)])
+
+
+def check_adapter_fits(model_dir: str | Path, adapter: str | Path) -> None:
+    """Fail with the adapter's own model named when its LoRA parameters are not inputs of `model_dir`. Lab 04.
+
+    ONNX Runtime would otherwise fail mid-generation with `Invalid input name: …lora_B.MatMul.weight_scales`.
+    """
+    import onnx
+    import onnxruntime
+
+    adapter, folder = Path(adapter), Path(model_dir)
+    wanted = set(onnxruntime.AdapterFormat.read_adapter(str(adapter)).get_parameters())
+    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]["filename"]
+    graph = onnx.load(str(folder / decoder), load_external_data=False).graph
+    missing = sorted(wanted - {i.name for i in graph.input})
+    if missing:
+        home = adapter.parent if (adapter.parent / "genai_config.json").exists() else None
+        belongs = f"It was exported with the model in {home}: load that folder." if home else \
+            "Use the model folder it was exported with (Olive auto-opt writes both into one folder, lab 03)."
+        raise GenerationError(f"Adapter {adapter} does not belong to the model in {folder}: {len(missing)} of its "
+                              f"{len(wanted)} LoRA parameters (e.g. {missing[0]}) are not inputs of "
+                              f"{decoder}. {belongs}")
 
 
 @lru_cache(maxsize=4)

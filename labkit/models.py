@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import data, paths
+from . import cache, data, paths
 
 CHAT_TOKENS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 
@@ -195,11 +195,10 @@ def create_tiny(spec: TinySpec | str = "tiny", force: bool = False, progress: bo
     spec = SPECS[spec] if isinstance(spec, str) else spec
     spec.validate()
     final = paths.cache_dir() / f"{spec.name}-{_cache_key(spec)}"
-    if final.exists() and not force:
-        return final
-
     started = time.perf_counter()
-    with paths.atomic_dir(final) as tmp:
+    with cache.cached_dir(final, force, f"the {spec.name} model") as tmp:
+        if tmp is None:
+            return final
         torch.manual_seed(spec.seed)
         tokenizer = train_tokenizer(spec.vocab_size, tmp)
         config = phi3_config(spec, tokenizer)
@@ -296,6 +295,8 @@ def resolve_model(name: str | os.PathLike = "tiny") -> Path:
     if local.exists():
         if not (local / "config.json").exists():
             raise FileNotFoundError(f"{local} has no config.json: point `model` at a Hugging Face checkpoint folder.")
+        paths.read_json(local / "config.json", "restore the checkpoint's config.json (re-download the "
+                        "checkpoint, e.g. `hf download MODEL_ID`) or point `model` at an intact folder")
         return local
     if name.count("/") != 1 or name.startswith((".", "/", "~")):
         raise FileNotFoundError(f"Model {name!r} is neither `tiny`, an existing folder, nor a hub id like "

@@ -21,15 +21,16 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import data, models, paths
-from .build import cache_key
+from . import cache, data, models, paths
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 PHI3_LORA_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj"
@@ -72,10 +73,24 @@ def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None
 
     Olive 0.13 logs "Pass run failed" and still exits 0 when a pass raises, so the exit code alone
     is not enough: the step succeeded only if its output exists."""
-    workdir = paths.cache_dir() / "olive-work"     # Olive keeps its .olive-cache in the working dir
-    workdir.mkdir(parents=True, exist_ok=True)
+    # Olive keeps its .olive-cache in the working dir: one per run, so concurrent runs on a shared
+    # cache (attendees on one server) never share Olive's own cache files.
+    (paths.cache_dir() / "olive-work").mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=paths.cache_dir() / "olive-work"))
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "olive", *args]
+    print("$ olive " + " ".join(shlex.quote(a) for a in args))
+    try:
+        code = _stream(command, workdir, log, on_line)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if code != 0 or not expect.exists():
+        raise OliveStepError(f"Olive step '{step}' failed (exit {code}, no {expect.name} written): "
+                             f"{_last_error(log)}\nFull log: {log}")
+
+
+def _stream(command: list[str], workdir: Path, log: Path, on_line) -> int:
+    """Run `command` with its output written to `log` line by line; return its exit code."""
     with log.open("w") as out:
         out.write("$ " + " ".join(command) + "\n\n")
         out.flush()
@@ -85,10 +100,7 @@ def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None
             out.write(line)
             if on_line:
                 on_line(line)
-        code = process.wait()
-    if code != 0 or not expect.exists():
-        raise OliveStepError(f"Olive step '{step}' failed (exit {code}, no {expect.name} written): "
-                             f"{_last_error(log)}\nFull log: {log}")
+        return process.wait()
 
 
 def _last_error(log: Path) -> str:
@@ -112,14 +124,26 @@ def finetune(model: str | Path = "tiny", steps: int = 120, lora_r: int = 16, lor
     _check_architecture(model_dir)
     settings = dict(steps=steps, r=lora_r, alpha=lora_alpha, lr=learning_rate, bs=batch_size, seq=max_seq_len)
     final = paths.cache_dir() / "olive" / f"{model_dir.name}-lora-r{lora_r}-s{steps}-" \
-        f"{cache_key(model_dir, settings, _file_digest(train_file), OLIVE_FORMAT)}"
+        f"{cache.cache_key(model_dir, settings, _file_digest(train_file), OLIVE_FORMAT)}"
     log = paths.cache_dir() / "olive" / "logs" / f"{final.name}.log"
-    if final.exists() and not force:
-        info = json.loads((final / "finetune_info.json").read_text())
-        return FineTune(final / "adapter", model_dir, [tuple(x) for x in info["losses"]], info["seconds"], True, log)
+    with cache.cached_dir(final, force, "LoRA fine-tune") as tmp:
+        if tmp is None:
+            info = json.loads((final / "finetune_info.json").read_text())
+            return FineTune(final / "adapter", model_dir, [tuple(x) for x in info["losses"]], info["seconds"],
+                            True, log)
+        seconds, losses = _finetune_into(tmp, model_dir, train_file, settings, logging_steps, log, progress)
+        (tmp / "finetune_info.json").write_text(json.dumps(
+            {"base_model": str(model_dir), "settings": settings, "train_pairs": len(rows), "losses": losses,
+             "seconds": round(seconds, 1)}, indent=2))
+    return FineTune(final / "adapter", model_dir, losses, seconds, False, log)
 
+
+def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict, logging_steps: int, log: Path,
+                   progress: bool) -> tuple[float, list]:
+    """`olive finetune` into `tmp/adapter`; returns seconds and the (step, loss) pairs it logged."""
     from tqdm.auto import tqdm
 
+    steps = settings["steps"]
     losses = []
     bar = tqdm(total=steps, desc="LoRA fine-tuning", disable=not progress)
 
@@ -132,26 +156,22 @@ def finetune(model: str | Path = "tiny", steps: int = 120, lora_r: int = 16, lor
             bar.set_postfix(loss=match.group(1))
 
     started = time.perf_counter()
-    with paths.atomic_dir(final) as tmp:
-        try:
-            _run_olive("fine-tune", [
-                "finetune", "--method", "lora", "-m", str(model_dir), "-o", str(tmp / "olive"),
-                "--data_name", "json", "--data_files", str(train_file), "--text_template", PHI3_TEMPLATE,
-                "--max_seq_len", str(max_seq_len), "--torch_dtype", "float32",
-                "--lora_r", str(lora_r), "--lora_alpha", str(lora_alpha), "--target_modules", PHI3_LORA_TARGETS,
-                "--max_steps", str(steps), "--learning_rate", str(learning_rate),
-                "--per_device_train_batch_size", str(batch_size), "--logging_steps", str(logging_steps),
-                "--save_strategy", "no", "--seed", "0", "--log_level", "1"],
-                log, expect=tmp / "olive" / "adapter" / "adapter_config.json", on_line=on_line)
-        finally:
-            bar.close()
-        shutil.move(str(tmp / "olive" / "adapter"), str(tmp / "adapter"))
-        shutil.rmtree(tmp / "olive")     # Olive also copies the base model; the adapter is what we keep
-        seconds = time.perf_counter() - started
-        (tmp / "finetune_info.json").write_text(json.dumps(
-            {"base_model": str(model_dir), "settings": settings, "train_pairs": len(rows), "losses": losses,
-             "seconds": round(seconds, 1)}, indent=2))
-    return FineTune(final / "adapter", model_dir, losses, seconds, False, log)
+    try:
+        _run_olive("fine-tune", [
+            "finetune", "--method", "lora", "-m", str(model_dir), "-o", str(tmp / "olive"),
+            "--data_name", "json", "--data_files", str(train_file), "--text_template", PHI3_TEMPLATE,
+            "--max_seq_len", str(settings["seq"]), "--torch_dtype", "float32",
+            "--lora_r", str(settings["r"]), "--lora_alpha", str(settings["alpha"]),
+            "--target_modules", PHI3_LORA_TARGETS, "--max_steps", str(steps), "--learning_rate", str(settings["lr"]),
+            "--per_device_train_batch_size", str(settings["bs"]), "--logging_steps", str(logging_steps),
+            "--save_strategy", "no", "--seed", "0", "--log_level", "1"],
+            log, expect=tmp / "olive" / "adapter" / "adapter_config.json", on_line=on_line)
+        bar.update(steps - bar.n)   # the last steps are not logged when steps % logging_steps != 0
+    finally:
+        bar.close()
+    shutil.move(str(tmp / "olive" / "adapter"), str(tmp / "adapter"))
+    shutil.rmtree(tmp / "olive")     # Olive also copies the base model; the adapter is what we keep
+    return time.perf_counter() - started, losses
 
 
 def export_with_adapter(model: str | Path, adapter: str | Path, precision: str = "int4",
@@ -173,11 +193,11 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
     if execution_provider not in providers:
         raise ValueError(f"execution_provider must be one of {list(providers)}")
     final = paths.cache_dir() / "olive" / f"{model_dir.name}-onnx-{precision}-" \
-        f"{cache_key(model_dir, adapter, precision, execution_provider, OLIVE_FORMAT)}"
+        f"{cache.cache_key(model_dir, adapter, precision, execution_provider, OLIVE_FORMAT)}"
     log = paths.cache_dir() / "olive" / "logs" / f"{final.name}.log"
-    if final.exists() and not force:
-        return final
-    with paths.atomic_dir(final) as tmp:
+    with cache.cached_dir(final, force, "ONNX export with adapter") as tmp:
+        if tmp is None:
+            return final
         _run_olive("ONNX export with adapter", [
             "auto-opt", "-m", str(model_dir), "-a", str(adapter), "-o", str(tmp),
             "--device", "gpu" if execution_provider == "cuda" else "cpu", "--provider", providers[execution_provider],

@@ -1,11 +1,9 @@
-"""Where things live: the repo's data, the model cache, run folders, and atomic output folders."""
+"""Where things live: the repo's data, the model cache and run folders."""
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -56,28 +54,24 @@ def new_run_dir() -> Path:
     return path
 
 
-@contextlib.contextmanager
-def atomic_dir(final: Path):
-    """Yield a temp folder beside `final`; move it to `final` only if the block succeeds. All labs.
-
-    A build killed half-way leaves the previous good `final` intact and no folder that
-    looks finished: the temp folder's name starts with `.tmp-`.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = final.with_name(f".old-{final.name}-{os.getpid()}")
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def dir_size(path: Path) -> int:
     """Total bytes of the files under `path`. All labs."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def read_json(path: Path, fix: str = "restore it from the original (re-download or rebuild the folder)") -> dict:
+    """A JSON config file, or an error naming the file, where it breaks and the fix. All labs.
+
+    A half-copied checkpoint or a hand edit otherwise surfaces as a bare `JSONDecodeError` from
+    deep inside transformers or the model builder.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing: {fix}.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        where = f"line {err.lineno}, column {err.colno}: {err.msg}" if isinstance(err, json.JSONDecodeError) \
+            else "not UTF-8 text"
+        raise ValueError(f"{path} is not valid JSON ({where}). The file is corrupt or half-written: {fix}.") \
+            from None

@@ -48,7 +48,7 @@ def variants_table(data: dict):
     for precision, row in lab02.get("qa", {}).items():
         folder = Path(lab02.get("exports", {}).get(precision, ""))
         rows.append({"lab": "02", "variant": f"Phi-3.5-vision {precision}", "method": "labkit.vision export",
-                     "precision": precision, "ep": "cpu" if "cuda" not in folder.name else "cuda",
+                     "precision": precision, "ep": lab02.get("execution_provider", "cpu"),
                      "size_mb": paths.dir_size(folder) / 1e6 if folder.name and folder.exists() else None,
                      "prefill_tok_s": row.get("prefill tok/s"), "decode_tok_s": row.get("decode tok/s"),
                      "adapter": "–"})
@@ -56,12 +56,12 @@ def variants_table(data: dict):
     for key, row in lab03.get("rtn_vs_awq", {}).items():
         model, method = key.split(" / ")
         rows.append({"lab": "03", "variant": f"{method} ({model})", "method": method.split("-")[0].upper(),
-                     "precision": "int4", "ep": "cpu", "size_mb": row.get("size_mb"),
+                     "precision": "int4", "ep": lab03.get("execution_provider", "cpu"), "size_mb": row.get("size_mb"),
                      "perplexity": row.get("perplexity"), "kl_x1e3": row.get("kl_x1e3"), "adapter": "–"})
     onnx_ppl = lab03.get("onnx_eval_perplexity", {})
     for which, ppl in onnx_ppl.items():
         rows.append({"lab": "03", "variant": f"AWQ + LoRA int4 ({which})", "method": "AWQ + Olive auto-opt",
-                     "precision": "int4", "ep": "cpu", "perplexity": ppl,
+                     "precision": "int4", "ep": lab03.get("execution_provider", "cpu"), "perplexity": ppl,
                      "adapter": "travel" if which == "adapter" else "none"})
     if not rows:
         raise ValueError("results.json has no model variants from labs 01 or 03.")

@@ -32,7 +32,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import models, paths
+from . import cache, models, paths
 
 CROP = 336            # pixels per crop side
 CROPS = 17            # 16 sub-crops (the C++ transform always pads to 16) + 1 global
@@ -208,21 +208,19 @@ def create_tiny_vision(force: bool = False) -> Path:
     from safetensors.torch import load_file, save_file
 
     text_dir = models.create_tiny("tiny")
-    from .build import cache_key
-
-    key = cache_key(text_dir, asdict(TINY), EXPORT_FORMAT)
+    key = cache.cache_key(text_dir, asdict(TINY), EXPORT_FORMAT)
     final = paths.cache_dir() / f"tiny-vision-{key}"
-    if final.exists() and not force:
-        return final
-    config = json.loads((text_dir / "config.json").read_text())
-    torch.manual_seed(0)
-    encoder = vision_encoder(TINY, config["hidden_size"])
-    with torch.no_grad():   # non-zero separators, so the layout is visible in the features
-        encoder.glb_GN.normal_(std=0.5)
-        encoder.sub_GN.normal_(std=0.5)
-    state = load_file(str(text_dir / "model.safetensors"))
-    state.update({k: v.contiguous() for k, v in checkpoint_names(encoder.state_dict()).items()})
-    with paths.atomic_dir(final) as tmp:
+    with cache.cached_dir(final, force, "the tiny-vision model") as tmp:
+        if tmp is None:
+            return final
+        config = json.loads((text_dir / "config.json").read_text())
+        torch.manual_seed(0)
+        encoder = vision_encoder(TINY, config["hidden_size"])
+        with torch.no_grad():   # non-zero separators, so the layout is visible in the features
+            encoder.glb_GN.normal_(std=0.5)
+            encoder.sub_GN.normal_(std=0.5)
+        state = load_file(str(text_dir / "model.safetensors"))
+        state.update({k: v.contiguous() for k, v in checkpoint_names(encoder.state_dict()).items()})
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         config.update(architectures=["Phi3VForCausalLM"], **vision_config_block(TINY))
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
@@ -299,53 +297,61 @@ def resolve(model: str | Path) -> Path:
 def export(model: str | Path = "tiny-vision", precision: str = "fp32", execution_provider: str = "cpu",
            force: bool = False, progress: bool = True) -> Path:
     """Export a Phi-3.5-vision checkpoint to an onnxruntime-genai multimodal folder (cached, atomic). Lab 02."""
-    import torch
-
-    from . import build
     from .build import BuildOptions
 
     BuildOptions(precision, execution_provider).validate()          # bad precision x EP fails first
     model_dir = resolve(model)
-    key = build.cache_key(model_dir, precision, execution_provider, EXPORT_FORMAT)
+    key = cache.cache_key(model_dir, precision, execution_provider, EXPORT_FORMAT)
     final = paths.cache_dir() / "vision" / f"{model_dir.name}-{precision}-{key}"
-    if final.exists() and not force:                                 # before loading GBs of weights
-        return final
+    with cache.cached_dir(final, force, f"{precision} vision export") as tmp:
+        if tmp is None:                                              # before loading GBs of weights
+            return final
+        _export_into(tmp, model_dir, precision, execution_provider, force, progress)
+    return final
+
+
+def _export_into(tmp: Path, model_dir: Path, precision: str, execution_provider: str, force: bool,
+                 progress: bool) -> None:
+    """The three ONNX models, genai_config.json and processor_config.json of one export, written into `tmp`."""
+    import torch
+
+    from . import build
+
     config, text_state, encoder = read_checkpoint(model_dir)
     started = time.perf_counter()
-    text_dir = text_checkpoint(config, text_state, model_dir, paths.cache_dir() / "vision" / f"{model_dir.name}-text")
+    # Inside tmp: concurrent exports (another precision, another attendee) never share it.
+    text_dir = text_checkpoint(config, text_state, model_dir, tmp / f"{model_dir.name}-text")
     decoder = build.build(text_dir, precision, execution_provider, force=force, progress=progress,
                           extra={"exclude_embeds": "true", "filename": TEXT_FILE})
-    with paths.atomic_dir(final) as tmp:
-        for f in decoder.path.iterdir():
-            if f.name != "build_info.json":
-                shutil.copy2(f, tmp / f.name)
-        pixel_values, image_sizes = sample_inputs()
-        _export_onnx(encoder, (pixel_values, image_sizes), tmp / VISION_FILE, ["pixel_values", "image_sizes"],
-                     ["image_features"], {"pixel_values": {0: "num_images"}, "image_sizes": {0: "num_images"},
-                                          "image_features": {0: "num_image_tokens"}})
-        embed = torch.nn.Embedding.from_pretrained(text_state["model.embed_tokens.weight"].float())
-        ids = torch.tensor([[5, -1, -1, 7]])
-        _export_onnx(embedding_model(embed), (ids, torch.randn(2, embed.embedding_dim)), tmp / EMBEDDING_FILE,
-                     ["input_ids", "image_features"], ["inputs_embeds"],
-                     {"input_ids": {0: "batch", 1: "sequence"}, "image_features": {0: "num_image_tokens"},
-                      "inputs_embeds": {0: "batch", 1: "sequence"}})
-        genai = json.loads((tmp / "genai_config.json").read_text())
-        genai["model"]["type"] = "phi3v"
-        # Vision and embedding run on the decoder's execution provider (CUDA in the gpu profile).
-        session = genai["model"]["decoder"].get("session_options", {})
-        genai["model"]["embedding"] = {"filename": EMBEDDING_FILE, "session_options": session,
-                                       "inputs": {"input_ids": "input_ids", "image_features": "image_features"},
-                                       "outputs": {"inputs_embeds": "inputs_embeds"}}
-        genai["model"]["vision"] = {"filename": VISION_FILE, "session_options": session,
-                                    "inputs": {"pixel_values": "pixel_values", "image_sizes": "image_sizes"},
-                                    "outputs": {"image_features": "image_features"}}
-        (tmp / "genai_config.json").write_text(json.dumps(genai, indent=4))
-        (tmp / "processor_config.json").write_text(json.dumps(PROCESSOR_CONFIG, indent=2))
-        (tmp / "export_info.json").write_text(json.dumps(
-            {"source": str(model_dir), "precision": precision, "execution_provider": execution_provider,
-             "seconds": round(time.perf_counter() - started, 1), "format": EXPORT_FORMAT}, indent=2))
+    for f in decoder.path.iterdir():
+        if f.name != "build_info.json":
+            shutil.copy2(f, tmp / f.name)
+    pixel_values, image_sizes = sample_inputs()
+    _export_onnx(encoder, (pixel_values, image_sizes), tmp / VISION_FILE, ["pixel_values", "image_sizes"],
+                 ["image_features"], {"pixel_values": {0: "num_images"}, "image_sizes": {0: "num_images"},
+                                      "image_features": {0: "num_image_tokens"}})
+    embed = torch.nn.Embedding.from_pretrained(text_state["model.embed_tokens.weight"].float())
+    ids = torch.tensor([[5, -1, -1, 7]])
+    _export_onnx(embedding_model(embed), (ids, torch.randn(2, embed.embedding_dim)), tmp / EMBEDDING_FILE,
+                 ["input_ids", "image_features"], ["inputs_embeds"],
+                 {"input_ids": {0: "batch", 1: "sequence"}, "image_features": {0: "num_image_tokens"},
+                  "inputs_embeds": {0: "batch", 1: "sequence"}})
+    genai = json.loads((tmp / "genai_config.json").read_text())
+    genai["model"]["type"] = "phi3v"
+    # Vision and embedding run on the decoder's execution provider (CUDA in the gpu profile).
+    session = genai["model"]["decoder"].get("session_options", {})
+    genai["model"]["embedding"] = {"filename": EMBEDDING_FILE, "session_options": session,
+                                   "inputs": {"input_ids": "input_ids", "image_features": "image_features"},
+                                   "outputs": {"inputs_embeds": "inputs_embeds"}}
+    genai["model"]["vision"] = {"filename": VISION_FILE, "session_options": session,
+                                "inputs": {"pixel_values": "pixel_values", "image_sizes": "image_sizes"},
+                                "outputs": {"image_features": "image_features"}}
+    (tmp / "genai_config.json").write_text(json.dumps(genai, indent=4))
+    (tmp / "processor_config.json").write_text(json.dumps(PROCESSOR_CONFIG, indent=2))
+    (tmp / "export_info.json").write_text(json.dumps(
+        {"source": str(model_dir), "precision": precision, "execution_provider": execution_provider,
+         "seconds": round(time.perf_counter() - started, 1), "format": EXPORT_FORMAT}, indent=2))
     shutil.rmtree(text_dir, ignore_errors=True)
-    return final
 
 
 PROCESSOR_CONFIG = {"processor": {"name": "image_processing", "transforms": [
@@ -417,8 +423,7 @@ class ImageAnswer:
     image_tokens: int
     prompt_tokens: int
     new_tokens: int
-    vision_seconds: float
-    time_to_first_token: float
+    time_to_first_token: float     # vision + embedding + prefill: genai runs them for the first token
     seconds: float
 
     @property
@@ -439,16 +444,41 @@ def _load(folder: Path):
     return model, load_processor(str(folder)), tokenizer
 
 
-def vision_seconds(folder: Path, inputs) -> float:
-    """Time the vision model alone on processed inputs (onnxruntime session; after one warm-up). Lab 02."""
-    import onnxruntime as ort
+# genai_config provider names -> ONNX Runtime execution providers
+EP_NAMES = {"cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider", "webgpu": "WebGpuExecutionProvider"}
 
-    session = ort.InferenceSession(str(Path(folder) / VISION_FILE), providers=["CPUExecutionProvider"])
+
+def session_providers(folder: str | Path) -> list[str]:
+    """The ONNX Runtime providers of the folder's genai_config (CUDA in the gpu profile), then CPU. Lab 02."""
+    config = json.loads((Path(folder) / "genai_config.json").read_text())
+    options = config["model"]["decoder"].get("session_options", {}).get("provider_options", [])
+    chosen = [EP_NAMES[name] for entry in options for name in entry if name in EP_NAMES]
+    return chosen + ["CPUExecutionProvider"]
+
+
+def vision_seconds(folder: str | Path, image: str | Path, runs: int = 3) -> float:
+    """Median time of the vision model alone on one processed image, on the folder's EP (after a warm-up). Lab 02.
+
+    Inside `ask` the vision model runs as part of the first generated token (genai's own pipeline);
+    this measures it on its own, once, where a table wants the split.
+    """
+    import statistics
+
+    import onnxruntime as ort
+    import onnxruntime_genai as og
+
+    folder = check_folder(folder)
+    model, processor, tokenizer = _load(folder)
+    inputs = processor(image_prompt("", 1), images=og.Images.open(str(check_images([image])[0])))
+    session = ort.InferenceSession(str(folder / VISION_FILE), providers=session_providers(folder))
     feeds = {"pixel_values": inputs["pixel_values"].as_numpy(), "image_sizes": inputs["image_sizes"].as_numpy()}
     session.run(None, feeds)
-    started = time.perf_counter()
-    session.run(None, feeds)
-    return time.perf_counter() - started
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def ask(folder: str | Path, question: str, images: list[str | Path] = (), max_new_tokens: int = 48,
@@ -478,7 +508,6 @@ def ask(folder: str | Path, question: str, images: list[str | Path] = (), max_ne
                           f"with max_new_tokens={max_new_tokens} that exceeds the context length {limit}. Use "
                           "fewer or smaller images (each costs (h*w+1)*144 + 1 + (h+1)*12 tokens for h x w "
                           "crops of 336 px) or a shorter question.")
-    seconds_vision = vision_seconds(folder, inputs) if paths_ else 0.0
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=ids.shape[-1] + max_new_tokens)
     generator = og.Generator(model, params)
@@ -497,7 +526,7 @@ def ask(folder: str | Path, question: str, images: list[str | Path] = (), max_ne
     seconds = time.perf_counter() - started
     new = len(generator.get_sequence(0)) - ids.shape[-1]
     del generator
-    return ImageAnswer("".join(pieces), n_image, int(ids.shape[-1]), new, seconds_vision, first or seconds, seconds)
+    return ImageAnswer("".join(pieces), n_image, int(ids.shape[-1]), new, first or seconds, seconds)
 
 
 def verify(folder: str | Path, model: str | Path = "tiny-vision", image: str | Path | None = None,
@@ -522,12 +551,12 @@ def verify(folder: str | Path, model: str | Path = "tiny-vision", image: str | P
     image_sizes = inputs["image_sizes"].as_numpy().astype(np.int64)
     input_ids = inputs["input_ids"].as_numpy().astype(np.int64)
 
-    session = ort.InferenceSession(str(folder / VISION_FILE), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(folder / VISION_FILE), providers=session_providers(folder))
     onnx_features = session.run(None, {"pixel_values": pixel_values, "image_sizes": image_sizes})[0]
     with torch.no_grad():
         torch_features = encoder(torch.from_numpy(pixel_values), torch.from_numpy(image_sizes))
     embed = torch.nn.Embedding.from_pretrained(text_state["model.embed_tokens.weight"].float())
-    session = ort.InferenceSession(str(folder / EMBEDDING_FILE), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(folder / EMBEDDING_FILE), providers=session_providers(folder))
     onnx_embeds = session.run(None, {"input_ids": input_ids, "image_features": onnx_features})[0]
     with torch.no_grad():
         torch_embeds = embedding_model(embed)(torch.from_numpy(input_ids), torch_features)

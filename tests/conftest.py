@@ -1,5 +1,6 @@
 """Test-wide setup: offline, no network, a clear failure when nothing was collected."""
 
+import functools
 import ipaddress
 import os
 import socket
@@ -29,19 +30,18 @@ def _loopback_only(self, address):
 socket.socket.connect = _loopback_only
 
 
+@functools.cache
 def has_cuda() -> bool:
-    try:
-        import onnxruntime
-        return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-    except ImportError:
-        return False
+    """A real CUDA session ran (labkit.gpu.probe), not just CUDAExecutionProvider in a provider list."""
+    from labkit import gpu
+    return gpu.probe().ok
 
 
 def pytest_collection_modifyitems(config, items):
-    if has_cuda():
+    if not any("cuda" in item.keywords for item in items) or has_cuda():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU: run `make test-gpu` on a machine with one "
-                                   "(it installs requirements/gpu.txt)")
+                                   "(it installs the GPU environment, .venv-gpu)")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)

@@ -1,54 +1,120 @@
-"""The pinned stack lives in one place, and everything that installs agrees with it."""
+"""One input, hashed locks per flavour and platform, and everything that installs agrees with them."""
 
+import ast
+import importlib.metadata
 import re
+import sys
 import tomllib
+from pathlib import Path
+
 import pytest
 
 from labkit import env, paths
 
-REQUIRED = {"torch", "transformers", "olive-ai", "onnxruntime", "onnxruntime-genai", "onnx", "onnxscript", "peft",
-            "datasets", "accelerate", "papermill", "nbclient", "jupyterlab", "ipywidgets", "ipykernel",
-            "matplotlib", "tqdm", "pytest"}
+sys.path.insert(0, str(paths.REPO / "tools"))
+import lock  # noqa: E402  (tools/ is not a package)
+
+LOCKS = paths.REPO / "requirements" / "locks"
+ALL_LOCKS = ["torch-cpu-linux", "cpu-linux", "cpu-macos", "cpu-windows", "gpu-linux"]
 
 
-def environment_yml_pins() -> dict[str, str]:
-    pins, in_pip = {}, False
-    for line in (paths.REPO / "environment.yml").read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("- pip:"):
-            in_pip = True
+def norm(name: str) -> str:
+    """PEP 503 name: huggingface_hub and huggingface-hub are one package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_versions(name: str) -> dict[str, str]:
+    """{package: version} of one lock file; fails on any line that is not an exact, hashed pin."""
+    text = (LOCKS / f"{name}.txt").read_text()
+    pins = dict(re.findall(r"(?m)^([A-Za-z0-9_.\-]+)==(\S+) \\$", text))
+    requirement_lines = re.findall(r"(?m)^[A-Za-z0-9]\S*", text)
+    assert len(requirement_lines) == len(pins), f"{name}: a line is not an exact pin with hashes"
+    blocks = re.split(r"(?m)^(?=[A-Za-z0-9])", text)[1:]
+    assert all("--hash=sha256:" in block for block in blocks), f"{name}: a pin without a hash"
+    return {norm(k): v for k, v in pins.items()}
+
+
+@pytest.mark.parametrize("name", ALL_LOCKS)
+def test_every_lock_is_exact_and_hashed_and_has_the_input_pins(name):
+    versions = lock_versions(name)
+    if name == "torch-cpu-linux":
+        assert versions == {"torch": "2.13.0+cpu"}
+        assert "--extra-index-url https://download.pytorch.org/whl/cpu" in (LOCKS / f"{name}.txt").read_text()
+        return
+    flavour = name.split("-")[0]
+    for requirement in lock.flavour_requirements(flavour):
+        package, _, version = re.sub(r"\[.*\]", "", requirement).partition("==")
+        package = norm(package)
+        if name == "cpu-linux" and package == "torch":
+            assert "torch" not in versions, "Linux CPU torch comes from torch-cpu-linux.txt"
             continue
-        if in_pip and stripped.startswith("- ") and "==" in stripped:
-            name, version = stripped[2:].split("#")[0].strip().split("==")
-            pins[name.lower()] = version
-    return pins
+        assert package in versions, f"{name} lacks {package}"
+        assert not version or versions[package] == version, f"{name}: {package}=={versions[package]} != {version}"
 
 
-def test_lock_pins_every_required_package_exactly():
-    pins = env.lock_pins()
-    assert REQUIRED <= set(pins), f"missing from lock.txt: {REQUIRED - set(pins)}"
-    assert pins["torch"] == "2.13.0", "torch must stay on the on-disk CPU wheel"
-    for line in (paths.REPO / "requirements" / "lock.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9_.+]*", line), f"not an exact pin: {line}"
+def test_the_flavours_never_mix_cpu_and_gpu_onnxruntime():
+    cpu, gpu = lock_versions("cpu-linux"), lock_versions("gpu-linux")
+    assert {"onnxruntime", "onnxruntime-genai"} <= set(cpu) and not {"onnxruntime-gpu", "onnxruntime-genai-cuda"} & set(cpu)
+    assert {"onnxruntime-gpu", "onnxruntime-genai-cuda"} <= set(gpu) and not {"onnxruntime", "onnxruntime-genai"} & set(gpu)
+    # onnxruntime-genai-cuda 0.12.2 links CUDA 12; the CUDA 12 runtime it needs is in the GPU lock.
+    assert {"nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12"} <= set(gpu)
+    assert cpu["onnxruntime"] == gpu["onnxruntime-gpu"], "one ONNX Runtime release for both flavours"
+    assert not any(p.startswith("nvidia-") and p != "nvidia-ml-py" for p in cpu), "no CUDA wheels in the CPU lock"
 
 
-def test_environment_yml_installs_the_same_pins():
-    assert environment_yml_pins() == env.lock_pins()
+def test_gpu_flavour_swaps_only_the_onnxruntime_lines():
+    cpu, gpu = lock.flavour_requirements("cpu"), lock.flavour_requirements("gpu")
+    changed = {(a, b) for a, b in zip(cpu, gpu) if a != b}
+    assert changed == {("onnxruntime==1.26.0", "onnxruntime-gpu[cuda,cudnn]==1.26.0"),
+                       ("onnxruntime-genai==0.12.2", "onnxruntime-genai-cuda==0.12.2")}
+
+
+def third_party_imports() -> set[str]:
+    names = set()
+    for source in (paths.REPO / "labkit").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in ("labkit", "__future__")}
+
+
+def test_every_labkit_import_is_a_direct_requirement_in_every_lock():
+    distributions = importlib.metadata.packages_distributions()
+    direct = {norm(re.split(r"[=\[]", r)[0]) for r in lock.flavour_requirements("cpu")}
+    gpu_names = {"onnxruntime": "onnxruntime-gpu", "onnxruntime-genai": "onnxruntime-genai-cuda"}
+    for module in sorted(third_party_imports()):
+        dists = {norm(d) for d in distributions.get(module, [])}
+        assert dists, f"labkit imports {module}, which no installed package provides"
+        assert dists & direct, f"labkit imports {module} ({dists}): add it to requirements/requirements.in"
+        for name in ("cpu-macos", "cpu-windows", "gpu-linux"):
+            versions = lock_versions(name)
+            assert any(gpu_names.get(d, d) in versions or d in versions for d in dists), f"{module} not in {name}"
+
+
+def test_environment_yml_installs_the_linux_lock():
     text = (paths.REPO / "environment.yml").read_text()
     assert re.search(r"python=3\.11", text)
+    assert re.findall(r"-r (requirements/locks/\S+)", text) == ["requirements/locks/torch-cpu-linux.txt",
+                                                                "requirements/locks/cpu-linux.txt"]
 
 
-def test_pyproject_reads_dependencies_from_the_lock():
+def test_pyproject_reads_dependencies_from_the_input():
     project = tomllib.loads((paths.REPO / "pyproject.toml").read_text())
-    dynamic = project["tool"]["setuptools"]["dynamic"]
-    assert dynamic["dependencies"]["file"] == ["requirements/lock.txt"]
-    assert dynamic["optional-dependencies"]["gpu"]["file"] == ["requirements/gpu.txt"]
-    gpu = (paths.REPO / "requirements" / "gpu.txt").read_text()
-    assert "onnxruntime-genai-cuda==" + env.lock_pins()["onnxruntime-genai"] in gpu
+    assert project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements/requirements.in"]
+
+
+def test_installed_packages_match_this_machines_lock():
+    """Every package of the lock is installed at its locked version (the venv is the lock)."""
+    if Path(sys.prefix).name == ".venv-gpu":
+        wanted = lock_versions("gpu-linux")
+    else:
+        wanted = {**lock_versions("cpu-linux"), **lock_versions("torch-cpu-linux")}
+    wrong = {p: (v, env._version(p)) for p, v in wanted.items() if env._version(p) != v}
+    assert not wrong, f"installed != lock (run `make install`): {wrong}"
 
 
 @pytest.mark.parametrize("package", sorted(env.lock_pins()))
-def test_installed_version_matches_the_lock(package):
+def test_lab00_checks_every_pinned_package(package):
     assert env.installed_version(package) == env.lock_pins()[package], "run `make install`"

@@ -1,0 +1,212 @@
+"""The model cache: content keys, atomic and verified output folders, safe to share between processes.
+
+Every cached step (tiny models, builds, AWQ, Olive, vision exports) writes its output folder through
+`cached_dir`:
+
+    with cache.cached_dir(final, force=force, label="int4 build") as tmp:
+        if tmp is None:          # a verified, finished folder is already there
+            return final
+        ...write the output into tmp...
+    # on success: manifest.json written last, tmp moved to final
+
+- **Verified hits.** `manifest.json`, written last, lists every file with its size (and a SHA-256
+  where the file is small enough to hash cheaply). A hit whose files do not match (a truncated
+  `model.onnx.data`, a half-copied folder) is rebuilt, with one line saying why.
+- **Shared caches.** Workshops share one `LABKIT_CACHE` on a JupyterHub server. A lock file per
+  output (`filelock`, which works on Linux, macOS and Windows) makes concurrent processes that
+  want the same output wait for the first one and then reuse it: each output is built once.
+- **Never half-moved.** The new folder is filled under a temp name and renamed into place. An
+  existing folder is only replaced when it failed verification (or `force`); a reader never sees
+  a missing folder for a valid output.
+
+The logging helper `captured_output` lives here too: every cached step sends its library's noisy
+output to a log file beside the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "labkit-manifest-v1"
+HASH_LIMIT = 16 << 20   # files up to 16 MB get a SHA-256 (configs, tokenizers, tiny weights); bigger ones a size
+LOCK_TIMEOUT_S = 6 * 3600   # a full-size build can take a long time; a dead holder releases its lock at exit
+
+
+# ------------------------------------------------------------------ keys
+def model_fingerprint(model_dir: Path) -> str:
+    """Content hash of a checkpoint folder: full hash of small files, size + head/tail of big ones. Lab 01."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+        h.update(f.relative_to(model_dir).as_posix().encode())
+        size = f.stat().st_size
+        h.update(str(size).encode())
+        with f.open("rb") as fh:
+            if size <= 64 << 20:
+                h.update(fh.read())
+            else:  # multi-GB weights: hashing every byte would take longer than a cache hit should
+                h.update(fh.read(1 << 20))
+                fh.seek(-(1 << 20), 2)
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def cache_key(*parts) -> str:
+    """A short key for a cached output: folders count by content (`model_fingerprint`), the rest as JSON. Lab 01.
+
+    Every cached step (builds, AWQ, Olive, vision exports) names its output folder with it, so a
+    changed input model or setting never reuses a stale result."""
+    resolved = [model_fingerprint(p) if isinstance(p, Path) and p.is_dir() else p for p in parts]
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------ manifests
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> Path:
+    """List every file of a finished output folder (size; SHA-256 of small files). Written last. All labs."""
+    folder = Path(folder)
+    files = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        size = f.stat().st_size
+        files[f.relative_to(folder).as_posix()] = {"size": size, **({"sha256": _sha256(f)} if size <= HASH_LIMIT
+                                                                    else {})}
+    path = folder / MANIFEST
+    tmp = path.with_name(f".{MANIFEST}.tmp")
+    tmp.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def verify(folder: Path) -> str | None:
+    """None if `folder` is a finished output whose files match its manifest, else what is wrong. All labs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "missing"
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        return f"no {MANIFEST} (an unfinished or older output)"
+    except (OSError, ValueError):
+        return f"unreadable {MANIFEST}"
+    if manifest.get("format") != MANIFEST_FORMAT:
+        return f"{MANIFEST} format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}"
+    for name, expected in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != expected["size"]:
+            return f"{name} has {size:,} bytes, the manifest says {expected['size']:,} (truncated or replaced)"
+        if "sha256" in expected and _sha256(path) != expected["sha256"]:
+            return f"{name} does not match its SHA-256 (modified after it was written)"
+    return None
+
+
+# ------------------------------------------------------------------ locking and atomic replacement
+def lock_for(final: Path):
+    """The inter-process lock guarding one output folder (a `.lock` file beside it). All labs."""
+    from filelock import FileLock
+
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # mode 0o666: attendees on one server run as different users and share the lock files.
+    return FileLock(final.parent / f".{final.name}.lock", timeout=LOCK_TIMEOUT_S, mode=0o666)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path):
+    """Yield a temp folder beside `final`; on success write its manifest and move it to `final`. All labs.
+
+    A step killed half-way leaves no folder that looks finished (the temp folder's name starts with
+    `.tmp-`) and the previous `final`, if any, untouched. Callers hold `lock_for(final)`.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        write_manifest(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():   # only a damaged or forced output is replaced; readers of valid ones never see a gap
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+
+
+@contextlib.contextmanager
+def cached_dir(final: Path, force: bool = False, label: str | None = None):
+    """Yield None when `final` is a verified output; else a temp folder to fill (see module doc). All labs."""
+    final = Path(final)
+    with lock_for(final):
+        problem = verify(final)
+        if problem is None and not force:
+            yield None
+            return
+        if final.exists() and problem is not None:
+            print(f"{label or final.name}: the cached copy at {final} is damaged ({problem}); rebuilding it.")
+        with atomic_dir(final) as tmp:
+            yield tmp
+
+
+def ensure_verified(folder: Path, what: str) -> Path:
+    """`folder` if it is a verified output, else an error naming the problem and the fix. All labs."""
+    problem = verify(folder)
+    if problem is not None:
+        raise FileNotFoundError(f"{what} at {folder} is not usable: {problem}. Run the step that makes it "
+                                "again; labkit rebuilds damaged outputs.")
+    return Path(folder)
+
+
+# ------------------------------------------------------------------ logs
+class _LogToFile(io.TextIOBase):
+    """A stream that writes a library's output to a file and ticks a progress bar on key lines."""
+
+    STAGES = re.compile(r"Reading (embedding|decoder|final|LM head)|start to quantize|Saving ONNX|Saving GenAI")
+
+    def __init__(self, log_file, bar):
+        self.log_file, self.bar = log_file, bar
+
+    def write(self, text: str) -> int:
+        self.log_file.write(text)
+        for line in text.splitlines():
+            match = self.STAGES.search(line)
+            if match and self.bar is not None:
+                self.bar.set_postfix_str(line.strip()[:60], refresh=False)
+                self.bar.update(1)
+        return len(text)
+
+
+@contextlib.contextmanager
+def captured_output(log_file, bar=None):
+    """Send prints, tqdm bars and logging records of a noisy library call to `log_file`. Labs 01, 03."""
+    stream = _LogToFile(log_file, bar)
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers, root.level = [handler], logging.INFO
+    try:
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            yield
+    finally:
+        root.handlers, root.level = saved_handlers, saved_level

@@ -1,0 +1,183 @@
+"""The model cache: verified hits, damaged outputs rebuilt, and processes sharing one cache."""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from labkit import build, cache, generate, models, paths
+
+
+def finished(folder, files):
+    """A folder written through cache.atomic_dir, with the given {name: bytes}."""
+    with cache.atomic_dir(folder) as tmp:
+        for name, content in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(content)
+    return folder
+
+
+# ------------------------------------------------------------------ manifests
+def test_manifest_is_written_last_and_verifies(tmp_path):
+    out = finished(tmp_path / "out", {"a.bin": b"x" * 100, "sub/b.json": b"{}"})
+    manifest = json.loads((out / cache.MANIFEST).read_text())
+    assert set(manifest["files"]) == {"a.bin", "sub/b.json"}
+    assert manifest["files"]["a.bin"]["size"] == 100 and "sha256" in manifest["files"]["a.bin"]
+    assert cache.verify(out) is None
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda out: (out / "a.bin").write_bytes(b"x" * 10), "a.bin has 10 bytes, the manifest says 100"),
+    (lambda out: (out / "sub" / "b.json").unlink(), "sub/b.json is missing"),
+    (lambda out: (out / "a.bin").write_bytes(b"y" * 100), "a.bin does not match its SHA-256"),
+    (lambda out: (out / cache.MANIFEST).unlink(), "no manifest.json"),
+    (lambda out: (out / cache.MANIFEST).write_text("{"), "unreadable manifest.json"),
+])
+def test_damaged_outputs_are_named(tmp_path, damage, problem):
+    out = finished(tmp_path / "out", {"a.bin": b"x" * 100, "sub/b.json": b"{}"})
+    damage(out)
+    assert problem in cache.verify(out)
+
+
+def test_big_files_are_checked_by_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "HASH_LIMIT", 10)
+    out = finished(tmp_path / "out", {"weights.bin": b"x" * 100})
+    assert "sha256" not in json.loads((out / cache.MANIFEST).read_text())["files"]["weights.bin"]
+    with (out / "weights.bin").open("r+b") as f:
+        f.truncate(50)
+    assert "weights.bin has 50 bytes" in cache.verify(out)
+
+
+def test_cached_dir_reuses_a_verified_output_and_rebuilds_a_damaged_one(tmp_path, capsys):
+    final, runs = tmp_path / "out", []
+
+    def make():
+        with cache.cached_dir(final, label="demo") as tmp:
+            if tmp is None:
+                return "hit"
+            runs.append(1)
+            (tmp / "data.bin").write_bytes(b"z" * 1000)
+        return "built"
+
+    assert [make(), make()] == ["built", "hit"]
+    (final / "data.bin").write_bytes(b"z" * 10)          # truncated, e.g. by a full disk
+    assert make() == "built" and len(runs) == 2
+    assert "demo: the cached copy" in capsys.readouterr().out
+    assert cache.verify(final) is None
+
+
+def test_a_failed_step_leaves_no_folder_and_the_previous_output(tmp_path):
+    final = finished(tmp_path / "out", {"a": b"old"})
+    with pytest.raises(RuntimeError), cache.cached_dir(final, force=True) as tmp:
+        (tmp / "a").write_bytes(b"half")
+        raise RuntimeError("killed")
+    assert (final / "a").read_bytes() == b"old" and cache.verify(final) is None
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == ["out"]
+
+
+# ------------------------------------------------------------------ a damaged real build
+def isolated_cache(tmp_path, monkeypatch, tiny_dir):
+    """An empty LABKIT_CACHE holding only a copy of the (already trained) tiny model."""
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    shutil.copytree(tiny_dir, tmp_path / tiny_dir.name)
+    assert models.create_tiny("tiny") == tmp_path / tiny_dir.name, "the copy is a verified cache hit"
+
+
+def test_a_truncated_cached_build_is_rebuilt_and_generates(tiny_dir, tmp_path, monkeypatch, capsys):
+    isolated_cache(tmp_path, monkeypatch, tiny_dir)
+    first = build.build("tiny", "int4", progress=False)
+    data_file = first.path / "model.onnx.data"
+    with data_file.open("r+b") as f:
+        f.truncate(data_file.stat().st_size // 2)          # a half-copied or full-disk build
+    again = build.build("tiny", "int4", progress=False)
+    assert not again.cached and again.path == first.path
+    out = capsys.readouterr().out
+    assert out.count("rebuilding it") == 1 and "model.onnx.data has" in out
+    assert generate.generate(again.path, "Tell me a fact.", max_new_tokens=4).new_tokens > 0
+
+
+def test_a_deleted_weights_file_is_rebuilt(tiny_dir, tmp_path, monkeypatch, capsys):
+    isolated_cache(tmp_path, monkeypatch, tiny_dir)
+    first = build.build("tiny", "fp32", progress=False)
+    (first.path / "model.onnx.data").unlink()
+    assert not build.build("tiny", "fp32", progress=False).cached
+    assert "model.onnx.data is missing" in capsys.readouterr().out
+
+
+def test_a_damaged_tiny_model_is_recreated(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    spec = dataclasses.replace(models.SPECS["tiny"], name="tiny-check", train_steps=0)
+    path = models.create_tiny(spec, progress=False)
+    (path / "config.json").write_text("{ half")
+    assert models.create_tiny(spec, progress=False) == path
+    assert "config.json has 6 bytes" in capsys.readouterr().out
+    assert json.loads((path / "config.json").read_text())["model_type"] == "phi3"
+
+
+# ------------------------------------------------------------------ bad inputs with their fix
+def test_corrupt_config_json_names_the_file_and_the_fix(tiny_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dir, broken)
+    (broken / "config.json").write_text('{"architectures": ["Phi3ForCausalLM"],')
+    with pytest.raises(ValueError, match=r"(?s)broken/config.json is not valid JSON \(line 1.*hf download"):
+        models.resolve_model(broken)
+    with pytest.raises(build.BuildError, match="config.json is not valid JSON"):
+        build.check_model_dir(broken)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        paths.read_json(broken / "config.json")
+
+
+# ------------------------------------------------------------------ processes sharing one cache
+WORKER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from labkit import cache
+    final, log = Path(sys.argv[1]), Path(sys.argv[2])
+    with cache.cached_dir(final) as tmp:
+        if tmp is None:
+            result = "hit"
+        else:
+            with log.open("a") as f:
+                f.write("built\\n")
+            (tmp / "part1").write_bytes(b"a" * 1000)
+            time.sleep(0.5)                      # a slow step: the others must wait, not start their own
+            (tmp / "part2").write_bytes(b"b" * 1000)
+            result = "built"
+    assert cache.verify(final) is None, cache.verify(final)
+    print(result)
+""")
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_concurrent_processes_build_one_output_once(tmp_path, attempt):
+    final, log = tmp_path / "shared" / "out", tmp_path / "builds.log"
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(final), str(log)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
+    assert sorted(out.strip() for out, _ in outs) == ["built", "hit", "hit", "hit"]
+    assert log.read_text() == "built\n"
+    assert sorted(p.name for p in final.iterdir()) == ["manifest.json", "part1", "part2"]
+
+
+def test_concurrent_builds_of_one_key_build_once(tiny_dir, tmp_path, monkeypatch):
+    isolated_cache(tmp_path, monkeypatch, tiny_dir)
+    script = "from labkit import build; b = build.build('tiny', 'int4', progress=False); print(b.cached, b.path)"
+    env = dict(os.environ, LABKIT_CACHE=str(tmp_path))
+
+    def run(_):
+        return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+
+    with ThreadPoolExecutor(3) as pool:
+        runs = list(pool.map(run, range(3)))
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr[-2000:] for r in runs]
+    results = [r.stdout.split() for r in runs]
+    assert sorted(cached for cached, _ in results) == ["False", "True", "True"], "built once, reused twice"
+    assert len({path for _, path in results}) == 1
+    assert generate.generate(results[0][1], "Hello", max_new_tokens=4).new_tokens > 0
