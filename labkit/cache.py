@@ -199,7 +199,7 @@ class _LogToFile(io.TextIOBase):
 
 @contextlib.contextmanager
 def captured_output(log_file, bar=None):
-    """Send prints, tqdm bars and logging records of a noisy library call to `log_file`. Labs 01, 03."""
+    """Send prints, tqdm bars and logging records of a noisy library call to `log_file`. Lab 01 (and 03)."""
     stream = _LogToFile(log_file, bar)
     handler = logging.StreamHandler(stream)
     root = logging.getLogger()

@@ -19,18 +19,6 @@ from . import paths, results
 # Headless runs (`make course`, tests) have no one to type into the chat panel.
 COURSE_PARAMETERS = {"04_inference": {"interactive": False}}
 
-# Small parameters for the test suite: the same code path as the full course, less work.
-TEST_PARAMETERS = {
-    "01_builder_quantization": {"runs": 1, "new_tokens": 16,
-                                "int4_variants": [{"algorithm": "rtn", "block_size": 32},
-                                                  {"algorithm": "k_quant", "block_size": 64}]},
-    "02_vision_export": {"max_new_tokens": 8, "verify_tokens": 6},
-    "03_olive_awq_lora": {"calibration_samples": 32, "finetune_steps": 30, "lora_r": 8, "compare_prompts": 2},
-    "04_inference": {**COURSE_PARAMETERS["04_inference"], "fallback_steps": 30, "brief_steps": 30,
-                     "bench_runs": 2, "max_new_tokens": 24},
-}
-
-
 def notebooks() -> list[Path]:
     """The numbered labs, in order. All labs."""
     return sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
@@ -88,12 +76,24 @@ def _environment(**values):
                 os.environ[k] = v
 
 
+def cell_timeout(profile: str = "cpu") -> int:
+    """Seconds one cell may run before papermill stops it: the profile's, or `$LABKIT_CELL_TIMEOUT`. All labs."""
+    from .profiles import get_profile
+
+    return int(os.environ.get("LABKIT_CELL_TIMEOUT") or get_profile(profile).cell_timeout_s)
+
+
 def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, profile: str = "cpu",
-                 timeout: int = 1800) -> Path:
-    """Execute one notebook into `run_dir`; return the executed copy. Raises NotebookFailed. All labs."""
+                 timeout: int | None = None) -> Path:
+    """Execute one notebook into `run_dir`; return the executed copy. Raises NotebookFailed. All labs.
+
+    `timeout` bounds each cell (default: `cell_timeout(profile)`), so a hung cell fails the run.
+    """
     import papermill
+    from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
+    timeout = timeout or cell_timeout(profile)
     notebook, run_dir = Path(notebook).resolve(), Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     output = run_dir / notebook.name
@@ -106,6 +106,11 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
                           MPLBACKEND="module://matplotlib_inline.backend_inline"):
             papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
                                        cwd=str(notebook.parent), progress_bar=False, execution_timeout=timeout)
+    except CellTimeoutError as err:
+        raise NotebookFailed(
+            f"{notebook.name}: a cell ran longer than {timeout} s, the {profile} profile's limit per cell, and was "
+            f"stopped.\n{str(err).split('Here is a preview', 1)[-1].strip()}\nIf it is only slow (a bigger model, "
+            f"a slower machine), raise the limit with LABKIT_CELL_TIMEOUT=SECONDS. Executed copy: {output}") from None
     except PapermillExecutionError as err:
         raise NotebookFailed(
             f"{notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}):\n"

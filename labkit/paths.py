@@ -40,12 +40,13 @@ def new_run_dir() -> Path:
     root = runs_root()
     root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = root / stamp
-    n = 1
-    while path.exists():  # two runs in the same second
-        path = root / f"{stamp}-{n}"
-        n += 1
-    path.mkdir()
+    path, n = root / stamp, 1
+    while True:   # two runs in the same second (attendees on one server): mkdir decides atomically
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            path, n = root / f"{stamp}-{n}", n + 1
     latest = root / "latest"
     tmp_link = root / f".latest-{os.getpid()}"
     tmp_link.unlink(missing_ok=True)

@@ -20,12 +20,13 @@ class Profile:
     vision_model: str
     precisions: tuple[str, ...]  # what lab 01 builds on this EP
     torch_device: str
+    cell_timeout_s: int          # papermill's limit per cell: a hung cell fails the run instead of hanging CI
 
 
 PROFILES = {
-    "cpu": Profile("cpu", "cpu", "tiny", "tiny-vision", ("fp32", "int8", "int4"), "cpu"),
+    "cpu": Profile("cpu", "cpu", "tiny", "tiny-vision", ("fp32", "int8", "int4"), "cpu", 600),
     "gpu": Profile("gpu", "cuda", "microsoft/Phi-3.5-mini-instruct", "microsoft/Phi-3.5-vision-instruct",
-                   ("fp16", "int4", "fp32"), "cuda"),
+                   ("fp16", "int4", "fp32"), "cuda", 7200),   # real-size builds and exports
 }
 
 

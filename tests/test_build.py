@@ -7,7 +7,7 @@ from collections import namedtuple
 import onnx
 import pytest
 
-from labkit import bench, build, models
+from labkit import bench, build, cache, models
 
 
 # ------------------------------------------------------------------ option validation (no building)
@@ -70,7 +70,7 @@ def test_not_enough_disk_fails_cleanly(tiny_dir, monkeypatch, tmp_path):
     monkeypatch.setattr(shutil, "disk_usage", lambda _: Usage(10, 10, 0))
     with pytest.raises(build.BuildError, match="Not enough disk"):
         build.build(tiny_dir, "fp32")
-    assert not [p for p in (tmp_path / "builds").iterdir() if p.name != "logs"]
+    assert not [p for p in (tmp_path / "builds").iterdir() if p.name != "logs" and not p.name.endswith(".lock")]
 
 
 # ------------------------------------------------------------------ cache and atomic output
@@ -92,10 +92,10 @@ def test_cache_hit_reuses_the_build_and_force_rebuilds(tiny_dir, tmp_path, monke
 def test_model_content_is_part_of_the_key(tiny_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_dir, copy)
-    before = build.model_fingerprint(copy)
-    assert before == build.model_fingerprint(tiny_dir)
+    before = cache.model_fingerprint(copy)
+    assert before == cache.model_fingerprint(tiny_dir)
     (copy / "config.json").write_text((copy / "config.json").read_text().replace('"hidden_act"', '"hidden_act" '))
-    assert build.model_fingerprint(copy) != before
+    assert cache.model_fingerprint(copy) != before
 
 
 def test_failed_build_leaves_previous_build_and_no_partial_folder(tiny_dir, tmp_path, monkeypatch):
@@ -112,7 +112,8 @@ def test_failed_build_leaves_previous_build_and_no_partial_folder(tiny_dir, tmp_
     assert (good.path / "model.onnx").read_bytes() == good_bytes
     with pytest.raises(build.BuildError):
         build.build(tiny_dir, "int4", algorithm="rtn", progress=False)
-    leftovers = [p.name for p in (tmp_path / "builds").iterdir() if p.name not in ("logs", good.path.name)]
+    leftovers = [p.name for p in (tmp_path / "builds").iterdir()
+                 if p.name not in ("logs", good.path.name) and not p.name.endswith(".lock")]
     assert leftovers == [], "no temp or half-finished folders"
 
 
@@ -171,3 +172,19 @@ def test_build_runs_in_a_plain_genai_script(tiny_builds, precision):
     assert done.returncode == 0, done.stderr
     count, text = done.stdout.split(" ", 1)
     assert int(count) > 0 and text.strip()
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int4"])
+def test_directml_builds_are_valid_graphs_that_select_directml(tiny_dir, precision):
+    """Running needs Windows + onnxruntime-genai-directml; here: the builder's graph and config."""
+    import onnxruntime
+
+    built = build.build(tiny_dir, precision, "dml", progress=False)
+    decoder = json.loads((built.path / "genai_config.json").read_text())["model"]["decoder"]
+    assert decoder["session_options"]["provider_options"] == [{"dml": {}}]
+    graph = onnx.load(str(built.path / "model.onnx"), load_external_data=False).graph
+    assert ("MatMulNBits" in {n.op_type for n in graph.node}) == (precision == "int4")
+    assert graph.input[0].name == "input_ids"
+    # ONNX Runtime on CPU loads the whole graph: every node, type and external weight is well formed.
+    session = onnxruntime.InferenceSession(str(built.path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()][:3] == ["input_ids", "attention_mask", "position_ids"]

@@ -181,3 +181,27 @@ def test_concurrent_builds_of_one_key_build_once(tiny_dir, tmp_path, monkeypatch
     assert sorted(cached for cached, _ in results) == ["False", "True", "True"], "built once, reused twice"
     assert len({path for _, path in results}) == 1
     assert generate.generate(results[0][1], "Hello", max_new_tokens=4).new_tokens > 0
+
+
+def test_two_courses_on_one_empty_cache_both_pass(tmp_path):
+    """Two attendees start labs 00 and 01 at the same moment on one empty shared cache."""
+    env = dict(os.environ, LABKIT_CACHE=str(tmp_path / "cache"), LABKIT_RUNS=str(tmp_path / "runs"))
+    env.pop("LABKIT_RUN_DIR", None)
+    command = [sys.executable, "-m", "labkit", "course", "--only", "00", "01"]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(out[-3000:] for out in outs)
+    runs = sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.is_symlink())
+    assert len(runs) == 2, "each course got its own run folder"
+    for run in runs:
+        results = json.loads((run / "results.json").read_text())
+        assert results["00_environment_check"]["environment_ok"] and results["01_builder_quantization"]["builds"]
+    cache_root = tmp_path / "cache"
+    finished = [p for p in cache_root.rglob("manifest.json")]
+    assert finished and all(cache.verify(p.parent) is None for p in finished)
+    tiny = [p for p in cache_root.iterdir() if p.name.startswith("tiny-") and p.is_dir()]
+    assert len(tiny) == 1, f"one tiny model, made once: {tiny}"
+    assert not [p for p in cache_root.rglob(".tmp-*")], "no temp folders left behind"
+    trained = [run.name for run in runs if "pre-training tiny" in (run / "00_environment_check.ipynb").read_text()]
+    assert len(trained) == 1, f"one course trained the tiny model, the other waited and reused it: {trained}"

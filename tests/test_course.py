@@ -48,3 +48,16 @@ def test_profiles(monkeypatch):
     assert get_profile("gpu").execution_provider == "cuda"
     with pytest.raises(ValueError, match="LABKIT_PROFILE"):
         get_profile("tpu")
+
+
+def test_a_hung_cell_fails_after_the_profiles_limit_with_the_knob_named(tmp_path, monkeypatch):
+    nb = write_notebook(tmp_path / "hang.ipynb", 'profile = "cpu"\nrun_dir = ""', "import time\ntime.sleep(120)")
+    monkeypatch.setenv("LABKIT_CELL_TIMEOUT", "3")
+    with pytest.raises(course.NotebookFailed, match=r"(?s)longer than 3 s.*time.sleep\(120\).*LABKIT_CELL_TIMEOUT"):
+        course.run_notebook(nb, tmp_path / "run")
+
+
+def test_cell_limits_fit_each_profile(monkeypatch):
+    monkeypatch.delenv("LABKIT_CELL_TIMEOUT", raising=False)
+    assert course.cell_timeout("cpu") <= 600, "a hung tiny-model cell fails within minutes"
+    assert course.cell_timeout("gpu") >= 3600, "real-size builds and exports on a GPU take long"

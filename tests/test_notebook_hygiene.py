@@ -8,6 +8,7 @@ import papermill
 import pytest
 
 from labkit import course
+from parameters import TEST_PARAMETERS
 
 NOTEBOOKS = course.notebooks()
 
@@ -41,5 +42,5 @@ def test_papermill_reads_every_parameter(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_test_parameters_name_real_parameters(path):
-    extra = set(course.TEST_PARAMETERS.get(path.stem, {})) - set(papermill.inspect_notebook(str(path)))
+    extra = set(TEST_PARAMETERS.get(path.stem, {})) - set(papermill.inspect_notebook(str(path)))
     assert not extra, f"TEST_PARAMETERS names unknown parameters {extra}"

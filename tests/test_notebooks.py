@@ -12,6 +12,7 @@ import papermill
 import pytest
 
 from conftest import has_cuda
+from parameters import TEST_PARAMETERS
 from labkit import course, paths
 
 PROFILE = os.environ.get("LABKIT_PROFILE", "cpu")
@@ -48,7 +49,7 @@ def test_notebook_runs(notebook, monkeypatch):
             merged.update(json.loads(earlier.read_text()))
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "results.json").write_text(json.dumps(merged))
-    params = dict(course.TEST_PARAMETERS.get(notebook.stem, {}))
+    params = dict(TEST_PARAMETERS.get(notebook.stem, {}))
     if "model" in papermill.inspect_notebook(str(notebook)):   # on the gpu profile too: tiny models on CUDA
         params["model"] = "tiny-vision" if notebook.stem == "02_vision_export" else "tiny"
     course.run_notebook(notebook, run_dir, params, profile=PROFILE)

@@ -62,12 +62,12 @@ def test_exported_adapter_improves_eval_perplexity(tiny_dir, onnx_dir):
 
 
 ADAPTER_SCRIPT = """
-import sys, onnxruntime_genai as og
+import sys, numpy as np, onnxruntime_genai as og
 model = og.Model(sys.argv[1])
 adapters = og.Adapters(model)
 adapters.load(sys.argv[2], "travel")
 tokenizer = og.Tokenizer(model)
-outputs = []
+logits = []
 for active in (True, False):
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=40)
@@ -75,11 +75,11 @@ for active in (True, False):
     if active:
         generator.set_active_adapter(adapters, "travel")
     generator.append_tokens(tokenizer.encode("<|user|>\\nWhat should I eat in Rome?<|end|>\\n<|assistant|>\\n"))
+    logits.append(np.array(generator.get_output("logits"))[0, -1])
     while not generator.is_done():
         generator.generate_next_token()
-    outputs.append(list(generator.get_sequence(0)))
     del generator
-print(outputs[0] != outputs[1])
+print(float(np.abs(logits[0] - logits[1]).max()))
 del adapters, tokenizer, model
 """
 
@@ -88,4 +88,4 @@ def test_adapter_works_in_a_plain_genai_script(onnx_dir):
     done = subprocess.run([sys.executable, "-c", ADAPTER_SCRIPT, str(onnx_dir), str(olive.adapter_file(onnx_dir))],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "True", "the adapter changes the answer"
+    assert float(done.stdout) > 0.1, "the active adapter changes the next-token logits"
