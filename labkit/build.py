@@ -12,7 +12,7 @@ workshop needs around it:
 - finished builds are reused: the cache key is the input model's content plus the options;
 - the builder's thousands of log lines go to a log file, summarized by a progress bar.
 
-INT8 on CPU: the pinned builder (onnxruntime-genai 0.12.2, see requirements/lock.txt) has no
+INT8 on CPU: the pinned builder (onnxruntime-genai 0.12.2, see requirements/requirements.in) has no
 `-p int8`. We build FP32 and quantize its MatMuls to 8-bit MatMulNBits with ONNX Runtime's own
 `MatMulNBitsQuantizer` — the same quantizer the builder uses for INT4, with bits=8.
 """

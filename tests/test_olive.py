@@ -89,3 +89,12 @@ def test_adapter_works_in_a_plain_genai_script(onnx_dir):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) > 0.1, "the active adapter changes the next-token logits"
+
+
+def test_an_adapter_on_a_model_it_does_not_belong_to_names_its_model(onnx_dir, tiny_builds):
+    from labkit import generate
+
+    adapter = olive.adapter_file(onnx_dir)
+    with pytest.raises(generate.GenerationError, match=r"(?s)does not belong to the model in .*lora.*"
+                                                         rf"exported with the model in {onnx_dir}"):
+        generate.generate(tiny_builds["int4"].path, "Hi", adapter=adapter, max_new_tokens=2)
