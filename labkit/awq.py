@@ -8,7 +8,8 @@ Why a float export: neither the pinned model builder nor Olive reads llmcompress
 compressed-tensors INT4 checkpoint. So we write AWQ's result as an ordinary float checkpoint:
 every quantized Linear holds its *dequantized* INT4 weights (AWQ's scales folded in). The builder's
 RTN INT4 with the same group size and asymmetric levels then lands on exactly AWQ's grid, and the
-fine-tuning step trains on the quantized-then-dequantized model, as the Olive lab that fine-tunes Phi-3.5 on travel Q&A does (AWQ, then LoRA).
+fine-tuning step trains on the quantized-then-dequantized model, as the Olive lab that fine-tunes
+Phi-3.5 on travel Q&A does (AWQ, then LoRA).
 
 What AWQ does: a few weight channels matter far more than the rest — those that meet large
 activations. Rounding them costs the most. AWQ measures activation magnitudes on calibration text,
@@ -86,7 +87,6 @@ def _awq_into(tmp: Path, model_dir: Path, group_size: int, samples: int, seq_len
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform.awq import AWQModifier
-
     from loguru import logger
 
     started = time.perf_counter()

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, paths
-from .generate import open_model
+from . import data, generate, paths
 
 AGREEMENT_PROMPTS = [
     "The old baker",
@@ -40,7 +39,7 @@ def _og():
 
 def load(model_dir: Path) -> tuple:
     """A fresh `(og.Model, og.Tokenizer)`; measuring functions take it as `loaded=` to share one load. Lab 01."""
-    model = open_model(model_dir)
+    model = generate.open_model(model_dir)
     return model, _og().Tokenizer(model)
 
 
@@ -223,8 +222,12 @@ def memory_bandwidth(megabytes: int = 512, runs: int = 5) -> dict:
     b = np.empty_like(a)
     read, copy = [], []
     for _ in range(runs):
-        t = time.perf_counter(); a.sum(); read.append(a.nbytes / (time.perf_counter() - t))
-        t = time.perf_counter(); np.copyto(b, a); copy.append(2 * a.nbytes / (time.perf_counter() - t))
+        t = time.perf_counter()
+        a.sum()
+        read.append(a.nbytes / (time.perf_counter() - t))
+        t = time.perf_counter()
+        np.copyto(b, a)
+        copy.append(2 * a.nbytes / (time.perf_counter() - t))
     return {"read_gb_s": max(read) / 1e9, "copy_gb_s": max(copy) / 1e9}
 
 
@@ -255,7 +258,8 @@ def torch_decode_speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: in
     speeds = []
     with torch.no_grad():
         for i in range(runs + 1):
-            t = time.perf_counter(); model.generate(ids, max_new_tokens=1, min_new_tokens=1, do_sample=False)
+            t = time.perf_counter()
+            model.generate(ids, max_new_tokens=1, min_new_tokens=1, do_sample=False)
             prefill = time.perf_counter() - t
             t = time.perf_counter()
             model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
@@ -282,14 +286,14 @@ def run_benchmark(model: str = "bench", precisions=("int4", "int8", "fp32"), run
         row["fraction_of_bound"] = row["decode_tok_s"] / row["bandwidth_bound_tok_s"]
         rows[precision] = row
     torch_tps = torch_decode_speed(model_dir, runs=runs)
-    from . import generate, results
-    overhead = generate.overhead(build_mod.build(model, precisions[0]).path, runs=runs) if precisions else {}
+    from . import results
+    overhead = overhead_vs_bare_loop(build_mod.build(model, precisions[0]).path, runs=runs) if precisions else {}
     course = results.load(paths.runs_root() / "latest" / "results.json").get("course", {})
     result = {"model": model, "parameters": models.model_card(model_dir).get("parameters"),
               "memory_bandwidth_gb_s": bandwidth, "torch_fp32_eager_decode_tok_s": torch_tps, "builds": rows,
               "labkit_generate_overhead": {"build": precisions[0], **overhead} if overhead else {},
               "course_notebook_seconds": course.get("notebook_seconds", {})}
-    for precision, row in rows.items():
+    for row in rows.values():
         row["speedup_vs_torch"] = row["decode_tok_s"] / torch_tps
     if "int4" in rows and "fp32" in rows:
         result["int4_vs_fp32_size"] = rows["int4"]["size_mb"] / rows["fp32"]["size_mb"]
@@ -324,3 +328,24 @@ def format_benchmark(result: dict) -> str:
         lines.append("make course (runs/latest), seconds per notebook: " +
                      ", ".join(f"{k} {v}" for k, v in result["course_notebook_seconds"].items()))
     return "\n".join(lines)
+
+
+def overhead_vs_bare_loop(model_dir: str | Path, prompt: str = "The old baker", new_tokens: int = 64,
+                          runs: int = 5) -> dict:
+    """Decode tok/s through `generate()` vs a bare og loop on the same model (medians). Lab 04."""
+    import statistics
+
+    model, tokenizer = generate.load(str(model_dir))
+    ids = tokenizer.encode(prompt)
+    bare, ours, ttft = [], [], []
+    for i in range(runs + 1):
+        _, _, decode = greedy_tokens(model, ids, new_tokens, exact=True)
+        out = generate.generate(model_dir, prompt, chat=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                       on_token=lambda piece: None)
+        if i:  # run 0 warms up
+            bare.append((new_tokens - 1) / decode)
+            ours.append(out.decode_tokens_per_second)
+            ttft.append(out.time_to_first_token)
+    bare_tps, ours_tps = statistics.median(bare), statistics.median(ours)
+    return {"bare_decode_tok_s": bare_tps, "labkit_decode_tok_s": ours_tps,
+            "overhead_%": (bare_tps / ours_tps - 1) * 100, "time_to_first_token_ms": statistics.median(ttft) * 1000}

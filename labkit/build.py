@@ -19,12 +19,8 @@ INT8 on CPU: the pinned builder (onnxruntime-genai 0.12.2, see requirements/requ
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import io
 import json
-import logging
-import re
 import shutil
 import sys
 import time

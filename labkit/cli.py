@@ -5,6 +5,7 @@
     labkit tiny                                          create (or show) the tiny Phi-3
     labkit bench                                         the speed benchmark on a ~160M-param model
     labkit gpu-probe                                     is there a usable GPU? (exit 3 if not)
+    labkit keep-tokenizer MODEL BUILD...                 the builder CLI's missing step (lab 01)
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("tiny", help="create the tiny Phi-3 (cached) and print where it is")
     bench = sub.add_parser("bench", help="benchmark ORT builds vs PyTorch on a ~160M-param model")
     bench.add_argument("--runs", type=int, default=3)
+    keep = sub.add_parser("keep-tokenizer", help="restore MODEL's tokenizer class and chat template in builder "
+                                                  "output folders, so og.Tokenizer reads them")
+    keep.add_argument("model", help="the checkpoint the builds came from: a folder, `tiny` or a hub id")
+    keep.add_argument("builds", nargs="+", help="folders written by onnxruntime_genai.models.builder")
     sub.add_parser("gpu-probe", help="nvidia-smi plus a real ONNX Runtime session on CUDA (exit 3 if none)")
     args = parser.parse_args(argv)
 
@@ -49,6 +54,20 @@ def main(argv: list[str] | None = None) -> int:
         card = model_card(path)
         print(f"{path}\n{card['parameters']:,} parameters, held-out perplexity {card['heldout_perplexity']:.2f} "
               f"(uniform: {card['uniform_perplexity']:.0f})")
+    elif args.command == "keep-tokenizer":
+        from pathlib import Path
+
+        from .build import keep_source_tokenizer
+        from .models import resolve_model
+        missing = [b for b in args.builds if not (Path(b) / "tokenizer_config.json").exists()]
+        if missing:
+            print(f"error: {', '.join(missing)}: no tokenizer_config.json; pass folders the model builder wrote "
+                  "(its -o value).", file=sys.stderr)
+            return 2
+        source = resolve_model(args.model)
+        for folder in args.builds:
+            keep_source_tokenizer(source, Path(folder))
+            print(f"{folder}: tokenizer class and chat template of {source.name} restored")
     elif args.command == "gpu-probe":
         from .gpu import NO_GPU_EXIT, probe
         found = probe()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import re
 import shutil
 import socket
 import sys
@@ -74,14 +73,15 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
     venv = Path(sys.prefix) != Path(sys.base_prefix)
     rows.append(_row("python", sys.version_info[:2] == (3, 11), sys.version.split()[0],
                      "The course is pinned for Python 3.11: `make install` creates .venv with python3.11."))
-    rows.append(_row("kernel is the course venv", venv and Path(sys.prefix).name in (".venv", ".venv-gpu"), sys.executable,
+    course_venv = venv and Path(sys.prefix).name in (".venv", ".venv-gpu")
+    rows.append(_row("kernel is the course venv", course_venv, sys.executable,
                      "Select the 'Python (labkit)' kernel in JupyterLab (registered by `make install`).", warn=True))
 
     for package, pinned in lock_pins().items():
         installed = installed_version(package)
         rows.append(_row(f"{package}=={pinned}", installed == pinned, installed or "missing",
-                         "Run `make install` (python tools/install.py: the hashed lock in requirements/locks/) to get the "
-                         "pinned version."))
+                         "Run `make install` (python tools/install.py: the hashed lock in "
+                         "requirements/locks/) to get the pinned version."))
 
     import onnxruntime
     rows.append(_row("execution providers", True, ", ".join(onnxruntime.get_available_providers())))

@@ -17,10 +17,10 @@ import atexit
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 
 @dataclass
@@ -190,24 +190,17 @@ def chat_prompt(tokenizer, user: str, system: str | None = None, history: list[d
 
 def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_tokens: int = 64,
              on_token: Callable[[str], None] | None = None, min_new_tokens: int = 0,
-             adapter: str | Path | None = None, images: list[str | Path] | None = None, **search) -> Generation:
+             adapter: str | Path | None = None, **search) -> Generation:
     """Generate a reply to `prompt`, streaming each piece of text to `on_token`. Lab 04 (lab 01's quick chat).
 
     `search` takes the search options of `GeneratorParams.set_search_options` (do_sample, temperature,
     top_k, top_p, num_beams, repetition_penalty…). With `chat=True` the chat template wraps the prompt.
     `adapter`: an `.onnx_adapter` file (lab 03) to activate for this generation.
-    `images`: image files for a multimodal model (lab 02); the prompt then goes through its processor.
+    Image prompts for a multimodal model (lab 02) go through `labkit.vision.ask`.
     """
     import onnxruntime_genai as og
 
     search = check_search_options(**search)
-    if images is not None:
-        from .vision import ask
-        if search or adapter or not chat:
-            raise GenerationError("Image prompts take the default (greedy) search, no adapter and chat=True.")
-        answer = ask(model_dir, prompt, images, max_new_tokens, on_token)
-        return Generation(answer.text, answer.prompt_tokens, answer.new_tokens, answer.seconds,
-                          answer.time_to_first_token)
     if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
         raise GenerationError(f"Need 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens; got "
                               f"{max_new_tokens} and {min_new_tokens}.")
@@ -315,25 +308,3 @@ def compare_search_options(model_dir: str | Path, prompt: str, settings: dict[st
         out = generate(model_dir, prompt, max_new_tokens=max_new_tokens, adapter=adapter, **options)
         rows.append({"setting": name, "options": options, "tokens": out.new_tokens, "text": out.text})
     return pd.DataFrame(rows).set_index("setting")
-
-
-def overhead(model_dir: str | Path, prompt: str = "The old baker", new_tokens: int = 64, runs: int = 5) -> dict:
-    """Decode tok/s through `generate()` vs a bare og loop on the same model (medians). Lab 04."""
-    import statistics
-
-    from .bench import greedy_tokens
-
-    model, tokenizer = load(str(model_dir))
-    ids = tokenizer.encode(prompt)
-    bare, ours, ttft = [], [], []
-    for i in range(runs + 1):
-        _, _, decode = greedy_tokens(model, ids, new_tokens, exact=True)
-        out = generate(model_dir, prompt, chat=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                       on_token=lambda piece: None)
-        if i:  # run 0 warms up
-            bare.append((new_tokens - 1) / decode)
-            ours.append(out.decode_tokens_per_second)
-            ttft.append(out.time_to_first_token)
-    bare_tps, ours_tps = statistics.median(bare), statistics.median(ours)
-    return {"bare_decode_tok_s": bare_tps, "labkit_decode_tok_s": ours_tps,
-            "overhead_%": (bare_tps / ours_tps - 1) * 100, "time_to_first_token_ms": statistics.median(ttft) * 1000}

@@ -61,7 +61,7 @@ def nvidia_smi() -> dict | None:
 
 
 def parse_nvidia_smi(query_csv: str, header: str) -> dict:
-    """The fields of `nvidia-smi --query-gpu=name,memory.total,driver_version` plus the header's CUDA version. Lab 00."""
+    """`nvidia-smi --query-gpu=name,memory.total,driver_version` fields plus the header's CUDA version. Lab 00."""
     name, memory, driver = [part.strip() for part in query_csv.strip().splitlines()[0].split(",")]
     cuda = re.search(r"CUDA Version:\s*([0-9.]+)", header)
     return {"name": name, "memory_mib": int(float(memory)), "driver": driver,
@@ -70,7 +70,6 @@ def parse_nvidia_smi(query_csv: str, header: str) -> dict:
 
 def _tiny_model() -> bytes:
     """A one-node ONNX model, y = x + x."""
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "probe",

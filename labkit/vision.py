@@ -10,7 +10,7 @@ The pipeline genai runs for every image prompt:
 
 The vision encoder is written here on top of transformers' `CLIPVisionModel`, with the parameter
 names of `microsoft/Phi-3.5-vision-instruct` (`model.vision_embed_tokens.*`), so the real weights
-load without `trust_remote_code` and without the personal hub repo the seed lab used:
+load without `trust_remote_code` or modeling code from a hub repository:
 CLIP ViT-L/14-336, second-to-last layer, class token dropped; 2x2 neighbouring patches merged
 (24x24 -> 12x12 = 144 tokens of 4 x 1024 per crop); the sub-crops laid out as one big grid with a
 learned `sub_GN` token closing each row, then `glb_GN`, then the global crop (also with row ends);

@@ -100,14 +100,15 @@ def test_missing_adapter_file(tiny_builds, tmp_path):
 
 
 def test_overhead_is_measured(tiny_builds):
-    cost = generate.overhead(tiny_builds["int4"].path, new_tokens=16, runs=1)
+    from labkit import bench
+    cost = bench.overhead_vs_bare_loop(tiny_builds["int4"].path, new_tokens=16, runs=1)
     assert cost["bare_decode_tok_s"] > 0 and cost["labkit_decode_tok_s"] > 0 and cost["time_to_first_token_ms"] > 0
 
 
-def test_the_same_helper_answers_image_prompts(tiny_builds):
+def test_image_prompts_go_through_vision_ask(tiny_builds):
     from labkit import vision
     folder = vision.export("tiny-vision", "int4", progress=False)
-    out = generate.generate(folder, "What is it?", images=data.images()[:1], max_new_tokens=6)
+    out = vision.ask(folder, "What is it?", data.images()[:1], max_new_tokens=6)
     assert out.prompt_tokens > 1921 and out.new_tokens > 0
-    with pytest.raises(generate.GenerationError, match="Image prompts"):
-        generate.generate(folder, "What is it?", images=data.images()[:1], temperature=0.5)
+    with pytest.raises(TypeError):
+        generate.generate(folder, "What is it?", images=data.images()[:1])

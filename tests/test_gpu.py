@@ -23,7 +23,8 @@ def fake_nvidia_smi(folder: Path) -> Path:
     """An `nvidia-smi` on PATH that answers like a real one."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "nvidia-smi"
-    script.write_text("#!/bin/sh\ncase \"$1\" in --query-gpu*) printf '%s' \"$QUERY\";; *) printf '%s' \"$HEADER\";; esac\n")
+    script.write_text("#!/bin/sh\n"
+                      "case \"$1\" in --query-gpu*) printf '%s' \"$QUERY\";; *) printf '%s' \"$HEADER\";; esac\n")
     script.chmod(0o755)
     return folder
 

@@ -6,9 +6,9 @@ import re
 import nbformat
 import papermill
 import pytest
+from parameters import TEST_PARAMETERS
 
 from labkit import course
-from parameters import TEST_PARAMETERS
 
 NOTEBOOKS = course.notebooks()
 

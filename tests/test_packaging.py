@@ -54,8 +54,9 @@ def test_every_lock_is_exact_and_hashed_and_has_the_input_pins(name):
 
 def test_the_flavours_never_mix_cpu_and_gpu_onnxruntime():
     cpu, gpu = lock_versions("cpu-linux"), lock_versions("gpu-linux")
-    assert {"onnxruntime", "onnxruntime-genai"} <= set(cpu) and not {"onnxruntime-gpu", "onnxruntime-genai-cuda"} & set(cpu)
-    assert {"onnxruntime-gpu", "onnxruntime-genai-cuda"} <= set(gpu) and not {"onnxruntime", "onnxruntime-genai"} & set(gpu)
+    cpu_names, gpu_names = {"onnxruntime", "onnxruntime-genai"}, {"onnxruntime-gpu", "onnxruntime-genai-cuda"}
+    assert cpu_names <= set(cpu) and not gpu_names & set(cpu)
+    assert gpu_names <= set(gpu) and not cpu_names & set(gpu)
     # onnxruntime-genai-cuda 0.12.2 links CUDA 12; the CUDA 12 runtime it needs is in the GPU lock.
     assert {"nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12"} <= set(gpu)
     assert gpu["onnxruntime-gpu"] == "1.26.0", "the newest CUDA 12 build (see requirements.in)"
