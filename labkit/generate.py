@@ -65,6 +65,9 @@ def check_search_options(**options) -> dict:
     """Validate search options before any work; return them typed for og. Lab 04."""
     checked = {}
     for name, value in options.items():
+        if name == "images":
+            raise GenerationError("Image prompts go through labkit.vision.ask(folder, question, images), which "
+                                  "runs the model's multimodal processor.")
         if name not in SEARCH_OPTIONS:
             raise GenerationError(f"Unknown search option {name!r}. Known: {', '.join(SEARCH_OPTIONS)} "
                                   "(max_length comes from max_new_tokens).")

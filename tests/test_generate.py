@@ -110,5 +110,5 @@ def test_image_prompts_go_through_vision_ask(tiny_builds):
     folder = vision.export("tiny-vision", "int4", progress=False)
     out = vision.ask(folder, "What is it?", data.images()[:1], max_new_tokens=6)
     assert out.prompt_tokens > 1921 and out.new_tokens > 0
-    with pytest.raises(TypeError):
+    with pytest.raises(generate.GenerationError, match="vision.ask"):
         generate.generate(folder, "What is it?", images=data.images()[:1])

@@ -44,3 +44,11 @@ def test_papermill_reads_every_parameter(path):
 def test_test_parameters_name_real_parameters(path):
     extra = set(TEST_PARAMETERS.get(path.stem, {})) - set(papermill.inspect_notebook(str(path)))
     assert not extra, f"TEST_PARAMETERS names unknown parameters {extra}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_cell_has_an_id(path):
+    """nbformat 4.5 cells carry ids; a cell added without one is a warning today and an error tomorrow."""
+    import json
+    cells = json.loads(path.read_text())["cells"]
+    assert all("id" in cell for cell in cells), "run nbformat.validator.normalize on the notebook"

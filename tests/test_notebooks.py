@@ -24,7 +24,8 @@ EXPECTED = {
     "00_environment_check": [
         ("environment check passed", lambda r: r["environment_ok"]),
         ("tiny model learned (held-out perplexity < 50)", lambda r: r["model"].get("heldout_perplexity", 0) < 50),
-        ("GPU probe recorded (and ok on the gpu profile)", lambda r: "gpu" in r and (r["gpu"]["ok"] or PROFILE == "cpu")),
+        ("GPU probe recorded (and ok on the gpu profile)",
+         lambda r: "gpu" in r and (r["gpu"]["ok"] or PROFILE == "cpu")),
     ],
     "01_builder_quantization": [
         ("fp32, int4 and both int4 variants built",
