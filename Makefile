@@ -32,7 +32,9 @@ test-gpu:
 	LABKIT_PROFILE=gpu LABKIT_TEST_MODELS=$(MODELS) $(GPU_PY) -m pytest
 
 lab: install
-	$(VENV)/bin/jupyter lab notebooks/
+	@echo "Starting JupyterLab: open the http://127.0.0.1:8888/lab?token=... URL it prints below."
+	@echo "The notebooks run on the \"Python (labkit)\" kernel (they select it; pick it if asked)."
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: install
 	$(PY) -m labkit bench

@@ -55,51 +55,73 @@ def travel_chat_texts(model: str | Path, rows: list[dict] | None = None) -> list
     return chat_texts(AutoTokenizer.from_pretrained(model_dir), rows or data.travel("eval"))
 
 
-def quantize(model: str | Path = "tiny", group_size: int = 32, samples: int = 128, seq_len: int = 128,
-             force: bool = False) -> Path:
-    """AWQ-quantize a checkpoint (W4, asymmetric, `group_size`) on travel calibration text. Lab 03.
+def awq_recipe(group_size: int = 32) -> list:
+    """llmcompressor's AWQ recipe: search per-channel scales, then 4-bit asymmetric weights in groups. Lab 03.
+
+    Lab 03 builds the same list in plain sight and passes it to `quantize`.
+    """
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from llmcompressor.modifiers.transform.awq import AWQModifier
+
+    weights = QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group", group_size=group_size)
+    return [AWQModifier(duo_scaling=True),
+            QuantizationModifier(config_groups={"w4": QuantizationScheme(targets=["Linear"], weights=weights)},
+                                 ignore=["lm_head"])]
+
+
+def recipe_group_size(recipe: list) -> int:
+    """The weight group size a recipe quantizes to (the ONNX build must use the same). Lab 03."""
+    sizes = {scheme.weights.group_size for modifier in recipe
+             for scheme in (getattr(modifier, "config_groups", None) or {}).values() if scheme.weights}
+    if len(sizes) != 1:
+        raise ValueError(f"The recipe must quantize weights with one group size; found {sorted(sizes) or 'none'}. "
+                         "Use a QuantizationModifier with one weight scheme (see labkit.awq.awq_recipe).")
+    return sizes.pop()
+
+
+def quantize(model: str | Path = "tiny", recipe: list | None = None, *, group_size: int = 32, samples: int = 128,
+             seq_len: int = 128, force: bool = False) -> Path:
+    """Run an llmcompressor AWQ `recipe` (default `awq_recipe(group_size)`) with `oneshot` on travel text. Lab 03.
 
     Returns a float checkpoint folder holding the dequantized INT4 weights (see module docstring),
-    cached by input model + settings and written atomically. `awq_info.json` inside records time
-    and per-layer settings.
+    cached by input model + recipe + settings and written atomically. `awq_info.json` inside records
+    time and per-layer settings.
     """
+    _patch_llmcompressor_for_cpu()
+    recipe = recipe if recipe is not None else awq_recipe(group_size)
+    group_size = recipe_group_size(recipe)
     if group_size not in (16, 32, 64, 128, 256):
         raise ValueError(f"group_size={group_size} is invalid; use 16, 32, 64, 128 or 256 (the builder's "
                          "int4_block_size values), so the ONNX build lands on AWQ's grid.")
     model_dir = models.resolve_model(model)
-    key = cache.cache_key(model_dir, group_size, samples, seq_len, AWQ_FORMAT)
+    described = [[type(m).__name__, m.model_dump(mode="json")] for m in recipe]
+    key = cache.cache_key(model_dir, described, samples, seq_len, AWQ_FORMAT)
     final = paths.cache_dir() / "awq" / f"{model_dir.name}-awq-g{group_size}-{key}"
     with cache.cached_dir(final, force, "AWQ") as tmp:
         if tmp is not None:
-            _awq_into(tmp, model_dir, group_size, samples, seq_len, final.name)
+            _awq_into(tmp, model_dir, recipe, samples, seq_len, final.name)
     return final
 
 
-def _awq_into(tmp: Path, model_dir: Path, group_size: int, samples: int, seq_len: int, name: str) -> None:
-    """Run llmcompressor's AWQ recipe on `model_dir` and save the dequantized float checkpoint in `tmp`."""
+def _awq_into(tmp: Path, model_dir: Path, recipe: list, samples: int, seq_len: int, name: str) -> None:
+    """Run `oneshot` with the recipe on `model_dir` and save the dequantized float checkpoint in `tmp`."""
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _patch_llmcompressor_for_cpu()
-    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
     from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+    from datasets import Dataset
     from llmcompressor import oneshot
-    from llmcompressor.modifiers.quantization import QuantizationModifier
-    from llmcompressor.modifiers.transform.awq import AWQModifier
     from loguru import logger
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     texts = chat_texts(tokenizer, data.travel("train")[:samples])
-    weights = QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group", group_size=group_size)
-    recipe = [AWQModifier(duo_scaling=True),
-              QuantizationModifier(config_groups={"w4": QuantizationScheme(targets=["Linear"], weights=weights)},
-                                   ignore=["lm_head"])]
     log = paths.cache_dir() / "awq" / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"AWQ: calibrating on {len(texts)} travel pairs (llmcompressor's log: {log})")
+    names = ", ".join(type(m).__name__ for m in recipe)
+    print(f"oneshot(model, dataset=<{len(texts)} travel pairs>, recipe=[{names}], max_seq_length={seq_len}, "
+          f"pipeline='sequential')   # llmcompressor's log: {log}")
     logger.disable("llmcompressor")        # its loguru messages and thousands of progress lines go to the log
     try:
         with log.open("w") as log_file, cache.captured_output(log_file):
@@ -129,7 +151,7 @@ def _awq_into(tmp: Path, model_dir: Path, group_size: int, samples: int, seq_len
                         getattr(clean_modules[name], pname).copy_(param)
     clean.save_pretrained(tmp)
     models.copy_tokenizer(model_dir, tmp)
-    info = {"source": str(model_dir), "group_size": group_size, "symmetric": False, "bits": 4,
+    info = {"source": str(model_dir), "group_size": recipe_group_size(recipe), "symmetric": False, "bits": 4,
             "calibration_samples": len(texts), "quantized_linears": quantized_layers,
             "seconds": round(time.perf_counter() - started, 1), "format": AWQ_FORMAT}
     (tmp / "awq_info.json").write_text(json.dumps(info, indent=2))
@@ -184,12 +206,12 @@ def compare_with_rtn(model: str | Path = "tiny", group_size: int = 32, eval_rows
                 extra={"int4_is_symmetric": "false"}, progress=progress)
     builds = {"fp32": build.build(model_dir, "fp32", progress=progress),
               "rtn-int4": build.build(model_dir, "int4", **int4),
-              "awq-int4": build.build(quantize(model_dir, group_size), "int4", **int4)}
+              "awq-int4": build.build(quantize(model_dir, group_size=group_size), "int4", **int4)}
     # One pass over the eval texts per build gives both its perplexity and its KL vs FP32.
     log_probs = {name: bench.token_log_probs(b.path, texts) for name, b in builds.items()}
     result = {}
     for name, b in builds.items():
-        result[name] = {"perplexity": bench.perplexity_of(log_probs[name]), "size_mb": b.size_bytes / 1e6}
+        result[name] = {"perplexity": bench.perplexity_from_log_probs(log_probs[name]), "size_mb": b.size_bytes / 1e6}
         if name != "fp32":
             result[name]["kl"] = bench.kl_of(log_probs["fp32"], log_probs[name])
     return result

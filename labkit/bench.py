@@ -37,7 +37,7 @@ def _og():
     return og
 
 
-def load(model_dir: Path) -> tuple:
+def load_fresh(model_dir: Path) -> tuple:
     """A fresh `(og.Model, og.Tokenizer)`; measuring functions take it as `loaded=` to share one load. Lab 01."""
     model = generate.open_model(model_dir)
     return model, _og().Tokenizer(model)
@@ -46,7 +46,7 @@ def load(model_dir: Path) -> tuple:
 def load_seconds(model_dir: Path) -> tuple[float, tuple]:
     """Seconds to create `og.Model` + `og.Tokenizer` (a fresh load), and the loaded pair. Lab 01."""
     started = time.perf_counter()
-    loaded = load(model_dir)
+    loaded = load_fresh(model_dir)
     return time.perf_counter() - started, loaded
 
 
@@ -71,7 +71,7 @@ def greedy_tokens(model, prompt_ids, new_tokens: int, exact: bool = False) -> tu
 
 def speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 64, runs: int = 3, loaded=None) -> dict:
     """Median prefill and decode tokens/second (greedy, fixed prompt and length, one warm-up run). Lab 01."""
-    model, tokenizer = loaded or load(model_dir)
+    model, tokenizer = loaded or load_fresh(model_dir)
     ids = tokenizer.encode(data.corpus("heldout"))[:prompt_tokens]
     prefills, decodes = [], []
     for i in range(runs + 1):
@@ -113,7 +113,7 @@ def token_log_probs(model_dir: Path, texts: list[str], block: int = 128, max_blo
     """[(log-probs at each position, the actual next tokens)] for each text block. Lab 01.
 
     `adapter`: an `.onnx_adapter` file to activate (lab 03's models take LoRA weights as inputs)."""
-    model, tokenizer = loaded or load(model_dir)
+    model, tokenizer = loaded or load_fresh(model_dir)
     adapters = None
     if adapter is not None:
         adapters = _og().Adapters(model)
@@ -128,10 +128,10 @@ def perplexity(model_dir: Path, text: str | list[str] | None = None, block: int 
                adapter: Path | None = None, loaded=None) -> float:
     """Perplexity of an ONNX build on held-out text, from the logits of the prefill. Lab 01."""
     texts = [text] if isinstance(text, str) else (text or [data.corpus("heldout")])
-    return perplexity_of(token_log_probs(model_dir, texts, block, max_blocks, adapter, loaded))
+    return perplexity_from_log_probs(token_log_probs(model_dir, texts, block, max_blocks, adapter, loaded))
 
 
-def perplexity_of(pairs) -> float:
+def perplexity_from_log_probs(pairs) -> float:
     """Perplexity from `token_log_probs` output. Lab 01."""
     nll = -sum(lp[np.arange(len(targets)), targets].sum() for lp, targets in pairs)
     return math.exp(nll / sum(len(targets) for _, targets in pairs))
@@ -149,7 +149,7 @@ def kl_of(reference_pairs, pairs) -> float:
 
 def greedy_outputs(model_dir: Path, prompts=AGREEMENT_PROMPTS, new_tokens: int = 32, loaded=None) -> list[list[int]]:
     """Greedy tokens for each prompt, for the agreement column. Lab 01."""
-    model, tokenizer = loaded or load(model_dir)
+    model, tokenizer = loaded or load_fresh(model_dir)
     return [greedy_tokens(model, tokenizer.encode(p), new_tokens, exact=True)[0] for p in prompts]
 
 
@@ -288,7 +288,7 @@ def run_benchmark(model: str = "bench", precisions=("int4", "int8", "fp32"), run
     torch_tps = torch_decode_speed(model_dir, runs=runs)
     from . import results
     overhead = overhead_vs_bare_loop(build_mod.build(model, precisions[0]).path, runs=runs) if precisions else {}
-    course = results.load(paths.runs_root() / "latest" / "results.json").get("course", {})
+    course = results.read(paths.runs_root() / "latest" / "results.json").get("course", {})
     result = {"model": model, "parameters": models.model_card(model_dir).get("parameters"),
               "memory_bandwidth_gb_s": bandwidth, "torch_fp32_eager_decode_tok_s": torch_tps, "builds": rows,
               "labkit_generate_overhead": {"build": precisions[0], **overhead} if overhead else {},

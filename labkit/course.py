@@ -56,10 +56,22 @@ def start_lab(name: str, profile: str | None = None, run_dir: str | Path | None 
     os.environ["LABKIT_PROFILE"] = chosen.name
     if run_dir:
         os.environ["LABKIT_RUN_DIR"] = str(Path(run_dir).expanduser().resolve())
+    if os.environ.get("LABKIT_PLAIN_PROGRESS"):
+        _plain_progress_bars()
     lab = Lab(name, chosen, paths.run_dir())
     print(f"{name}: profile {chosen.name} (execution provider {chosen.execution_provider}, model {chosen.text_model})")
     print(f"run folder: {lab.run_dir}")
     return lab
+
+
+def _plain_progress_bars() -> None:
+    """Text progress bars instead of widgets in headless runs: an executed notebook opened later then shows
+    the finished bar, not a widget placeholder frozen at its first state ("0%")."""
+    import tqdm.auto
+    import tqdm.std
+
+    tqdm.auto.tqdm = tqdm.std.tqdm
+    tqdm.auto.trange = tqdm.std.trange
 
 
 @contextmanager
@@ -101,7 +113,7 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
     try:
         # The kernel inherits this environment. The inline backend keeps plots in the executed notebook
         # even where MPLBACKEND=Agg is set for headless machines.
-        with _environment(LABKIT_RUN_DIR=run_dir, LABKIT_PROFILE=profile,
+        with _environment(LABKIT_RUN_DIR=run_dir, LABKIT_PROFILE=profile, LABKIT_PLAIN_PROGRESS=1,
                           HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), OLIVE_DISABLE_TELEMETRY=1,
                           MPLBACKEND="module://matplotlib_inline.backend_inline"):
             papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",

@@ -204,38 +204,39 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
     import onnxruntime_genai as og
 
     search = check_search_options(**search)
-    if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
-        raise GenerationError(f"Need 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens; got "
-                              f"{max_new_tokens} and {min_new_tokens}.")
-    model, tokenizer = load(str(model_dir))
-    text = chat_prompt(tokenizer, prompt) if chat else prompt
-    input_ids = tokenizer.encode(text)
-    limit = context_length(model_dir)
-    if len(input_ids) + max_new_tokens > limit:
-        raise GenerationError(f"The prompt is {len(input_ids)} tokens; with max_new_tokens={max_new_tokens} that "
-                              f"exceeds the model's context length of {limit}. Shorten the prompt or lower "
-                              "max_new_tokens.")
+    model, tokenizer, input_ids = _prompt_ids(model_dir, prompt, chat, max_new_tokens, min_new_tokens)
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(input_ids) + max_new_tokens,
                               min_length=len(input_ids) + min_new_tokens, **search)
     generator = og.Generator(model, params)
     if adapter is not None:
         _activate(generator, str(model_dir), model, adapter)
-    stream = tokenizer.create_stream()
-    pieces, tokens = [], []
     started = time.perf_counter()
-    first = None
     generator.append_tokens(input_ids)
     if search.get("num_beams", 1) > 1:
-        # Beams are only final at the end: no streaming, the best beam is sequence 0.
-        while not generator.is_done():
-            generator.generate_next_token()
-        tokens = [int(t) for t in generator.get_sequence(0)[len(input_ids):]]
-        seconds = time.perf_counter() - started
-        reply = tokenizer.decode(tokens)
-        if on_token:
-            on_token(reply)
-        return Generation(reply, len(input_ids), len(tokens), seconds, seconds, tokens)
+        return _finish_beams(generator, tokenizer, len(input_ids), started, on_token)
+    return _stream(generator, tokenizer, len(input_ids), started, on_token)
+
+
+def _prompt_ids(model_dir, prompt: str, chat: bool, max_new_tokens: int, min_new_tokens: int):
+    """(model, tokenizer, prompt ids), after checking the lengths against each other and the context."""
+    if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
+        raise GenerationError(f"Need 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens; got "
+                              f"{max_new_tokens} and {min_new_tokens}.")
+    model, tokenizer = load(str(model_dir))
+    input_ids = tokenizer.encode(chat_prompt(tokenizer, prompt) if chat else prompt)
+    limit = context_length(model_dir)
+    if len(input_ids) + max_new_tokens > limit:
+        raise GenerationError(f"The prompt is {len(input_ids)} tokens; with max_new_tokens={max_new_tokens} that "
+                              f"exceeds the model's context length of {limit}. Shorten the prompt or lower "
+                              "max_new_tokens.")
+    return model, tokenizer, input_ids
+
+
+def _stream(generator, tokenizer, prompt_tokens: int, started: float, on_token) -> Generation:
+    """The generate loop: one token per step, decoded through the tokenizer stream as it arrives."""
+    stream = tokenizer.create_stream()
+    pieces, tokens, first = [], [], None
     while not generator.is_done():
         generator.generate_next_token()
         token = int(generator.get_next_tokens()[0])
@@ -247,7 +248,19 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
         if on_token and piece:
             on_token(piece)
     seconds = time.perf_counter() - started
-    return Generation("".join(pieces), len(input_ids), len(tokens), seconds, first or seconds, tokens)
+    return Generation("".join(pieces), prompt_tokens, len(tokens), seconds, first or seconds, tokens)
+
+
+def _finish_beams(generator, tokenizer, prompt_tokens: int, started: float, on_token) -> Generation:
+    """Beam search: beams are only final at the end, so no streaming; the best beam is sequence 0."""
+    while not generator.is_done():
+        generator.generate_next_token()
+    tokens = [int(t) for t in generator.get_sequence(0)[prompt_tokens:]]
+    seconds = time.perf_counter() - started
+    reply = tokenizer.decode(tokens)
+    if on_token:
+        on_token(reply)
+    return Generation(reply, prompt_tokens, len(tokens), seconds, seconds, tokens)
 
 
 def print_token(piece: str) -> None:

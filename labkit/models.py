@@ -211,7 +211,7 @@ def create_tiny(spec: TinySpec | str = "tiny", force: bool = False, progress: bo
         record = {"spec": asdict(spec), "parameters": sum(p.numel() for p in model.parameters()),
                   "train_losses": losses, "seconds": round(time.perf_counter() - started, 1)}
         if spec.train_steps:
-            record["heldout_perplexity"] = perplexity(model, tokenizer, data.corpus("heldout"))
+            record["heldout_perplexity"] = torch_perplexity(model, tokenizer, data.corpus("heldout"))
             record["uniform_perplexity"] = float(spec.vocab_size)
         (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2))
     return final
@@ -258,7 +258,7 @@ def describe(model_dir: Path) -> dict:
     return info
 
 
-def perplexity(model, tokenizer, text: str, block: int = 128) -> float:
+def torch_perplexity(model, tokenizer, text: str, block: int = 128) -> float:
     """Perplexity of a PyTorch causal LM on `text`, in non-overlapping blocks. Lab 00."""
     import torch
 

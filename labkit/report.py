@@ -11,15 +11,16 @@ from pathlib import Path
 
 from . import paths, results
 
-COLUMNS = ["lab", "method", "precision", "ep", "size_mb", "load_s", "prefill_tok_s", "decode_tok_s", "perplexity",
-           "agreement_fp32", "adapter"]
+# The measures of lab 01's builds that the variants table shows (keys of results.BuildMeasures).
+MEASURES = ["size_mb", "load_s", "prefill_tok_s", "decode_tok_s", "perplexity", "agreement_fp32"]
+COLUMNS = ["lab", "method", "precision", "ep", *MEASURES, "adapter"]
 
 
 def load_results(run_dir: str | Path | None = None) -> tuple[Path, dict]:
     """The results of `run_dir`, else of the current run, else of `runs/latest`. Lab 05."""
     candidates = [Path(run_dir)] if run_dir else [paths.run_dir(), paths.runs_root() / "latest"]
     for folder in candidates:
-        data = results.load(folder / "results.json")
+        data = results.read(folder / "results.json")
         if any(key[:2].isdigit() and key[:2] != "05" for key in data):
             return folder, data
     raise FileNotFoundError(f"No lab results in {', '.join(map(str, candidates))}. Run the labs first "
@@ -42,7 +43,7 @@ def variants_table(data: dict):
     lab01 = data.get("01_builder_quantization", {})
     for name, row in lab01.get("builds", {}).items():
         rows.append({"lab": "01", "variant": name, "method": _method(name), "precision": name.split("-")[0],
-                     "ep": lab01.get("execution_provider", "cpu"), **{k: row.get(k) for k in COLUMNS[4:10]},
+                     "ep": lab01.get("execution_provider", "cpu"), **{k: row.get(k) for k in MEASURES},
                      "adapter": "–"})
     lab02 = data.get("02_vision_export", {})
     for precision, row in lab02.get("qa", {}).items():
@@ -53,8 +54,8 @@ def variants_table(data: dict):
                      "prefill_tok_s": row.get("prefill tok/s"), "decode_tok_s": row.get("decode tok/s"),
                      "adapter": "–"})
     lab03 = data.get("03_olive_awq_lora", {})
-    for key, row in lab03.get("rtn_vs_awq", {}).items():
-        model, method = key.split(" / ")
+    for row in lab03.get("rtn_vs_awq", []):
+        model, method = row["model"], row["method"]
         rows.append({"lab": "03", "variant": f"{method} ({model})", "method": method.split("-")[0].upper(),
                      "precision": "int4", "ep": lab03.get("execution_provider", "cpu"), "size_mb": row.get("size_mb"),
                      "perplexity": row.get("perplexity"), "kl_x1e3": row.get("kl_x1e3"), "adapter": "–"})
@@ -95,12 +96,11 @@ def plots(data: dict):
         loss_ax.axhline(finetune["eval_loss_after"], ls="--", color="green", label="eval after")
         loss_ax.legend()
     loss_ax.set(xlabel="step", ylabel="loss (nats)", title="Lab 03: LoRA fine-tuning")
-    awq = data.get("03_olive_awq_lora", {}).get("rtn_vs_awq", {})
+    awq = data.get("03_olive_awq_lora", {}).get("rtn_vs_awq", [])
     if awq:
-        labels = list(awq)
-        awq_ax.bar(range(len(labels)), [awq[k]["kl_x1e3"] for k in labels],
-                   color=["#d62728" if "rtn" in k else "#2ca02c" for k in labels])
-        awq_ax.set_xticks(range(len(labels)), [k.replace(" / ", "\n") for k in labels], fontsize=7)
+        awq_ax.bar(range(len(awq)), [row["kl_x1e3"] for row in awq],
+                   color=["#d62728" if row["method"].startswith("rtn") else "#2ca02c" for row in awq])
+        awq_ax.set_xticks(range(len(awq)), [f"{row['model']}\n{row['method']}" for row in awq], fontsize=7)
     awq_ax.set(ylabel="KL vs fp32 (x1e-3)", title="Lab 03: AWQ vs RTN (lower is better)")
     for ax in axes.flat:
         ax.grid(alpha=0.3)
@@ -120,11 +120,9 @@ def headline(data: dict) -> dict:
     if lab03.get("finetune"):
         out["eval loss before -> after fine-tuning"] = (f"{lab03['finetune']['eval_loss_before']:.2f} -> "
                                                         f"{lab03['finetune']['eval_loss_after']:.2f}")
-    awq = lab03.get("rtn_vs_awq", {})
-    outlier = [k for k in awq if k.startswith("outliers")]
-    if len(outlier) == 2:
-        rtn, awq_key = sorted(outlier, key=lambda k: "awq" in k)
-        out["AWQ KL / RTN KL (outlier model)"] = awq[awq_key]["kl_x1e3"] / awq[rtn]["kl_x1e3"]
+    outlier = {row["method"]: row for row in lab03.get("rtn_vs_awq", []) if row["model"].startswith("outliers")}
+    if {"rtn-int4", "awq-int4"} <= set(outlier):
+        out["AWQ KL / RTN KL (outlier model)"] = outlier["awq-int4"]["kl_x1e3"] / outlier["rtn-int4"]["kl_x1e3"]
     overhead = data.get("04_inference", {}).get("overhead", {})
     if overhead:
         out["labkit generate overhead (%)"] = overhead["overhead_%"]

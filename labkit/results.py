@@ -1,5 +1,7 @@
-"""The run's `results.json`: every lab appends what it measured under its own key.
+"""The run's `results.json`: every lab appends what it measured under its own key, in one typed schema.
 
+`SCHEMA` says what each lab records (a `TypedDict` per lab); `record` refuses a key or a type the
+schema does not know, so the notebooks, the report and the tests agree on one shape.
 Taught in lab 01 (the first lab that measures something).
 """
 
@@ -8,8 +10,119 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TypedDict, get_origin, get_type_hints
 
 from . import paths
+
+# What bench.compare measures for one build (lab 01); the report's table columns.
+BuildMeasures = TypedDict("BuildMeasures", {
+    "size_mb": float, "load_s": float, "prefill_tok_s": float, "decode_tok_s": float, "perplexity": float,
+    "agreement_fp32": float, "perplexity_vs_fp32_%": float})
+BuildMeasures.__doc__ = "What bench.compare measures for one build. Lab 01."
+
+# One row of lab 03's RTN-vs-AWQ comparison (kl_vs_rtn is NaN on the RTN rows).
+RtnAwqRow = TypedDict("RtnAwqRow", {
+    "model": str, "method": str, "perplexity": float, "fp32 perplexity": float, "kl_x1e3": float, "size_mb": float,
+    "fp32 size_mb": float, "kl_vs_rtn": float})
+RtnAwqRow.__doc__ = "One row of the RTN-vs-AWQ comparison. Lab 03."
+
+
+class Environment(TypedDict):
+    """What the environment check records. Lab 00."""
+
+    environment_ok: bool
+    model: dict            # models.describe()
+    gpu: dict              # gpu.GpuProbe.as_dict()
+
+
+class Builds(TypedDict):
+    """What the builds and their measurements record. Lab 01."""
+
+    model: str
+    execution_provider: str
+    reference: str
+    builds: dict[str, BuildMeasures]
+    build_seconds: dict[str, float]
+    paths: dict[str, str]
+
+
+class VisionExport(TypedDict):
+    """What the vision export and its checks record. Lab 02."""
+
+    model: str
+    execution_provider: str
+    exports: dict[str, str]
+    verify: dict           # vision.verify()
+    qa: dict[str, dict]
+    two_images_tokens: int
+
+
+class OliveFlow(TypedDict):
+    """What AWQ, LoRA and the adapter export record. Lab 03."""
+
+    execution_provider: str
+    model: str
+    awq_dir: str
+    onnx_dir: str
+    adapter: str
+    rtn_vs_awq: list[RtnAwqRow]
+    finetune: dict
+    onnx_eval_perplexity: dict[str, float]
+
+
+class Inference(TypedDict):
+    """What the generate() lab records. Lab 04."""
+
+    model_dir: str
+    adapters: dict[str, str]
+    overhead: dict[str, float]
+    search_options: dict[str, str]
+    image_reply_tokens: int
+    first_reply: dict
+
+
+class Report(TypedDict):
+    """What the report records. Lab 05."""
+
+    variants: int
+    headline: dict
+
+
+class Course(TypedDict):
+    """What `labkit course` records about the run. All labs."""
+
+    profile: str
+    notebook_seconds: dict[str, float]
+
+
+SCHEMA: dict[str, type] = {
+    "00_environment_check": Environment, "01_builder_quantization": Builds, "02_vision_export": VisionExport,
+    "03_olive_awq_lora": OliveFlow, "04_inference": Inference, "05_results": Report, "course": Course,
+}
+
+
+class ResultsError(ValueError):
+    """A value that does not fit results.SCHEMA; the message names the lab, the key and the fix. All labs."""
+
+
+def check(lab: str, values: dict, complete: bool = False) -> None:
+    """Raise ResultsError unless `values` fit `SCHEMA[lab]` (all keys present when `complete`). All labs."""
+    if lab not in SCHEMA:
+        raise ResultsError(f"No results schema for {lab!r}; known: {', '.join(SCHEMA)}. Add one to labkit.results.")
+    hints = get_type_hints(SCHEMA[lab])
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ResultsError(f"{lab} records {unknown}, which labkit.results.SCHEMA does not have: add them to "
+                           f"{SCHEMA[lab].__name__} (so the report and the tests know them) or drop them.")
+    for key, value in values.items():
+        expected = get_origin(hints[key]) or hints[key]
+        if expected is float and isinstance(value, int | float) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ResultsError(f"{lab}.{key} must be {expected.__name__}, got {type(value).__name__}: {value!r:.80}")
+    missing = sorted(set(hints) - set(values)) if complete else []
+    if missing:
+        raise ResultsError(f"{lab} did not record {missing}.")
 
 
 def results_path() -> Path:
@@ -17,16 +130,17 @@ def results_path() -> Path:
     return paths.run_dir() / "results.json"
 
 
-def load(path: Path | None = None) -> dict:
+def read(path: Path | None = None) -> dict:
     """The results recorded so far (empty when none). All labs."""
     path = Path(path) if path else results_path()
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def record(lab: str, values: dict, path: Path | None = None) -> Path:
-    """Merge `values` into `results.json` under `lab` (written atomically) and return the file. All labs."""
+    """Check `values` against the schema, merge them into results.json under `lab` (atomically). All labs."""
+    check(lab, values)
     path = Path(path) if path else results_path()
-    data = load(path)
+    data = read(path)
     data.setdefault(lab, {}).update(values)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -37,7 +151,7 @@ def record(lab: str, values: dict, path: Path | None = None) -> Path:
 def find(lab: str, key: str):
     """What `lab` recorded under `key` in this run's results.json, else in `runs/latest`'s (or None). All labs."""
     for path in (results_path(), paths.runs_root() / "latest" / "results.json"):
-        value = load(path).get(lab, {}).get(key) if path.exists() else None
+        value = read(path).get(lab, {}).get(key) if path.exists() else None
         if value is not None:
             return value
     return None

@@ -25,11 +25,15 @@ class ChatPanel:
         self.prompt = w.Text(placeholder="Ask a travel question…", layout=w.Layout(width="70%"))
         self.send = w.Button(description="Send", button_style="primary", icon="paper-plane")
         self.reset = w.Button(description="New chat", icon="refresh")
-        self.temperature = w.FloatSlider(value=0.7, min=0.1, max=1.5, step=0.05, description="temperature")
-        self.top_p = w.FloatSlider(value=0.9, min=0.05, max=1.0, step=0.05, description="top_p")
-        self.max_tokens = w.IntSlider(value=64, min=8, max=256, step=8, description="max tokens")
-        self.adapter = w.Dropdown(options=list(self.adapters), description="adapter")
-        self.answer = w.Textarea(layout=w.Layout(width="100%", height="220px"), disabled=True)
+        label = {"description_width": "initial"}    # the whole label, never cut ("temperat…")
+        self.temperature = w.FloatSlider(value=0.7, min=0.1, max=1.5, step=0.05, description="temperature",
+                                         style=label)
+        self.top_p = w.FloatSlider(value=0.9, min=0.05, max=1.0, step=0.05, description="top_p", style=label)
+        self.max_tokens = w.IntSlider(value=64, min=8, max=256, step=8, description="max tokens", style=label)
+        self.adapter = w.Dropdown(options=list(self.adapters), description="adapter", style=label)
+        # Enabled, so the text is black on white (a disabled textarea is greyed out and hard to read).
+        self.answer = w.Textarea(placeholder="The conversation appears here, token by token.",
+                                 layout=w.Layout(width="100%", height="220px"))
         self.status = w.HTML()
         self.send.on_click(self._on_send)
         self.reset.on_click(self._on_reset)

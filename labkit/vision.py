@@ -533,10 +533,7 @@ def verify(folder: str | Path, model: str | Path = "tiny-vision", image: str | P
            new_tokens: int = 12) -> dict:
     """Check the export against PyTorch on one image: vision and embedding outputs, greedy tokens. Lab 02."""
     import numpy as np
-    import onnxruntime as ort
     import onnxruntime_genai as og
-    import torch
-    from transformers import Phi3Config, Phi3ForCausalLM
 
     from . import data
     from .generate import chat_prompt
@@ -545,12 +542,27 @@ def verify(folder: str | Path, model: str | Path = "tiny-vision", image: str | P
     config, text_state, encoder = read_checkpoint(resolve(model))
     image = Path(image) if image else data.images()[0]
     model_, processor, tokenizer = _load(folder)
-    prompt = chat_prompt(tokenizer, "<|image_1|>\nDescribe it.")
-    inputs = processor(prompt, images=og.Images.open(str(image)))
+    inputs = processor(chat_prompt(tokenizer, "<|image_1|>\nDescribe it."), images=og.Images.open(str(image)))
+    input_ids = inputs["input_ids"].as_numpy().astype(np.int64)
+    features, embeds = _compare_vision_and_embedding(folder, inputs, encoder, text_state)
+    genai_tokens = _genai_greedy(model_, inputs, input_ids.shape[-1], new_tokens)
+    torch_tokens = _torch_greedy(config, text_state, embeds["torch"], new_tokens)
+    return {"image": image.name, "image_tokens": int((input_ids < 0).sum()),
+            "vision_max_abs_diff": float(np.abs(features["onnx"] - features["torch"]).max()),
+            "embedding_max_abs_diff": float(np.abs(embeds["onnx"] - embeds["torch"].numpy()).max()),
+            "greedy_tokens_match": genai_tokens == torch_tokens[:len(genai_tokens)] and len(genai_tokens) > 0,
+            "genai_tokens": genai_tokens, "torch_tokens": torch_tokens}
+
+
+def _compare_vision_and_embedding(folder: Path, inputs, encoder, text_state: dict) -> tuple[dict, dict]:
+    """Image features and input embeddings from the ONNX models and from PyTorch, on the same inputs."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
     pixel_values = inputs["pixel_values"].as_numpy()
     image_sizes = inputs["image_sizes"].as_numpy().astype(np.int64)
     input_ids = inputs["input_ids"].as_numpy().astype(np.int64)
-
     session = ort.InferenceSession(str(folder / VISION_FILE), providers=session_providers(folder))
     onnx_features = session.run(None, {"pixel_values": pixel_values, "image_sizes": image_sizes})[0]
     with torch.no_grad():
@@ -560,30 +572,39 @@ def verify(folder: str | Path, model: str | Path = "tiny-vision", image: str | P
     onnx_embeds = session.run(None, {"input_ids": input_ids, "image_features": onnx_features})[0]
     with torch.no_grad():
         torch_embeds = embedding_model(embed)(torch.from_numpy(input_ids), torch_features)
+    return {"onnx": onnx_features, "torch": torch_features.numpy()}, {"onnx": onnx_embeds, "torch": torch_embeds}
 
-    # Greedy decoding in PyTorch from the PyTorch embeddings vs onnxruntime-genai end to end.
+
+def _torch_greedy(config: dict, text_state: dict, embeds, new_tokens: int) -> list[int]:
+    """Greedy tokens of the PyTorch decoder, fed the PyTorch embeddings."""
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
     net = Phi3ForCausalLM(Phi3Config.from_dict(text_config(config))).eval()
     net.load_state_dict(text_state, strict=False)
-    torch_tokens, embeds = [], torch_embeds
+    embed = torch.nn.Embedding.from_pretrained(text_state["model.embed_tokens.weight"].float())
+    tokens = []
     with torch.no_grad():
         for _ in range(new_tokens):
             token = int(net(inputs_embeds=embeds).logits[0, -1].argmax())
-            torch_tokens.append(token)
+            tokens.append(token)
             embeds = torch.cat([embeds, embed(torch.tensor([[token]]))], dim=1)
-    params = og.GeneratorParams(model_)
-    params.set_search_options(max_length=input_ids.shape[-1] + new_tokens, min_length=input_ids.shape[-1] + new_tokens)
-    generator = og.Generator(model_, params)
+    return tokens
+
+
+def _genai_greedy(model, inputs, prompt_tokens: int, new_tokens: int) -> list[int]:
+    """Greedy tokens of onnxruntime-genai end to end (processor inputs -> vision -> embedding -> decoder)."""
+    import onnxruntime_genai as og
+
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=prompt_tokens + new_tokens, min_length=prompt_tokens + new_tokens)
+    generator = og.Generator(model, params)
     generator.set_inputs(inputs)
     while not generator.is_done():
         generator.generate_next_token()
-    genai_tokens = [int(t) for t in generator.get_sequence(0)[input_ids.shape[-1]:]]
+    tokens = [int(t) for t in generator.get_sequence(0)[prompt_tokens:]]
     del generator
-    return {"image": image.name, "image_tokens": int((input_ids < 0).sum()),
-            "vision_max_abs_diff": float(np.abs(onnx_features - torch_features.numpy()).max()),
-            "embedding_max_abs_diff": float(np.abs(onnx_embeds - torch_embeds.numpy()).max()),
-            "greedy_tokens_match": genai_tokens == torch_tokens[:len(genai_tokens)] and len(genai_tokens) > 0,
-            "genai_tokens": genai_tokens, "torch_tokens": torch_tokens}
-
+    return tokens
 
 
 def plot_pipeline():

@@ -47,3 +47,16 @@ def test_bad_group_size_fails_before_work(monkeypatch):
 def test_awq_beats_rtn_where_activations_have_outliers(outlier_dir):
     result = awq.compare_with_rtn(outlier_dir, group_size=32, progress=False)
     assert result["awq-int4"]["kl"] <= 0.5 * result["rtn-int4"]["kl"], result
+
+
+def test_a_recipe_is_checked_and_shown(monkeypatch):
+    monkeypatch.setattr(models, "resolve_model", lambda *_: pytest.fail("resolved the model first"))
+    with pytest.raises(ValueError, match="one group size; found none"):
+        awq.quantize("tiny", [awq.awq_recipe(32)[0]])      # AWQ scales alone quantize nothing
+    assert awq.recipe_group_size(awq.awq_recipe(64)) == 64
+
+
+def test_the_notebooks_recipe_is_the_default_one(tiny_dir):
+    """Lab 03 builds its recipe by hand; the same recipe must hit the same cached output."""
+    default = awq.quantize(tiny_dir, group_size=32)
+    assert awq.quantize(tiny_dir, awq.awq_recipe(32)) == default

@@ -17,7 +17,7 @@ def test_onnx_perplexity_matches_pytorch(tiny_dir, tiny_builds):
     text = data.corpus("heldout")[:3000]
     model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
-    torch_ppl = models.perplexity(model, tokenizer, text)
+    torch_ppl = models.torch_perplexity(model, tokenizer, text)
     onnx_ppl = bench.perplexity(tiny_builds["fp32"].path, text)
     assert onnx_ppl == pytest.approx(torch_ppl, rel=1e-3)
 

@@ -27,11 +27,11 @@ def test_failure_shows_the_cell_source_and_error(tmp_path):
 
 def test_parameters_and_run_folder_reach_the_notebook(tmp_path):
     nb = write_notebook(tmp_path / "ok.ipynb", 'profile = "cpu"\nrun_dir = ""\nsteps = 100',
-                        "import labkit\nlab = labkit.start_lab('demo', profile, run_dir)\n"
-                        "lab.record({'steps': steps})")
+                        "import labkit\nlab = labkit.start_lab('05_results', profile, run_dir)\n"
+                        "lab.record({'variants': steps})")
     out = course.run_notebook(nb, tmp_path / "run", {"steps": 3})
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results == {"demo": {"steps": 3}}
+    assert results == {"05_results": {"variants": 3}}
     assert nbformat.read(out, 4).cells[1].source.find("steps = 3") >= 0   # papermill's injected cell
 
 
@@ -61,3 +61,13 @@ def test_cell_limits_fit_each_profile(monkeypatch):
     monkeypatch.delenv("LABKIT_CELL_TIMEOUT", raising=False)
     assert course.cell_timeout("cpu") <= 600, "a hung tiny-model cell fails within minutes"
     assert course.cell_timeout("gpu") >= 3600, "real-size builds and exports on a GPU take long"
+
+
+def test_headless_runs_save_finished_text_progress_bars(tmp_path):
+    nb = write_notebook(tmp_path / "bars.ipynb", 'profile = "cpu"\nrun_dir = ""',
+                        "import labkit\nlab = labkit.start_lab('bars', profile, run_dir)\n"
+                        "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='work'):\n    pass")
+    executed = course.run_notebook(nb, tmp_path / "run")
+    text = executed.read_text()
+    assert "application/vnd.jupyter.widget-view+json" not in text, "no widget placeholder to freeze at 0%"
+    assert "work: 100%" in text

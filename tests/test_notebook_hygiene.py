@@ -52,3 +52,12 @@ def test_every_cell_has_an_id(path):
     import json
     cells = json.loads(path.read_text())["cells"]
     assert all("id" in cell for cell in cells), "run nbformat.validator.normalize on the notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_open_with_the_kernel_make_lab_registers(path):
+    from labkit import paths
+    kernelspec = nbformat.read(path, as_version=4).metadata["kernelspec"]
+    assert kernelspec["name"] == "labkit" and kernelspec["display_name"] == "Python (labkit)"
+    installer = (paths.REPO / "tools" / "install.py").read_text()
+    assert '("labkit", "Python (labkit)")' in installer, "make install registers that kernel"

@@ -14,6 +14,7 @@ from conftest import has_cuda
 from parameters import TEST_PARAMETERS
 
 from labkit import course, paths
+from labkit import results as labkit_results
 
 PROFILE = os.environ.get("LABKIT_PROFILE", "cpu")
 MODELS = os.environ.get("LABKIT_TEST_MODELS", "tiny")   # make test-gpu MODELS=real
@@ -83,5 +84,6 @@ def test_notebook_runs(notebook, monkeypatch):
     course.run_notebook(notebook, run_dir, params, profile=PROFILE)
     results = json.loads((run_dir / "results.json").read_text())
     assert notebook.stem in results
+    labkit_results.check(notebook.stem, results[notebook.stem], complete=True)   # the one schema, every key
     failed = [what for what, check in EXPECTED[notebook.stem] if not check(results[notebook.stem])]
     assert not failed, f"{notebook.stem}: {failed} — results: {results[notebook.stem]}"

@@ -20,10 +20,11 @@ RESULTS = {
     "02_vision_export": {"exports": {"fp32": "/nonexistent/tiny-vision-fp32"},
                          "qa": {"fp32": {"image tokens": 1921, "prefill tok/s": 4000.0, "decode tok/s": 600.0}}},
     "03_olive_awq_lora": {
-        "rtn_vs_awq": {"lab model / rtn-int4": {"perplexity": 1700, "kl_x1e3": 28, "size_mb": 3.3},
-                       "lab model / awq-int4": {"perplexity": 1690, "kl_x1e3": 48, "size_mb": 3.3},
-                       "outliers (4 ch x30) / rtn-int4": {"perplexity": 1670, "kl_x1e3": 150, "size_mb": 3.3},
-                       "outliers (4 ch x30) / awq-int4": {"perplexity": 1685, "kl_x1e3": 48, "size_mb": 3.3}},
+        "rtn_vs_awq": [
+            {"model": "lab model", "method": "rtn-int4", "perplexity": 1700, "kl_x1e3": 28, "size_mb": 3.3},
+            {"model": "lab model", "method": "awq-int4", "perplexity": 1690, "kl_x1e3": 48, "size_mb": 3.3},
+            {"model": "outliers (4 ch x30)", "method": "rtn-int4", "perplexity": 1670, "kl_x1e3": 150, "size_mb": 3.3},
+            {"model": "outliers (4 ch x30)", "method": "awq-int4", "perplexity": 1685, "kl_x1e3": 48, "size_mb": 3.3}],
         "finetune": {"train_losses": [[5, 7.0], [10, 5.0]], "eval_loss_before": 7.4, "eval_loss_after": 3.5},
         "onnx_eval_perplexity": {"base": 1590.0, "adapter": 37.0}},
     "04_inference": {"overhead": {"overhead_%": 2.0}},
@@ -106,3 +107,17 @@ def test_readable_table_shows_dashes_for_unmeasured_cells():
     shown = report.readable(report.variants_table(RESULTS))
     assert shown.loc["AWQ + LoRA int4 (adapter)", "decode_tok_s"] == "–"
     assert shown.loc["fp32", "perplexity"] == 3.9
+
+
+def test_the_schema_refuses_unknown_keys_and_wrong_types(tmp_path):
+    from labkit import results
+
+    with pytest.raises(results.ResultsError, match=r"\['speed'\].*add them to Builds"):
+        results.record("01_builder_quantization", {"speed": 1.0}, tmp_path / "results.json")
+    with pytest.raises(results.ResultsError, match="two_images_tokens must be int"):
+        results.record("02_vision_export", {"two_images_tokens": "many"}, tmp_path / "results.json")
+    with pytest.raises(results.ResultsError, match="did not record"):
+        results.check("05_results", {"variants": 3}, complete=True)
+    assert not (tmp_path / "results.json").exists(), "nothing written on bad input"
+    for lab, values in RESULTS.items():
+        results.check(lab, values)

@@ -22,3 +22,9 @@ def test_empty_prompt_and_errors_show_in_status(tiny_builds, monkeypatch):
     panel.prompt.value = "word " * 9000
     panel.send.click()
     assert "error" in panel.status.value and "context length" in panel.status.value
+
+
+def test_panel_is_readable(tiny_builds):
+    panel = ui.ChatPanel(tiny_builds["int4"].path)
+    assert not panel.answer.disabled, "a disabled textarea is greyed out"
+    assert all(s.style.description_width == "initial" for s in (panel.temperature, panel.top_p, panel.max_tokens))

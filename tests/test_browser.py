@@ -1,0 +1,222 @@
+"""The course where attendees live: JupyterLab in a real (headless) Chromium, driven with Playwright.
+
+JupyterLab starts as `make lab` starts it (the course's environment, the notebooks folder), on a free
+loopback port with a random token. The notebooks are copies with the test parameters injected by
+papermill (the committed notebooks stay as they are). Screenshots of every step land in the run
+folder's `browser/`. Needs Debian's `chromium` (`.ci/run` installs it); no browser download.
+"""
+
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+from papermill.iorw import load_notebook_node
+from papermill.parameterize import parameterize_notebook
+from parameters import TEST_PARAMETERS
+
+from labkit import course, paths
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("needs Chromium: `apt-get install chromium` (.ci/run installs it)", allow_module_level=True)
+
+RUN = paths.runs_root() / f"pytest-browser-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+SHOTS = RUN / "browser"
+KERNEL = "Python (labkit)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab_server(tmp_path_factory):
+    """`jupyter lab` from the course environment on copies of the notebooks; yields (base URL, token)."""
+    workspace = tmp_path_factory.mktemp("notebooks")
+    for notebook in course.notebooks():
+        nb = load_notebook_node(str(notebook))   # what papermill reads: every cell has its tags list
+        params = {"profile": "cpu", "run_dir": str(RUN / notebook.stem), **TEST_PARAMETERS.get(notebook.stem, {})}
+        if notebook.stem == "04_inference":
+            params["interactive"] = True           # attendees get the chat panel, not the fixed prompts
+        nbformat.write(parameterize_notebook(nb, params), workspace / notebook.name)
+    # Attendee-neutral settings for a test: render every cell (JupyterLab 4 renders only the cells in view,
+    # and the test reads every prompt) and no news prompt over the page.
+    settings = workspace / ".settings"
+    for plugin, values in {"notebook-extension/tracker": '{"windowingMode": "none"}',
+                           "apputils-extension/notification": '{"fetchNews": "false"}'}.items():
+        path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(values)
+    port, token = free_port(), secrets.token_hex(16)
+    env = dict(os.environ, LABKIT_RUNS=str(RUN), HF_HUB_OFFLINE="1", JUPYTER_CONFIG_DIR=str(workspace / ".jupyter"),
+               JUPYTERLAB_SETTINGS_DIR=str(settings))
+    log = (RUN / "jupyterlab.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={workspace}",
+         f"--LabApp.workspaces_dir={workspace / '.workspaces'}",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])],   # CI containers
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                server.kill()
+                pytest.fail(f"JupyterLab did not start; its log: {log}\n{log.read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield base, token
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        yield chromium
+        chromium.close()
+
+
+class Page:
+    """One JupyterLab page, with the console errors it logged and numbered screenshots."""
+
+    def __init__(self, browser, base, token, name):
+        self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        self.errors, self.name, self.shot = [], name, 0
+        self.page.on("console", lambda msg: msg.type == "error" and self.errors.append(msg.text))
+        self.page.on("pageerror", lambda err: self.errors.append(str(err)))
+        self.page.goto(f"{base}/lab/tree/{name}?token={token}")
+        self.page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+        self.page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+
+    def screenshot(self, step: str) -> Path:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.shot += 1
+        path = SHOTS / f"{Path(self.name).stem}-{self.shot:02d}-{step}.png"
+        self.page.screenshot(path=str(path), full_page=False)
+        return path
+
+    def kernel_name(self) -> str:
+        return self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelName").first.inner_text()
+
+    def run_all(self, timeout_s: int = 240) -> None:
+        """Run ▸ Run All Cells, as an attendee clicks it; wait until every code cell has run."""
+        self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        self.page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+        deadline = time.time() + timeout_s
+        prompts = self.page.locator(".jp-CodeCell .jp-InputPrompt")
+        while time.time() < deadline:
+            texts = prompts.all_inner_texts()
+            if "Traceback (most recent call last)" in self.page.locator(".jp-OutputArea").all_inner_texts().__str__():
+                self.screenshot("error")
+                pytest.fail(f"{self.name}: a cell raised (screenshot in {SHOTS})")
+            if texts and all(re.fullmatch(r"\[\d+\]:", t.strip()) for t in texts):
+                return
+            time.sleep(1)
+        self.screenshot("timeout")
+        pytest.fail(f"{self.name}: Run All did not finish in {timeout_s} s: prompts {texts}")
+
+    def check_clean(self) -> None:
+        assert "Error displaying widget" not in self.page.content(), "a widget failed to render"
+        assert not self.errors, f"JavaScript errors in the page console: {self.errors}"
+
+
+def test_every_notebook_opens_with_the_course_kernel(lab_server, browser):
+    base, token = lab_server
+    for notebook in course.notebooks():
+        page = Page(browser, base, token, notebook.name)
+        page.page.wait_for_function(
+            "() => [...document.querySelectorAll('.jp-Toolbar-kernelName')].some(e => e.innerText.trim().length)")
+        assert page.kernel_name().strip() == KERNEL, f"{notebook.name} opened with {page.kernel_name()!r}"
+        page.screenshot("opened")
+        page.check_clean()
+        page.page.close()
+
+
+def test_lab00_runs_all_in_jupyterlab(lab_server, browser):
+    page = Page(browser, *lab_server, "00_environment_check.ipynb")
+    page.run_all(timeout_s=180)
+    page.screenshot("ran")
+    assert "this machine is ready for the course" in page.page.locator(".jp-OutputArea").all_inner_texts().__str__()
+    page.check_clean()
+
+
+def answer_updates(answer) -> list[str]:
+    return answer.evaluate("el => window.__labkitAnswers || []")
+
+
+def send(page, panel, question: str, step: str) -> tuple[str, list[str]]:
+    """Type, click Send, and record every value the answer box takes while the answer streams in."""
+    answer = panel.locator("textarea")
+    answer.evaluate("""el => {
+        window.__labkitAnswers = [el.value];
+        clearInterval(window.__labkitPoll);
+        window.__labkitPoll = setInterval(() => {
+            const seen = window.__labkitAnswers;
+            if (seen[seen.length - 1] !== el.value) seen.push(el.value);
+        }, 1);
+    }""")
+    before = panel.locator(".widget-html").inner_text()
+    panel.locator("input[placeholder='Ask a travel question…']").fill(question)
+    panel.locator("button", has_text="Send").click()
+    page.page.wait_for_function(
+        "([el, before]) => el.innerText.includes('tok/s') && el.innerText !== before",
+        arg=[panel.locator(".widget-html").element_handle(), before], timeout=60_000)
+    page.screenshot(step)
+    updates = answer_updates(answer)
+    answer.evaluate("() => clearInterval(window.__labkitPoll)")
+    return answer.input_value(), updates
+
+
+def test_lab04_chat_panel_streams_and_its_controls_work(lab_server, browser):
+    page = Page(browser, *lab_server, "04_inference.ipynb")
+    page.run_all(timeout_s=300)
+    page.screenshot("ran")
+    panel = page.page.locator(".widget-vbox").filter(has=page.page.locator("button", has_text="Send")).last
+    panel.scroll_into_view_if_needed()
+    page.screenshot("panel")
+
+    first, updates = send(page, panel, "What should I eat in Kyoto?", "first-answer")
+    assert first.startswith("you: What should I eat in Kyoto?\nmodel: ") and len(first) > 45, first
+    streamed = [u for u in updates if u.startswith("you: What should I eat in Kyoto?\nmodel: ")]
+    assert len(streamed) >= 3, f"the answer should arrive in several updates (streaming), saw {len(streamed)}"
+
+    slider = panel.locator(".widget-slider", has_text="temperature")
+    readout = slider.locator(".widget-readout")
+    before = readout.inner_text()
+    slider.locator(".noUi-handle").focus()
+    for _ in range(6):
+        slider.locator(".noUi-handle").press("ArrowLeft")
+    page.page.wait_for_function("([el, b]) => el.innerText !== b", arg=[readout.element_handle(), before])
+    assert float(readout.inner_text()) < float(before)
+
+    panel.locator(".widget-dropdown select").select_option(label="brief")
+    page.page.wait_for_function("el => el.value === ''", arg=panel.locator("textarea").element_handle())
+    page.screenshot("adapter-switched")
+    second, _ = send(page, panel, "What should I eat in Kyoto?", "second-answer")
+    assert second.startswith("you: What should I eat in Kyoto?\nmodel: ") and len(second) > 45
+    assert second != first, "another adapter and temperature, another answer"
+    page.check_clean()
