@@ -98,3 +98,30 @@ def test_an_adapter_on_a_model_it_does_not_belong_to_names_its_model(onnx_dir, t
     with pytest.raises(generate.GenerationError, match=r"(?s)does not belong to the model in .*lora.*"
                                                          rf"exported with the model in {onnx_dir}"):
         generate.generate(tiny_builds["int4"].path, "Hi", adapter=adapter, max_new_tokens=2)
+
+
+def test_the_progress_bar_ends_full_when_steps_are_not_a_multiple_of_logging(tiny_dir, tmp_path, monkeypatch):
+    """32 steps logged every 5: Olive reports 30; the bar must still end at 32/32 (it ended red at 94 %)."""
+    import tqdm.auto
+
+    bars = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def close(self):
+            bars.append((self.n, self.total))
+            super().close()
+
+    def fake_olive(step, args, log, expect, on_line=None):
+        for i in range(6):
+            on_line(f"{{'loss': '{3.0 - i / 10}', 'epoch': '{i / 6}'}}")
+        (expect.parent).mkdir(parents=True)
+        expect.write_text("{}")
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    monkeypatch.setattr(olive, "_run_olive", fake_olive)
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    settings = {"steps": 32, "seq": 128, "r": 4, "alpha": 4, "lr": 1e-3, "bs": 8}
+    _, losses = olive._finetune_into(tmp_path / "out", tiny_dir, tmp_path / "train.jsonl", settings, 5,
+                                     tmp_path / "log", True)
+    assert [step for step, _ in losses] == [5, 10, 15, 20, 25, 30]
+    assert bars and set(bars) == {(32, 32)}, bars
