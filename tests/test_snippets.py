@@ -35,7 +35,8 @@ def snippets():
 
 def test_every_notebook_with_a_command_is_covered():
     stems = {stem for stem, *_ in snippets()}
-    assert {"00_environment_check", "01_builder_quantization", "02_vision_export", "03_olive_awq_lora"} <= stems
+    assert {"00_environment_check", "01_builder_quantization", "02_vision_export", "03_olive_awq_lora",
+            "04_inference"} <= stems
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,7 @@ def places(tiny_dir, tmp_path_factory):
         "path/to/onnx": str(olive.export_with_adapter(tiny_dir, finetuned.adapter)),
         "TEXT_ONLY_CHECKPOINT": str(text_only),
         "data/travel/train.jsonl": str(paths.DATA / "travel" / "train.jsonl"),
+        "python app.py": f"python {paths.REPO / 'app.py'}",      # run from the course folder, as shown
     }
 
 

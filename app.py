@@ -1,0 +1,94 @@
+"""Chat with a model folder the course built — only onnxruntime-genai needed (no labkit, no Jupyter).
+
+    pip install onnxruntime-genai==0.12.2
+    python app.py -m path/to/onnx                                   # chat in the terminal
+    python app.py -m path/to/onnx -a path/to/onnx/adapter_weights.onnx_adapter --prompt "What should I eat in Rome?"
+
+Copy a build folder from `models/` (lab 01, 03) and this file to any laptop and it runs there:
+the folder's genai_config.json says which execution provider to use. Replies stream as they are
+generated; the conversation is kept (the chat template is applied to all turns), and the oldest
+turns are dropped when it no longer fits the context.
+"""
+
+import argparse
+import json
+import sys
+
+import onnxruntime_genai as og
+
+
+def reply(model, tokenizer, messages, max_new_tokens, adapters=None, stream_to=sys.stdout):
+    """Stream one assistant reply to `messages`; return its text."""
+    prompt = tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+    input_ids = tokenizer.encode(prompt)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(input_ids) + max_new_tokens)   # always bound it
+    generator = og.Generator(model, params)
+    if adapters is not None:
+        generator.set_active_adapter(adapters, "adapter")
+    generator.append_tokens(input_ids)
+    stream, pieces = tokenizer.create_stream(), []
+    while not generator.is_done():
+        generator.generate_next_token()
+        piece = stream.decode(generator.get_next_tokens()[0])   # whole characters, never half a UTF-8 byte run
+        pieces.append(piece)
+        stream_to.write(piece)
+        stream_to.flush()
+    del generator
+    stream_to.write("\n")
+    return "".join(pieces)
+
+
+def fits(tokenizer, messages, context, max_new_tokens):
+    prompt = tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+    return len(tokenizer.encode(prompt)) + max_new_tokens <= context
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Chat with an onnxruntime-genai model folder.")
+    parser.add_argument("-m", "--model", required=True, help="a folder with genai_config.json (a course build)")
+    parser.add_argument("-a", "--adapter", help="an .onnx_adapter file exported with this model (lab 03)")
+    parser.add_argument("--system", default="You are a helpful travel assistant.")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--prompt", action="append", help="ask this instead of reading the terminal (repeatable)")
+    args = parser.parse_args(argv)
+
+    try:
+        model = og.Model(args.model)
+    except Exception as err:  # og raises plain RuntimeErrors: say what to pass instead
+        sys.exit(f"error: cannot load {args.model}: {err}\nPass a folder the model builder or Olive wrote "
+                 "(it holds genai_config.json and model.onnx).")
+    tokenizer = og.Tokenizer(model)
+    adapters = None
+    if args.adapter:
+        adapters = og.Adapters(model)
+        adapters.load(args.adapter, "adapter")
+    with open(f"{args.model}/genai_config.json") as f:
+        context = json.load(f)["model"]["context_length"]
+
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    questions = iter(args.prompt) if args.prompt else None
+    while True:
+        if questions is not None:
+            question = next(questions, None)
+            if question is None:
+                break
+            print(f"> {question}")
+        else:
+            try:
+                question = input("> ").strip()
+            except EOFError:
+                break
+            if question in ("", "exit", "quit"):
+                break
+        messages.append({"role": "user", "content": question})
+        first = 1 if args.system else 0             # the system message stays
+        while len(messages) > first + 1 and not fits(tokenizer, messages, context, args.max_new_tokens):
+            del messages[first:first + 2]            # drop the oldest user/assistant turn
+        messages.append({"role": "assistant", "content": reply(model, tokenizer, messages, args.max_new_tokens,
+                                                               adapters)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

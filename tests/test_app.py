@@ -1,0 +1,39 @@
+"""app.py: the take-home chat needs only onnxruntime-genai and chats with any folder the course built."""
+
+import ast
+import subprocess
+import sys
+
+from labkit import olive, paths
+
+APP = paths.REPO / "app.py"
+
+
+def test_app_imports_only_the_standard_library_and_onnxruntime_genai():
+    imported = set()
+    for node in ast.walk(ast.parse(APP.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    assert imported - set(sys.stdlib_module_names) == {"onnxruntime_genai"}
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(APP), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_app_chats_with_a_build_and_keeps_the_turns(tiny_builds):
+    done = run("-m", str(tiny_builds["int4"].path), "--prompt", "Tell me a fact.", "--prompt", "And another?",
+               "--max-new-tokens", "12")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "> Tell me a fact." and "> And another?" in lines and len(lines) >= 4
+
+
+def test_app_with_an_adapter_and_a_bad_folder(tiny_dir, tmp_path):
+    onnx_dir = olive.export_with_adapter(tiny_dir, olive.finetune(tiny_dir, steps=20, lora_r=4, progress=False).adapter)
+    done = run("-m", str(onnx_dir), "-a", str(olive.adapter_file(onnx_dir)), "--prompt", "Best time for Rome?")
+    assert done.returncode == 0 and done.stdout.startswith("> Best time for Rome?\n"), done.stderr
+    bad = run("-m", str(tmp_path))
+    assert bad.returncode != 0 and "genai_config.json" in bad.stderr and "Traceback" not in bad.stderr
