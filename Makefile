@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course test test-gpu lab bench lock clean
+.PHONY: install course test test-gpu lab bench lock exercises clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -34,10 +34,15 @@ test-gpu:
 lab: install
 	@echo "Starting JupyterLab: open the http://127.0.0.1:8888/lab?token=... URL it prints below."
 	@echo "The notebooks run on the \"Python (labkit)\" kernel (they select it; pick it if asked)."
+	@echo "Exercises without solutions: run 'make exercises', then open the copies in exercises/."
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: install
 	$(PY) -m labkit bench
+
+# Attendee copies of the labs with the exercise solutions removed, in exercises/.
+exercises: install
+	$(PY) -m labkit exercises
 
 # Recompile every lock from requirements/requirements.in (needs the package index).
 lock: install

@@ -6,6 +6,7 @@
     labkit bench                                         the speed benchmark on a ~160M-param model
     labkit gpu-probe                                     is there a usable GPU? (exit 3 if not)
     labkit keep-tokenizer MODEL BUILD...                 the builder CLI's missing step (lab 01)
+    labkit exercises [--out DIR]                         attendee copies without solutions -> exercises/
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   "output folders, so og.Tokenizer reads them")
     keep.add_argument("model", help="the checkpoint the builds came from: a folder, `tiny` or a hub id")
     keep.add_argument("builds", nargs="+", help="folders written by onnxruntime_genai.models.builder")
+    exercises = sub.add_parser("exercises", help="write attendee copies of the labs, solutions removed")
+    exercises.add_argument("--out", default=None, help="folder (default: exercises/ in the course folder)")
     sub.add_parser("gpu-probe", help="nvidia-smi plus a real ONNX Runtime session on CUDA (exit 3 if none)")
     args = parser.parse_args(argv)
 
@@ -68,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         for folder in args.builds:
             keep_source_tokenizer(source, Path(folder))
             print(f"{folder}: tokenizer class and chat template of {source.name} restored")
+    elif args.command == "exercises":
+        from .course import write_exercises
+        written = write_exercises(args.out)
+        print(f"{len(written)} attendee copies (solutions replaced by '# your code here') in {written[0].parent}")
     elif args.command == "gpu-probe":
         from .gpu import NO_GPU_EXIT, probe
         found = probe()

@@ -19,6 +19,9 @@ from . import paths, results
 # Headless runs (`make course`, tests) have no one to type into the chat panel.
 COURSE_PARAMETERS = {"04_inference": {"interactive": False}}
 
+SOLUTION_TAG = "solution"   # cells holding an exercise's solution; attendee copies get a stub instead
+
+
 def notebooks() -> list[Path]:
     """The numbered labs, in order. All labs."""
     return sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
@@ -158,3 +161,37 @@ def run_course(selection: list[str] | None = None, parameters: dict[str, dict] |
     print(f"\nDone. Executed notebooks, artifacts and results.json are in {run_dir}")
     print(f"(also reachable as {paths.runs_root() / 'latest'})")
     return run_dir
+
+
+def attendee_copy(notebook: Path):
+    """The notebook with every `solution` cell replaced by a stub, everything else kept (fastbook's clean). All labs.
+
+    The stub keeps the solution's first line (it says what to set) and asks for the code.
+    """
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if SOLUTION_TAG in cell.metadata.get("tags", []):
+            first = cell.source.splitlines()[0] if cell.source.startswith("#") else "# Your turn"
+            cell.source = f"{first}\n# your code here\n"
+            cell.metadata["tags"] = ["exercise"]
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+def write_exercises(out: str | Path | None = None) -> list[Path]:
+    """Write attendee copies of every lab (solutions removed) into `exercises/` (or `out`). All labs."""
+    import nbformat
+
+    out = Path(out) if out else paths.REPO / "exercises"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for notebook in notebooks():
+        path = out / notebook.name
+        tmp = path.with_name(f".{path.name}.tmp")
+        nbformat.write(attendee_copy(notebook), tmp)
+        tmp.replace(path)
+        written.append(path)
+    return written
+

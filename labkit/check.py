@@ -1,0 +1,165 @@
+"""Checks for the labs' "Your turn" exercises: ✓ on a right answer, a hint (never the solution) otherwise.
+
+Each check measures what its exercise says a right answer is — a size, a token count, a loss — on this
+machine, prints one line, and returns a `Result` (true when right), so a notebook keeps running after a
+wrong answer. All labs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Result:
+    """The outcome of one exercise check; prints as its ✓ or hint line. All labs."""
+
+    ok: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return ("✓ " if self.ok else "✗ ") + self.message
+
+
+def _report(ok: bool, right: str, hint: str) -> Result:
+    result = Result(ok, right if ok else hint)
+    print(repr(result))
+    return result
+
+
+def _close(answer, truth: float, rel: float) -> bool:
+    try:
+        return math.isclose(float(answer), truth, rel_tol=rel)
+    except (TypeError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------ lab 00
+def parameter_count(answer, model_dir: str | Path) -> Result:
+    """The parameter count computed from config.json equals the checkpoint's. Lab 00."""
+    from safetensors import safe_open
+
+    total = 0
+    for shard in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(shard), "pt") as f:
+            for name in f.keys():
+                total += math.prod(f.get_slice(name).get_shape())
+    return _report(answer == total, f"{total:,} parameters, counted from the weights.",
+                   f"{answer!r} is not it. Per layer: qkv_proj (hidden x (heads + 2 kv_heads) x head_dim), o_proj "
+                   "(hidden x hidden), gate_up_proj (2 x intermediate x hidden), down_proj (hidden x intermediate) "
+                   "and two norms (hidden each); then the embedding, the final norm and lm_head (vocab x hidden, "
+                   "not shared with the embedding here).")
+
+
+def uniform_perplexity(answer, vocab_size: int) -> Result:
+    """The perplexity of a model that guesses uniformly over the vocabulary. Lab 00."""
+    return _report(_close(answer, vocab_size, 1e-6), f"exp(-log(1/{vocab_size})) = {vocab_size}: a uniform guess "
+                   "is as perplexed as the vocabulary is large.",
+                   f"{answer!r} is not it. Perplexity is exp(mean negative log-likelihood); with every token at "
+                   "probability 1/V, what is -log(1/V)?")
+
+
+# ------------------------------------------------------------------ lab 01
+def block16_build(build_dir: str | Path, b32_dir: str | Path, predicted_size_mb) -> Result:
+    """An INT4 build with 16-weight blocks, larger than the 32-weight one, size predicted within 15 %. Lab 01."""
+    import onnx
+
+    from .paths import dir_size
+
+    graph = onnx.load(str(Path(build_dir) / "model.onnx"), load_external_data=False).graph
+    blocks = {a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "block_size"}
+    size, b32 = dir_size(build_dir) / 1e6, dir_size(b32_dir) / 1e6
+    if blocks != {16}:
+        return _report(False, "", f"The MatMulNBits nodes of {Path(build_dir).name} use block sizes {sorted(blocks)}: "
+                       "build INT4 with block_size=16.")
+    return _report(size > b32 and _close(predicted_size_mb, size, 0.15),
+                   f"{size:.2f} MB vs {b32:.2f} MB at block 32: smaller blocks store more scales.",
+                   f"The build is right ({size:.2f} MB) but the prediction {predicted_size_mb!r} MB is off by more "
+                   "than 15 %. Per weight: 4 bits plus one scale (fp32) and one zero point per block; what else in the "
+                   "folder is not quantized?")
+
+
+def int8_ratio(answer, table) -> Result:
+    """INT8 size / FP32 size, read from the lab's table, within 5 %. Lab 01."""
+    truth = table.loc["int8", "size_mb"] / table.loc["fp32", "size_mb"]
+    return _report(_close(answer, truth, 0.05), f"INT8 is {truth:.2f} of FP32 on disk.",
+                   f"{answer!r} is not it. Divide the int8 row's size_mb by the fp32 row's; expect a little over "
+                   "1/4 (a byte per weight plus scales, and the parts that are not quantized).")
+
+
+# ------------------------------------------------------------------ lab 02
+def processor_image_tokens(folder: str | Path, images: list[str | Path]) -> int:
+    """How many image tokens og's processor makes of `images` in one prompt. Lab 02."""
+    import onnxruntime_genai as og
+
+    from .vision import _load, image_prompt
+
+    _, processor, _ = _load(Path(folder))
+    inputs = processor(image_prompt("", len(images)), images=og.Images.open(*[str(p) for p in images]))
+    return int((inputs["input_ids"].as_numpy() < 0).sum())
+
+
+def image_tokens(answer, folder: str | Path, images: list[str | Path]) -> Result:
+    """The predicted image-token count equals what the processor makes. Lab 02."""
+    truth = processor_image_tokens(folder, images)
+    return _report(answer == truth, f"{truth} image tokens, as the processor counts them.",
+                   f"{answer!r} is not it. Pad each side up to a multiple of 336 px (keeping the aspect ratio), "
+                   "count the h x w crops, then (h*w + 1) * 144 + 1 + (h + 1) * 12 per image.")
+
+
+# ------------------------------------------------------------------ lab 03
+def own_adapter(model_dir: str | Path, adapter: str | Path, rows: list[dict]) -> Result:
+    """An adapter trained on your own pairs lowers their loss (and there are at least 20). Lab 03."""
+    from .olive import eval_loss
+
+    if len(rows) < 20 or not all(r.get("prompt") and r.get("response") for r in rows):
+        return _report(False, "", f"{len(rows)} pairs: write at least 20, each with a prompt and a response.")
+    before, after = eval_loss(model_dir, rows=rows), eval_loss(model_dir, adapter, rows=rows)
+    return _report(after < before, f"loss on your pairs: {before:.3f} without, {after:.3f} with your adapter.",
+                   f"loss {before:.3f} without, {after:.3f} with the adapter: it did not learn your pairs. More "
+                   "steps, or a higher learning rate.")
+
+
+def adapter_share(answer, onnx_dir: str | Path, adapter: str | Path) -> Result:
+    """The adapter file's size as a share of the model folder, within 10 %. Lab 03."""
+    from .paths import dir_size
+
+    truth = Path(adapter).stat().st_size / dir_size(onnx_dir)
+    return _report(_close(answer, truth, 0.10), f"the adapter is {truth:.1%} of the folder: cheap to ship many.",
+                   f"{answer!r} is not it. Divide the .onnx_adapter file's bytes by the whole folder's.")
+
+
+# ------------------------------------------------------------------ lab 04
+def repeated_ngrams(tokens: list[int], n: int = 4) -> int:
+    """How many n-grams of `tokens` repeat an earlier one. Lab 04."""
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def loop_stopped(model_dir: str | Path, prompt: str, settings: dict, new_tokens: int = 80) -> Result:
+    """With `settings`, a forced 80-token continuation of the prompt repeats no 4-gram. Lab 04."""
+    from .generate import GenerationError, generate
+
+    try:
+        out = generate(model_dir, prompt, chat=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **settings)
+    except GenerationError as err:
+        return _report(False, "", f"those settings are not valid: {err}")
+    repeats = repeated_ngrams(out.tokens)
+    return _report(repeats == 0, f"no repeated 4-gram in {new_tokens} tokens: {out.text[:80]!r}…",
+                   f"still {repeats} repeated 4-grams. Which search option penalises tokens already generated?")
+
+
+def new_token_budget(answer, model_dir: str | Path, prompt: str) -> Result:
+    """The most new tokens a chat prompt leaves room for in the model's context. Lab 04."""
+    from .generate import chat_prompt, context_length, load
+
+    _, tokenizer = load(str(model_dir))
+    truth = context_length(model_dir) - len(tokenizer.encode(chat_prompt(tokenizer, prompt)))
+    return _report(answer == truth, f"{truth} new tokens: max_length = prompt + answer = the context length.",
+                   f"{answer!r} is not it. max_length counts the prompt's tokens (after the chat template) and the "
+                   "answer's; the context length is in the folder's genai_config.json.")
