@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course test test-gpu lab bench lock exercises clean
+.PHONY: install course demo test test-gpu lab bench lock exercises wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -20,6 +20,10 @@ install:
 
 course: install
 	$(PY) -m labkit course
+
+# The whole course in about a minute on a warm cache (run `make course` once first): for live demos.
+demo: install
+	$(PY) -m labkit course --demo
 
 test: install
 	$(PY) -m pytest
@@ -43,6 +47,11 @@ bench: install
 # Attendee copies of the labs with the exercise solutions removed, in exercises/.
 exercises: install
 	$(PY) -m labkit exercises
+
+# Every locked wheel for PLATFORM=linux|macos|windows in wheelhouse/<platform>/, for an offline venue.
+PLATFORM ?= linux
+wheelhouse:
+	$(PYTHON) tools/wheelhouse.py --platform $(PLATFORM)
 
 # Recompile every lock from requirements/requirements.in (needs the package index).
 lock: install

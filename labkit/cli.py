@@ -1,6 +1,6 @@
 """`python -m labkit …` (or the `labkit` command): the course from a terminal.
 
-    labkit course [--only 00 01] [--profile cpu|gpu]   run the notebooks into runs/<timestamp>/
+    labkit course [--only 00 01] [--profile cpu|gpu] [--demo]   run the notebooks into runs/<timestamp>/
     labkit env                                           the environment check of lab 00
     labkit tiny                                          create (or show) the tiny Phi-3
     labkit bench                                         the speed benchmark on a ~160M-param model
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     course = sub.add_parser("course", help="run the notebooks headless into runs/<timestamp>/")
     course.add_argument("--only", nargs="*", help="notebook prefixes, e.g. 00 01")
     course.add_argument("--profile", default=os.environ.get("LABKIT_PROFILE", "cpu"))
+    course.add_argument("--demo", action="store_true", help="small parameters: about a minute on a warm cache")
     env = sub.add_parser("env", help="check this machine for the course")
     env.add_argument("--profile", default=None)
     sub.add_parser("tiny", help="create the tiny Phi-3 (cached) and print where it is")
@@ -40,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "course":
-        from .course import NotebookFailed, run_course
+        from .course import DEMO_PARAMETERS, NotebookFailed, run_course
         try:
-            run_course(args.only, profile=args.profile)
+            run_course(args.only, DEMO_PARAMETERS if args.demo else None, profile=args.profile)
         except NotebookFailed as failure:
             print(failure, file=sys.stderr)
             return 1

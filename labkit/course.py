@@ -19,6 +19,14 @@ from . import paths, results
 # Headless runs (`make course`, tests) have no one to type into the chat panel.
 COURSE_PARAMETERS = {"04_inference": {"interactive": False}}
 
+# `make demo`: the whole course in about a minute on a warm cache (after `make course`): one timed run per
+# measurement, one INT4 variant, short answers; lab 03 keeps its defaults so its cached outputs are reused.
+DEMO_PARAMETERS = {
+    "01_builder_quantization": {"runs": 1, "new_tokens": 16, "int4_variants": [{"algorithm": "rtn", "block_size": 32}]},
+    "02_vision_export": {"max_new_tokens": 8, "verify_tokens": 6},
+    "04_inference": {"bench_runs": 1, "max_new_tokens": 24},
+}
+
 SOLUTION_TAG = "solution"   # cells holding an exercise's solution; attendee copies get a stub instead
 
 
@@ -160,6 +168,8 @@ def run_course(selection: list[str] | None = None, parameters: dict[str, dict] |
     print(json.dumps(timings, indent=2))
     print(f"\nDone. Executed notebooks, artifacts and results.json are in {run_dir}")
     print(f"(also reachable as {paths.runs_root() / 'latest'})")
+    if (run_dir / "report.html").exists():
+        print(f"report: {run_dir / 'report.html'}")
     return run_dir
 
 

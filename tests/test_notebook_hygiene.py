@@ -41,9 +41,12 @@ def test_papermill_reads_every_parameter(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_test_parameters_name_real_parameters(path):
-    extra = set(TEST_PARAMETERS.get(path.stem, {})) - set(papermill.inspect_notebook(str(path)))
-    assert not extra, f"TEST_PARAMETERS names unknown parameters {extra}"
+def test_test_and_demo_parameters_name_real_parameters(path):
+    known = set(papermill.inspect_notebook(str(path)))
+    for name, table in (("TEST_PARAMETERS", TEST_PARAMETERS), ("DEMO_PARAMETERS", course.DEMO_PARAMETERS),
+                        ("COURSE_PARAMETERS", course.COURSE_PARAMETERS)):
+        extra = set(table.get(path.stem, {})) - known
+        assert not extra, f"{name} names unknown parameters {extra}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -92,7 +92,7 @@ def stamp_text(flavour: str, locks: list[Path]) -> str:
     return f"{flavour} {digest.hexdigest()}\n"
 
 
-def install(flavour: str, venv: Path, python: str, quiet: bool = True) -> None:
+def install(flavour: str, venv: Path, python: str, quiet: bool = True, wheelhouse: Path | None = None) -> None:
     locks = locks_for(flavour)
     if flavour == "gpu":
         print(f"GPU: {check_nvidia_gpu()}")
@@ -104,6 +104,8 @@ def install(flavour: str, venv: Path, python: str, quiet: bool = True) -> None:
         subprocess.run([python, "-m", "venv", str(venv)], check=True)
     py = str(venv_python(venv))
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check"] + (["--quiet"] if quiet else [])
+    if wheelhouse:   # offline, from `make wheelhouse`; the hashes are checked all the same
+        pip += ["--no-index", "--find-links", str(wheelhouse)]
     for lock in locks:
         print(f"installing {lock.relative_to(REPO)} into {venv}")
         no_deps = ["--no-deps"] if lock.name.startswith("torch-") else []  # its dependencies are in the next lock
@@ -132,6 +134,7 @@ def main(argv=None) -> int:
     parser.add_argument("--venv", type=Path, help="default: .venv (cpu) or .venv-gpu (gpu)")
     parser.add_argument("--python", default=os.environ.get("PYTHON", "python3.11"))
     parser.add_argument("--check-gpu", action="store_true", help="only check for an NVIDIA GPU and driver")
+    parser.add_argument("--wheelhouse", type=Path, help="install offline from this folder (make wheelhouse)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     venv = args.venv or REPO / (".venv" if args.flavour == "cpu" else ".venv-gpu")
@@ -139,7 +142,7 @@ def main(argv=None) -> int:
         if args.check_gpu:
             print(f"GPU: {check_nvidia_gpu()}")
             return 0
-        install(args.flavour, venv, args.python, quiet=not args.verbose)
+        install(args.flavour, venv, args.python, quiet=not args.verbose, wheelhouse=args.wheelhouse)
     except InstallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return NO_GPU if args.flavour == "gpu" or args.check_gpu else 2
