@@ -169,15 +169,6 @@ def cached_dir(final: Path, force: bool = False, label: str | None = None):
             yield tmp
 
 
-def ensure_verified(folder: Path, what: str) -> Path:
-    """`folder` if it is a verified output, else an error naming the problem and the fix. All labs."""
-    problem = verify(folder)
-    if problem is not None:
-        raise FileNotFoundError(f"{what} at {folder} is not usable: {problem}. Run the step that makes it "
-                                "again; labkit rebuilds damaged outputs.")
-    return Path(folder)
-
-
 # ------------------------------------------------------------------ logs
 class _LogToFile(io.TextIOBase):
     """A stream that writes a library's output to a file and ticks a progress bar on key lines."""
