@@ -97,9 +97,10 @@ def processor_image_tokens(folder: str | Path, images: list[str | Path]) -> int:
     """How many image tokens og's processor makes of `images` in one prompt. Lab 02."""
     import onnxruntime_genai as og
 
-    from .vision import _load, image_prompt
+    from .generate import load_processor
+    from .vision import image_prompt
 
-    _, processor, _ = _load(Path(folder))
+    processor = load_processor(str(folder))
     inputs = processor(image_prompt("", len(images)), images=og.Images.open(*[str(p) for p in images]))
     return int((inputs["input_ids"].as_numpy() < 0).sum())
 
