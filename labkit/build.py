@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import cache, models, paths
+from . import cache, lean, models, paths
 
 # Precision -> execution providers the builder supports it on (from the builder's own help).
 SUPPORTED = {
@@ -254,7 +254,7 @@ def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: 
     hf_cache = builds_root() / ".hf-cache"
     hf_logging.disable_progress_bar()   # the builder's "Loading weights" bar would bypass the log file
     try:
-        with cache.captured_output(log_file, bar):
+        with cache.captured_output(log_file, bar), lean.patched_builder():
             create_model(None, str(model_dir), str(out_dir), precision, options.execution_provider, str(hf_cache),
                          **options.extra_options())
     finally:

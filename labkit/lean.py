@@ -1,0 +1,159 @@
+"""Quantize the model builder's MatMuls one at a time, so an INT4 build of Phi-3.5-mini fits a laptop.
+
+The pinned builder (onnxruntime-genai 0.12.2, `builders/base.py`) makes INT4 like this: it builds
+the whole graph with float weights (lazy casts of the loaded torch tensors), then `to_int4()`
+serialises it with `ir.to_proto(model)` — every weight materialised as fp32 in one protobuf, 15 GB
+for 3.8B parameters — and runs ONNX Runtime's `MatMulNBitsQuantizer` over that copy while the
+torch weights are still alive. Measured on shallow shadows: ≈ 1.2 GB of RAM per Phi-3.5 layer,
+≈ 40 GB for all 32.
+
+`quantize_one_by_one` does the same work in a different order: for each MatMul with a constant
+weight it makes a one-node model holding just that weight in fp32, runs the very same
+`MatMulNBitsQuantizer` (same block size, symmetry, accuracy level, algorithm, excluded nodes) on
+it, splices the resulting MatMulNBits node and its initializers into the graph, and drops the float
+weight — which also releases the torch tensor the builder's lazy cast was holding. Peak memory is
+then the loaded bf16 checkpoint plus one weight in fp32, and falls as the build goes on.
+
+Same graph, same weights bit for bit (`tests/test_lean.py` compares every node and initializer with
+the builder's own `to_int4` on the tiny and bench models); only the order of initializers in
+`model.onnx.data` differs. Configurations whose quantizer is not per-weight (QDQ format, GPTQ with
+calibration data, quantized Gather for tied embeddings) keep the builder's own `to_int4`.
+
+`patched_builder()` installs it for the duration of a build; `labkit.build` always uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+PER_WEIGHT_ALGORITHMS = ("DEFAULT", "RTN", "k_quant")
+
+
+def supports(quant_attrs: dict) -> bool:
+    """True when the builder's INT4 settings quantize each weight on its own (so one-by-one is exact). Lab 01."""
+    int4 = quant_attrs["int4"]
+    algo = int4.get("algo_config")
+    algorithm = getattr(algo, "algorithm", "DEFAULT") if algo is not None else "DEFAULT"
+    op_types = tuple(int4.get("op_types_to_quantize") or ("MatMul",))
+    return not quant_attrs.get("use_qdq") and algorithm in PER_WEIGHT_ALGORITHMS and op_types == ("MatMul",)
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise, and RSS only grows)."""
+    import ctypes
+    import gc
+    import sys
+
+    gc.collect()   # the quantizer's small model sits in reference cycles that hold its fp32 weight
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _one_node_model(node, weight, opset_imports: dict):
+    """A ModelProto with only `node` (a MatMul) and its weight as an fp32 initializer."""
+    import numpy as np
+    import onnx
+
+    array = np.ascontiguousarray(weight.const_value.numpy(), dtype=np.float32)
+    x = node.inputs[0]
+    inputs = [onnx.helper.make_tensor_value_info(x.name, onnx.TensorProto.FLOAT, None)]
+    outputs = [onnx.helper.make_tensor_value_info(node.outputs[0].name, onnx.TensorProto.FLOAT, None)]
+    proto_node = onnx.helper.make_node("MatMul", [x.name, weight.name], [node.outputs[0].name], name=node.name)
+    initializer = onnx.numpy_helper.from_array(array, weight.name)
+    del array
+    graph = onnx.helper.make_graph([proto_node], "one_matmul", inputs, outputs, [initializer])
+    opsets = [onnx.helper.make_opsetid(domain, version) for domain, version in opset_imports.items()]
+    return onnx.helper.make_model(graph, opset_imports=opsets, ir_version=10)
+
+
+def _splice(graph, old_node, small) -> None:
+    """Replace `old_node` in `graph` by the nodes and initializers of the quantized one-node model `small`."""
+    import onnx_ir as ir
+
+    values = {old_node.inputs[0].name: old_node.inputs[0]}
+    for name, init in small.graph.initializers.items():
+        # A copy in numpy: the deserialized tensor would keep the quantizer's whole protobuf arena
+        # (fp32 weight included) alive.
+        tensor = ir.Tensor(init.const_value.numpy().copy(), name=name)
+        value = ir.Value(name=name, shape=init.shape, type=init.type, const_value=tensor)
+        graph.register_initializer(value)
+        values[name] = value
+    old_output = old_node.outputs[0]
+    new_nodes = []
+    for node in small.graph:
+        inputs = [values[v.name] if v is not None else None for v in node.inputs]
+        new = ir.Node(node.domain, node.op_type, inputs, attributes=list(node.attributes.values()),
+                      num_outputs=len(node.outputs), name=node.name, version=node.version)
+        for mine, theirs in zip(new.outputs, node.outputs, strict=True):
+            mine.type, mine.shape = theirs.type, theirs.shape
+            values[theirs.name] = mine
+        new_nodes.append(new)
+    final_output = values[old_output.name]
+    final_output.type, final_output.shape = old_output.type, old_output.shape
+    graph.insert_after(old_node, new_nodes)
+    ir.convenience.replace_all_uses_with(old_output, final_output, replace_graph_outputs=True)
+    graph.remove(old_node, safe=True)
+    for new, theirs in zip(new_nodes, small.graph, strict=True):   # names free only now
+        for mine, their_out in zip(new.outputs, theirs.outputs, strict=True):
+            mine.name = their_out.name
+
+
+def quantize_one_by_one(builder_model, progress=None):
+    """The builder's `to_int4()`, one MatMul at a time (see the module docstring); returns the ir.Model. Lab 01."""
+    import onnx_ir as ir
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    from onnxruntime.quantization.quant_utils import QuantFormat
+
+    model = builder_model.model
+    graph = model.graph
+    int4 = builder_model.quant_attrs["int4"]
+    excluded = set(int4["nodes_to_exclude"] or ())
+    opsets = dict(model.opset_imports)
+    targets = [n for n in graph if n.op_type == "MatMul" and n.domain == "" and n.name not in excluded
+               and len(n.inputs) == 2 and n.inputs[1] is not None and n.inputs[1].const_value is not None]
+    for node in targets:
+        weight = node.inputs[1]
+        if len(weight.uses()) != 1:   # a shared weight: leave it (the builder never shares MatMul weights)
+            continue
+        quantizer = MatMulNBitsQuantizer(
+            _one_node_model(node, weight, opsets),
+            block_size=int4["qdq_block_size"], is_symmetric=int4["is_symmetric"],
+            accuracy_level=int4["accuracy_level"], nodes_to_exclude=int4["nodes_to_exclude"],
+            quant_format=QuantFormat.QOperator, op_types_to_quantize=int4["op_types_to_quantize"],
+            algo_config=int4["algo_config"])
+        quantizer.process()
+        small = ir.from_proto(quantizer.model.model)
+        for domain, version in small.opset_imports.items():
+            model.opset_imports.setdefault(domain, version)
+        _splice(graph, node, small)
+        graph.initializers.pop(weight.name)
+        weight.const_value = None     # drops the lazy cast and with it the torch tensor
+        del quantizer, small
+        _release_freed_memory()
+
+        if progress is not None:
+            progress()
+    return model
+
+
+@contextlib.contextmanager
+def patched_builder(progress=None):
+    """Within this block the model builder quantizes INT4 one MatMul at a time (when exact). Lab 01."""
+    from onnxruntime_genai.models import builder
+
+    # The builder imports its classes as the top-level package `builders` (it puts its own folder
+    # on sys.path), so patch the class it actually uses, not onnxruntime_genai.models.builders.base.
+    base_model = builder.Model
+    original = base_model.to_int4
+
+    def to_int4(self):
+        if supports(self.quant_attrs):
+            return quantize_one_by_one(self, progress)
+        return original(self)
+
+    base_model.to_int4 = to_int4
+    try:
+        yield
+    finally:
+        base_model.to_int4 = original

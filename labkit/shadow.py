@@ -1,0 +1,190 @@
+"""Shadow models: Phi-3.5-mini's exact architecture with random weights, for real size, memory and speed.
+
+The course cannot download Microsoft's weights here, but how big a build is, how much memory the
+builder needs and how fast a model decodes do not depend on the weights' values. A shadow is a
+normal Hugging Face checkpoint folder laid out like the published one (`config.json`, bf16
+safetensors shards, `model.safetensors.index.json`, tokenizer files) that every tool reads as
+it reads `microsoft/Phi-3.5-mini-instruct`:
+
+    from labkit import shadow
+    path = shadow.create_shadow("phi-3.5-mini")            # 3.82B parameters, 7.6 GB of bf16
+    path = shadow.create_shadow("phi-3.5-mini", layers=4)  # same width, 4 decoder layers (0.65B)
+
+Creation never holds the model in memory: tensor shapes come from a `Phi3ForCausalLM` on the
+meta device, and each shard (≤ 2 GB) is filled, written and freed in turn. Weights are
+deterministic (one seeded generator per tensor name), so a shadow is the same on every machine,
+and it is cached like every labkit output (verified manifest, atomic, lock per folder).
+
+Tokenizer: the course's byte-level BPE (see `labkit.models.train_tokenizer`) with Phi-3's chat
+tokens, padded by the config to Phi-3's 32064-row vocabulary. Phi-3's own SentencePiece-style
+tokenizer (byte fallback) is decoded wrongly by onnxruntime-genai 0.12 without a
+`tokenizer.model`, and speed does not depend on which tokens the ids stand for.
+Taught in lab 01 (real size) and measured by `make bench-scale`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from . import cache, models, paths
+
+SHADOW_FORMAT = "labkit-shadow-v1"   # bump when what create_shadow writes changes
+SHARD_BYTES = 2 << 30                # ≤ 2 GiB per shard bounds creation memory
+
+# microsoft/Phi-3.5-mini-instruct's config.json values. The LongRoPE factor lists (48 = head_dim / 2
+# values each) are Phi-3-mini-128k's published ones; Phi-3.5-mini's differ slightly, and neither
+# changes size, memory or speed.
+LONG_FACTOR = [
+    1.08, 1.11, 1.14, 1.34, 1.59, 1.6, 1.62, 2.62, 3.23, 3.23, 4.79, 7.4, 7.7, 9.09, 12.2, 17.67, 24.46, 28.57,
+    30.42, 30.84, 32.59, 32.93, 42.32, 44.96, 50.34, 50.45, 57.55, 57.93, 58.21, 60.14, 62.61, 62.62, 62.71, 63.14,
+    63.14, 63.77, 63.93, 63.96, 63.97, 64.03, 64.07, 64.08, 64.12, 64.41, 64.48, 64.51, 64.53, 64.84]
+SHORT_FACTOR = [
+    1.0, 1.02, 1.03, 1.03, 1.05, 1.05, 1.05, 1.05, 1.05, 1.07, 1.1, 1.11, 1.16, 1.16, 1.17, 1.29, 1.34, 1.68, 1.79,
+    1.82, 1.85, 1.88, 1.91, 1.94, 1.99, 2.02, 2.02, 2.02, 2.02, 2.02, 2.02, 2.03, 2.03, 2.03, 2.03, 2.03, 2.03, 2.03,
+    2.03, 2.03, 2.08, 2.09, 2.19, 2.22, 2.59, 2.73, 2.75, 2.84]
+
+ARCHITECTURES = {
+    "phi-3.5-mini": {
+        "hub_id": models.HUB_IDS["mini"],
+        "config": {
+            "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu",
+            "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32064,
+            "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": False,
+            "initializer_range": 0.02, "attention_dropout": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+            "rope_scaling": {"type": "longrope", "rope_type": "longrope", "long_factor": LONG_FACTOR,
+                             "short_factor": SHORT_FACTOR},
+            "torch_dtype": "bfloat16",
+        },
+        "parameters": 3_821_079_552,   # published: 3.8B
+    },
+}
+
+
+class ShadowError(ValueError):
+    """A shadow that cannot be made as asked; the message names the fix. Lab 01."""
+
+
+def shadow_config(name: str = "phi-3.5-mini", layers: int | None = None) -> dict:
+    """The config.json of a shadow: the published architecture, `layers` decoder layers deep. Lab 01."""
+    if name not in ARCHITECTURES:
+        raise ShadowError(f"Unknown shadow {name!r}. Choose one of: {', '.join(ARCHITECTURES)}.")
+    config = json.loads(json.dumps(ARCHITECTURES[name]["config"]))
+    full = config["num_hidden_layers"]
+    if layers is not None:
+        if not isinstance(layers, int) or not 1 <= layers <= full:
+            raise ShadowError(f"layers={layers!r}: a shadow of {name} has 1 to {full} decoder layers "
+                              f"(None = all {full}).")
+        config["num_hidden_layers"] = layers
+    return config
+
+
+def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Every tensor's name and shape, from `Phi3ForCausalLM` on the meta device (no memory used). Lab 01."""
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    with torch.device("meta"):
+        model = Phi3ForCausalLM(Phi3Config(**{k: v for k, v in config.items() if k != "torch_dtype"}))
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def count_parameters(config: dict) -> int:
+    """Number of parameters of a shadow with this config. Lab 01."""
+    import math
+
+    return sum(math.prod(shape) for shape in parameter_shapes(config).values())
+
+
+def random_tensor(name: str, shape: tuple[int, ...], seed: int = 0):
+    """A deterministic bf16 tensor: ones for norms, N(0, 0.02) elsewhere (the checkpoint's init). Lab 01."""
+    import hashlib
+
+    import torch
+
+    if name.endswith("norm.weight"):
+        return torch.ones(shape, dtype=torch.bfloat16)
+    tensor_seed = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") >> 1
+    gen = torch.Generator().manual_seed(tensor_seed)
+    return (torch.randn(shape, generator=gen, dtype=torch.float32) * 0.02).to(torch.bfloat16)
+
+
+def plan_shards(shapes: dict[str, tuple[int, ...]], limit: int = SHARD_BYTES) -> list[list[str]]:
+    """Group tensors, in order, into shards of at most `limit` bytes of bf16. Lab 01."""
+    import math
+
+    shards, current, size = [], [], 0
+    for name, shape in shapes.items():
+        nbytes = 2 * math.prod(shape)
+        if current and size + nbytes > limit:
+            shards.append(current)
+            current, size = [], 0
+        current.append(name)
+        size += nbytes
+    if current:
+        shards.append(current)
+    return shards
+
+
+def write_checkpoint(config: dict, out_dir: Path, seed: int = 0, progress: bool = True) -> int:
+    """Write random bf16 safetensors shards and their index for `config`, one shard in memory at a time. Lab 01."""
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    shapes = parameter_shapes(config)
+    shards = plan_shards(shapes)
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map, total = {}, 0
+    with tqdm(total=len(shapes), desc="writing shadow weights", disable=not progress, unit="tensor") as bar:
+        for shard, filename in zip(shards, names, strict=True):
+            tensors = {}
+            for name in shard:
+                tensors[name] = random_tensor(name, shapes[name], seed)
+                weight_map[name] = filename
+                total += tensors[name].numel()
+                bar.update()
+            save_file(tensors, str(out_dir / filename), metadata={"format": "pt"})
+            del tensors
+    index = {"metadata": {"total_size": 2 * total}, "weight_map": weight_map}
+    (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return total
+
+
+def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, seed: int = 0, force: bool = False,
+                  progress: bool = True) -> Path:
+    """Create (or reuse) a random-weight checkpoint with `name`'s exact architecture; return its folder. Lab 01.
+
+    `layers=N` keeps the width and stops after N decoder layers: size, build memory and decode
+    time grow linearly with N, so shallow shadows measure what the full one costs.
+    """
+    config = shadow_config(name, layers)
+    depth = config["num_hidden_layers"]
+    key = cache.cache_key(config, seed, SHADOW_FORMAT, models.MODEL_FORMAT)
+    final = paths.cache_dir() / "shadows" / f"{name}-{depth}L-{key}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    needed = int(2.05 * count_parameters(config))
+    free = shutil.disk_usage(final.parent).free
+    started = time.perf_counter()
+    with cache.cached_dir(final, force, f"the {name} shadow ({depth} layers)") as tmp:
+        if tmp is None:
+            return final
+        if free < needed:
+            raise ShadowError(f"Not enough disk for the {name} shadow: it needs {needed / 1e9:.1f} GB, "
+                              f"{final.parent} has {free / 1e9:.1f} GB free. Free space or set LABKIT_CACHE.")
+        tokenizer = models.train_tokenizer(2048, tmp)
+        ids = tokenizer.convert_tokens_to_ids
+        config.update(bos_token_id=ids("<|endoftext|>"), eos_token_id=[ids("<|endoftext|>"), ids("<|end|>")],
+                      pad_token_id=ids("<|endoftext|>"))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps(
+            {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
+             "pad_token_id": config["pad_token_id"]}, indent=2))
+        parameters = write_checkpoint(config, tmp, seed, progress)
+        record = {"shadow_of": ARCHITECTURES[name]["hub_id"], "layers": depth, "seed": seed,
+                  "parameters": parameters, "seconds": round(time.perf_counter() - started, 1)}
+        (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2))
+    return final
