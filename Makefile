@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course demo test test-gpu lab bench lock exercises wheelhouse clean
+.PHONY: install course demo test test-gpu lab bench bench-scale bench-scale-quick prefetch lock exercises wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -43,6 +43,21 @@ lab: install
 
 bench: install
 	$(PY) -m labkit bench
+
+# Phi-3.5-mini at its real size on this CPU (random-weight shadow): INT4/INT8/FP32 build time, peak RAM,
+# size, load, prefill/decode, bandwidth fraction -> runs/bench-scale.json. About 25 min on 2 cores.
+bench-scale: install
+	$(PY) -m labkit bench-scale
+
+# The same path on 1- and 2-layer shadows, extrapolated to 32 layers: about a minute.
+bench-scale-quick: install
+	$(PY) -m labkit bench-scale --layers 2 --precisions int4 --runs 1
+
+# Download what a profile needs before the workshop (PROFILE=laptop|gpu) and print the sizes.
+PROFILE ?= laptop
+prefetch: install
+	HF_HUB_OFFLINE=$(PREFETCH_OFFLINE) $(PY) -m labkit prefetch --profile $(PROFILE)
+PREFETCH_OFFLINE ?= 0
 
 # Attendee copies of the labs with the exercise solutions removed, in exercises/.
 exercises: install

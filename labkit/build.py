@@ -13,8 +13,12 @@ workshop needs around it:
 - the builder's thousands of log lines go to a log file, summarized by a progress bar.
 
 INT8 on CPU: the pinned builder (onnxruntime-genai 0.12.2, see requirements/requirements.in) has no
-`-p int8`. We build FP32 and quantize its MatMuls to 8-bit MatMulNBits with ONNX Runtime's own
-`MatMulNBitsQuantizer` — the same quantizer the builder uses for INT4, with bits=8.
+`-p int8`. The recipe is an FP32 build whose MatMuls ONNX Runtime's own `MatMulNBitsQuantizer` turns
+into 8-bit MatMulNBits (`quantize_int8`, the same quantizer the builder uses for INT4, with bits=8).
+
+Memory: `build()` quantizes INT4 and INT8 one MatMul at a time inside the builder (`labkit.lean`),
+with the same result bit for bit; that is what lets Phi-3.5-mini build on a 16 GB laptop (≈ 7.5 GB
+peak instead of ≈ 40 GB).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import cache, lean, models, paths
+from . import cache, lean, models, paths, sizing
 
 # Precision -> execution providers the builder supports it on (from the builder's own help).
 SUPPORTED = {
@@ -48,7 +52,7 @@ ARCHITECTURES = (
     "SmolLM3ForCausalLM",
 )
 BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.1, "int4": 0.6}
-BUILD_FORMAT = "labkit-build-v1"  # bump when what build() writes changes
+BUILD_FORMAT = "labkit-build-v2"  # bump when what build() writes changes
 
 
 class BuildError(ValueError):
@@ -197,10 +201,13 @@ def builds_root() -> Path:
 
 def build(model: str | Path = "tiny", precision: str = "int4", execution_provider: str = "cpu", *,
           block_size: int | None = None, accuracy_level: int | None = None, algorithm: str | None = None,
-          extra: dict | None = None, force: bool = False, progress: bool = True) -> Build:
+          extra: dict | None = None, force: bool = False, progress: bool = True,
+          check_memory: bool = True) -> Build:
     """Build `model` for onnxruntime-genai (or reuse the finished build). Lab 01.
 
     `model` is `tiny`, a local checkpoint folder or a hub id (see `labkit.models.resolve_model`).
+    A build that needs more RAM than is available (`labkit.sizing`, measured on shadows) is refused
+    before it starts; `check_memory=False` starts it anyway.
     """
     options = BuildOptions(precision, execution_provider, block_size, accuracy_level, algorithm, extra or {})
     options.validate()                              # cheap checks first,
@@ -214,18 +221,18 @@ def build(model: str | Path = "tiny", precision: str = "int4", execution_provide
     with cache.cached_dir(final, force, f"{options.name} build") as tmp:
         if tmp is None:
             return Build(final, options, time.perf_counter() - started, True, log)
+        if check_memory and options.precision in sizing.MEASURED_PHI35_MINI:
+            need = sizing.build_requirement(options.precision, sizing.text_config(config))
+            try:
+                sizing.check_fits(f"The {options.name} build of {label}", need["peak_rss_bytes"], need["basis"])
+            except sizing.DoesNotFit as err:
+                raise BuildError(f"{err} (build(..., check_memory=False))") from None
         check_disk(builds_root(), int(estimate_output_bytes(model_dir, config, options.precision) * 1.5))
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         with log.open("w") as log_file:
             try:
                 _run_builder(model_dir, tmp, options, config, log_file, progress)
-                if options.precision == "int8":
-                    # accuracy level 4 (int8 compute) is ~10x faster than the quantizer's default on CPU,
-                    # and the builder's own default for INT4 on CPU.
-                    level = 4 if options.accuracy_level is None else options.accuracy_level
-                    quantize_int8(tmp, block_size=options.block_size or 32, accuracy_level=level,
-                                  log_file=log_file)
             except BuildError:
                 raise
             except Exception as exc:
@@ -244,7 +251,14 @@ def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: 
     from onnxruntime_genai.models.builder import create_model
     from tqdm.auto import tqdm
 
-    precision = "fp32" if options.precision == "int8" else options.precision
+    precision, bits, extra = options.precision, 4, options.extra_options()
+    if precision == "int8":
+        # The builder's quantized path with 8-bit weights (labkit.lean): the FP32 build + quantize_int8
+        # result without holding an FP32 model. Accuracy level 4 (int8 compute) is ~10x faster than
+        # the quantizer's default on CPU, and the builder's own default for INT4 on CPU.
+        precision, bits = "int4", 8
+        extra.update(int4_block_size=str(options.block_size or 32),
+                     int4_accuracy_level=str(4 if options.accuracy_level is None else options.accuracy_level))
     layers = config.get("num_hidden_layers", 1)
     # One tick per layer read, per quantized MatMul (Phi-3 int4: 5 per layer + lm_head), per save step.
     total = layers + 3 + (5 * layers + 1 if precision == "int4" else 0) + 2
@@ -254,16 +268,20 @@ def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: 
     hf_cache = builds_root() / ".hf-cache"
     hf_logging.disable_progress_bar()   # the builder's "Loading weights" bar would bypass the log file
     try:
-        with cache.captured_output(log_file, bar), lean.patched_builder():
+        with cache.captured_output(log_file, bar), lean.patched_builder(bits=bits):
             create_model(None, str(model_dir), str(out_dir), precision, options.execution_provider, str(hf_cache),
-                         **options.extra_options())
+                         **extra)
     finally:
         bar.n = bar.total
         bar.close()
 
 
 def quantize_int8(model_dir: Path, block_size: int = 32, accuracy_level: int | None = None, log_file=None) -> None:
-    """Turn an FP32 build's MatMuls into 8-bit MatMulNBits in place (ONNX Runtime's quantizer). Lab 01."""
+    """Turn an FP32 build's MatMuls into 8-bit MatMulNBits in place (ONNX Runtime's quantizer). Lab 01.
+
+    The recipe `build(precision="int8")` reproduces bit for bit with less memory (tests/test_lean.py);
+    it needs the whole FP32 model in memory, so it suits small models.
+    """
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 

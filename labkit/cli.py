@@ -4,6 +4,9 @@
     labkit env                                           the environment check of lab 00
     labkit tiny                                          create (or show) the tiny Phi-3
     labkit bench                                         the speed benchmark on a ~160M-param model
+    labkit bench-scale [--layers N] [--precisions int4 …]  Phi-3.5-mini at real size (shadow) on this CPU
+    labkit prefetch [--profile laptop|gpu]                download what a profile needs, print sizes
+    labkit build MODEL [--precision P] [--force] [--json]  one model-builder build (cached), as lab 01 makes it
     labkit gpu-probe                                     is there a usable GPU? (exit 3 if not)
     labkit keep-tokenizer MODEL BUILD...                 the builder CLI's missing step (lab 01)
     labkit exercises [--out DIR]                         attendee copies without solutions -> exercises/
@@ -31,6 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("tiny", help="create the tiny Phi-3 (cached) and print where it is")
     bench = sub.add_parser("bench", help="benchmark ORT builds vs PyTorch on a ~160M-param model")
     bench.add_argument("--runs", type=int, default=3)
+    scale = sub.add_parser("bench-scale", help="build and run the full-size Phi-3.5-mini shadow on this CPU")
+    scale.add_argument("--layers", type=int, default=None,
+                       help="measure shadows of N/2 and N layers and extrapolate to 32 (quick)")
+    scale.add_argument("--precisions", nargs="+", default=["int4", "int8", "fp32"])
+    scale.add_argument("--runs", type=int, default=3)
+    scale.add_argument("--out", default=None, help="JSON file (default runs/bench-scale.json)")
+    pre = sub.add_parser("prefetch", help="download (or, offline, check) the models a profile needs")
+    pre.add_argument("--profile", default=os.environ.get("LABKIT_PROFILE", "laptop"))
+    one = sub.add_parser("build", help="build a checkpoint with the model builder (labkit.build.build)")
+    one.add_argument("model", help="`tiny`, a checkpoint folder or a hub id")
+    one.add_argument("--precision", default="int4")
+    one.add_argument("--execution-provider", default="cpu")
+    one.add_argument("--force", action="store_true", help="rebuild even when a verified build is cached")
+    one.add_argument("--json", action="store_true", help="print the result as one JSON line")
     keep = sub.add_parser("keep-tokenizer", help="restore MODEL's tokenizer class and chat template in builder "
                                                   "output folders, so og.Tokenizer reads them")
     keep.add_argument("model", help="the checkpoint the builds came from: a folder, `tiny` or a hub id")
@@ -83,6 +100,37 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {found.summary()}", file=sys.stderr)
             return NO_GPU_EXIT
         print(f"GPU: {found.summary()}")
+    elif args.command == "bench-scale":
+        from pathlib import Path
+
+        from .scale import ScaleError, run_bench_scale
+        try:
+            run_bench_scale(args.layers, tuple(args.precisions), runs=args.runs,
+                            out=Path(args.out) if args.out else None)
+        except ScaleError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    elif args.command == "prefetch":
+        from .hub import NotCached, prefetch
+        try:
+            prefetch(args.profile)
+        except NotCached as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    elif args.command == "build":
+        import json
+
+        from .build import BuildError, build
+        try:
+            result = build(args.model, args.precision, args.execution_provider, force=args.force,
+                           progress=not args.json)
+        except BuildError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        summary = {"dir": str(result.path), "size_bytes": result.size_bytes, "seconds": round(result.seconds, 2),
+                   "cached": result.cached}
+        print(json.dumps(summary) if args.json else f"{result.path} ({result.size_bytes / 1e9:.2f} GB, "
+              f"{'cached' if result.cached else f'{result.seconds:.0f} s'})")
     elif args.command == "bench":
         from .bench import run_benchmark
         run_benchmark(runs=args.runs)

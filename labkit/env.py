@@ -24,6 +24,7 @@ def probe_gpu():
 # What each profile needs, for the whole course (disk for builds, RAM for the largest step).
 NEEDS = {
     "cpu": {"disk_gb": 2, "ram_gb": 4},
+    "laptop": {"disk_gb": 25, "ram_gb": 10},   # checkpoints 7.6 + 8.3 GB, INT4/INT8 builds (labkit.sizing)
     "gpu": {"disk_gb": 40, "ram_gb": 16, "gpu_gb": 16},
 }
 
@@ -112,8 +113,8 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
     online = _can_reach("huggingface.co") if check_network else False
     state = "offline (HF_HUB_OFFLINE=1)" if offline else ("online" if online else "no network")
     rows.append(_row("network", prof.name == "cpu" or online or offline, state,
-                     "The gpu profile downloads microsoft/Phi-3.5-* once: connect, or pre-download them with "
-                     "`hf download microsoft/Phi-3.5-mini-instruct` and set HF_HUB_OFFLINE=1.", warn=True))
+                     f"The {prof.name} profile downloads microsoft/Phi-3.5-* once: connect, or pre-download them with "
+                     f"`make prefetch PROFILE={prof.name}` and set HF_HUB_OFFLINE=1.", warn=True))
     return rows
 
 

@@ -99,8 +99,12 @@ def _splice(graph, old_node, small) -> None:
             mine.name = their_out.name
 
 
-def quantize_one_by_one(builder_model, progress=None):
-    """The builder's `to_int4()`, one MatMul at a time (see the module docstring); returns the ir.Model. Lab 01."""
+def quantize_one_by_one(builder_model, progress=None, bits: int = 4):
+    """The builder's `to_int4()`, one MatMul at a time (see the module docstring); returns the ir.Model. Lab 01.
+
+    `bits=8` gives labkit's INT8 build: 8-bit symmetric MatMulNBits with the builder's block size
+    and accuracy level, as `MatMulNBitsQuantizer(bits=8)` makes from an FP32 build.
+    """
     import onnx_ir as ir
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     from onnxruntime.quantization.quant_utils import QuantFormat
@@ -116,12 +120,17 @@ def quantize_one_by_one(builder_model, progress=None):
         weight = node.inputs[1]
         if len(weight.uses()) != 1:   # a shared weight: leave it (the builder never shares MatMul weights)
             continue
-        quantizer = MatMulNBitsQuantizer(
-            _one_node_model(node, weight, opsets),
-            block_size=int4["qdq_block_size"], is_symmetric=int4["is_symmetric"],
-            accuracy_level=int4["accuracy_level"], nodes_to_exclude=int4["nodes_to_exclude"],
-            quant_format=QuantFormat.QOperator, op_types_to_quantize=int4["op_types_to_quantize"],
-            algo_config=int4["algo_config"])
+        one_node = _one_node_model(node, weight, opsets)
+        if bits == 8:
+            quantizer = MatMulNBitsQuantizer(one_node, bits=8, block_size=int4["qdq_block_size"], is_symmetric=True,
+                                             accuracy_level=int4["accuracy_level"])
+        else:
+            quantizer = MatMulNBitsQuantizer(
+                one_node, block_size=int4["qdq_block_size"], is_symmetric=int4["is_symmetric"],
+                accuracy_level=int4["accuracy_level"], nodes_to_exclude=int4["nodes_to_exclude"],
+                quant_format=QuantFormat.QOperator, op_types_to_quantize=int4["op_types_to_quantize"],
+                algo_config=int4["algo_config"])
+        del one_node
         quantizer.process()
         small = ir.from_proto(quantizer.model.model)
         for domain, version in small.opset_imports.items():
@@ -138,8 +147,12 @@ def quantize_one_by_one(builder_model, progress=None):
 
 
 @contextlib.contextmanager
-def patched_builder(progress=None):
-    """Within this block the model builder quantizes INT4 one MatMul at a time (when exact). Lab 01."""
+def patched_builder(progress=None, bits: int = 4):
+    """Within this block the model builder quantizes INT4 one MatMul at a time (when exact) and never
+    keeps a weight's fp32 copy after writing it. Lab 01.
+
+    With `bits=8`, run the builder with `-p int4` (its quantized path) to get an INT8 build.
+    """
     from onnxruntime_genai.models import builder
 
     # The builder imports its classes as the top-level package `builders` (it puts its own folder
@@ -148,12 +161,31 @@ def patched_builder(progress=None):
     original = base_model.to_int4
 
     def to_int4(self):
-        if supports(self.quant_attrs):
-            return quantize_one_by_one(self, progress)
+        if bits == 8 or supports(self.quant_attrs):
+            return quantize_one_by_one(self, progress, bits)
         return original(self)
 
-    base_model.to_int4 = to_int4
+    original_initializer = base_model.make_initializer
+
+    def make_initializer(self, tensor, /, name, to=None):
+        if to is None or not hasattr(tensor, "to"):
+            return original_initializer(self, tensor, name=name, to=to)
+        # The builder's lazy cast stores its result back into the closure, so every weight, once
+        # written or quantized, stays in memory as fp32 until the build ends (≈ 4 bytes per parameter).
+        # Casting afresh on each read writes the same bytes and keeps only the source tensor.
+        import onnx_ir as ir
+        from onnx_ir.tensor_adapters import TorchTensor, to_torch_dtype
+
+        def cast():
+            return TorchTensor(tensor.to(to_torch_dtype(to)), name=name)
+
+        ir_tensor = ir.LazyTensor(cast, dtype=to, shape=ir.Shape(tensor.shape), name=name)
+        value = self.make_value(name, ir_tensor.dtype, ir_tensor.shape)
+        value.const_value = ir_tensor
+        self.model.graph.register_initializer(value)
+
+    base_model.to_int4, base_model.make_initializer = to_int4, make_initializer
     try:
         yield
     finally:
-        base_model.to_int4 = original
+        base_model.to_int4, base_model.make_initializer = original, original_initializer

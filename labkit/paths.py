@@ -76,3 +76,13 @@ def read_json(path: Path, fix: str = "restore it from the original (re-download 
             else "not UTF-8 text"
         raise ValueError(f"{path} is not valid JSON ({where}). The file is corrupt or half-written: {fix}.") \
             from None
+
+
+def write_json_atomic(path: Path, value) -> Path:
+    """Write JSON to `path` through a temp file and a rename: readers never see half a file. All labs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    tmp.replace(path)
+    return path

@@ -1,4 +1,5 @@
-"""Course profiles: `cpu` (tiny local models, CPU EP) and `gpu` (CUDA EP, real Phi-3.5 models).
+"""Course profiles: `cpu` (tiny local models, CPU EP), `laptop` (the real Phi-3.5 models on the CPU EP)
+and `gpu` (CUDA EP, real Phi-3.5 models).
 
 Pick one with the notebooks' `profile` parameter or the `LABKIT_PROFILE` environment variable.
 Taught in lab 00.
@@ -25,6 +26,10 @@ class Profile:
 
 PROFILES = {
     "cpu": Profile("cpu", "cpu", "tiny", "tiny-vision", ("fp32", "int8", "int4"), "cpu", 600),
+    # An attendee's 16 GB laptop without an NVIDIA GPU: the real checkpoints, INT4 (and INT8 where memory
+    # allows) on the CPU EP. What each lab needs here comes from labkit.sizing (measured on shadows).
+    "laptop": Profile("laptop", "cpu", "microsoft/Phi-3.5-mini-instruct", "microsoft/Phi-3.5-vision-instruct",
+                      ("int4", "int8"), "cpu", 3 * 3600),
     "gpu": Profile("gpu", "cuda", "microsoft/Phi-3.5-mini-instruct", "microsoft/Phi-3.5-vision-instruct",
                    ("fp16", "int4", "fp32"), "cuda", 7200),   # real-size builds and exports
 }

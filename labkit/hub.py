@@ -1,0 +1,123 @@
+"""What each profile downloads from the Hugging Face hub, Microsoft's published ONNX builds, and `make prefetch`.
+
+A workshop venue's Wi-Fi should not be the bottleneck: `make prefetch PROFILE=laptop` (or `gpu`)
+downloads exactly what that profile's labs read — the checkpoints and, for `laptop`, the CPU INT4
+folder of `microsoft/Phi-3.5-mini-instruct-onnx` — and prints their sizes. Offline
+(`HF_HUB_OFFLINE=1`), it checks the local cache instead and names what is missing with the
+command that fetches it. Everything goes through `huggingface_hub.snapshot_download`, so files
+land in the standard cache (`HF_HOME` / `HF_HUB_CACHE`) every tool reads. Labs 00 and 01.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import models, paths
+
+PUBLISHED_ONNX = {
+    # The CPU INT4 build Microsoft publishes next to the checkpoint (AWQ, block 128, accuracy level 4).
+    "cpu-int4": ("microsoft/Phi-3.5-mini-instruct-onnx", "cpu_and_mobile/cpu-int4-awq-block-128-acc-level-4"),
+}
+
+
+@dataclass(frozen=True)
+class Download:
+    """One repository (or a folder of it) a profile needs. Labs 00 and 01."""
+
+    repo: str
+    folder: str | None = None      # only this sub-folder (the published ONNX repos hold many variants)
+    approx_gb: float = 0.0         # as listed on the hub, for planning before any download
+
+    @property
+    def command(self) -> str:
+        """The `hf download` command that fetches it."""
+        include = f' --include "{self.folder}/*"' if self.folder else ""
+        return f"hf download {self.repo}{include}"
+
+    def allow_patterns(self) -> list[str] | None:
+        return [f"{self.folder}/*"] if self.folder else None
+
+
+PROFILE_DOWNLOADS = {
+    "cpu": (),
+    "laptop": (Download(models.HUB_IDS["mini"], approx_gb=7.6), Download(models.HUB_IDS["vision"], approx_gb=8.3),
+               Download(*PUBLISHED_ONNX["cpu-int4"], approx_gb=2.8)),
+    "gpu": (Download(models.HUB_IDS["mini"], approx_gb=7.6), Download(models.HUB_IDS["vision"], approx_gb=8.3)),
+}
+
+
+class NotCached(FileNotFoundError):
+    """A hub download that is not in the local cache while offline; the message has the command."""
+
+
+def _cache_dir() -> str | None:
+    import os
+
+    return os.environ.get("HF_HUB_CACHE")   # read per call: tests and shared servers point it elsewhere
+
+
+def local_folder(item: Download) -> Path:
+    """The cached snapshot folder of `item` (its sub-folder when it has one), or `NotCached`. Labs 00, 01."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        root = Path(snapshot_download(item.repo, allow_patterns=item.allow_patterns(), local_files_only=True,
+                                      cache_dir=_cache_dir()))
+    except LocalEntryNotFoundError:
+        raise NotCached(f"{item.repo} is not in the local Hugging Face cache. On a machine with network run "
+                        f"`{item.command}` (or `make prefetch`).") from None
+    folder = root / item.folder if item.folder else root
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise NotCached(f"{item.repo} is cached without {item.folder or 'its files'}. Run `{item.command}`.")
+    return folder
+
+
+def fetch(item: Download) -> Path:
+    """Download `item` into the standard cache (resumes; a no-op when complete) and return its folder. Lab 00."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        root = Path(snapshot_download(item.repo, allow_patterns=item.allow_patterns(), cache_dir=_cache_dir()))
+    except Exception as err:   # no network, hub down, gated repo: say which and how to get it
+        raise NotCached(f"{item.repo} could not be downloaded ({type(err).__name__}: {str(err)[:200]}). "
+                        f"With network, run `{item.command}`.") from None
+    return root / item.folder if item.folder else root
+
+
+def prefetch(profile: str, offline: bool | None = None, out=print) -> list[dict]:
+    """Download (or, offline, check) everything `profile` needs; print and return folder sizes. Lab 00.
+
+    Offline and something missing: raises `NotCached` listing every missing item's command."""
+    from .profiles import get_profile
+
+    name = get_profile(profile).name
+    offline = models.is_offline() if offline is None else offline
+    rows, missing = [], []
+    for item in PROFILE_DOWNLOADS[name]:
+        try:
+            folder = local_folder(item) if offline else fetch(item)
+        except NotCached:
+            missing.append(item)
+            continue
+        size = paths.dir_size(folder)
+        rows.append({"repo": item.repo, "folder": str(folder), "size_gb": round(size / 1e9, 2)})
+        out(f"{item.repo}{'/' + item.folder if item.folder else ''}: {size / 1e9:.2f} GB in {folder}")
+    if missing:
+        commands = "\n".join(f"  {item.command}" for item in missing)
+        raise NotCached(f"The {name} profile needs {len(missing)} download(s) that are not in the local Hugging "
+                        f"Face cache, and this machine is offline (HF_HUB_OFFLINE=1). With network, run "
+                        f"`make prefetch PROFILE={name}`, or:\n{commands}")
+    if not rows:
+        out(f"The {name} profile downloads nothing: every model is created locally.")
+    else:
+        out(f"{sum(r['size_gb'] for r in rows):.2f} GB in all for the {name} profile.")
+    return rows
+
+
+def published_onnx(variant: str = "cpu-int4") -> Path:
+    """Microsoft's published ONNX build of Phi-3.5-mini from the local cache, ready for `og.Model`. Lab 01."""
+    if variant not in PUBLISHED_ONNX:
+        raise ValueError(f"Unknown published variant {variant!r}; choose one of: {', '.join(PUBLISHED_ONNX)}.")
+    return local_folder(Download(*PUBLISHED_ONNX[variant]))

@@ -1,0 +1,203 @@
+"""`make bench-scale`: Phi-3.5-mini at its real size on this CPU, measured on a shadow checkpoint. Lab 01.
+
+For each precision the model builder runs in a child process (`python -m labkit build`) so that its
+wall time and the peak resident memory of its whole process tree are measured (`labkit.memwatch`);
+then the build's folder size, load time, prefill and decode tokens/second (medians after a warm-up,
+bare og loop) and decode as a fraction of the memory-bandwidth bound: bytes of weights one decode
+step reads (every MatMul weight and the LM head, not the embedding table, of which one row is read)
+times tokens/second, over the multi-threaded read bandwidth measured in the same run.
+
+`layers=N` (N < 32) measures shadows of N/2 and N layers and extrapolates each quantity linearly to
+the full depth (every decoder layer costs the same); such rows say `"extrapolated": true`.
+A precision whose build would not fit in this machine's available memory is not started; its row
+gives the requirement (`sizing.build_requirement`) instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import bench, paths, shadow, sizing
+
+PRECISIONS = ("int4", "int8", "fp32")
+FIELDS = ("size_bytes", "build_seconds", "peak_rss_bytes", "load_seconds", "prefill_tok_s", "decode_tok_s")
+
+
+class ScaleError(RuntimeError):
+    """A measurement that could not run; the message says why and what to do. Lab 01."""
+
+
+def build_in_child(model_dir: Path, precision: str) -> dict:
+    """Build `model_dir` in `precision` in a fresh process; time, peak tree memory and the output folder. Lab 01."""
+    from . import memwatch
+
+    cmd = [sys.executable, "-m", "labkit", "build", str(model_dir), "--precision", precision, "--force", "--json"]
+    run = memwatch.run(cmd)
+    if run.returncode != 0:
+        raise ScaleError(f"the {precision} build of {model_dir} failed (exit {run.returncode}):\n"
+                         f"{run.output[-2000:]}")
+    info = json.loads(run.output.strip().splitlines()[-1])
+    return {"dir": info["dir"], "size_bytes": info["size_bytes"], "build_seconds": round(run.seconds, 2),
+            "peak_rss_bytes": run.peak_rss_bytes}
+
+
+def measure_speed(build_dir: Path, runs: int, prompt_tokens: int, new_tokens: int) -> dict:
+    """Load time and median prefill/decode tokens per second of one build. Lab 01."""
+    # Two fresh loads, the faster one: the first may also be paying for a cold page cache.
+    first, loaded = bench.load_seconds(build_dir)
+    del loaded
+    second, loaded = bench.load_seconds(build_dir)
+    return {"load_seconds": round(min(first, second), 2),
+            "weight_bytes_per_token": bench.weight_bytes_per_token(build_dir),
+            **bench.speed(build_dir, prompt_tokens=prompt_tokens, new_tokens=new_tokens, runs=runs, loaded=loaded)}
+
+
+def measure_depth(layers: int | None, precision: str, runs: int, prompt_tokens: int, new_tokens: int,
+                  progress: bool = True) -> dict:
+    """Everything `bench-scale` reports for one shadow depth and precision (measured, not extrapolated). Lab 01."""
+    model_dir = shadow.create_shadow("phi-3.5-mini", layers, progress=progress)
+    row = build_in_child(model_dir, precision)
+    row.update(measure_speed(Path(row["dir"]), runs, prompt_tokens, new_tokens))
+    return row
+
+
+def extrapolate(low: dict, high: dict, low_layers: int, high_layers: int, target: int) -> dict:
+    """Per-layer linear extrapolation of two depths' measurements to `target` layers. Lab 01.
+
+    Sizes, seconds and memory grow linearly with depth; for speeds, the time per token does."""
+    def line(a: float, b: float) -> float:
+        slope = (b - a) / (high_layers - low_layers)
+        return a + slope * (target - low_layers)
+
+    # Costs never shrink with depth: measurement noise between two shallow copies must not make a
+    # slope negative, so each extrapolated cost is at least the deeper copy's.
+    out = {}
+    for key in ("size_bytes", "build_seconds", "peak_rss_bytes", "load_seconds", "weight_bytes_per_token"):
+        out[key] = max(line(low[key], high[key]), high[key])
+    for key in ("prefill_tok_s", "decode_tok_s"):
+        out[key] = 1.0 / max(line(1.0 / low[key], 1.0 / high[key]), 1.0 / high[key])
+    out["size_bytes"], out["peak_rss_bytes"] = int(out["size_bytes"]), int(out["peak_rss_bytes"])
+    out["weight_bytes_per_token"] = int(out["weight_bytes_per_token"])
+    return out
+
+
+def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int = 3, prompt_tokens: int = 128,
+                    new_tokens: int = 32, out: Path | None = None, progress: bool = True) -> dict:
+    """The `make bench-scale` suite. Prints a table, writes `runs/bench-scale.json`, returns the result. Lab 01."""
+    full = shadow.shadow_config("phi-3.5-mini")["num_hidden_layers"]
+    layers = None if layers in (None, full) else layers
+    config = shadow.shadow_config("phi-3.5-mini", layers)
+    for precision in precisions:
+        if precision not in PRECISIONS:
+            raise ScaleError(f"Unknown precision {precision!r} for bench-scale; choose from {', '.join(PRECISIONS)}.")
+    if layers is not None and layers < 2:
+        raise ScaleError("--layers must be at least 2 (shadows of layers/2 and layers are measured to extrapolate).")
+    bandwidth = bench.memory_bandwidth()
+    result = {"model": "phi-3.5-mini", "shadow_of": shadow.ARCHITECTURES["phi-3.5-mini"]["hub_id"],
+              "layers": full, "measured_layers": [layers // 2, layers] if layers else [full],
+              "extrapolated": layers is not None,
+              "parameters": shadow.count_parameters(shadow.shadow_config("phi-3.5-mini")),
+              "checkpoint": str(shadow.create_shadow("phi-3.5-mini", layers, progress=progress)),
+              "machine": sizing.machine(), "memory_bandwidth_gb_s": bandwidth,
+              "threads": os.cpu_count(), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens}
+    for precision in precisions:
+        need = sizing.build_requirement(precision, config)
+        available = sizing.machine()["available_ram_bytes"]
+        if need["peak_rss_bytes"] > available:
+            result[precision] = {"skipped": f"the build needs ≈ {need['peak_rss_bytes'] / 1e9:.1f} GB of RAM "
+                                            f"({need['basis']}); {available / 1e9:.1f} GB is available",
+                                 "required_peak_rss_bytes": need["peak_rss_bytes"],
+                                 "required_size_bytes": need["size_bytes"]}
+            continue
+        if layers:
+            low = measure_depth(layers // 2, precision, runs, prompt_tokens, new_tokens, progress)
+            high = measure_depth(layers, precision, runs, prompt_tokens, new_tokens, progress)
+            row = {"dir": high["dir"], **extrapolate(low, high, layers // 2, layers, full), "extrapolated": True,
+                   "measured": {str(layers // 2): low, str(layers): high}}
+        else:
+            row = {**measure_depth(None, precision, runs, prompt_tokens, new_tokens, progress), "extrapolated": False}
+        bound = bandwidth["read_gb_s"] * 1e9 / row["weight_bytes_per_token"]
+        row["bandwidth_bound_tok_s"] = bound
+        row["bandwidth_fraction"] = row["decode_tok_s"] / bound
+        result[precision] = row
+    out = out or paths.runs_root() / "bench-scale.json"
+    paths.write_json_atomic(out, result)
+    print(format_scale(result))
+    print(f"\nwritten to {out}")
+    return result
+
+
+def table_rows(result: dict) -> list[dict]:
+    """One row per precision for tables (the report, lab 01): GB, seconds, tok/s. Lab 01."""
+    rows = []
+    for precision in PRECISIONS:
+        row = result.get(precision)
+        if not row:
+            continue
+        if "skipped" in row:
+            rows.append({"precision": precision, "note": row["skipped"]})
+            continue
+        rows.append({"precision": precision, "size_gb": row["size_bytes"] / 1e9,
+                     "build_min": row["build_seconds"] / 60, "build_peak_ram_gb": row["peak_rss_bytes"] / 1e9,
+                     "load_s": row["load_seconds"], "prefill_tok_s": row["prefill_tok_s"],
+                     "decode_tok_s": row["decode_tok_s"], "bandwidth_fraction": row["bandwidth_fraction"],
+                     "note": "extrapolated from " + " and ".join(row["measured"]) + " layers"
+                     if row.get("extrapolated") else "measured"})
+    return rows
+
+
+def format_scale(result: dict) -> str:
+    """The printed table of `make bench-scale`. Lab 01."""
+    depth = f"{result['layers']} layers"
+    if result["extrapolated"]:
+        depth += ", extrapolated from " + " and ".join(map(str, result["measured_layers"])) + " layers"
+    head = (f"{result['model']} shadow ({result['parameters'] / 1e9:.2f}B parameters, {depth}); "
+            f"{result['threads']} threads; read bandwidth {result['memory_bandwidth_gb_s']['read_gb_s']:.1f} GB/s")
+    lines = [head, f"{'':6} {'size GB':>8} {'build min':>9} {'peak RAM GB':>11} {'load s':>7} {'prefill':>8} "
+                   f"{'decode':>7} {'of bound':>8}"]
+    for row in table_rows(result):
+        if "size_gb" not in row:
+            lines.append(f"{row['precision']:6} not built: {row['note']}")
+            continue
+        lines.append(f"{row['precision']:6} {row['size_gb']:8.2f} {row['build_min']:9.1f} "
+                     f"{row['build_peak_ram_gb']:11.1f} {row['load_s']:7.1f} {row['prefill_tok_s']:8.1f} "
+                     f"{row['decode_tok_s']:7.1f} {row['bandwidth_fraction']:8.2f}")
+    return "\n".join(lines)
+
+
+def read(path: Path | None = None) -> dict | None:
+    """The results of the last `make bench-scale` (`runs/bench-scale.json`), or None when there are none. Lab 05."""
+    path = Path(path) if path else paths.runs_root() / "bench-scale.json"
+    if not path.exists():
+        return None
+    return paths.read_json(path, "run `make bench-scale` (or `make bench-scale-quick`) again")
+
+
+def table(result: dict):
+    """`table_rows` as a DataFrame indexed by precision, rounded for reading. Labs 01 and 05."""
+    import pandas as pd
+
+    return pd.DataFrame(table_rows(result)).set_index("precision").round(2)
+
+
+def plot_scale(result: dict, laptop_ram_gb: float = 16.0):
+    """Peak build memory and decode speed per precision, against a 16 GB laptop's RAM. Labs 01 and 05."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table_rows(result) if "size_gb" in r]
+    fig, (ram_ax, speed_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    names = [r["precision"] for r in rows]
+    ram_ax.bar(names, [r["build_peak_ram_gb"] for r in rows], color="#1f77b4")
+    ram_ax.axhline(laptop_ram_gb, ls="--", color="gray", label=f"{laptop_ram_gb:.0f} GB laptop")
+    ram_ax.set(ylabel="GB", title="Peak RAM of the build")
+    ram_ax.legend()
+    speed_ax.bar(names, [r["decode_tok_s"] for r in rows], color="#2ca02c")
+    speed_ax.set(ylabel="tokens/s", title=f"Decode, {result['threads']} threads")
+    for ax in (ram_ax, speed_ax):
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"Phi-3.5-mini at real size ({'extrapolated' if result['extrapolated'] else 'measured'})")
+    fig.tight_layout()
+    return fig

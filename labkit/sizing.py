@@ -1,0 +1,160 @@
+"""What a build needs (RAM, disk, minutes) and what this machine has, from measurements on shadows.
+
+The numbers come from `make bench-scale` on the full-size Phi-3.5-mini shadow (random weights,
+exact architecture; see `labkit.shadow`) on a 2-core, 24 GB x86-64 machine, building with labkit's
+one-MatMul-at-a-time quantization (`labkit.lean`). Other checkpoints are scaled by their parameter
+count above a fixed overhead (the Python process with torch and ONNX Runtime loaded). Lab 00 shows
+these per lab before anything is downloaded or built; lab 01 refuses a build that will not fit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+GB = 1e9
+PHI35_MINI_PARAMETERS = 3_821_079_552
+PROCESS_OVERHEAD_BYTES = int(0.6 * GB)     # python + torch + onnxruntime imported, nothing loaded
+
+# make bench-scale, full-size Phi-3.5-mini shadow, 2 cores / 24 GB, one run each (see the README).
+MEASURED_PHI35_MINI = {
+    "int4": {"peak_rss_bytes": int(7.54 * GB), "size_bytes": int(2.77 * GB), "build_seconds": 168.0},
+    "int8": {"peak_rss_bytes": int(7.54 * GB), "size_bytes": int(4.37 * GB), "build_seconds": 168.0},
+    "fp32": {"peak_rss_bytes": int(7.54 * GB), "size_bytes": int(15.4 * GB), "build_seconds": 168.0},
+}
+
+
+def machine() -> dict:
+    """Cores, total and available RAM, and free disk where the model cache lives. Lab 00."""
+    import os
+
+    import psutil
+
+    from . import paths
+
+    memory = psutil.virtual_memory()
+    return {"cores": os.cpu_count(), "total_ram_bytes": memory.total, "available_ram_bytes": memory.available,
+            "free_disk_bytes": shutil.disk_usage(paths.cache_dir()).free}
+
+
+def parameters_of(config: dict) -> int:
+    """Parameter count of a decoder-only checkpoint from its config.json values (no weights read). Lab 00."""
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or hidden // heads
+    inter = config["intermediate_size"]
+    vocab = config["vocab_size"]
+    attention = hidden * (heads + 2 * kv_heads) * head_dim + heads * head_dim * hidden
+    mlp = 3 * hidden * inter
+    per_layer = attention + mlp + 2 * hidden
+    embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
+    return layers * per_layer + embeddings + hidden
+
+
+def build_requirement(precision: str, config: dict) -> dict:
+    """Peak RAM, folder size and minutes of a labkit build of a checkpoint with `config`. Lab 01.
+
+    Returns `{"peak_rss_bytes", "size_bytes", "minutes", "basis"}`; `basis` says where the
+    numbers come from (shown to attendees next to a refusal)."""
+    if precision not in MEASURED_PHI35_MINI:
+        raise ValueError(f"No measured requirement for {precision!r}; measured: {', '.join(MEASURED_PHI35_MINI)}.")
+    measured = MEASURED_PHI35_MINI[precision]
+    scale = parameters_of(config) / PHI35_MINI_PARAMETERS
+    peak = PROCESS_OVERHEAD_BYTES + (measured["peak_rss_bytes"] - PROCESS_OVERHEAD_BYTES) * scale
+    basis = ("measured on the full-size Phi-3.5-mini shadow" if math.isclose(scale, 1.0, rel_tol=0.01)
+             else f"measured on the full-size Phi-3.5-mini shadow, scaled to {parameters_of(config) / 1e9:.2f}B "
+                  "parameters")
+    return {"peak_rss_bytes": int(peak), "size_bytes": int(measured["size_bytes"] * scale),
+            "minutes": measured["build_seconds"] * scale / 60, "basis": basis}
+
+
+def text_config(config: dict) -> dict:
+    """The text decoder's part of a checkpoint's config (multimodal configs nest it). Lab 00."""
+    return config if "hidden_size" in config else config.get("text_config", config)
+
+
+def read_config(model_dir: Path) -> dict:
+    """A checkpoint's config.json, text decoder part. Lab 00."""
+    return text_config(json.loads((Path(model_dir) / "config.json").read_text()))
+
+
+class DoesNotFit(ValueError):
+    """A build or export that this machine cannot hold; the message names the requirement and the way out."""
+
+
+def check_fits(what: str, need_bytes: int, basis: str, available_bytes: int | None = None,
+               total_bytes: int | None = None) -> None:
+    """Raise `DoesNotFit` before starting `what` when it needs more RAM than is available. Lab 01."""
+    info = machine() if available_bytes is None or total_bytes is None else {}
+    available = info.get("available_ram_bytes", available_bytes)
+    total = info.get("total_ram_bytes", total_bytes)
+    if need_bytes > available:
+        raise DoesNotFit(
+            f"{what} needs about {need_bytes / GB:.1f} GB of RAM at its peak ({basis}); this machine has "
+            f"{available / GB:.1f} GB available of {total / GB:.1f} GB. Close other programs, pick a smaller "
+            "precision, or use the profile's fallback (the tiny model, or the gpu profile); or start it "
+            "anyway")
+
+
+# What each lab of a profile needs, for lab 00's plan. cpu: measured `make course` on 2 cores (README).
+# laptop: lab 01 from the shadow measurements above; inference from loading and running the INT4 shadow build;
+# lab 02 computed (the export holds the text weights in bf16 while the decoder builds); lab 03 runs the tiny
+# model on a laptop CPU (AWQ and LoRA of 3.8B parameters take hours there; not measured at full size).
+CPU_LABS = {"00": (0.6, 0.5, 0.0), "01": (0.2, 1.0, 0.05), "02": (0.3, 1.0, 0.01), "03": (1.3, 2.1, 0.05),
+            "04": (0.9, 1.5, 0.01), "05": (0.1, 0.5, 0.0)}      # lab: (minutes, peak RAM GB, disk GB)
+INT4_INFERENCE_RSS_BYTES = int(3.6 * GB)    # og.Model + a 160-token greedy run on the INT4 shadow build
+
+
+def lab_plan(profile: str | None = None) -> list[dict]:
+    """Per lab: what it does in `profile`, the RAM, disk and minutes it needs, and whether this machine has them.
+
+    Computed before anything is downloaded or built (from the architecture's config and the
+    measurements above). Lab 00."""
+    from . import shadow
+    from .profiles import get_profile
+
+    prof = get_profile(profile)
+    here = machine()
+    rows = []
+
+    def row(lab, what, minutes, ram_bytes, disk_bytes, basis):
+        fits = ram_bytes <= here["available_ram_bytes"] and disk_bytes <= here["free_disk_bytes"]
+        rows.append({"lab": lab, "what": what, "minutes": None if minutes is None else round(minutes, 1),
+                     "peak_ram_gb": round(ram_bytes / GB, 1), "disk_gb": round(disk_bytes / GB, 1),
+                     "fits_here": "yes" if fits else "no", "basis": basis})
+
+    if prof.name == "cpu":
+        for lab, (minutes, ram, disk) in CPU_LABS.items():
+            row(lab, "tiny models, CPU", minutes, ram * GB, disk * GB, "measured: make course, 2 cores")
+        return rows
+    from .hub import PROFILE_DOWNLOADS
+
+    downloads = sum(item.approx_gb for item in PROFILE_DOWNLOADS[prof.name]) * GB
+    row("00", f"download {len(PROFILE_DOWNLOADS[prof.name])} repositories (make prefetch)", None,
+        PROCESS_OVERHEAD_BYTES, downloads, "sizes listed on the hub")
+    mini = shadow.shadow_config("phi-3.5-mini")
+    if prof.name == "laptop":
+        for precision in prof.precisions:
+            need = build_requirement(precision, mini)
+            row("01", f"build Phi-3.5-mini {precision.upper()}", need["minutes"] + 5, need["peak_rss_bytes"],
+                need["size_bytes"], need["basis"] + "; +5 min measuring")
+        text = build_requirement("int4", mini)
+        vision_params = 303_000_000 + 2 * 4096 * 3072     # CLIP ViT-L/14-336 + the 2-layer projection
+        ram = text["peak_rss_bytes"] + 2 * PHI35_MINI_PARAMETERS + 4 * vision_params * 3
+        row("02", "export Phi-3.5-vision (fp32 vision, INT4 decoder)", text["minutes"] + 10, ram,
+            text["size_bytes"] + 4 * vision_params, "computed: text weights held in bf16 during the INT4 "
+            "decoder build + the fp32 vision tower exported")
+        row("03", "AWQ + LoRA on the tiny model (3.8B: hours on a laptop CPU)", CPU_LABS["03"][0],
+            CPU_LABS["03"][1] * GB, CPU_LABS["03"][2] * GB, "measured on the tiny model; set model= to override")
+        row("04", "chat with the INT4 build", 5, INT4_INFERENCE_RSS_BYTES, 0,
+            "measured: INT4 shadow build loaded and generating")
+    else:   # gpu: estimates (no GPU machine has run the course yet)
+        row("01", "build Phi-3.5-mini FP16 / INT4 / FP32 on CUDA", 20, 20 * GB, 25 * GB, "estimate")
+        row("02", "export Phi-3.5-vision", 10, 24 * GB, 10 * GB, "estimate")
+        row("03", "AWQ + LoRA + Olive on CUDA", 20, 24 * GB, 20 * GB, "estimate")
+        row("04", "inference on CUDA", 2, 8 * GB, 0, "estimate")
+    row("05", "the report", 0.1, PROCESS_OVERHEAD_BYTES, 0, "measured")
+    return rows
