@@ -135,6 +135,14 @@ def test_bench_scale_quick_variant_builds_runs_and_extrapolates(tmp_path):
     assert measured["peak_rss_bytes"] > 0.5 * GB and measured["decode_tok_s"] > 0
     assert 0 < row["bandwidth_fraction"] < 1.5
     assert "int4" in done.stdout and "extrapolated from 1 and 2 layers" in done.stdout
+    # what labs 01 and 05 show from the file
+    assert scale.read(out) == result
+    shown = scale.table(result)
+    assert list(shown.index) == ["int4"] and shown.loc["int4", "size_gb"] == round(row["size_bytes"] / GB, 2)
+    fig = scale.plot_scale(result)
+    ram_ax, speed_ax = fig.axes
+    assert ram_ax.patches[0].get_height() == pytest.approx(row["peak_rss_bytes"] / GB)
+    assert speed_ax.patches[0].get_height() == pytest.approx(row["decode_tok_s"])
 
 
 def test_plain_genai_script_generates_from_a_shadow_build(tmp_path):
