@@ -52,7 +52,7 @@ ARCHITECTURES = (
     "SmolLM3ForCausalLM",
 )
 BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.1, "int4": 0.6}
-BUILD_FORMAT = "labkit-build-v2"  # bump when what build() writes changes
+BUILD_FORMAT = "labkit-build-v3"  # bump when what build() writes changes
 
 
 class BuildError(ValueError):

@@ -6,6 +6,7 @@
     labkit bench                                         the speed benchmark on a ~160M-param model
     labkit bench-scale [--layers N] [--precisions int4 …]  Phi-3.5-mini at real size (shadow) on this CPU
     labkit prefetch [--profile laptop|gpu]                download what a profile needs, print sizes
+    labkit export-vision MODEL [--precision P] [--json]    a Phi-3.5-vision export (cached), as lab 02 makes it
     labkit build MODEL [--precision P] [--force] [--json]  one model-builder build (cached), as lab 01 makes it
     labkit gpu-probe                                     is there a usable GPU? (exit 3 if not)
     labkit keep-tokenizer MODEL BUILD...                 the builder CLI's missing step (lab 01)
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="measure shadows of N/2 and N layers and extrapolate to 32 (quick)")
     scale.add_argument("--precisions", nargs="+", default=["int4", "int8", "fp32"])
     scale.add_argument("--runs", type=int, default=3)
+    scale.add_argument("--vision", action="store_true",
+                       help="also export the Phi-3.5-vision shadow and time image prompts (336x336, 1344x1008)")
     scale.add_argument("--out", default=None, help="JSON file (default runs/bench-scale.json)")
     pre = sub.add_parser("prefetch", help="download (or, offline, check) the models a profile needs")
     pre.add_argument("--profile", default=os.environ.get("LABKIT_PROFILE", "laptop"))
@@ -48,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--execution-provider", default="cpu")
     one.add_argument("--force", action="store_true", help="rebuild even when a verified build is cached")
     one.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    vis = sub.add_parser("export-vision", help="export a Phi-3.5-vision checkpoint (labkit.vision.export)")
+    vis.add_argument("model", help="`tiny-vision`, a checkpoint folder or a hub id")
+    vis.add_argument("--precision", default="int4")
+    vis.add_argument("--force", action="store_true")
+    vis.add_argument("--json", action="store_true", help="print the result as one JSON line")
     keep = sub.add_parser("keep-tokenizer", help="restore MODEL's tokenizer class and chat template in builder "
                                                   "output folders, so og.Tokenizer reads them")
     keep.add_argument("model", help="the checkpoint the builds came from: a folder, `tiny` or a hub id")
@@ -106,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         from .scale import ScaleError, run_bench_scale
         try:
             run_bench_scale(args.layers, tuple(args.precisions), runs=args.runs,
-                            out=Path(args.out) if args.out else None)
+                            out=Path(args.out) if args.out else None, vision=args.vision)
         except ScaleError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
@@ -131,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
                    "cached": result.cached}
         print(json.dumps(summary) if args.json else f"{result.path} ({result.size_bytes / 1e9:.2f} GB, "
               f"{'cached' if result.cached else f'{result.seconds:.0f} s'})")
+    elif args.command == "export-vision":
+        import json
+
+        from .paths import dir_size
+        from .vision import export
+        folder = export(args.model, args.precision, force=args.force, progress=not args.json)
+        print(json.dumps({"dir": str(folder), "size_bytes": dir_size(folder)}) if args.json else folder)
     elif args.command == "bench":
         from .bench import run_benchmark
         run_benchmark(runs=args.runs)

@@ -51,16 +51,18 @@ def _release_freed_memory() -> None:
 
 
 def _one_node_model(node, weight, opset_imports: dict):
-    """A ModelProto with only `node` (a MatMul) and its weight as an fp32 initializer."""
-    import numpy as np
+    """A ModelProto with only `node` (a MatMul) and its weight as an initializer, in the graph's float type
+    (fp32 on CPU, fp16 for DirectML/CUDA): the quantizer keeps the scales in the weight's type."""
     import onnx
+    import onnx_ir as ir
 
-    array = np.ascontiguousarray(weight.const_value.numpy(), dtype=np.float32)
+    array = weight.const_value.numpy()
+    elem_type = weight.const_value.dtype.value        # ir.DataType values are onnx.TensorProto's
     x = node.inputs[0]
-    inputs = [onnx.helper.make_tensor_value_info(x.name, onnx.TensorProto.FLOAT, None)]
-    outputs = [onnx.helper.make_tensor_value_info(node.outputs[0].name, onnx.TensorProto.FLOAT, None)]
+    inputs = [onnx.helper.make_tensor_value_info(x.name, elem_type, None)]
+    outputs = [onnx.helper.make_tensor_value_info(node.outputs[0].name, elem_type, None)]
     proto_node = onnx.helper.make_node("MatMul", [x.name, weight.name], [node.outputs[0].name], name=node.name)
-    initializer = onnx.numpy_helper.from_array(array, weight.name)
+    initializer = ir.serde.serialize_tensor(ir.Tensor(array, name=weight.name))
     del array
     graph = onnx.helper.make_graph([proto_node], "one_matmul", inputs, outputs, [initializer])
     opsets = [onnx.helper.make_opsetid(domain, version) for domain, version in opset_imports.items()]

@@ -64,6 +64,57 @@ def measure_depth(layers: int | None, precision: str, runs: int, prompt_tokens: 
     return row
 
 
+IMAGES = {"336x336": (336, 336), "1344x1008": (1344, 1008)}   # a square crop-sized image, a 4:3 photo
+
+
+def sample_image(folder: Path, width: int, height: int) -> Path:
+    """A deterministic RGB test image of this size (image cost depends on size only). Lab 02."""
+    import numpy as np
+    from PIL import Image
+
+    path = Path(folder) / f"sample-{width}x{height}.png"
+    if not path.exists():
+        pixels = (np.indices((height, width, 3)).sum(0) * 7 % 256).astype("uint8")
+        Image.fromarray(pixels, "RGB").save(path)
+    return path
+
+
+def export_in_child(model_dir: Path, precision: str = "int4") -> dict:
+    """Export a Phi-3.5-vision checkpoint in a fresh process: time, peak tree memory, folder. Lab 02."""
+    from . import memwatch
+
+    run = memwatch.run([sys.executable, "-m", "labkit", "export-vision", str(model_dir), "--precision", precision,
+                        "--force", "--json"])
+    if run.returncode != 0:
+        raise ScaleError(f"the {precision} vision export of {model_dir} failed (exit {run.returncode}):\n"
+                         f"{run.output[-2000:]}")
+    info = json.loads(run.output.strip().splitlines()[-1])
+    return {"dir": info["dir"], "size_bytes": info["size_bytes"], "build_seconds": round(run.seconds, 2),
+            "peak_rss_bytes": run.peak_rss_bytes}
+
+
+def measure_vision(layers: int | None = None, vision_layers: int | None = None, runs: int = 1,
+                   progress: bool = True) -> dict:
+    """Phi-3.5-vision shadow: export (fp32 vision, INT4 decoder) time and peak memory; per test image the image
+    tokens and the latency of vision + prefill (the first token), median of `runs` after a warm-up. Lab 02."""
+    import statistics
+    import tempfile
+
+    from . import vision
+
+    model_dir = shadow.create_shadow("phi-3.5-vision", layers, vision_layers=vision_layers, progress=progress)
+    row = {"checkpoint": str(model_dir), **export_in_child(model_dir), "images": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, (width, height) in IMAGES.items():
+            image = sample_image(Path(tmp), width, height)
+            answers = [vision.ask(row["dir"], "What is in the picture?", [image], max_new_tokens=1)
+                       for _ in range(runs + 1)][1:]
+            row["images"][label] = {
+                "image_tokens": answers[0].image_tokens, "prompt_tokens": answers[0].prompt_tokens,
+                "vision_prefill_seconds": statistics.median(a.time_to_first_token for a in answers)}
+    return row
+
+
 def extrapolate(low: dict, high: dict, low_layers: int, high_layers: int, target: int) -> dict:
     """Per-layer linear extrapolation of two depths' measurements to `target` layers. Lab 01.
 
@@ -85,7 +136,8 @@ def extrapolate(low: dict, high: dict, low_layers: int, high_layers: int, target
 
 
 def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int = 3, prompt_tokens: int = 128,
-                    new_tokens: int = 32, out: Path | None = None, progress: bool = True) -> dict:
+                    new_tokens: int = 32, out: Path | None = None, progress: bool = True,
+                    vision: bool = False) -> dict:
     """The `make bench-scale` suite. Prints a table, writes `runs/bench-scale.json`, returns the result. Lab 01."""
     full = shadow.shadow_config("phi-3.5-mini")["num_hidden_layers"]
     layers = None if layers in (None, full) else layers
@@ -123,6 +175,8 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
         row["bandwidth_bound_tok_s"] = bound
         row["bandwidth_fraction"] = row["decode_tok_s"] / bound
         result[precision] = row
+    if vision:
+        result["vision"] = measure_vision(layers, runs=1, progress=progress)
     out = out or paths.runs_root() / "bench-scale.json"
     paths.write_json_atomic(out, result)
     print(format_scale(result))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from . import cache, models, paths
@@ -63,14 +64,25 @@ ARCHITECTURES = {
         "parameters": 3_821_079_552,   # published: 3.8B
     },
 }
+# microsoft/Phi-3.5-vision-instruct: the same decoder plus a CLIP ViT-L/14-336 tower (24 layers, hidden 1024),
+# the HD transform's learnable separators and a 2-layer projection to 3072 (labkit.vision has the layout).
+ARCHITECTURES["phi-3.5-vision"] = {
+    "hub_id": models.HUB_IDS["vision"],
+    "config": {**ARCHITECTURES["phi-3.5-mini"]["config"], "architectures": ["Phi3VForCausalLM"],
+               "model_type": "phi3_v"},
+    "parameters": 4_146_621_440,   # published: 4.2B
+}
+VISION_LAYERS = 24
 
 
 class ShadowError(ValueError):
     """A shadow that cannot be made as asked; the message names the fix. Lab 01."""
 
 
-def shadow_config(name: str = "phi-3.5-mini", layers: int | None = None) -> dict:
-    """The config.json of a shadow: the published architecture, `layers` decoder layers deep. Lab 01."""
+def shadow_config(name: str = "phi-3.5-mini", layers: int | None = None, vision_layers: int | None = None) -> dict:
+    """The config.json of a shadow: the published architecture, `layers` decoder layers deep. Lab 01.
+
+    For `phi-3.5-vision`, `vision_layers` shortens the CLIP tower the same way (24 = published)."""
     if name not in ARCHITECTURES:
         raise ShadowError(f"Unknown shadow {name!r}. Choose one of: {', '.join(ARCHITECTURES)}.")
     config = json.loads(json.dumps(ARCHITECTURES[name]["config"]))
@@ -80,7 +92,32 @@ def shadow_config(name: str = "phi-3.5-mini", layers: int | None = None) -> dict
             raise ShadowError(f"layers={layers!r}: a shadow of {name} has 1 to {full} decoder layers "
                               f"(None = all {full}).")
         config["num_hidden_layers"] = layers
+    if config["architectures"] == ["Phi3VForCausalLM"]:
+        from . import vision
+
+        depth = VISION_LAYERS if vision_layers is None else vision_layers
+        if not isinstance(depth, int) or not 1 <= depth <= VISION_LAYERS:
+            raise ShadowError(f"vision_layers={vision_layers!r}: the CLIP tower has 1 to {VISION_LAYERS} layers.")
+        block = vision.vision_config_block(_vision_spec(depth))
+        if depth == VISION_LAYERS:
+            del block["img_processor"]["labkit_spec"]     # exactly the published config: labkit reads it as REAL
+        config.update(block)
+    elif vision_layers is not None:
+        raise ShadowError(f"vision_layers applies to phi-3.5-vision, not {name}.")
     return config
+
+
+def _vision_spec(depth: int):
+    from dataclasses import replace
+
+    from . import vision
+
+    return replace(vision.REAL, num_layers=depth)
+
+
+def _text_only(config: dict) -> dict:
+    skip = ("torch_dtype", "img_processor", "embd_layer", "architectures", "model_type")
+    return {k: v for k, v in config.items() if k not in skip}
 
 
 def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
@@ -89,8 +126,15 @@ def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     from transformers import Phi3Config, Phi3ForCausalLM
 
     with torch.device("meta"):
-        model = Phi3ForCausalLM(Phi3Config(**{k: v for k, v in config.items() if k != "torch_dtype"}))
-    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+        model = Phi3ForCausalLM(Phi3Config(**_text_only(config)))
+        shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+        if "img_processor" in config:
+            from . import vision
+
+            spec = vision.VisionSpec(**config["img_processor"].get("labkit_spec", asdict(vision.REAL)))
+            encoder = vision.vision_encoder(spec, config["hidden_size"])
+            shapes.update({name: tuple(t.shape) for name, t in vision.checkpoint_names(encoder.state_dict()).items()})
+    return shapes
 
 
 def count_parameters(config: dict) -> int:
@@ -154,14 +198,14 @@ def write_checkpoint(config: dict, out_dir: Path, seed: int = 0, progress: bool 
     return total
 
 
-def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, seed: int = 0, force: bool = False,
-                  progress: bool = True) -> Path:
+def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, vision_layers: int | None = None,
+                  seed: int = 0, force: bool = False, progress: bool = True) -> Path:
     """Create (or reuse) a random-weight checkpoint with `name`'s exact architecture; return its folder. Lab 01.
 
     `layers=N` keeps the width and stops after N decoder layers: size, build memory and decode
     time grow linearly with N, so shallow shadows measure what the full one costs.
     """
-    config = shadow_config(name, layers)
+    config = shadow_config(name, layers, vision_layers)
     depth = config["num_hidden_layers"]
     key = cache.cache_key(config, seed, SHADOW_FORMAT, models.MODEL_FORMAT)
     final = paths.cache_dir() / "shadows" / f"{name}-{depth}L-{key}"

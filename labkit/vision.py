@@ -229,10 +229,8 @@ def create_tiny_vision(force: bool = False) -> Path:
     return final
 
 
-def read_checkpoint(model_dir: Path):
-    """(text config dict, text state dict, vision encoder) from a Phi-3.5-vision checkpoint folder. Lab 02."""
-    from safetensors.torch import load_file
-
+def checked_config(model_dir: Path) -> tuple[dict, VisionSpec]:
+    """A Phi-3.5-vision checkpoint's config.json and its CLIP tower's shape, or a clear error. Lab 02."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
     if (config.get("architectures") or [""])[0] != "Phi3VForCausalLM":
         raise ValueError(f"{model_dir} is not a Phi-3.5-vision checkpoint (architectures "
@@ -240,6 +238,14 @@ def read_checkpoint(model_dir: Path):
                          "microsoft/Phi-3.5-vision-instruct.")
     spec = VisionSpec(**config["img_processor"]["labkit_spec"]) if "labkit_spec" in config.get(
         "img_processor", {}) else REAL
+    return config, spec
+
+
+def read_checkpoint(model_dir: Path):
+    """(text config dict, text state dict, vision encoder) from a Phi-3.5-vision checkpoint folder. Lab 02."""
+    from safetensors.torch import load_file
+
+    config, spec = checked_config(model_dir)
     state = {}
     for shard in sorted(Path(model_dir).glob("*.safetensors")):
         state.update(load_file(str(shard)))
@@ -247,6 +253,51 @@ def read_checkpoint(model_dir: Path):
     load_vision_state(encoder, state)
     text_state = {k: v for k, v in state.items() if not k.startswith(PREFIX)}
     return config, text_state, encoder.eval()
+
+
+def read_vision_part(model_dir: Path):
+    """(config, vision encoder, token-embedding weight) of a Phi-3.5-vision checkpoint, text weights left on disk.
+
+    The export needs only these in memory: holding the 7.6 GB of text weights while the decoder
+    builds would double the export's peak RAM. Lab 02."""
+    from safetensors import safe_open
+
+    config, spec = checked_config(model_dir)
+    state, embed = {}, None
+    for shard in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(shard), "pt") as f:
+            for key in f.keys():
+                if key.startswith(PREFIX):
+                    state[key] = f.get_tensor(key)
+                elif key == "model.embed_tokens.weight":
+                    embed = f.get_tensor(key)
+    encoder = vision_encoder(spec, config["hidden_size"])
+    load_vision_state(encoder, state)
+    return config, encoder.eval(), embed
+
+
+def stream_text_checkpoint(config: dict, model_dir: Path, out: Path) -> Path:
+    """`text_checkpoint`, copied one shard at a time from `model_dir` (bounded memory at any size). Lab 02."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    text = {**text_config(config), "architectures": ["Phi3VForCausalLM"]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(text, indent=2))
+    shards = sorted(Path(model_dir).glob("*.safetensors"))
+    weight_map, total = {}, 0
+    for shard in shards:
+        with safe_open(str(shard), "pt") as f:
+            tensors = {k: f.get_tensor(k).contiguous() for k in f.keys() if not k.startswith(PREFIX)}
+        save_file(tensors, str(out / shard.name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, shard.name))
+        total += sum(t.numel() * t.element_size() for t in tensors.values())
+        del tensors
+    if [shard.name for shard in shards] != ["model.safetensors"]:   # sharded names need their index
+        (out / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    models.copy_tokenizer(model_dir, out)
+    return out
 
 
 def text_config(config: dict) -> dict:
@@ -317,10 +368,10 @@ def _export_into(tmp: Path, model_dir: Path, precision: str, execution_provider:
 
     from . import build
 
-    config, text_state, encoder = read_checkpoint(model_dir)
+    config, encoder, embed_weight = read_vision_part(model_dir)
     started = time.perf_counter()
     # Inside tmp: concurrent exports (another precision, another attendee) never share it.
-    text_dir = text_checkpoint(config, text_state, model_dir, tmp / f"{model_dir.name}-text")
+    text_dir = stream_text_checkpoint(config, model_dir, tmp / f"{model_dir.name}-text")
     decoder = build.build(text_dir, precision, execution_provider, force=force, progress=progress,
                           extra={"exclude_embeds": "true", "filename": TEXT_FILE})
     for f in decoder.path.iterdir():
@@ -330,7 +381,8 @@ def _export_into(tmp: Path, model_dir: Path, precision: str, execution_provider:
     _export_onnx(encoder, (pixel_values, image_sizes), tmp / VISION_FILE, ["pixel_values", "image_sizes"],
                  ["image_features"], {"pixel_values": {0: "num_images"}, "image_sizes": {0: "num_images"},
                                       "image_features": {0: "num_image_tokens"}})
-    embed = torch.nn.Embedding.from_pretrained(text_state["model.embed_tokens.weight"].float())
+    embed = torch.nn.Embedding.from_pretrained(embed_weight.float())
+    del embed_weight
     ids = torch.tensor([[5, -1, -1, 7]])
     _export_onnx(embedding_model(embed), (ids, torch.randn(2, embed.embedding_dim)), tmp / EMBEDDING_FILE,
                  ["input_ids", "image_features"], ["inputs_embeds"],

@@ -9,12 +9,12 @@ import pytest
 from labkit import lean, models
 
 
-def builder_output(model_dir, out_dir, one_by_one: bool, precision="int4", **extra):
+def builder_output(model_dir, out_dir, one_by_one: bool, precision="int4", ep="cpu", **extra):
     from onnxruntime_genai.models.builder import create_model
 
     with lean.patched_builder() if one_by_one else contextlib.nullcontext(), \
             contextlib.redirect_stdout(None):
-        create_model(None, str(model_dir), str(out_dir), precision, "cpu", str(out_dir.parent / "hf-cache"),
+        create_model(None, str(model_dir), str(out_dir), precision, ep, str(out_dir.parent / "hf-cache"),
                      **{k: str(v) for k, v in extra.items()})
     model = onnx.load(str(out_dir / "model.onnx"))
     nodes = sorted((n.op_type, n.domain, n.name, tuple(n.input), tuple(n.output),
@@ -53,6 +53,13 @@ def test_one_by_one_equals_the_builder_on_bench(tmp_path):
     bench_dir = models.create_tiny("bench", progress=False)
     assert_same_model(builder_output(bench_dir, tmp_path / "builder", False),
                       builder_output(bench_dir, tmp_path / "lean", True))
+
+
+def test_fp16_graphs_keep_fp16_scales(tiny_dir, tmp_path):
+    """DirectML (and CUDA) INT4: the graph computes in fp16, so the quantized scales must stay fp16."""
+    lean_model = builder_output(tiny_dir, tmp_path / "lean", True, ep="dml")
+    assert_same_model(builder_output(tiny_dir, tmp_path / "builder", False, ep="dml"), lean_model)
+    assert any(w.dtype == np.float16 for name, w in lean_model[1].items() if name.endswith("_scales"))
 
 
 def test_fp32_build_is_unchanged_by_the_patch(tiny_dir, tmp_path):
