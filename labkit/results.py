@@ -44,6 +44,7 @@ class Builds(TypedDict):
     builds: dict[str, BuildMeasures]
     build_seconds: dict[str, float]
     paths: dict[str, str]
+    published_vs_yours: dict   # laptop profile: Microsoft's published CPU INT4 build beside yours ({} elsewhere)
 
 
 class VisionExport(TypedDict):

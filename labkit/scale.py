@@ -219,7 +219,28 @@ def format_scale(result: dict) -> str:
         lines.append(f"{row['precision']:6} {row['size_gb']:8.2f} {row['build_min']:9.1f} "
                      f"{row['build_peak_ram_gb']:11.1f} {row['load_s']:7.1f} {row['prefill_tok_s']:8.1f} "
                      f"{row['decode_tok_s']:7.1f} {row['bandwidth_fraction']:8.2f}")
+    lines += vision_lines(result.get("vision"))
     return "\n".join(lines)
+
+
+def vision_lines(row: dict | None) -> list[str]:
+    """The Phi-3.5-vision part of the printed table (empty without a vision measurement). Lab 02."""
+    if not row:
+        return []
+    lines = [f"vision export (fp32 vision, INT4 decoder): {row['size_bytes'] / 1e9:.2f} GB, "
+             f"{row['build_seconds'] / 60:.1f} min, peak RAM {row['peak_rss_bytes'] / 1e9:.1f} GB"]
+    for label, image in row["images"].items():
+        lines.append(f"  image {label:>9}: {image['image_tokens']} image tokens, vision + prefill "
+                     f"{image['vision_prefill_seconds']:.1f} s")
+    return lines
+
+
+def vision_table(result: dict):
+    """Image tokens and vision + prefill seconds per test image (a DataFrame), or None. Labs 02 and 05."""
+    import pandas as pd
+
+    row = result.get("vision")
+    return pd.DataFrame.from_dict(row["images"], orient="index").round(2) if row else None
 
 
 def read(path: Path | None = None) -> dict | None:

@@ -26,6 +26,23 @@ MEASURED_PHI35_MINI = {
 }
 
 
+# make bench-scale --vision: the full-size Phi-3.5-vision shadow exported (fp32 vision, INT4 decoder), 2 cores.
+PHI35_VISION_PARAMETERS = 4_146_621_440
+MEASURED_PHI35_VISION_EXPORT = {"peak_rss_bytes": int(9.5 * GB), "size_bytes": int(3.5 * GB), "build_seconds": 420.0}
+
+
+def vision_export_requirement(config: dict) -> dict:
+    """Peak RAM, folder size and minutes of labkit's Phi-3.5-vision export (fp32 vision, INT4 decoder). Lab 02."""
+    measured = MEASURED_PHI35_VISION_EXPORT
+    text = parameters_of(text_config(config))
+    scale = text / PHI35_MINI_PARAMETERS          # the decoder dominates; the CLIP tower is fixed-size
+    peak = PROCESS_OVERHEAD_BYTES + (measured["peak_rss_bytes"] - PROCESS_OVERHEAD_BYTES) * scale
+    basis = ("measured on the full-size Phi-3.5-vision shadow" if math.isclose(scale, 1.0, rel_tol=0.01)
+             else "measured on the full-size Phi-3.5-vision shadow, scaled by decoder parameters")
+    return {"peak_rss_bytes": int(peak), "size_bytes": int(measured["size_bytes"] * scale),
+            "minutes": measured["build_seconds"] * scale / 60, "basis": basis}
+
+
 def machine() -> dict:
     """Cores, total and available RAM, and free disk where the model cache lives. Lab 00."""
     import os
@@ -99,69 +116,6 @@ def check_fits(what: str, need_bytes: int, basis: str, available_bytes: int | No
             "anyway")
 
 
-# What each lab of a profile needs, for lab 00's plan. cpu: measured `make course` on 2 cores (README).
-# laptop: lab 01 from the shadow measurements above; inference from loading and running the INT4 shadow build;
-# lab 02 computed (the export holds the text weights in bf16 while the decoder builds); lab 03 runs the tiny
-# model on a laptop CPU (AWQ and LoRA of 3.8B parameters take hours there; not measured at full size).
-CPU_LABS = {"00": (0.6, 0.5, 0.0), "01": (0.2, 1.0, 0.05), "02": (0.3, 1.0, 0.01), "03": (1.3, 2.1, 0.05),
-            "04": (0.9, 1.5, 0.01), "05": (0.1, 0.5, 0.0)}      # lab: (minutes, peak RAM GB, disk GB)
-INT4_INFERENCE_RSS_BYTES = int(3.4 * GB)    # a plain og script: load + 64-token greedy run, INT4 shadow build
-
-
-def lab_plan(profile: str | None = None) -> list[dict]:
-    """Per lab: what it does in `profile`, the RAM, disk and minutes it needs, and whether this machine has them.
-
-    Computed before anything is downloaded or built (from the architecture's config and the
-    measurements above). Lab 00."""
-    from . import shadow
-    from .profiles import get_profile
-
-    prof = get_profile(profile)
-    here = machine()
-    rows = []
-
-    def row(lab, what, minutes, ram_bytes, disk_bytes, basis):
-        fits = ram_bytes <= here["available_ram_bytes"] and disk_bytes <= here["free_disk_bytes"]
-        rows.append({"lab": lab, "what": what, "minutes": None if minutes is None else round(minutes, 1),
-                     "peak_ram_gb": round(ram_bytes / GB, 1), "disk_gb": round(disk_bytes / GB, 1),
-                     "fits_here": "yes" if fits else "no", "basis": basis})
-
-    if prof.name == "cpu":
-        for lab, (minutes, ram, disk) in CPU_LABS.items():
-            row(lab, "tiny models, CPU", minutes, ram * GB, disk * GB, "measured: make course, 2 cores")
-        return rows
-    from .hub import PROFILE_DOWNLOADS
-
-    downloads = sum(item.approx_gb for item in PROFILE_DOWNLOADS[prof.name]) * GB
-    row("00", f"download {len(PROFILE_DOWNLOADS[prof.name])} repositories (make prefetch)", None,
-        PROCESS_OVERHEAD_BYTES, downloads, "sizes listed on the hub")
-    mini = shadow.shadow_config("phi-3.5-mini")
-    if prof.name == "laptop":
-        for precision in prof.precisions:
-            need = build_requirement(precision, mini)
-            row("01", f"build Phi-3.5-mini {precision.upper()}", need["minutes"] + 5, need["peak_rss_bytes"],
-                need["size_bytes"], need["basis"] + "; +5 min measuring")
-        text = build_requirement("int4", mini)
-        vision_params = 303_000_000 + 2 * 4096 * 3072     # CLIP ViT-L/14-336 + the 2-layer projection
-        ram = text["peak_rss_bytes"] + 2 * PHI35_MINI_PARAMETERS + 4 * vision_params * 3
-        row("02", "export Phi-3.5-vision (fp32 vision, INT4 decoder)", text["minutes"] + 10, ram,
-            text["size_bytes"] + 4 * vision_params, "computed: text weights held in bf16 during the INT4 "
-            "decoder build + the fp32 vision tower exported")
-        hours = training_estimate(mini, 128, 120)["hours"]
-        row("03", f"AWQ + LoRA on the tiny model (Phi-3.5-mini: ≈ {hours:.0f} h on this kind of CPU)",
-            CPU_LABS["03"][0], CPU_LABS["03"][1] * GB, CPU_LABS["03"][2] * GB,
-            "measured on the tiny model; full_size_training=True overrides")
-        row("04", "chat with the INT4 build", 5, INT4_INFERENCE_RSS_BYTES, 0,
-            "measured: INT4 shadow build loaded and generating")
-    else:   # gpu: estimates (no GPU machine has run the course yet)
-        row("01", "build Phi-3.5-mini FP16 / INT4 / FP32 on CUDA", 20, 20 * GB, 25 * GB, "estimate")
-        row("02", "export Phi-3.5-vision", 10, 24 * GB, 10 * GB, "estimate")
-        row("03", "AWQ + LoRA + Olive on CUDA", 20, 24 * GB, 20 * GB, "estimate")
-        row("04", "inference on CUDA", 2, 8 * GB, 0, "estimate")
-    row("05", "the report", 0.1, PROCESS_OVERHEAD_BYTES, 0, "measured")
-    return rows
-
-
 def requirements_table(config: dict, precisions=("int4", "int8", "fp32")):
     """What building a checkpoint with `config` needs per precision, and whether it fits now (a DataFrame). Lab 01."""
     import pandas as pd
@@ -196,20 +150,3 @@ def training_estimate(config: dict, calibration_pairs: int, lora_steps: int) -> 
     lora = LORA_FIXED_SECONDS + LORA_SECONDS_PER_LAYER_PER_STEP * lora_steps * layers * width
     return {"awq_hours": awq / 3600, "lora_hours": lora / 3600, "hours": (awq + lora) / 3600,
             "basis": f"measured per layer on 1- and 2-layer shadows with 2 cores, extrapolated to {layers} layers"}
-
-
-def training_model(profile: str, model: str, calibration_pairs: int, lora_steps: int,
-                   full_size_training: bool = False) -> tuple[str, str]:
-    """The model lab 03 trains in `profile`, and why: on a laptop CPU, the tiny one unless asked. Lab 03.
-
-    Returns `(model, message)`; the message (empty when nothing changes) gives the estimate."""
-    from . import shadow
-    from .profiles import get_profile
-
-    prof = get_profile(profile)
-    if prof.name != "laptop" or model != prof.text_model or full_size_training:
-        return model, ""
-    cost = training_estimate(shadow.shadow_config("phi-3.5-mini"), calibration_pairs, lora_steps)
-    return "tiny", (f"AWQ ({calibration_pairs} pairs) + {lora_steps} LoRA steps of {model} on this CPU: about "
-                    f"{cost['hours']:.1f} h ({cost['basis']}). This lab runs on the tiny model instead; set "
-                    "full_size_training = True to run it on Phi-3.5-mini, or use the gpu profile.")

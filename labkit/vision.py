@@ -32,7 +32,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import cache, models, paths
+from . import cache, models, paths, sizing
 
 CROP = 336            # pixels per crop side
 CROPS = 17            # 16 sub-crops (the C++ transform always pads to 16) + 1 global
@@ -346,8 +346,11 @@ def resolve(model: str | Path) -> Path:
 
 
 def export(model: str | Path = "tiny-vision", precision: str = "fp32", execution_provider: str = "cpu",
-           force: bool = False, progress: bool = True) -> Path:
-    """Export a Phi-3.5-vision checkpoint to an onnxruntime-genai multimodal folder (cached, atomic). Lab 02."""
+           force: bool = False, progress: bool = True, check_memory: bool = True) -> Path:
+    """Export a Phi-3.5-vision checkpoint to an onnxruntime-genai multimodal folder (cached, atomic). Lab 02.
+
+    An export that needs more RAM than is available (`labkit.sizing`, measured on a shadow) is
+    refused before it starts; `check_memory=False` starts it anyway."""
     from .build import BuildOptions
 
     BuildOptions(precision, execution_provider).validate()          # bad precision x EP fails first
@@ -357,6 +360,13 @@ def export(model: str | Path = "tiny-vision", precision: str = "fp32", execution
     with cache.cached_dir(final, force, f"{precision} vision export") as tmp:
         if tmp is None:                                              # before loading GBs of weights
             return final
+        if check_memory:
+            need = sizing.vision_export_requirement(checked_config(model_dir)[0])
+            try:
+                sizing.check_fits(f"The {precision} export of {model_dir.name}", need["peak_rss_bytes"],
+                                  need["basis"])
+            except sizing.DoesNotFit as err:
+                raise VisionError(f"{err} (export(..., check_memory=False))") from None
         _export_into(tmp, model_dir, precision, execution_provider, force, progress)
     return final
 

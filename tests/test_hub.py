@@ -105,3 +105,17 @@ def test_laptop_profile_refuses_a_build_that_does_not_fit(monkeypatch, tmp_path)
     with pytest.raises(build.BuildError, match=r"needs about 7\.\d GB.*5\.0 GB available of 16\.0 GB"):
         build.build(folder, "int4", progress=False)
     assert not any(p.name.startswith("ckpt-int4") for p in build.builds_root().iterdir())
+
+
+def test_laptop_profile_refuses_a_vision_export_that_does_not_fit(monkeypatch, tmp_path):
+    from labkit import sizing, vision
+
+    monkeypatch.setattr(sizing, "machine", lambda: {"cores": 4, "total_ram_bytes": 8 * 10**9,
+                                                    "available_ram_bytes": 3 * 10**9, "free_disk_bytes": 10**12})
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    folder = tmp_path / "vision-ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(shadow.shadow_config("phi-3.5-vision")))
+    monkeypatch.setattr(vision, "_export_into", lambda *a, **k: pytest.fail("the export started"))
+    with pytest.raises(vision.VisionError, match=r"needs about \d+\.\d GB.*3\.0 GB available of 8\.0 GB"):
+        vision.export(folder, "int4")

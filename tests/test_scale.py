@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from labkit import paths, scale, shadow, sizing
+from labkit import paths, plan, scale, shadow, sizing
 
 GB = 1e9
 
@@ -168,13 +168,13 @@ def test_plain_genai_script_generates_from_a_shadow_build(tmp_path):
 # ------------------------------------------------------------------ the laptop profile's plan
 def test_lab03_takes_the_tiny_model_on_a_laptop_unless_asked():
     mini = "microsoft/Phi-3.5-mini-instruct"
-    model, why = sizing.training_model("laptop", mini, 128, 120)
+    model, why = plan.training_model("laptop", mini, 128, 120)
     assert model == "tiny" and "full_size_training = True" in why
     hours = float(why.split("about ")[1].split(" h")[0])
     assert 5 < hours < 20          # per-layer measurements on shadows: ≈ 3.6 h AWQ + 6.2 h LoRA on 2 cores
-    assert sizing.training_model("laptop", mini, 128, 120, full_size_training=True) == (mini, "")
-    assert sizing.training_model("cpu", "tiny", 128, 120) == ("tiny", "")
-    assert sizing.training_model("laptop", "some/local-folder", 128, 120)[0] == "some/local-folder"
+    assert plan.training_model("laptop", mini, 128, 120, full_size_training=True) == (mini, "")
+    assert plan.training_model("cpu", "tiny", 128, 120) == ("tiny", "")
+    assert plan.training_model("laptop", "some/local-folder", 128, 120)[0] == "some/local-folder"
     fewer = sizing.training_estimate(shadow.shadow_config("phi-3.5-mini"), 32, 30)["hours"]
     assert fewer < sizing.training_estimate(shadow.shadow_config("phi-3.5-mini"), 128, 120)["hours"]
 
@@ -183,16 +183,33 @@ def test_lab00_plan_judges_each_lab_against_this_machine(monkeypatch):
     monkeypatch.setattr(sizing, "machine", lambda: {"cores": 8, "total_ram_bytes": int(16 * GB),
                                                     "available_ram_bytes": int(12 * GB),
                                                     "free_disk_bytes": int(100 * GB)})
-    plan = {(r["lab"], r["what"].split()[1] if r["lab"] == "01" else ""): r for r in sizing.lab_plan("laptop")}
-    assert plan[("01", "Phi-3.5-mini")]["fits_here"] == "yes"         # INT4: 7.7 GB of 12 GB available
-    vision = next(r for r in sizing.lab_plan("laptop") if r["lab"] == "02")
-    assert vision["fits_here"] == "no" and vision["peak_ram_gb"] > 12     # says what the export needs
-    assert {r["lab"] for r in sizing.lab_plan("laptop")} == {"00", "01", "02", "03", "04", "05"}
-    downloads = next(r for r in sizing.lab_plan("laptop") if r["lab"] == "00")
+    builds = [r for r in plan.lab_plan("laptop") if r["lab"] == "01"]
+    assert [r["fits_here"] for r in builds] == ["yes", "yes"]         # INT4 7.7 GB, INT8 9.0 GB of 12 GB
+    export = sizing.vision_export_requirement(shadow.shadow_config("phi-3.5-vision"))
+    vision = next(r for r in plan.lab_plan("laptop") if r["lab"] == "02")
+    assert vision["peak_ram_gb"] == round(export["peak_rss_bytes"] / GB, 1)  # says what the export needs
+    assert vision["fits_here"] == ("yes" if export["peak_rss_bytes"] <= 12 * GB else "no")
+    assert {r["lab"] for r in plan.lab_plan("laptop")} == {"00", "01", "02", "03", "04", "05"}
+    downloads = next(r for r in plan.lab_plan("laptop") if r["lab"] == "00")
     assert downloads["disk_gb"] == pytest.approx(18.7)
     monkeypatch.setattr(sizing, "machine", lambda: {"cores": 8, "total_ram_bytes": int(8 * GB),
                                                     "available_ram_bytes": int(6 * GB),
                                                     "free_disk_bytes": int(100 * GB)})
-    builds = [r for r in sizing.lab_plan("laptop") if r["lab"] == "01"]
+    builds = [r for r in plan.lab_plan("laptop") if r["lab"] == "01"]
     assert [r["fits_here"] for r in builds] == ["no", "no"]
-    assert all(r["fits_here"] == "yes" for r in sizing.lab_plan("cpu"))
+    assert all(r["fits_here"] == "yes" for r in plan.lab_plan("cpu"))
+
+
+def test_vision_shadow_exports_and_times_image_prompts():
+    """The vision part of bench-scale on a 1-layer decoder, 1-layer CLIP shadow of Phi-3.5-vision."""
+    config = shadow.shadow_config("phi-3.5-vision")
+    assert shadow.count_parameters(config) == 4_146_621_440           # the published 4.2B
+    assert "labkit_spec" not in config["img_processor"]               # exactly the published config keys
+    row = scale.measure_vision(layers=1, vision_layers=1, runs=1, progress=False)
+    assert row["peak_rss_bytes"] > 0 and row["build_seconds"] > 0 and row["size_bytes"] > 0.3 * GB
+    images = row["images"]
+    # genai's transform always pads to 16 crops + 1 global: a small square costs more than a 4:3 photo
+    assert images["1344x1008"]["image_tokens"] == 1921                 # (3*4 + 1) * 144 + 1 + 4 * 12
+    assert images["336x336"]["image_tokens"] == 2509
+    assert all(image["vision_prefill_seconds"] > 0 for image in images.values())
+    assert "1921 image tokens" in "\n".join(scale.vision_lines(row))
