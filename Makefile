@@ -45,9 +45,10 @@ bench: install
 	$(PY) -m labkit bench
 
 # Phi-3.5-mini at its real size on this CPU (random-weight shadow): INT4/INT8/FP32 build time, peak RAM,
-# size, load, prefill/decode, bandwidth fraction -> runs/bench-scale.json. About 25 min on 2 cores.
+# size, load, prefill/decode, bandwidth fraction; the Phi-3.5-vision shadow's export and image prompts
+# -> runs/bench-scale.json. About 25 min on 2 cores.
 bench-scale: install
-	$(PY) -m labkit bench-scale
+	$(PY) -m labkit bench-scale --vision
 
 # The same path on 1- and 2-layer shadows, extrapolated to 32 layers: about a minute.
 bench-scale-quick: install

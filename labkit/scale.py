@@ -30,14 +30,15 @@ class ScaleError(RuntimeError):
     """A measurement that could not run; the message says why and what to do. Lab 01."""
 
 
-def build_in_child(model_dir: Path, precision: str) -> dict:
-    """Build `model_dir` in `precision` in a fresh process; time, peak tree memory and the output folder. Lab 01."""
+def in_child(command: str, model_dir: Path, precision: str) -> dict:
+    """`python -m labkit COMMAND MODEL --precision P --force --json` in a fresh process: its output folder,
+    size, wall time and the peak memory of its whole process tree. Labs 01 and 02."""
     from . import memwatch
 
-    cmd = [sys.executable, "-m", "labkit", "build", str(model_dir), "--precision", precision, "--force", "--json"]
-    run = memwatch.run(cmd)
+    run = memwatch.run([sys.executable, "-m", "labkit", command, str(model_dir), "--precision", precision,
+                        "--force", "--json"])
     if run.returncode != 0:
-        raise ScaleError(f"the {precision} build of {model_dir} failed (exit {run.returncode}):\n"
+        raise ScaleError(f"`labkit {command}` ({precision}) of {model_dir} failed (exit {run.returncode}):\n"
                          f"{run.output[-2000:]}")
     info = json.loads(run.output.strip().splitlines()[-1])
     return {"dir": info["dir"], "size_bytes": info["size_bytes"], "build_seconds": round(run.seconds, 2),
@@ -59,7 +60,7 @@ def measure_depth(layers: int | None, precision: str, runs: int, prompt_tokens: 
                   progress: bool = True) -> dict:
     """Everything `bench-scale` reports for one shadow depth and precision (measured, not extrapolated). Lab 01."""
     model_dir = shadow.create_shadow("phi-3.5-mini", layers, progress=progress)
-    row = build_in_child(model_dir, precision)
+    row = in_child("build", model_dir, precision)
     row.update(measure_speed(Path(row["dir"]), runs, prompt_tokens, new_tokens))
     return row
 
@@ -79,20 +80,6 @@ def sample_image(folder: Path, width: int, height: int) -> Path:
     return path
 
 
-def export_in_child(model_dir: Path, precision: str = "int4") -> dict:
-    """Export a Phi-3.5-vision checkpoint in a fresh process: time, peak tree memory, folder. Lab 02."""
-    from . import memwatch
-
-    run = memwatch.run([sys.executable, "-m", "labkit", "export-vision", str(model_dir), "--precision", precision,
-                        "--force", "--json"])
-    if run.returncode != 0:
-        raise ScaleError(f"the {precision} vision export of {model_dir} failed (exit {run.returncode}):\n"
-                         f"{run.output[-2000:]}")
-    info = json.loads(run.output.strip().splitlines()[-1])
-    return {"dir": info["dir"], "size_bytes": info["size_bytes"], "build_seconds": round(run.seconds, 2),
-            "peak_rss_bytes": run.peak_rss_bytes}
-
-
 def measure_vision(layers: int | None = None, vision_layers: int | None = None, runs: int = 1,
                    progress: bool = True) -> dict:
     """Phi-3.5-vision shadow: export (fp32 vision, INT4 decoder) time and peak memory; per test image the image
@@ -103,7 +90,7 @@ def measure_vision(layers: int | None = None, vision_layers: int | None = None, 
     from . import vision
 
     model_dir = shadow.create_shadow("phi-3.5-vision", layers, vision_layers=vision_layers, progress=progress)
-    row = {"checkpoint": str(model_dir), **export_in_child(model_dir), "images": {}}
+    row = {"checkpoint": str(model_dir), **in_child("export-vision", model_dir, "int4"), "images": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for label, (width, height) in IMAGES.items():
             image = sample_image(Path(tmp), width, height)

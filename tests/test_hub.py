@@ -26,6 +26,23 @@ def fake_hub_cache(root, repo, files: dict, commit="0123456789abcdef0123456789ab
     return snapshot
 
 
+def low_memory(monkeypatch, available_gb: float, total_gb: float):
+    """This machine, as sizing sees it, with only `available_gb` of `total_gb` RAM free."""
+    from labkit import sizing
+
+    monkeypatch.setattr(sizing, "machine", lambda: {"cores": 4, "total_ram_bytes": int(total_gb * 10**9),
+                                                    "available_ram_bytes": int(available_gb * 10**9),
+                                                    "free_disk_bytes": 10**12})
+
+
+def checkpoint_folder(tmp_path, name: str, config: dict):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
     cache = tmp_path / "hub"
@@ -92,15 +109,11 @@ def test_published_variant_is_checked():
 
 def test_laptop_profile_refuses_a_build_that_does_not_fit(monkeypatch, tmp_path):
     """Judged against available memory, with the total shown, before any building starts."""
-    from labkit import build, sizing
+    from labkit import build
 
-    monkeypatch.setattr(sizing, "machine", lambda: {"cores": 4, "total_ram_bytes": 16 * 10**9,
-                                                    "available_ram_bytes": 5 * 10**9, "free_disk_bytes": 10**12})
+    low_memory(monkeypatch, 5, 16)
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
-    folder = tmp_path / "ckpt"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(shadow.shadow_config("phi-3.5-mini")))
-    (folder / "tokenizer.json").write_text("{}")
+    folder = checkpoint_folder(tmp_path, "ckpt", shadow.shadow_config("phi-3.5-mini"))
     monkeypatch.setattr(build, "_run_builder", lambda *a, **k: pytest.fail("the builder started"))
     with pytest.raises(build.BuildError, match=r"needs about 7\.\d GB.*5\.0 GB available of 16\.0 GB"):
         build.build(folder, "int4", progress=False)
@@ -108,14 +121,11 @@ def test_laptop_profile_refuses_a_build_that_does_not_fit(monkeypatch, tmp_path)
 
 
 def test_laptop_profile_refuses_a_vision_export_that_does_not_fit(monkeypatch, tmp_path):
-    from labkit import sizing, vision
+    from labkit import vision
 
-    monkeypatch.setattr(sizing, "machine", lambda: {"cores": 4, "total_ram_bytes": 8 * 10**9,
-                                                    "available_ram_bytes": 3 * 10**9, "free_disk_bytes": 10**12})
+    low_memory(monkeypatch, 3, 8)
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
-    folder = tmp_path / "vision-ckpt"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(shadow.shadow_config("phi-3.5-vision")))
+    folder = checkpoint_folder(tmp_path, "vision-ckpt", shadow.shadow_config("phi-3.5-vision"))
     monkeypatch.setattr(vision, "_export_into", lambda *a, **k: pytest.fail("the export started"))
     with pytest.raises(vision.VisionError, match=r"needs about \d+\.\d GB.*3\.0 GB available of 8\.0 GB"):
         vision.export(folder, "int4")
