@@ -5,7 +5,7 @@ downloads exactly what that profile's labs read — the checkpoints and, for `la
 folder of `microsoft/Phi-3.5-mini-instruct-onnx` — and prints their sizes. Offline
 (`HF_HUB_OFFLINE=1`), it checks the local cache instead and names what is missing with the
 command that fetches it. Everything goes through `huggingface_hub.snapshot_download`, so files
-land in the standard cache (`HF_HOME` / `HF_HUB_CACHE`) every tool reads. Labs 00 and 01.
+land in the standard cache (`HF_HOME` / `HF_HUB_CACHE`) every tool reads. Lab 00 (and lab 01).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ PUBLISHED_ONNX = {
 
 @dataclass(frozen=True)
 class Download:
-    """One repository (or a folder of it) a profile needs. Labs 00 and 01."""
+    """One repository (or a folder of it) a profile needs. Lab 00 (and lab 01)."""
 
     repo: str
     folder: str | None = None      # only this sub-folder (the published ONNX repos hold many variants)
@@ -48,7 +48,7 @@ PROFILE_DOWNLOADS = {
 
 
 class NotCached(FileNotFoundError):
-    """A hub download that is not in the local cache while offline; the message has the command."""
+    """A hub download that is not in the local cache while offline; the message has the command. Lab 00."""
 
 
 def _cache_dir() -> str | None:
@@ -58,7 +58,7 @@ def _cache_dir() -> str | None:
 
 
 def local_folder(item: Download) -> Path:
-    """The cached snapshot folder of `item` (its sub-folder when it has one), or `NotCached`. Labs 00, 01."""
+    """The cached snapshot folder of `item` (its sub-folder when it has one), or `NotCached`. Lab 00."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 

@@ -32,7 +32,7 @@ class ScaleError(RuntimeError):
 
 def in_child(command: str, model_dir: Path, precision: str) -> dict:
     """`python -m labkit COMMAND MODEL --precision P --force --json` in a fresh process: its output folder,
-    size, wall time and the peak memory of its whole process tree. Labs 01 and 02."""
+    size, wall time and the peak memory of its whole process tree. Lab 01 (and lab 02)."""
     from . import memwatch
 
     run = memwatch.run([sys.executable, "-m", "labkit", command, str(model_dir), "--precision", precision,
@@ -223,7 +223,7 @@ def vision_lines(row: dict | None) -> list[str]:
 
 
 def vision_table(result: dict):
-    """Image tokens and vision + prefill seconds per test image (a DataFrame), or None. Labs 02 and 05."""
+    """Image tokens and vision + prefill seconds per test image (a DataFrame), or None. Lab 02 (and lab 05)."""
     import pandas as pd
 
     row = result.get("vision")
@@ -239,14 +239,14 @@ def read(path: Path | None = None) -> dict | None:
 
 
 def table(result: dict):
-    """`table_rows` as a DataFrame indexed by precision, rounded for reading. Labs 01 and 05."""
+    """`table_rows` as a DataFrame indexed by precision, rounded for reading. Lab 01 (and lab 05)."""
     import pandas as pd
 
     return pd.DataFrame(table_rows(result)).set_index("precision").round(2)
 
 
 def plot_scale(result: dict, laptop_ram_gb: float = 16.0):
-    """Peak build memory and decode speed per precision, against a 16 GB laptop's RAM. Labs 01 and 05."""
+    """Peak build memory and decode speed per precision, against a 16 GB laptop's RAM. Lab 01 (and lab 05)."""
     import matplotlib.pyplot as plt
 
     rows = [r for r in table_rows(result) if "size_gb" in r]

@@ -99,7 +99,7 @@ def read_config(model_dir: Path) -> dict:
 
 
 class DoesNotFit(ValueError):
-    """A build or export that this machine cannot hold; the message names the requirement and the way out."""
+    """A build or export that this machine cannot hold; the message names the requirement and the way out. Lab 01."""
 
 
 def check_fits(what: str, need_bytes: int, basis: str, available_bytes: int | None = None,
