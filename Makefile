@@ -46,7 +46,7 @@ bench: install
 
 # Phi-3.5-mini at its real size on this CPU (random-weight shadow): INT4/INT8/FP32 build time, peak RAM,
 # size, load, prefill/decode, bandwidth fraction; the Phi-3.5-vision shadow's export and image prompts
-# -> runs/bench-scale.json. About 25 min on 2 cores.
+# -> runs/bench-scale.json. About 23 min on 2 cores (plus the shadows, once).
 bench-scale: install
 	$(PY) -m labkit bench-scale --vision
 

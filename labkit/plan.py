@@ -18,6 +18,7 @@ from .sizing import GB, PROCESS_OVERHEAD_BYTES
 # parameters take hours there: labkit.sizing.training_estimate).
 CPU_LABS = {"00": (0.6, 0.5, 0.0), "01": (0.2, 1.0, 0.05), "02": (0.3, 1.0, 0.01), "03": (1.3, 2.1, 0.05),
             "04": (0.9, 1.5, 0.01), "05": (0.1, 0.5, 0.0)}      # lab: (minutes, peak RAM GB, disk GB)
+VISION_PROMPT_RSS_BYTES = 8_718_000 * 1024   # one 1344x1008 image prompt on the full-size vision export
 INT4_INFERENCE_RSS_BYTES = int(3.4 * GB)    # a plain og script: load + 64-token greedy run, INT4 shadow build
 
 
@@ -50,8 +51,9 @@ def lab_plan(profile: str | None = None) -> list[dict]:
             row("01", f"build Phi-3.5-mini {precision.upper()}", need["minutes"] + 5, need["peak_rss_bytes"],
                 need["size_bytes"], need["basis"] + "; +5 min measuring")
         export = sizing.vision_export_requirement(shadow.shadow_config("phi-3.5-vision"))
-        row("02", "export Phi-3.5-vision (fp32 vision, INT4 decoder)", export["minutes"], export["peak_rss_bytes"],
-            export["size_bytes"], export["basis"])
+        row("02", "export Phi-3.5-vision (fp32 vision, INT4 decoder), ask about images", export["minutes"] + 5,
+            max(export["peak_rss_bytes"], VISION_PROMPT_RSS_BYTES), export["size_bytes"],
+            export["basis"] + "; an image prompt: 8.9 GB, over a minute to the first token")
         hours = sizing.training_estimate(mini, 128, 120)["hours"]
         row("03", f"AWQ + LoRA on the tiny model (Phi-3.5-mini: ≈ {hours:.0f} h on this kind of CPU)",
             CPU_LABS["03"][0], CPU_LABS["03"][1] * GB, CPU_LABS["03"][2] * GB,
