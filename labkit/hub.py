@@ -81,8 +81,8 @@ def fetch(item: Download) -> Path:
     try:
         root = Path(snapshot_download(item.repo, allow_patterns=item.allow_patterns(), cache_dir=_cache_dir()))
     except Exception as err:   # no network, hub down, gated repo: say which and how to get it
-        raise NotCached(f"{item.repo} could not be downloaded ({type(err).__name__}: {str(err)[:200]}). "
-                        f"With network, run `{item.command}`.") from None
+        first_line = (str(err).splitlines() or [""])[0][:160]
+        raise NotCached(f"{item.repo}: {type(err).__name__}: {first_line}") from None
     return root / item.folder if item.folder else root
 
 
@@ -94,20 +94,22 @@ def prefetch(profile: str, offline: bool | None = None, out=print) -> list[dict]
 
     name = get_profile(profile).name
     offline = models.is_offline() if offline is None else offline
-    rows, missing = [], []
+    rows, missing, reasons = [], [], []
     for item in PROFILE_DOWNLOADS[name]:
         try:
             folder = local_folder(item) if offline else fetch(item)
-        except NotCached:
+        except NotCached as err:
             missing.append(item)
+            reasons.append(str(err))
             continue
         size = paths.dir_size(folder)
         rows.append({"repo": item.repo, "folder": str(folder), "size_gb": round(size / 1e9, 2)})
         out(f"{item.repo}{'/' + item.folder if item.folder else ''}: {size / 1e9:.2f} GB in {folder}")
     if missing:
         commands = "\n".join(f"  {item.command}" for item in missing)
-        raise NotCached(f"The {name} profile needs {len(missing)} download(s) that are not in the local Hugging "
-                        f"Face cache, and this machine is offline (HF_HUB_OFFLINE=1). With network, run "
+        why = ("are not in the local Hugging Face cache, and this machine is offline (HF_HUB_OFFLINE=1)" if offline
+               else f"could not be downloaded (first: {reasons[0]})")
+        raise NotCached(f"The {name} profile needs {len(missing)} download(s) that {why}. With network, run "
                         f"`make prefetch PROFILE={name}`, or:\n{commands}")
     if not rows:
         out(f"The {name} profile downloads nothing: every model is created locally.")
