@@ -214,3 +214,16 @@ def test_vision_shadow_exports_and_times_image_prompts():
     assert images["336x336"]["image_tokens"] == 2509
     assert all(image["vision_prefill_seconds"] > 0 for image in images.values())
     assert "1921 image tokens" in "\n".join(scale.vision_lines(row))
+
+
+def test_memwatch_counts_the_whole_process_tree(tmp_path):
+    """A child holding ~300 MB that starts a grandchild holding ~300 MB: the tree's peak is their sum."""
+    from labkit import memwatch
+
+    hold = "import numpy, time; a = numpy.ones(300 * 2**20, dtype=numpy.uint8); time.sleep(1.5)"
+    parent = (f"import subprocess, sys; child = subprocess.Popen([sys.executable, '-c', {hold!r}]); {hold}; "
+              "child.wait(); print('done'); sys.exit(7)")
+    run = memwatch.run([sys.executable, "-c", parent], interval=0.1)
+    assert run.returncode == 7 and "done" in run.output
+    assert run.peak_rss_bytes > 2 * 300 * 2**20            # both processes at once, not the larger one alone
+    assert run.seconds >= 1.5
