@@ -17,7 +17,7 @@ INT8 on CPU: the pinned builder (onnxruntime-genai 0.12.2, see requirements/requ
 into 8-bit MatMulNBits (`quantize_int8`, the same quantizer the builder uses for INT4, with bits=8).
 
 Memory: `build()` quantizes INT4 and INT8 one MatMul at a time inside the builder (`labkit.lean`),
-with the same result bit for bit; that is what lets Phi-3.5-mini build on a 16 GB laptop (≈ 7.5 GB
+with the same result bit for bit; that is what lets Phi-3.5-mini build on a 16 GB laptop (7.7 GB
 peak instead of ≈ 40 GB).
 """
 
