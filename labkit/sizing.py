@@ -9,10 +9,8 @@ these per lab before anything is downloaded or built; lab 01 refuses a build tha
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
-from pathlib import Path
 
 GB = 1e9
 PHI35_MINI_PARAMETERS = 3_821_079_552
@@ -94,11 +92,6 @@ def text_config(config: dict) -> dict:
     return config if "hidden_size" in config else config.get("text_config", config)
 
 
-def read_config(model_dir: Path) -> dict:
-    """A checkpoint's config.json, text decoder part. Lab 00."""
-    return text_config(json.loads((Path(model_dir) / "config.json").read_text()))
-
-
 class DoesNotFit(ValueError):
     """A build or export that this machine cannot hold; the message names the requirement and the way out. Lab 01."""
 
@@ -106,9 +99,9 @@ class DoesNotFit(ValueError):
 def check_fits(what: str, need_bytes: int, basis: str, available_bytes: int | None = None,
                total_bytes: int | None = None) -> None:
     """Raise `DoesNotFit` before starting `what` when it needs more RAM than is available. Lab 01."""
-    info = machine() if available_bytes is None or total_bytes is None else {}
-    available = info.get("available_ram_bytes", available_bytes)
-    total = info.get("total_ram_bytes", total_bytes)
+    here = machine() if available_bytes is None or total_bytes is None else {}
+    available = here["available_ram_bytes"] if available_bytes is None else available_bytes
+    total = here["total_ram_bytes"] if total_bytes is None else total_bytes
     if need_bytes > available:
         raise DoesNotFit(
             f"{what} needs about {need_bytes / GB:.1f} GB of RAM at its peak ({basis}); this machine has "

@@ -276,8 +276,9 @@ def read_vision_part(model_dir: Path):
     return config, encoder.eval(), embed
 
 
-def stream_text_checkpoint(config: dict, model_dir: Path, out: Path) -> Path:
-    """`text_checkpoint`, copied one shard at a time from `model_dir` (bounded memory at any size). Lab 02."""
+def text_checkpoint(config: dict, model_dir: Path, out: Path) -> Path:
+    """A text-only Phi-3 folder the model builder reads as Phi3VForCausalLM (LongRoPE, exclude_embeds), its
+    weights copied one shard at a time from `model_dir` (bounded memory at any size). Lab 02."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -308,19 +309,6 @@ def text_config(config: dict) -> dict:
     if rope.get("type") == "su":   # transformers 5 rejects Phi-3.5-vision's "su"; it is LongRoPE
         text["rope_scaling"] = {**rope, "type": "longrope", "rope_type": "longrope"}
     return text
-
-
-def text_checkpoint(config: dict, text_state: dict, tokenizer_dir: Path, out: Path) -> Path:
-    """A text-only Phi-3 folder the model builder reads as Phi3VForCausalLM (LongRoPE, exclude_embeds). Lab 02."""
-    from safetensors.torch import save_file
-
-    text = {**text_config(config), "architectures": ["Phi3VForCausalLM"]}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(text, indent=2))
-    save_file({k: v.contiguous() for k, v in text_state.items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})
-    models.copy_tokenizer(tokenizer_dir, out)
-    return out
 
 
 def _export_onnx(module, args, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
@@ -381,7 +369,7 @@ def _export_into(tmp: Path, model_dir: Path, precision: str, execution_provider:
     config, encoder, embed_weight = read_vision_part(model_dir)
     started = time.perf_counter()
     # Inside tmp: concurrent exports (another precision, another attendee) never share it.
-    text_dir = stream_text_checkpoint(config, model_dir, tmp / f"{model_dir.name}-text")
+    text_dir = text_checkpoint(config, model_dir, tmp / f"{model_dir.name}-text")
     decoder = build.build(text_dir, precision, execution_provider, force=force, progress=progress,
                           extra={"exclude_embeds": "true", "filename": TEXT_FILE})
     for f in decoder.path.iterdir():

@@ -44,8 +44,8 @@ def places(tiny_dir, tmp_path_factory):
     """What the snippets' placeholders stand for, built by the labs' own code (cached)."""
     work = tmp_path_factory.mktemp("snippets")
     export = vision.export("tiny-vision", "int4", progress=False)
-    config, text_state, _ = vision.read_checkpoint(vision.resolve("tiny-vision"))
-    text_only = vision.text_checkpoint(config, text_state, vision.resolve("tiny-vision"), work / "text-only")
+    config, _ = vision.checked_config(vision.resolve("tiny-vision"))
+    text_only = vision.text_checkpoint(config, vision.resolve("tiny-vision"), work / "text-only")
     finetuned = olive.finetune(tiny_dir, steps=20, lora_r=4, progress=False)
     return {
         "microsoft/Phi-3.5-mini-instruct": str(tiny_dir),
