@@ -1,6 +1,10 @@
 # Phi on-device lab. Two commands matter: `make course` and `make test`.
 # Every target is a thin wrapper: the README shows the `python …` command behind each one.
 PYTHON ?= python3.11
+# Without Python 3.11, say how to get it (make alone prints "python3.11: No such file or directory", Error 127).
+define need_python
+	@command -v $(PYTHON) >/dev/null || { echo "make $@: $(PYTHON) was not found. The course's locks are for Python 3.11: install it with 'uv python install 3.11', then run 'make $@ PYTHON=\$$(uv python find 3.11)'. Nothing was installed."; exit 2; }
+endef
 VENV   := .venv
 PY     := $(VENV)/bin/python
 GPU_VENV := .venv-gpu
@@ -16,6 +20,7 @@ export TOKENIZERS_PARALLELISM := false
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
+	$(need_python)
 	@$(PYTHON) tools/install.py --flavour cpu --venv $(VENV) --python $(PYTHON)
 
 course: install
@@ -31,6 +36,7 @@ test: install
 # The GPU flavour lives in its own environment: .venv stays as it is. Without an NVIDIA GPU this
 # stops before downloading anything, with one message and exit code 3.
 test-gpu:
+	$(need_python)
 	@$(PYTHON) tools/install.py --flavour gpu --venv $(GPU_VENV) --python $(PYTHON)
 	@$(GPU_PY) -m labkit gpu-probe
 	LABKIT_PROFILE=gpu LABKIT_TEST_MODELS=$(MODELS) $(GPU_PY) -m pytest

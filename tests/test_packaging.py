@@ -3,6 +3,7 @@
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -119,3 +120,11 @@ def test_installed_packages_match_this_machines_lock():
 @pytest.mark.parametrize("package", sorted(env.lock_pins()))
 def test_lab00_checks_every_pinned_package(package):
     assert env.installed_version(package) == env.lock_pins()[package], "run `make install`"
+
+
+@pytest.mark.parametrize("target", ["install", "test-gpu"])
+def test_make_without_python_311_names_the_fix(target):
+    run = subprocess.run(["make", target, "PYTHON=python3.99-missing"], cwd=paths.REPO, capture_output=True,
+                         text=True)
+    assert run.returncode == 2
+    assert "python3.99-missing was not found" in run.stdout and "uv python install 3.11" in run.stdout
