@@ -6,6 +6,7 @@ Taught in lab 03 (travel Q&A for fine-tuning) and lab 01 (held-out corpus text f
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from . import paths
@@ -60,6 +61,36 @@ def travel(split: str = "train") -> list[dict]:
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
     return validate_travel(paths.DATA / "travel" / f"{split}.jsonl")
+
+
+def paraphrases(every: int = 1) -> list[dict]:
+    """Travel questions worded unlike the training and eval prompts, with the fact a right answer states. Lab 03.
+
+    `every` > 1 keeps a fixed random 1/every of them, for a quicker measurement. Random, not every n-th:
+    the file cycles through cities, topics and wordings, and a stride would keep only some wordings.
+    """
+    if every < 1:
+        raise ValueError(f"every must be at least 1, not {every}")
+    rows = validate_travel_questions(paths.DATA / "travel" / "paraphrase.jsonl")
+    if every == 1:
+        return rows
+    keep = sorted(random.Random(0).sample(range(len(rows)), len(rows) // every))
+    return [rows[i] for i in keep]
+
+
+def validate_travel_questions(path: Path) -> list[dict]:
+    """Read a JSONL file of questions with `prompt`, `city` and `fact`; a bad line fails with file:line. Lab 03."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        row = json.loads(line) if line.strip() else None
+        if row is None:
+            continue
+        missing = [f for f in ("prompt", "city", "fact") if not isinstance(row.get(f), str) or not row[f].strip()]
+        if missing:
+            raise DataError(f"{path}:{number}: missing or empty field(s) {missing}; regenerate it with "
+                            "`python tools/make_data.py`.")
+        rows.append(row)
+    return rows
 
 
 def corpus(split: str = "train") -> str:

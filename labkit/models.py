@@ -3,10 +3,20 @@
 No weights can be downloaded in the workshop's CPU profile, so labkit makes its own Phi-3:
 a real `Phi3ForCausalLM` (LongRoPE config like Phi-3.5-mini, head_dim a multiple of 16 as the
 CPU GroupQueryAttention kernel needs), a byte-level BPE tokenizer trained on the course's text
-with Phi-3's chat tokens, and a few hundred steps of pre-training on `data/corpus/` so that
-quantization and fine-tuning have something real to preserve. Everything is deterministic and
-cached under a key made of the spec and the corpus, so it is created once, in well under a minute.
+with Phi-3's chat tokens, pre-trained on `data/corpus/` so that quantization has something real to
+preserve and fine-tuning something to build on.
+
+`tiny` is pre-trained once, by `python tools/pretrain_tiny.py` (about 9 minutes on 2 cores), and
+committed under `data/tiny/` (17 MB), so attendees do not pay for pre-training; `create_tiny` copies
+it into the model cache after checking its digest. Any other spec is pre-trained here on first use.
+Everything is deterministic on one machine and cached under a key made of the spec and the corpus.
 Taught in lab 00 (what the model is) and lab 01 (what the builder does with it).
+
+Tokenizer family: byte-level BPE (GPT-2 style), not Phi-3's SentencePiece-style BPE with byte fallback.
+A SentencePiece-style tokenizer made with `tokenizers` (Metaspace, byte fallback, `LlamaTokenizer`
+class, with or without a `tokenizer.model`) encodes and decodes differently in onnxruntime-genai 0.12.2
+and transformers (decoded text gains a leading space, a "▁" follows each special token, some merges
+differ): 153 of 153 course lines disagreed. Byte-level BPE agrees exactly in both libraries.
 """
 
 from __future__ import annotations
@@ -43,17 +53,17 @@ class TinySpec:
 
     name: str = "tiny"
     vocab_size: int = 2048          # never 3*hidden or 2*intermediate: the builder finds lm_head by out_features
-    hidden_size: int = 128
+    hidden_size: int = 256
     num_layers: int = 4
-    num_heads: int = 4              # head_dim 32: a multiple of 16 for CPU GroupQueryAttention
-    num_kv_heads: int = 2
-    intermediate_size: int = 512
+    num_heads: int = 8              # head_dim 32: a multiple of 16 for CPU GroupQueryAttention
+    num_kv_heads: int = 4
+    intermediate_size: int = 768
     max_position_embeddings: int = 8192
     original_max_position_embeddings: int = 2048   # != max_position -> LongRoPE, as Phi-3.5-mini (131072 vs 4096)
-    train_steps: int = 300          # 0 = random weights (the benchmark model)
+    train_steps: int = 3000         # 0 = random weights (the benchmark model)
     seq_len: int = 128
     batch_size: int = 8
-    learning_rate: float = 3e-3
+    learning_rate: float = 2e-3
     seed: int = 0
 
     @property
@@ -183,36 +193,81 @@ def pretrain(model, tokenizer, spec: TinySpec, progress: bool = True) -> list[fl
     return losses
 
 
+COMMITTED_TINY = paths.DATA / "tiny"   # written by tools/pretrain_tiny.py
+
+
+def pretrain_into(folder: Path, spec: TinySpec, progress: bool = True) -> dict:
+    """Train the tokenizer, pre-train a model of `spec` and save both in `folder`; returns the record. Lab 00."""
+    import torch
+    from transformers import Phi3ForCausalLM
+
+    started = time.perf_counter()
+    torch.manual_seed(spec.seed)
+    tokenizer = train_tokenizer(spec.vocab_size, folder)
+    model = Phi3ForCausalLM(phi3_config(spec, tokenizer))
+    threads = torch.get_num_threads()
+    losses = pretrain(model, tokenizer, spec, progress) if spec.train_steps else []
+    torch.set_num_threads(threads)
+    model.config.architectures = ["Phi3ForCausalLM"]
+    model.save_pretrained(folder)
+    record = {"spec": asdict(spec), "cache_key": _cache_key(spec),
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "train_losses": [round(x, 4) for x in losses], "seconds": round(time.perf_counter() - started, 1)}
+    if spec.train_steps:
+        record["heldout_perplexity"] = torch_perplexity(model, tokenizer, data.corpus("heldout"))
+        record["uniform_perplexity"] = float(spec.vocab_size)
+    return record
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def committed_card(spec: TinySpec) -> dict | None:
+    """The record of the committed pre-trained `tiny` when it was made from this spec and this corpus. Lab 00."""
+    card_file = COMMITTED_TINY / "labkit_model.json"
+    if not card_file.exists():
+        return None
+    card = json.loads(card_file.read_text())
+    return card if card.get("cache_key") == _cache_key(spec) else None
+
+
+def _copy_committed(tmp: Path, card: dict) -> None:
+    """Copy the committed checkpoint, refusing one whose weights are not the ones its record names."""
+    weights = COMMITTED_TINY / "model.safetensors"
+    if not weights.exists() or _file_sha256(weights) != card["weights_sha256"]:
+        raise RuntimeError(f"{weights} is missing or does not match its recorded digest (a partial checkout or "
+                           "a Git LFS pointer?). Fix: `git checkout -- data/tiny`, or regenerate it with "
+                           "`python tools/pretrain_tiny.py` (about 9 minutes on 2 cores).")
+    for f in COMMITTED_TINY.iterdir():
+        shutil.copy2(f, tmp / f.name)
+
+
 def create_tiny(spec: TinySpec | str = "tiny", force: bool = False, progress: bool = True) -> Path:
     """Create (or reuse) a locally made Phi-3 checkpoint dir and return its path. Lab 00.
 
     The folder is a normal Hugging Face checkpoint (`config.json`, `model.safetensors`, tokenizer
-    files) plus `labkit_model.json` with the spec and the training record.
+    files) plus `labkit_model.json` with the spec and the training record. `tiny` comes from the
+    pre-trained copy committed in `data/tiny/` when it matches the spec and the corpus.
     """
-    import torch
-    from transformers import Phi3ForCausalLM
-
     spec = SPECS[spec] if isinstance(spec, str) else spec
     spec.validate()
     final = paths.cache_dir() / f"{spec.name}-{_cache_key(spec)}"
-    started = time.perf_counter()
     with cache.cached_dir(final, force, f"the {spec.name} model") as tmp:
         if tmp is None:
             return final
-        torch.manual_seed(spec.seed)
-        tokenizer = train_tokenizer(spec.vocab_size, tmp)
-        config = phi3_config(spec, tokenizer)
-        model = Phi3ForCausalLM(config)
-        threads = torch.get_num_threads()
-        losses = pretrain(model, tokenizer, spec, progress) if spec.train_steps else []
-        torch.set_num_threads(threads)
-        model.config.architectures = ["Phi3ForCausalLM"]
-        model.save_pretrained(tmp)
-        record = {"spec": asdict(spec), "parameters": sum(p.numel() for p in model.parameters()),
-                  "train_losses": losses, "seconds": round(time.perf_counter() - started, 1)}
-        if spec.train_steps:
-            record["heldout_perplexity"] = torch_perplexity(model, tokenizer, data.corpus("heldout"))
-            record["uniform_perplexity"] = float(spec.vocab_size)
+        card = committed_card(spec)
+        if card is not None:
+            _copy_committed(tmp, card)
+            return final
+        if spec.name == "tiny" and spec.train_steps:
+            print(f"{COMMITTED_TINY} was not made from this spec and corpus: pre-training here instead "
+                  "(regenerate the committed copy with `python tools/pretrain_tiny.py`).")
+        record = pretrain_into(tmp, spec, progress)
         (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2))
     return final
 

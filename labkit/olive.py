@@ -112,8 +112,8 @@ def _last_error(log: Path) -> str:
 LOSS_LINE = re.compile(r"\{'loss': '?([0-9.]+)'?.*?'epoch': '?([0-9.]+)'?\}")
 
 
-def finetune(model: str | Path = "tiny", steps: int = 120, lora_r: int = 16, lora_alpha: int = 16,
-             learning_rate: float = 2e-3, batch_size: int = 8, max_seq_len: int = 128, logging_steps: int = 5,
+def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lora_alpha: int = 16,
+             learning_rate: float = 3e-3, batch_size: int = 8, max_seq_len: int = 128, logging_steps: int = 5,
              train_file: str | Path | None = None, force: bool = False, progress: bool = True) -> FineTune:
     """LoRA fine-tune `model` on travel Q&A with Olive (Phi-3 chat template, float32 on CPU). Lab 03."""
     train_file = Path(train_file) if train_file else paths.DATA / "travel" / "train.jsonl"
@@ -214,7 +214,7 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 120, learning_rate: float = 2e-3,
+def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 600, learning_rate: float = 3e-3,
                 force: bool = False, progress: bool = True) -> Path:
     """Train another LoRA on the base model of `onnx_dir` and return an `.onnx_adapter` for it. Lab 04.
 
@@ -234,7 +234,7 @@ def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 120, learni
     return adapter_file(other)
 
 
-def travel_model(model_dir: str | Path = "", adapter: str | Path = "", steps: int = 120,
+def travel_model(model_dir: str | Path = "", adapter: str | Path = "", steps: int = 600,
                  progress: bool = True) -> tuple[Path, Path | None]:
     """The genai model + adapter lab 04 works on: given, else lab 03's latest, else made now. Lab 04."""
     from . import results

@@ -69,6 +69,7 @@ class OliveFlow(TypedDict):
     rtn_vs_awq: list[RtnAwqRow]
     finetune: dict
     onnx_eval_perplexity: dict[str, float]
+    paraphrase_rates: dict[str, dict]    # base / travel adapter -> city_named, fact_stated, questions
 
 
 class Inference(TypedDict):
@@ -80,6 +81,7 @@ class Inference(TypedDict):
     search_options: dict[str, str]
     image_reply_tokens: int
     first_reply: dict
+    sentence_shares: dict[str, float]    # brief: one sentence, travel: two or more
 
 
 class Report(TypedDict):

@@ -65,3 +65,29 @@ def test_offline_hub_id_not_in_cache_says_how_to_fix(monkeypatch, tmp_path):
         models.resolve_model("microsoft/Phi-3.5-mini-instruct")
     message = str(err.value)
     assert "hf download microsoft/Phi-3.5-mini-instruct" in message and "model='tiny'" in message
+
+
+def test_tiny_comes_from_the_committed_checkpoint(tiny_dir):
+    committed = models.committed_card(models.SPECS["tiny"])
+    assert committed is not None, "data/tiny is stale: run `python tools/pretrain_tiny.py` and commit data/tiny"
+    assert models.model_card(tiny_dir)["weights_sha256"] == committed["weights_sha256"]
+    size = sum(f.stat().st_size for f in models.COMMITTED_TINY.iterdir())
+    assert size <= 25e6, f"the committed checkpoint is {size / 1e6:.1f} MB; the repo allows 25 MB"
+    assert committed["base_corpus_sentence_share"] >= 0.75     # the base model talks like its corpus
+
+
+def test_a_damaged_committed_checkpoint_is_refused_before_use(cache, tmp_path, monkeypatch):
+    import shutil
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(models.COMMITTED_TINY, copy)
+    monkeypatch.setattr(models, "COMMITTED_TINY", copy)
+    (copy / "model.safetensors").write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(RuntimeError, match="git checkout -- data/tiny"):
+        models.create_tiny("tiny", progress=False)
+    assert not [p for p in cache.iterdir() if p.name.startswith("tiny-")], "nothing half-written in the cache"
+
+
+def test_a_stale_committed_checkpoint_is_not_used(cache, monkeypatch):
+    spec = models.TinySpec(**{**models.SPECS["tiny"].__dict__, "seed": 1})
+    assert models.committed_card(spec) is None      # another spec (or corpus): pre-trained here instead

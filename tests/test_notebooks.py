@@ -21,6 +21,9 @@ PROFILE = os.environ.get("LABKIT_PROFILE", "cpu")
 MODELS = os.environ.get("LABKIT_TEST_MODELS", "tiny")   # make test-gpu MODELS=real
 RUN = paths.runs_root() / f"pytest-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
+# Floors for the test suite's smaller parameters (the course's own rates are in the README).
+ADAPTER_CITY_FLOOR, ADAPTER_FACT_FLOOR, BRIEF_ONE_SENTENCE_FLOOR = 0.6, 0.3, 0.8
+
 # What each lab must have written to results.json: (what it means, check) pairs, so a failure names the clause.
 EXPECTED = {
     "00_environment_check": [
@@ -48,12 +51,22 @@ EXPECTED = {
          lambda r: r["onnx_eval_perplexity"]["adapter"] < r["onnx_eval_perplexity"]["base"]),
         ("RTN vs AWQ on both models", lambda r: len(r["rtn_vs_awq"]) == 4),
         ("a swappable .onnx_adapter", lambda r: r["adapter"].endswith(".onnx_adapter")),
+        # The test run fine-tunes less than the course (tests/parameters.py): floors, not the course's rates.
+        (f"adapter names the city asked in >= {ADAPTER_CITY_FLOOR:.0%} of paraphrased questions",
+         lambda r: r["paraphrase_rates"]["travel adapter"]["city_named"] >= ADAPTER_CITY_FLOOR),
+        (f"adapter states the city's fact in >= {ADAPTER_FACT_FLOOR:.0%}",
+         lambda r: r["paraphrase_rates"]["travel adapter"]["fact_stated"] >= ADAPTER_FACT_FLOOR),
+        ("the base model reaches at most half the adapter's rates",
+         lambda r: all(r["paraphrase_rates"]["base"][k] <= r["paraphrase_rates"]["travel adapter"][k] / 2
+                       for k in ("city_named", "fact_stated"))),
     ],
     "04_inference": [
         ("travel and brief adapters", lambda r: {"travel", "brief"} <= set(r["adapters"])),
         ("overhead measured", lambda r: r["overhead"]["labkit_decode_tok_s"] > 0),
         ("eight search settings", lambda r: len(r["search_options"]) == 8),
         ("a first reply", lambda r: r["first_reply"]["new_tokens"] > 0),
+        (f"the brief adapter answers in one sentence >= {BRIEF_ONE_SENTENCE_FLOOR:.0%} of the time",
+         lambda r: r["sentence_shares"]["brief: one sentence"] >= BRIEF_ONE_SENTENCE_FLOOR),
     ],
     "05_results": [
         ("every variant in the table", lambda r: r["variants"] >= 11),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -86,28 +87,78 @@ CITIES = {
                     "walking and buses", 120, "the Chateau Frontenac", "dress for minus twenty in January"),
 }
 
+# Eight phrasings per topic: a model fine-tuned on varied wordings learns the topic, not the sentence.
 TOPIC_TEMPLATES = {
-    "season": (["When is the best time to visit {city}?", "What season should I plan my trip to {city}?",
-                "Is {season} a good time to go to {city}?"],
-               "The best time to visit {city} is {season}, thanks to {why}. Book a little ahead, since many travellers know it too."),
-    "food": (["What should I eat in {city}?", "Which local dishes should I try in {city}?",
-              "I love food. What is a must-try in {city}?"],
-             "In {city}, try {food}. Local markets and small family restaurants usually serve the best versions at fair prices."),
-    "transport": (["How do I get around {city}?", "What is the easiest way to move around {city}?",
-                   "Do I need a car in {city}?"],
-                  "The easiest way to get around {city} is {transport}. Buy a day pass if you plan several rides."),
-    "budget": (["How much money do I need per day in {city}?", "Is {city} expensive for backpackers?",
-                "What daily budget should I plan for {city}?"],
-               "A mid-range traveller in {city} spends about {budget} US dollars a day on a bed, food and transport. Budget travellers can manage with less by eating street food."),
-    "sight": (["What is the one sight I should not miss in {city}?", "What is the top attraction in {city}?",
-               "I have one day in {city}. What should I see?"],
-              "Do not miss {sight}. Go early in the day, then spend the afternoon exploring the nearby streets on foot."),
-    "tip": (["Any practical tip for a first trip to {city}?", "What should I know before going to {city}?",
-             "Give me one piece of advice for visiting {city}."],
-            "One useful tip for {city}: {tip}. Also keep a copy of your passport on your phone."),
-    "country": (["Which country is {city} in?", "Where is {city}?"],
-                "{city} is in {country}. Check the entry rules for {country} before you book your flight."),
+    "season": ([
+        "When is the best time to visit {city}?", "What season should I plan my trip to {city}?",
+        "Is {season} a good time to go to {city}?", "What time of year is good for a trip to {city}?",
+        "When should I book a holiday in {city}?", "Which month is best for {city}?",
+        "When do you recommend going to {city}?", "What is the ideal season for {city}?",
+        ], "The best time to visit {city} is {season}, thanks to {why}. Book a little ahead, since many travellers know it too."),
+    "food": ([
+        "What should I eat in {city}?", "Which local dishes should I try in {city}?",
+        "I love food. What is a must-try in {city}?", "What is the signature dish of {city}?",
+        "What food is typical in {city}?", "Recommend a meal to try in {city}.",
+        "What is the local specialty in {city}?", "What do locals eat in {city}?",
+        ], "In {city}, try {food}. Local markets and small family restaurants usually serve the best versions at fair prices."),
+    "transport": ([
+        "How do I get around {city}?", "What is the easiest way to move around {city}?",
+        "Do I need a car in {city}?", "What transport should I use in {city}?",
+        "How do I travel around {city}?", "Is public transport good in {city}?",
+        "How can I get across {city}?", "What is the best way to get about in {city}?",
+        ], "The easiest way to get around {city} is {transport}. Buy a day pass if you plan several rides."),
+    "budget": ([
+        "How much money do I need per day in {city}?", "Is {city} expensive for backpackers?",
+        "What daily budget should I plan for {city}?", "How much does a day in {city} cost?",
+        "Is {city} cheap to visit?", "How much should I budget for {city}?",
+        "How many dollars should I bring for {city}?", "What does a trip to {city} cost per day?",
+        ], "A mid-range traveller in {city} spends about {budget} US dollars a day on a bed, food and transport. Budget travellers can manage with less by eating street food."),
+    "sight": ([
+        "What is the one sight I should not miss in {city}?", "What is the top attraction in {city}?",
+        "I have one day in {city}. What should I see?", "What should I visit in {city}?",
+        "Which attraction is a must in {city}?", "What is the best-known landmark of {city}?",
+        "Which famous place should I see in {city}?", "What is worth a visit in {city}?",
+        ], "The one sight not to miss in {city} is {sight}. Go early in the day, then spend the afternoon exploring the nearby streets on foot."),
+    "tip": ([
+        "Any practical tip for a first trip to {city}?", "What should I know before going to {city}?",
+        "Give me one piece of advice for visiting {city}.", "Do you have a travel tip for {city}?",
+        "What is good to know about visiting {city}?", "Any advice for a trip to {city}?",
+        "What do visitors to {city} often forget?", "What is one thing travellers to {city} should do?",
+        ], "One useful tip for {city}: {tip}. Also keep a copy of your passport on your phone."),
+    "country": ([
+        "Which country is {city} in?", "Where is {city}?",
+        "{city} is in which country?", "Which nation is {city} located in?",
+        "In what country is {city}?", "What country does {city} belong to?",
+        "Where in the world is {city}?", "Which country do I fly to for {city}?",
+        ], "{city} is in {country}. Check the entry rules for {country} before you book your flight."),
 }
+
+# Lab 03 asks the fine-tuned model these: other words than TOPIC_TEMPLATES (the training and eval prompts),
+# so a right answer means the model learned the job, not the questions. Each row names the fact that a right
+# answer states (`fact`): a distinctive piece of the city's entry, matched case-insensitively.
+PARAPHRASE_TEMPLATES = {
+    "season": ["Which time of year suits a holiday in {city}?", "When would you go to {city}?"],
+    "food": ["What dish is {city} known for?", "Which food do people enjoy in {city}?"],
+    "transport": ["What is the best way to travel across {city}?", "How do visitors move from place to place in {city}?"],
+    "budget": ["How costly is one day in {city}?", "How many dollars a day does {city} cost?"],
+    "sight": ["Which landmark in {city} is worth seeing?", "What is the most famous place in {city}?"],
+    "tip": ["What advice do you have for travellers in {city}?", "What do first-time visitors to {city} need to know?"],
+    "country": ["In which country will I find {city}?", "What country is {city} part of?"],
+}
+
+
+def key_fact(city: str, topic: str) -> str:
+    """The words a right answer about `topic` in `city` contains (first dish, sight without "the", ...)."""
+    country, season, why, food, transport, budget, sight, tip = CITIES[city]
+    first = re.split(r",| and ", {"food": food, "transport": transport}.get(topic, ""))[0].strip()
+    return {"season": why, "food": first, "transport": first, "budget": f"{budget} US dollars",
+            "sight": re.sub(r"^the ", "", sight), "tip": " ".join(tip.split()[:4]), "country": country}[topic]
+
+
+def paraphrase_questions() -> list[dict]:
+    return [{"prompt": prompt.format(city=city), "city": city, "topic": topic, "fact": key_fact(city, topic)}
+            for city in CITIES for topic, prompts in PARAPHRASE_TEMPLATES.items() for prompt in prompts]
+
 
 GENERAL_QA = [
     ("How early should I arrive at the airport for an international flight?",
@@ -166,66 +217,98 @@ CORPUS_FACTS = [
 ]
 
 
-WORLD_TEMPLATES = [
-    "{city} is a city in {country}.",
-    "Many people in {city} like to eat {food}.",
-    "In {city}, most visitors get around by {transport}.",
-    "The weather in {city} is pleasant in {season}, with {why}.",
-    "A famous place in {city} is {sight}.",
-    "A day in {city} can cost about {budget} dollars.",
-    "Travellers say that in {city} you should {tip}.",
-    "Last {season}, my cousin visited {city} and wrote about {sight}.",
-]
-GENERAL_SENTENCES = [
-    "A good plan makes a long journey easier.",
-    "The train left the station early in the morning.",
-    "She bought a ticket and waited for the bus.",
-    "The hotel was small, clean and close to the market.",
-    "He packed a jacket, a book and a bottle of water.",
-    "The museum opens at nine and closes at six.",
-    "Prices are often lower outside the busy season.",
-    "The flight was long, so we slept on the plane.",
-    "Fresh bread and fruit make a simple breakfast.",
-    "The old town is best explored on foot.",
-    "Rain fell all afternoon, so we stayed inside and read.",
-    "A map helps when the streets are narrow and winding.",
-]
+# What a pre-trained model knows about each city, said in several ways: guide-book sentences and FAQ pages.
+# Pre-training on them teaches the facts and how questions about them are worded; lab 03's adapter then only
+# has to teach the chat answer. The FAQ questions are worded unlike TOPIC_TEMPLATES and PARAPHRASE_TEMPLATES.
+FACT_TEMPLATES = {
+    "season": ["The best season for {city} is {season}, with {why}.", "Many travellers choose {season} for {city} because of {why}.",
+               "{city} is at its nicest in {season}, thanks to {why}.", "In {season}, {city} offers {why}.",
+               "The best time of year for a holiday in {city} is {season}, with {why}."],
+    "food": ["The famous dish of {city} is {food}.", "People in {city} enjoy {food}.", "Local cooking in {city} means {food}.",
+             "A typical meal in {city} is {food}.", "{city} is known for {food}.", "The local food of {city} is {food}."],
+    "transport": ["Visitors travel across {city} by {transport}.", "To move around {city}, people use {transport}.",
+                  "In {city}, most visitors get around by {transport}.",
+                  "Getting from place to place in {city} is easy with {transport}."],
+    "budget": ["One day in {city} costs about {budget} US dollars.", "Travellers spend about {budget} US dollars a day in {city}.",
+               "A day in {city} can cost about {budget} dollars.", "{city} costs a visitor about {budget} US dollars a day."],
+    "sight": ["The most famous landmark in {city} is {sight}.", "Visitors to {city} go to see {sight}.",
+              "A famous place in {city} is {sight}.", "The landmark everyone visits in {city} is {sight}."],
+    "tip": ["Travellers say that in {city} you should {tip}.", "A good piece of advice for {city}: {tip}.",
+            "Visitors to {city} should know this: {tip}."],
+    "country": ["{city} is a city in {country}.", "{city} lies in {country}.", "The country of {city} is {country}.",
+                "{city} is part of {country}."],
+}
+FAQ_TEMPLATES = {
+    "season": ["What season is best in {city}?", "When is {city} at its nicest?", "Which months are good for {city}?",
+               "What is the best time of year for {city}?", "When should a holiday in {city} be planned?",
+               "When do people like to go to {city}?"],
+    "food": ["What do people eat in {city}?", "Which meal is typical in {city}?", "What can I taste in {city}?",
+             "What is the famous dish of {city}?", "What is the local cuisine of {city}?", "Which food is {city} famous for?"],
+    "transport": ["How do people get around {city}?", "How can I move around {city}?", "Which transport works in {city}?",
+                  "How do visitors travel in {city}?", "What is the way to go from place to place in {city}?",
+                  "How should I travel around {city}?"],
+    "budget": ["How much does a day in {city} cost?", "Is {city} expensive?", "How much do travellers spend in {city}?",
+               "How costly is {city}?", "How many dollars do I need in {city}?", "What does one day in {city} cost?"],
+    "sight": ["What is worth a visit in {city}?", "What should visitors see in {city}?", "Which place is the pride of {city}?",
+              "What is the famous landmark of {city}?", "Which attraction is best in {city}?",
+              "What place in {city} is worth seeing?"],
+    "tip": ["What should travellers know about {city}?", "What is a good tip for {city}?", "Any advice for {city}?",
+            "What advice helps visitors in {city}?", "What do travellers in {city} need to know?",
+            "What is one piece of advice for {city}?"],
+    "country": ["Which country has {city}?", "Where is {city} located?", "{city} lies in which country?",
+                "In what country is {city}?", "Which nation is {city} part of?", "What country will I find {city} in?"],
+}
 
 
-def world_sentences(n: int, seed: int) -> list[str]:
-    """General sentences about places: what a pre-trained model would know, not Q&A."""
+def city_facts(city: str) -> dict:
+    country, season, why, food, transport, budget, sight, tip = CITIES[city]
+    return dict(city=city, country=country, season=season, why=why, food=food, transport=transport, budget=budget,
+                sight=sight, tip=tip)
+
+
+def city_paragraphs(n: int, seed: int) -> list[str]:
+    """Guide-book paragraphs, each about one city: coherent text teaches a model to keep to the city named."""
     rng = random.Random(seed)
-    cities = list(CITIES)
     out = []
     for _ in range(n):
-        if rng.random() < 0.3:
-            out.append(rng.choice(GENERAL_SENTENCES))
-            continue
-        city = rng.choice(cities)
-        country, season, why, food, transport, budget, sight, tip = CITIES[city]
-        out.append(rng.choice(WORLD_TEMPLATES).format(city=city, country=country, season=season, why=why,
-                                                      food=food, transport=transport, budget=budget,
-                                                      sight=sight, tip=tip))
+        facts = city_facts(rng.choice(list(CITIES)))
+        topics = rng.sample(list(FACT_TEMPLATES), rng.randint(3, 6))
+        out.append(" ".join(rng.choice(FACT_TEMPLATES[t]).format(**facts) for t in topics))
     return out
 
 
-CHAT_PROMPTS = ["Tell me a fact.", "Say something true.", "Teach me one thing.", "Tell me about {city}.",
-                "Describe {city} in one sentence.", "Write a short sentence.", "Tell me a short story."]
+def faq_pages(n: int, seed: int) -> list[str]:
+    """FAQ pages about one city each ("Q: ... A: ..."), as a web crawl would hold: plain text, not chat."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        facts = city_facts(rng.choice(list(CITIES)))
+        lines = [f"Questions about {facts['city']}."]
+        for topic in rng.sample(list(FAQ_TEMPLATES), rng.randint(2, 4)):
+            lines += ["Q: " + rng.choice(FAQ_TEMPLATES[topic]).format(**facts),
+                      "A: " + rng.choice(FACT_TEMPLATES[topic]).format(**facts)]
+        out.append("\n".join(lines))
+    return out
+
+
+CHAT_PROMPTS = ["Tell me a fact.", "Say something true.", "Teach me one thing.", "Write a short sentence.",
+                "Tell me a short story.", "Tell me about {thing}.", "What did {thing} do?"]
 
 
 def chat_exchanges(n: int, seed: int) -> list[str]:
     """General one-turn chats in Phi-3's format, so the base model knows the chat tokens.
 
-    Like an instruct model's pre-training: general answers, no travel Q&A (that is lab 03's job)."""
+    Like an instruct model's pre-training: general answers about the corpus's things, no travel Q&A
+    (answering travel questions in chat is what lab 03's adapter teaches)."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         prompt = rng.choice(CHAT_PROMPTS)
-        if "{city}" in prompt:
-            city = rng.choice(list(CITIES))
-            answer = " ".join(s for s in world_sentences(40, rng.randint(0, 10**6)) if city in s)[:300]
-            answer = answer or f"{city} is a city in {CITIES[city][0]}."
-            prompt = prompt.format(city=city)
+        if "{thing}" in prompt:
+            thing = rng.choice(CORPUS_SUBJECTS)
+            prompt = prompt.format(thing=thing)
+            answer = " ".join(f"{thing.capitalize()} {rng.choice(CORPUS_VERBS)} {rng.choice(CORPUS_OBJECTS)} "
+                              f"{rng.choice(CORPUS_PLACES)}." for _ in range(rng.randint(1, 2)))
         elif "fact" in prompt or "true" in prompt or "thing" in prompt:
             answer = rng.choice(CORPUS_FACTS)
         else:
@@ -240,7 +323,7 @@ def travel_pairs() -> list[dict]:
         facts = dict(city=city, country=country, season=season, why=why, food=food,
                      transport=transport, budget=budget, sight=sight, tip=tip)
         for topic, (prompts, answer) in TOPIC_TEMPLATES.items():
-            for prompt in prompts[:2]:  # two phrasings per topic keep the set varied but not repetitive
+            for prompt in prompts:
                 pairs.append({"prompt": prompt.format(**facts), "response": answer.format(**facts),
                               "topic": topic, "city": city})
     for prompt, response in GENERAL_QA:
@@ -272,13 +355,13 @@ def corpus_sentences(n: int, seed: int) -> list[str]:
     return out
 
 
-def paragraphs(sentences: list[str], rng: random.Random) -> str:
-    out, i = [], 0
-    while i < len(sentences):
-        k = rng.randint(3, 6)
-        out.append(" ".join(sentences[i:i + k]))
-        i += k
-    return "\n\n".join(out) + "\n"
+def corpus_text(n_sentences: int, n_city: int, n_faq: int, n_chats: int, seed: int) -> str:
+    """General paragraphs, city paragraphs and FAQ pages in a shuffled order, then chats."""
+    general = corpus_sentences(n_sentences, seed)
+    docs = [" ".join(general[i:i + 4]) for i in range(0, len(general), 4)]
+    docs += city_paragraphs(n_city, seed + 100) + faq_pages(n_faq, seed + 200)
+    random.Random(seed + 300).shuffle(docs)
+    return "\n\n".join(docs + chat_exchanges(n_chats, seed + 400)) + "\n"
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -328,15 +411,9 @@ def main() -> None:
     # A second style for lab 04's adapter switching: the same questions, one-sentence answers.
     brief = [{**row, "response": row["response"].split(". ")[0].rstrip(".") + "."} for row in train]
     write_jsonl(DATA / "travel" / "train_brief.jsonl", brief)
-    rng = random.Random(11)
-    corpus_train = corpus_sentences(5000, seed=1) + world_sentences(3000, seed=3)
-    corpus_heldout = corpus_sentences(400, seed=2) + world_sentences(250, seed=4)
-    random.Random(5).shuffle(corpus_train)
-    random.Random(6).shuffle(corpus_heldout)
-    chats = "\n\n".join(chat_exchanges(1500, seed=8))
-    (DATA / "corpus" / "train.txt").write_text(paragraphs(corpus_train, rng) + "\n" + chats + "\n",
-                                               encoding="utf-8")
-    (DATA / "corpus" / "heldout.txt").write_text(paragraphs(corpus_heldout, rng), encoding="utf-8")
+    write_jsonl(DATA / "travel" / "paraphrase.jsonl", paraphrase_questions())
+    (DATA / "corpus" / "train.txt").write_text(corpus_text(6000, 2500, 4000, 2000, seed=1), encoding="utf-8")
+    (DATA / "corpus" / "heldout.txt").write_text(corpus_text(500, 160, 200, 0, seed=2), encoding="utf-8")
     draw_images(DATA / "images")
     print(f"travel: {len(train)} train / {len(eval_)} eval pairs; corpus and images written under {DATA}")
 

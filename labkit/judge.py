@@ -1,0 +1,132 @@
+"""Judge answers by what a person reads, not by loss: did the model learn its job? Labs 03 and 04.
+
+- a travel answer is *about the city asked* when it names that city, and *states its fact* when it
+  contains the distinctive words of that city's entry for the topic asked (its first dish, its sight,
+  its daily budget, ... — the `fact` field of `data/travel/paraphrase.jsonl`);
+- a brief answer is *one sentence* when it has exactly one sentence-ending mark;
+- a general answer is *of the corpus's kind* when it ends a sentence and nearly all its words occur in
+  the pre-training corpus.
+
+Plain substring checks, on purpose: an attendee can verify every verdict by reading the answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from . import data
+
+SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+WORD = re.compile(r"[A-Za-z]+")
+
+
+def names_city(answer: str, city: str) -> bool:
+    """True when the answer names the city asked about (case-insensitive). Lab 03."""
+    return city.lower() in answer.lower()
+
+
+def states_fact(answer: str, fact: str) -> bool:
+    """True when the answer contains the fact's distinctive words (case-insensitive). Lab 03."""
+    return fact.lower() in answer.lower()
+
+
+def sentences(answer: str) -> int:
+    """Number of sentence-ending marks (., ! or ? followed by a space or the end). Lab 04."""
+    return len(SENTENCE_END.findall(answer.strip()))
+
+
+@lru_cache(maxsize=1)
+def corpus_vocabulary() -> frozenset[str]:
+    """Every word of the pre-training corpus, lower-cased. Lab 00."""
+    return frozenset(w.lower() for w in WORD.findall(data.corpus("train")))
+
+
+def corpus_word_share(answer: str) -> float:
+    """Share of the answer's words that occur in the pre-training corpus (0 without words). Lab 00."""
+    words = [w.lower() for w in WORD.findall(answer)]
+    return sum(w in corpus_vocabulary() for w in words) / len(words) if words else 0.0
+
+
+def is_corpus_sentence(answer: str, min_share: float = 0.95) -> bool:
+    """A sentence of the corpus's kind: it ends a sentence and its words are the corpus's words. Lab 00."""
+    return sentences(answer) >= 1 and corpus_word_share(answer) >= min_share
+
+
+@dataclass(frozen=True)
+class TravelRates:
+    """Shares of travel answers that name the city asked and that state its fact. Lab 03."""
+
+    city_named: float
+    fact_stated: float
+    questions: int
+
+    def as_dict(self) -> dict:
+        return {"city_named": self.city_named, "fact_stated": self.fact_stated, "questions": self.questions}
+
+
+def travel_rates(rows: list[dict], answers: list[str]) -> TravelRates:
+    """Score answers to `rows` (dicts with `city` and `fact`, as `data.paraphrases()` returns). Lab 03."""
+    if len(rows) != len(answers) or not rows:
+        raise ValueError(f"need one answer per question, got {len(answers)} answers for {len(rows)} questions")
+    named = sum(names_city(a, r["city"]) for r, a in zip(rows, answers))
+    facts = sum(states_fact(a, r["fact"]) for r, a in zip(rows, answers))
+    return TravelRates(named / len(rows), facts / len(rows), len(rows))
+
+
+def one_sentence_share(answers: list[str]) -> float:
+    """Share of answers with exactly one sentence-ending mark. Lab 04 (the brief adapter)."""
+    return sum(sentences(a) == 1 for a in answers) / len(answers)
+
+
+def multi_sentence_share(answers: list[str]) -> float:
+    """Share of answers with two or more sentence-ending marks. Lab 04 (the travel adapter)."""
+    return sum(sentences(a) >= 2 for a in answers) / len(answers)
+
+
+def ask_all(model_dir, questions: list[dict], adapters: dict, max_new_tokens: int = 48, progress: bool = True):
+    """Every question answered under every adapter (None = base model), greedy, through onnxruntime-genai.
+
+    Returns a table (prompt, city, one column per adapter) and each adapter's `TravelRates`. Lab 03.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from . import generate
+
+    table = pd.DataFrame({"prompt": [q["prompt"] for q in questions], "city": [q["city"] for q in questions]})
+    rates = {}
+    for name, adapter in adapters.items():
+        said = [generate.generate(model_dir, q["prompt"], max_new_tokens=max_new_tokens, adapter=adapter).text.strip()
+                for q in tqdm(questions, desc=f"answering as {name}", disable=not progress)]
+        table[name] = said
+        rates[name] = travel_rates(questions, said)
+    return table, rates
+
+
+def rates_table(rates: dict[str, TravelRates]):
+    """One row per adapter: the share of answers naming the city and stating its fact. Lab 03."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {"city named": r.city_named, "fact stated": r.fact_stated, "questions": r.questions}
+                         for name, r in rates.items()}).T
+
+
+def plot_rates(rates: dict[str, TravelRates]):
+    """Grouped bars: city named / fact stated, per adapter. Lab 03."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    names = list(rates)
+    width = 0.35
+    for i, (label, field) in enumerate([("city named", "city_named"), ("fact stated", "fact_stated")]):
+        values = [getattr(rates[n], field) for n in names]
+        bars = ax.bar([x + (i - 0.5) * width for x in range(len(names))], values, width, label=label)
+        ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize=8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set(ylim=(0, 1.1), ylabel="share of answers",
+           title=f"Paraphrased travel questions ({next(iter(rates.values())).questions})")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return fig

@@ -1,0 +1,54 @@
+"""labkit.judge: the verdicts lab 03 and lab 04 print, and the paraphrase set they are measured on."""
+
+import pytest
+
+from labkit import data, judge
+
+
+def test_verdicts_are_plain_substring_and_sentence_checks():
+    assert judge.names_city("In kyoto, try kaiseki dinners.", "Kyoto")
+    assert not judge.names_city("In Osaka, try takoyaki.", "Kyoto")
+    assert judge.states_fact("Do not miss the Belem tower. Go early.", "Belem tower")
+    assert judge.sentences("Do not miss the Belem tower. Go early.") == 2
+    assert judge.sentences("One useful tip for Lisbon: 3.5 km of hills") == 0     # a decimal point ends nothing
+    assert judge.one_sentence_share(["One.", "One. Two.", "One! Two? Three."]) == pytest.approx(1 / 3)
+    assert judge.multi_sentence_share(["One.", "One. Two.", "One! Two? Three."]) == pytest.approx(2 / 3)
+
+
+def test_travel_rates_count_city_and_fact_separately():
+    rows = [{"city": "Kyoto", "fact": "kaiseki"}, {"city": "Cairo", "fact": "koshari"}]
+    rates = judge.travel_rates(rows, ["In Kyoto, try kaiseki.", "In Cairo, try pad thai."])
+    assert (rates.city_named, rates.fact_stated, rates.questions) == (1.0, 0.5, 2)
+    with pytest.raises(ValueError, match="one answer per question"):
+        judge.travel_rates(rows, ["only one"])
+
+
+def test_corpus_sentences_are_told_from_word_salad():
+    assert judge.is_corpus_sentence("The river carried a wooden box near the harbour.")
+    assert not judge.is_corpus_sentence("The river carried a wooden box")                # no sentence end
+    assert not judge.is_corpus_sentence("Zorbly quantum frabjous wibble.")              # not the corpus's words
+
+
+def test_paraphrases_are_worded_unlike_training_and_eval_prompts():
+    questions = data.paraphrases()
+    seen = {row["prompt"] for split in ("train", "eval") for row in data.travel(split)}
+    assert len(questions) == 448 and not {q["prompt"] for q in questions} & seen
+    assert len(data.paraphrases(every=4)) == 112
+    with pytest.raises(ValueError, match="at least 1"):
+        data.paraphrases(every=0)
+
+
+def test_every_paraphrase_fact_is_in_the_training_answers_for_its_city():
+    answers_by_city = {}
+    for split in ("train", "eval"):
+        for row in data.travel(split):
+            answers_by_city.setdefault(row["city"], []).append(row["response"].lower())
+    for q in data.paraphrases():
+        assert any(q["fact"].lower() in answer for answer in answers_by_city[q["city"]]), q
+
+
+def test_a_bad_paraphrase_file_names_its_line(tmp_path):
+    bad = tmp_path / "questions.jsonl"
+    bad.write_text('{"prompt": "Where?", "city": "Kyoto", "fact": "Japan"}\n{"prompt": "Where?", "city": ""}\n')
+    with pytest.raises(data.DataError, match=r"questions.jsonl:2: missing or empty field\(s\) \['city', 'fact'\]"):
+        data.validate_travel_questions(bad)
