@@ -70,7 +70,8 @@ def cache_key(*parts) -> str:
 
 
 # ------------------------------------------------------------------ manifests
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MB chunks (manifests, committed checkpoints, inputs of cache keys). All labs."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -84,7 +85,7 @@ def write_manifest(folder: Path) -> Path:
     files = {}
     for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
         size = f.stat().st_size
-        files[f.relative_to(folder).as_posix()] = {"size": size, **({"sha256": _sha256(f)} if size <= HASH_LIMIT
+        files[f.relative_to(folder).as_posix()] = {"size": size, **({"sha256": file_sha256(f)} if size <= HASH_LIMIT
                                                                     else {})}
     path = folder / MANIFEST
     tmp = path.with_name(f".{MANIFEST}.tmp")
@@ -113,7 +114,7 @@ def verify(folder: Path) -> str | None:
         size = path.stat().st_size
         if size != expected["size"]:
             return f"{name} has {size:,} bytes, the manifest says {expected['size']:,} (truncated or replaced)"
-        if "sha256" in expected and _sha256(path) != expected["sha256"]:
+        if "sha256" in expected and file_sha256(path) != expected["sha256"]:
             return f"{name} does not match its SHA-256 (modified after it was written)"
     return None
 

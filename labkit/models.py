@@ -219,14 +219,6 @@ def pretrain_into(folder: Path, spec: TinySpec, progress: bool = True) -> dict:
     return record
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def committed_card(spec: TinySpec) -> dict | None:
     """The record of the committed pre-trained `tiny` when it was made from this spec and this corpus. Lab 00."""
     card_file = COMMITTED_TINY / "labkit_model.json"
@@ -239,7 +231,7 @@ def committed_card(spec: TinySpec) -> dict | None:
 def _copy_committed(tmp: Path, card: dict) -> None:
     """Copy the committed checkpoint, refusing one whose weights are not the ones its record names."""
     weights = COMMITTED_TINY / "model.safetensors"
-    if not weights.exists() or _file_sha256(weights) != card["weights_sha256"]:
+    if not weights.exists() or cache.file_sha256(weights) != card["weights_sha256"]:
         raise RuntimeError(f"{weights} is missing or does not match its recorded digest (a partial checkout or "
                            "a Git LFS pointer?). Fix: `git checkout -- data/tiny`, or regenerate it with "
                            "`python tools/pretrain_tiny.py` (about 9 minutes on 2 cores).")

@@ -17,7 +17,6 @@ Both steps are cached by their inputs and written atomically, like every labkit 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -124,7 +123,7 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
     _check_architecture(model_dir)
     settings = dict(steps=steps, r=lora_r, alpha=lora_alpha, lr=learning_rate, bs=batch_size, seq=max_seq_len)
     final = paths.cache_dir() / "olive" / f"{model_dir.name}-lora-r{lora_r}-s{steps}-" \
-        f"{cache.cache_key(model_dir, settings, _file_digest(train_file), OLIVE_FORMAT)}"
+        f"{cache.cache_key(model_dir, settings, cache.file_sha256(Path(train_file)), OLIVE_FORMAT)}"
     log = paths.cache_dir() / "olive" / "logs" / f"{final.name}.log"
     with cache.cached_dir(final, force, "LoRA fine-tune") as tmp:
         if tmp is None:
@@ -210,10 +209,6 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
     return final
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 600, learning_rate: float = 3e-3,
                 force: bool = False, progress: bool = True) -> Path:
     """Train another LoRA on the base model of `onnx_dir` and return an `.onnx_adapter` for it. Lab 04.
@@ -228,7 +223,7 @@ def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 600, learni
                      train_file=train_file, force=force, progress=progress)
     other = export_with_adapter(source["base_model"], tuned.adapter, source["precision"],
                                 source["execution_provider"], force=force)
-    if _file_digest(other / "model.onnx") != _file_digest(onnx_dir / "model.onnx"):
+    if cache.file_sha256(other / "model.onnx") != cache.file_sha256(onnx_dir / "model.onnx"):
         raise OliveStepError(f"The export for the new adapter produced a different model.onnx than {onnx_dir}; "
                              "the adapter would not fit. Re-export both with the same labkit and Olive versions.")
     return adapter_file(other)

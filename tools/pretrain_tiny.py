@@ -53,13 +53,13 @@ def greedy_answers(folder: Path, prompts: list[str], max_new_tokens: int = 40) -
 
 def measure(folder: Path) -> dict:
     """What the record says about a pre-trained folder: its answers to general and to travel prompts."""
-    from labkit import data, judge, models
+    from labkit import cache, data, judge
 
     general = greedy_answers(folder, GENERAL_PROMPTS)
     questions = data.paraphrases()
     base = judge.travel_rates(questions, greedy_answers(folder, [q["prompt"] for q in questions]))
     return {
-        "weights_sha256": models._file_sha256(folder / "model.safetensors"),
+        "weights_sha256": cache.file_sha256(folder / "model.safetensors"),
         "recipe": "tools/pretrain_tiny.py: next-token loss on data/corpus/train.txt, AdamW, one-cycle schedule",
         "base_general_answers": dict(zip(GENERAL_PROMPTS, general)),
         "base_corpus_sentence_share": sum(map(judge.is_corpus_sentence, general)) / len(general),
