@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course demo test test-gpu lab bench bench-scale bench-scale-quick prefetch lock exercises wheelhouse clean
+.PHONY: install course demo test test-gpu lab bench bench-peers bench-scale bench-scale-quick prefetch lock exercises wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -49,6 +49,14 @@ lab: install
 
 bench: install
 	$(PY) -m labkit bench
+
+# The course's builds against llama.cpp (GGUF Q4_0/Q4_K_M/Q8_0/F32) and OpenVINO GenAI (int4/int8/fp32) on the
+# bench checkpoint -> runs/bench-peers.json. Each engine gets its own venv in .venv-peers/ (the first time
+# about 15 min: llama-cpp-python compiles); then about 6 min on 2 cores.
+bench-peers: install
+	$(need_python)
+	@$(PYTHON) tools/install_peers.py --python $(PYTHON)
+	$(PY) -m labkit bench-peers
 
 # Phi-3.5-mini at its real size on this CPU (random-weight shadow): INT4/INT8/FP32 build time, peak RAM,
 # size, load, prefill/decode, bandwidth fraction; the Phi-3.5-vision shadow's export and image prompts

@@ -5,6 +5,7 @@
     labkit tiny                                          create (or show) the tiny Phi-3
     labkit bench                                         the speed benchmark on a ~160M-param model
     labkit bench-scale [--layers N] [--precisions int4 …]  Phi-3.5-mini at real size (shadow) on this CPU
+    labkit bench-peers [--engines ortgenai llamacpp openvino]  the course's builds vs llama.cpp / OpenVINO GenAI
     labkit prefetch [--profile laptop|gpu]                download what a profile needs, print sizes
     labkit export-vision MODEL [--precision P] [--json]    a Phi-3.5-vision export (cached), as lab 02 makes it
     labkit build MODEL [--precision P] [--force] [--json]  one model-builder build (cached), as lab 01 makes it
@@ -43,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     scale.add_argument("--vision", action="store_true",
                        help="also export the Phi-3.5-vision shadow and time image prompts (336x336, 1344x1008)")
     scale.add_argument("--out", default=None, help="JSON file (default runs/bench-scale.json)")
+    peer = sub.add_parser("bench-peers", help="ONNX Runtime GenAI vs llama.cpp and OpenVINO GenAI (make bench-peers)")
+    peer.add_argument("--engines", nargs="+", default=["ortgenai", "llamacpp", "openvino"])
+    peer.add_argument("--runs", type=int, default=3)
+    peer.add_argument("--new-tokens", type=int, default=64)
+    peer.add_argument("--threads", type=int, default=2)
+    peer.add_argument("--out", default=None, help="JSON file (default runs/bench-peers.json)")
     pre = sub.add_parser("prefetch", help="download (or, offline, check) the models a profile needs")
     pre.add_argument("--profile", default=os.environ.get("LABKIT_PROFILE", "laptop"))
     one = sub.add_parser("build", help="build a checkpoint with the model builder (labkit.build.build)")
@@ -116,6 +123,16 @@ def main(argv: list[str] | None = None) -> int:
             run_bench_scale(args.layers, tuple(args.precisions), runs=args.runs,
                             out=Path(args.out) if args.out else None, vision=args.vision)
         except ScaleError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    elif args.command == "bench-peers":
+        from pathlib import Path
+
+        from .peers import PeerError, default_engines, run_bench_peers
+        try:
+            run_bench_peers(default_engines(args.engines), runs=args.runs, new_tokens=args.new_tokens,
+                            threads=args.threads, out=Path(args.out) if args.out else None)
+        except PeerError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
     elif args.command == "prefetch":

@@ -21,7 +21,7 @@ import nbformat
 import pytest
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
-from parameters import TEST_PARAMETERS
+from parameters import QUICK_ADAPTERS, TEST_PARAMETERS
 
 from labkit import course, paths
 
@@ -51,7 +51,7 @@ def lab_server(tmp_path_factory):
         if notebook.stem == "04_inference":
             params["interactive"] = True           # attendees get the chat panel, not the fixed prompts
             # The panel's controls are under test here; the adapters' answers are checked by test_notebooks.
-            params.update(fallback_steps=100, brief_steps=100, sentence_every=64)
+            params.update(QUICK_ADAPTERS)
         nbformat.write(parameterize_notebook(nb, params), workspace / notebook.name)
     # Attendee-neutral settings for a test: render every cell (JupyterLab 4 renders only the cells in view,
     # and the test reads every prompt) and no news prompt over the page.

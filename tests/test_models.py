@@ -91,3 +91,20 @@ def test_a_damaged_committed_checkpoint_is_refused_before_use(cache, tmp_path, m
 def test_a_stale_committed_checkpoint_is_not_used(cache, monkeypatch):
     spec = models.TinySpec(**{**models.SPECS["tiny"].__dict__, "seed": 1})
     assert models.committed_card(spec) is None      # another spec (or corpus): pre-trained here instead
+
+
+def test_fine_tuning_data_does_not_touch_the_pre_trained_model(monkeypatch, tmp_path):
+    """Editing lab 03's travel pairs must not make the committed checkpoint stale (a 9-minute pre-training)."""
+    import shutil
+
+    from labkit import paths
+
+    spec = models.SPECS["tiny"]
+    before = models._cache_key(spec)
+    shutil.copytree(paths.DATA / "corpus", tmp_path / "corpus")
+    (tmp_path / "travel").mkdir()
+    (tmp_path / "travel" / "train.jsonl").write_text('{"prompt": "other", "response": "data"}\n')
+    monkeypatch.setattr(paths, "DATA", tmp_path)
+    assert models._cache_key(spec) == before
+    (tmp_path / "corpus" / "train.txt").write_text("another corpus\n")
+    assert models._cache_key(spec) != before          # the corpus is what the model is made of

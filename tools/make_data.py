@@ -87,50 +87,81 @@ CITIES = {
                     "walking and buses", 120, "the Chateau Frontenac", "dress for minus twenty in January"),
 }
 
-# Eight phrasings per topic: a model fine-tuned on varied wordings learns the topic, not the sentence.
+# Sixteen phrasings per topic: a model fine-tuned on varied wordings learns the topic, not the sentence
+# (with eight, the share of paraphrased questions answered with the right fact was 53–56 % over three seeds;
+# with sixteen, 61–80 % over five). Answers name the city after a few words: a model that must copy it as
+# the very first token often writes a memorised city instead.
 TOPIC_TEMPLATES = {
     "season": ([
         "When is the best time to visit {city}?", "What season should I plan my trip to {city}?",
         "Is {season} a good time to go to {city}?", "What time of year is good for a trip to {city}?",
         "When should I book a holiday in {city}?", "Which month is best for {city}?",
         "When do you recommend going to {city}?", "What is the ideal season for {city}?",
+        "When is {city} at its best?", "Which months are best for a visit to {city}?",
+        "What is the weather like in {city} and when should I go?", "When is a good time for a holiday in {city}?",
+        "In which season is {city} most pleasant?", "When should I travel to {city}?",
+        "When is the right time to see {city}?", "Which part of the year is best for {city}?",
         ], "The best time to visit {city} is {season}, thanks to {why}. Book a little ahead, since many travellers know it too."),
     "food": ([
         "What should I eat in {city}?", "Which local dishes should I try in {city}?",
         "I love food. What is a must-try in {city}?", "What is the signature dish of {city}?",
         "What food is typical in {city}?", "Recommend a meal to try in {city}.",
         "What is the local specialty in {city}?", "What do locals eat in {city}?",
+        "What are the best things to eat in {city}?", "Which dish is famous in {city}?",
+        "What should I order at a restaurant in {city}?", "What food is {city} famous for?",
+        "What is the most popular food in {city}?", "Where can I eat well in {city}, and what?",
+        "Which meals do people love in {city}?", "What is the best dish to taste in {city}?",
         ], "In {city}, try {food}. Local markets and small family restaurants usually serve the best versions at fair prices."),
     "transport": ([
         "How do I get around {city}?", "What is the easiest way to move around {city}?",
         "Do I need a car in {city}?", "What transport should I use in {city}?",
         "How do I travel around {city}?", "Is public transport good in {city}?",
         "How can I get across {city}?", "What is the best way to get about in {city}?",
+        "How do people travel around {city}?", "What is the quickest way to get around {city}?",
+        "Should I take a taxi or a bus in {city}?", "How should I get from one part of {city} to another?",
+        "What is the cheapest way to get around {city}?", "How do tourists travel in {city}?",
+        "What kind of transport does {city} have?", "How do I reach the sights of {city}?",
         ], "The easiest way to get around {city} is {transport}. Buy a day pass if you plan several rides."),
     "budget": ([
         "How much money do I need per day in {city}?", "Is {city} expensive for backpackers?",
         "What daily budget should I plan for {city}?", "How much does a day in {city} cost?",
         "Is {city} cheap to visit?", "How much should I budget for {city}?",
         "How many dollars should I bring for {city}?", "What does a trip to {city} cost per day?",
+        "How expensive is {city}?", "What is the daily cost of a trip to {city}?",
+        "How much will I spend each day in {city}?", "How much cash do I need for a day in {city}?",
+        "Is {city} a pricey place to visit?", "What is the price of one day in {city}?",
+        "How much does it cost to stay in {city} for a day?", "What should a day in {city} cost me?",
         ], "A mid-range traveller in {city} spends about {budget} US dollars a day on a bed, food and transport. Budget travellers can manage with less by eating street food."),
     "sight": ([
         "What is the one sight I should not miss in {city}?", "What is the top attraction in {city}?",
         "I have one day in {city}. What should I see?", "What should I visit in {city}?",
         "Which attraction is a must in {city}?", "What is the best-known landmark of {city}?",
         "Which famous place should I see in {city}?", "What is worth a visit in {city}?",
+        "What is the main sight in {city}?", "Which place is famous in {city}?",
+        "What is the most popular attraction in {city}?", "Where should I go first in {city}?",
+        "What landmark is {city} famous for?", "What must I see in {city}?",
+        "Which sight is worth the trip to {city}?", "What is the highlight of {city}?",
         ], "The one sight not to miss in {city} is {sight}. Go early in the day, then spend the afternoon exploring the nearby streets on foot."),
     "tip": ([
         "Any practical tip for a first trip to {city}?", "What should I know before going to {city}?",
         "Give me one piece of advice for visiting {city}.", "Do you have a travel tip for {city}?",
         "What is good to know about visiting {city}?", "Any advice for a trip to {city}?",
         "What do visitors to {city} often forget?", "What is one thing travellers to {city} should do?",
+        "Got a tip for someone heading to {city}?", "What should I keep in mind in {city}?",
+        "Is there anything I should know about {city}?", "What advice would you give a visitor to {city}?",
+        "Any tips for {city}?", "What is your best advice for {city}?",
+        "What should I be careful about in {city}?", "What do locals wish visitors to {city} knew?",
         ], "One useful tip for {city}: {tip}. Also keep a copy of your passport on your phone."),
     "country": ([
         "Which country is {city} in?", "Where is {city}?",
         "{city} is in which country?", "Which nation is {city} located in?",
         "In what country is {city}?", "What country does {city} belong to?",
         "Where in the world is {city}?", "Which country do I fly to for {city}?",
-        ], "{city} is in {country}. Check the entry rules for {country} before you book your flight."),
+        "What country is home to {city}?", "What country will I be in when I visit {city}?",
+        "In which country is {city} located?", "{city} belongs to which country?",
+        "Which country has the city of {city}?", "Tell me the country of {city}.",
+        "What country do I visit to see {city}?", "Is {city} a city in which country?",
+        ], "You will find {city} in {country}. Check the entry rules for {country} before you book your flight."),
 }
 
 # Lab 03 asks the fine-tuned model these: other words than TOPIC_TEMPLATES (the training and eval prompts),

@@ -1,0 +1,146 @@
+"""Time one engine on one model folder; run as a script by that engine's own Python. Lab 01 (`make bench-peers`).
+
+    .venv-peers/llamacpp/bin/python labkit/peer_worker.py '{"engine": "llamacpp", "model": "…/q4_0.gguf", …}'
+
+Each peer engine lives in its own virtual environment (`.venv-peers/<engine>`), where the course's packages
+are not installed, so this file imports nothing from labkit and only the engine it is asked for. It prints one
+JSON line: the new tokens of every run (greedy, so they must not change), the median prefill and decode
+tokens/second over the timed runs after one warm-up, and the engine's version.
+
+Every engine gets the same prompt as token ids (not text), so tokenizers cannot make the runs differ:
+the bench checkpoint has random weights and each export keeps the token ids of its vocabulary.
+Prefill time is to the first new token; decode tokens/second counts the remaining new tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+
+def _ortgenai(request: dict):
+    import onnxruntime_genai as og
+
+    config = og.Config(request["model"])
+    threads = {"intra_op_num_threads": request["threads"], "inter_op_num_threads": 1}
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": threads}}}))
+    model = og.Model(config)
+    prompt, new = request["prompt_ids"], request["new_tokens"]
+
+    def run():
+        params = og.GeneratorParams(model)
+        length = len(prompt) + new
+        params.set_search_options(max_length=length, min_length=length, do_sample=False)
+        generator = og.Generator(model, params)
+        started = time.perf_counter()
+        generator.append_tokens(prompt)
+        generator.generate_next_token()
+        first = time.perf_counter()
+        tokens = [int(generator.get_next_tokens()[0])]
+        while not generator.is_done():
+            generator.generate_next_token()
+            tokens.append(int(generator.get_next_tokens()[0]))
+        return tokens, first - started, time.perf_counter() - first
+
+    return run, getattr(og, "__version__", "?")
+
+
+def _llamacpp(request: dict):
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=request["model"], n_ctx=len(request["prompt_ids"]) + request["new_tokens"] + 8,
+                          n_threads=request["threads"], n_threads_batch=request["threads"], n_batch=512,
+                          logits_all=False, verbose=False)
+    prompt, new = request["prompt_ids"], request["new_tokens"]
+
+    def run():
+        llm.reset()
+        started = time.perf_counter()
+        llm.eval(prompt)
+        token = int(llm.sample(temp=0.0))          # greedy: temperature 0 is argmax
+        first = time.perf_counter()
+        tokens = [token]
+        while len(tokens) < new:
+            llm.eval([token])
+            token = int(llm.sample(temp=0.0))
+            tokens.append(token)
+        return tokens, first - started, time.perf_counter() - first
+
+    return run, llama_cpp.__version__
+
+
+def _openvino(request: dict):
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as ov_genai
+
+    properties = {"INFERENCE_NUM_THREADS": request["threads"]}
+    if request.get("precision") == "fp32":
+        # The CPU plugin computes in bf16 by default where the processor has it: ask for a true FP32 row.
+        properties.update(INFERENCE_PRECISION_HINT="f32", KV_CACHE_PRECISION="f32")
+    pipe = ov_genai.LLMPipeline(request["model"], "CPU", **properties)
+    prompt, new = request["prompt_ids"], request["new_tokens"]
+    ids = ov.Tensor(np.array([prompt], dtype=np.int64))
+    mask = ov.Tensor(np.ones((1, len(prompt)), dtype=np.int64))
+    config = ov_genai.GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False)
+
+    def run():
+        started = time.perf_counter()
+        result = pipe.generate(ov_genai.TokenizedInputs(ids, mask), config)
+        total = time.perf_counter() - started
+        metrics = result.perf_metrics
+        ttft = metrics.get_ttft().mean / 1000.0
+        return [int(t) for t in result.tokens[0]], ttft, total - ttft
+
+    return run, ov_genai.__version__
+
+
+ENGINES = {"ortgenai": _ortgenai, "llamacpp": _llamacpp, "openvino": _openvino}
+
+
+def train_sentencepiece(request: dict) -> dict:
+    """A SentencePiece BPE `tokenizer.model` (byte fallback) for llama.cpp's converter. Lab 01 (`make bench-peers`)."""
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(input=request["corpus"], model_prefix=f"{request['out']}/tokenizer",
+                                   vocab_size=request.get("vocab_size", 2048), model_type="bpe",
+                                   byte_fallback=True, character_coverage=1.0, minloglevel=2)
+    return {"tokenizer_model": f"{request['out']}/tokenizer.model"}
+
+
+def quantize_gguf(request: dict) -> dict:
+    """llama.cpp's quantizer through llama-cpp-python (`llama_model_quantize`). Lab 01 (`make bench-peers`)."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{request['type']}")
+    code = llama_cpp.llama_model_quantize(request["source"].encode(), request["out"].encode(), params)
+    if code != 0:
+        raise SystemExit(f"llama_model_quantize returned {code}")
+    return {"out": request["out"]}
+
+
+JOBS = {"sentencepiece": train_sentencepiece, "quantize": quantize_gguf}
+
+
+def measure(request: dict) -> dict:
+    """Load once, one warm-up run, then `runs` timed runs. Lab 01 (`make bench-peers`)."""
+    if request["engine"] not in ENGINES:
+        raise SystemExit(f"unknown engine {request['engine']!r}; known: {', '.join(ENGINES)}")
+    run, version = ENGINES[request["engine"]](request)
+    run()
+    tokens, prefills, decodes = [], [], []
+    for _ in range(request["runs"]):
+        out, prefill, decode = run()
+        tokens.append(out)
+        prefills.append(len(request["prompt_ids"]) / prefill)
+        decodes.append((len(out) - 1) / decode)
+    return {"tokens": tokens, "prefill_tok_s": statistics.median(prefills),
+            "decode_tok_s": statistics.median(decodes), "version": version}
+
+
+if __name__ == "__main__":
+    request = json.loads(sys.argv[1])
+    print(json.dumps(JOBS[request["job"]](request) if "job" in request else measure(request)))

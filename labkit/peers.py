@@ -1,0 +1,361 @@
+"""`make bench-peers`: the course's ONNX Runtime GenAI builds against llama.cpp and OpenVINO GenAI. Lab 01.
+
+What an attendee would otherwise put Phi on a laptop with, measured on the same checkpoint (the ~160M-parameter
+random-weight `bench` Phi-3), the same prompt (as token ids), the same number of new tokens and threads:
+
+| engine | int4 | int8 | fp32 | extra |
+|---|---|---|---|---|
+| ONNX Runtime GenAI (`ortgenai`) | builder INT4 (`MatMulNBits`) | builder INT8 | builder FP32 | – |
+| llama.cpp (`llamacpp`, llama-cpp-python) | GGUF Q4_0 | Q8_0 | F32 | `q4_k_m` |
+| OpenVINO GenAI (`openvino`) | `--weight-format int4` | int8 | fp32 (f32 inference hint) | – |
+
+Each peer engine runs in its own virtual environment, `.venv-peers/<engine>` (made by `make bench-peers`),
+so the course's pins stay untouched: exports and timings run there through `labkit/peer_worker.py`,
+which prints one JSON line per measurement. Speeds are medians of `runs` timed runs after a warm-up,
+measured in two orders (forward, then backward) and the median of both taken, so neither engine always
+runs on a cooler or warmer machine. FP32 greedy tokens are cross-checked: every engine's FP32 answer
+must agree with ONNX Runtime GenAI's on the same weights (`fp32_agreement`).
+
+Results go to `runs/bench-peers.json`:
+`{"engines": {"<engine>": {"int4"|"int8"|"fp32"|…: {"decode_tok_s", "prefill_tok_s", "size_bytes"}}}, …}`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import cache, paths
+
+WORKER = Path(__file__).with_name("peer_worker.py")
+VENVS = paths.REPO / ".venv-peers"
+LABELS = {"ortgenai": "ONNX Runtime GenAI", "llamacpp": "llama.cpp", "openvino": "OpenVINO GenAI"}
+PRECISIONS = ("int4", "int8", "fp32")
+# llama.cpp's names for the variants (the issue's "int4" is Q4_0; Q4_K_M is the GGUF most people download).
+GGUF_TYPES = {"int4": "Q4_0", "int8": "Q8_0", "q4_k_m": "Q4_K_M"}
+
+
+class PeerError(RuntimeError):
+    """A peer engine that could not be prepared or measured; the message says which and what to do. Lab 01."""
+
+
+@dataclass
+class Variant:
+    """One model file or folder of one engine, ready to time. Lab 01."""
+    engine: str
+    key: str                 # int4 / int8 / fp32 / q4_k_m
+    model: Path
+    size_bytes: int
+    precision: str = ""      # what the worker needs to know (OpenVINO's f32 hint); defaults to key
+
+    def __post_init__(self):
+        self.precision = self.precision or self.key
+
+
+@dataclass
+class Engine:
+    """A peer: its Python, and how it turns the bench checkpoint into its variants. Lab 01."""
+    name: str
+    python: Path
+    prepare: Callable[[Path, Path, Engine], list[Variant]]
+    worker: Path = WORKER
+    setup_hint: str = "run `make bench-peers` (it creates .venv-peers/<engine>)"
+    env: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if not Path(self.python).exists():
+            raise PeerError(f"{LABELS.get(self.name, self.name)}: {self.python} does not exist; {self.setup_hint}.")
+
+
+# ------------------------------------------------------------------ running things in an engine's venv
+def run_in(engine: Engine, command: list[str], what: str, timeout: float = 3600) -> str:
+    """Run `command` in the engine's environment; its stdout, or PeerError with the tail of its stderr. Lab 01."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ""), **engine.env}
+    env = {k: v for k, v in env.items() if v != ""}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as err:
+        raise PeerError(f"{LABELS.get(engine.name, engine.name)}: {what} took over {timeout:.0f} s") from err
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-12:])
+        raise PeerError(f"{LABELS.get(engine.name, engine.name)}: {what} failed (exit {done.returncode}):\n{tail}")
+    return done.stdout
+
+
+def measure(engine: Engine, variant: Variant, prompt_ids: list[int], new_tokens: int, threads: int,
+            runs: int) -> dict:
+    """One worker run: the tokens of each timed run and the median prefill / decode speed. Lab 01."""
+    request = {"engine": engine.name, "model": str(variant.model), "precision": variant.precision,
+               "prompt_ids": prompt_ids, "new_tokens": new_tokens, "threads": threads, "runs": runs}
+    out = run_in(engine, [str(engine.python), str(engine.worker), json.dumps(request)],
+                 f"timing {variant.key}")
+    try:
+        result = json.loads(out.strip().splitlines()[-1])
+        missing = {"tokens", "prefill_tok_s", "decode_tok_s"} - set(result)
+    except (json.JSONDecodeError, IndexError):
+        missing = {"a JSON line"}
+    if missing:
+        raise PeerError(f"{LABELS.get(engine.name, engine.name)} {variant.key}: the worker printed no "
+                        f"{', '.join(sorted(missing))}; its output ends with: {out[-300:]!r}")
+    if any(len(t) != new_tokens for t in result["tokens"]):
+        raise PeerError(f"{LABELS.get(engine.name, engine.name)} {variant.key}: asked for {new_tokens} new tokens, "
+                        f"got {[len(t) for t in result['tokens']]} (an early end-of-sequence?)")
+    return result
+
+
+# ------------------------------------------------------------------ preparing each engine's variants
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else paths.dir_size(path)
+
+
+def prepare_ortgenai(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
+    """The course's own builds of the bench checkpoint (`labkit.build`, cached). Lab 01."""
+    from . import build
+
+    out = []
+    for precision in PRECISIONS:
+        made = build.build(bench_dir, precision, progress=False)
+        out.append(Variant("ortgenai", precision, made.path, made.size_bytes))
+    return out
+
+
+def converter_dir(engine: Engine) -> Path:
+    """Where `make bench-peers` unpacks llama.cpp's `convert_hf_to_gguf.py` (it ships only in the sdist). Lab 01."""
+    return Path(engine.python).parents[1] / "llama.cpp"
+
+
+def prepare_llamacpp(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
+    """HF → GGUF F32 with llama.cpp's converter, then Q4_0 / Q8_0 / Q4_K_M with its quantizer. Lab 01.
+
+    The course tokenizer's `tokenizer_config.json` says GPT2Tokenizer, for which the converter wants a known
+    pre-tokenizer hash; the copy it converts gets a SentencePiece `tokenizer.model` trained on the corpus
+    instead (the prompt goes in as token ids, so which tokenizer the GGUF carries does not change a timing).
+    The name "bench" keeps llama.cpp from expecting Phi-3's own special tokens.
+    """
+    source = converter_dir(engine)
+    if not (source / "convert_hf_to_gguf.py").exists():
+        raise PeerError(f"llama.cpp: no converter in {source}; run `make bench-peers` again to unpack it.")
+    hf = workdir / "hf-sentencepiece"
+    if not (hf / "tokenizer.model").exists():
+        shutil.rmtree(hf, ignore_errors=True)
+        hf.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors", "generation_config.json"):
+            if (bench_dir / name).exists():
+                shutil.copy2(bench_dir / name, hf / name)
+        run_in(engine, [str(engine.python), str(WORKER), json.dumps(
+            {"job": "sentencepiece", "corpus": str(paths.DATA / "corpus" / "train.txt"), "out": str(hf)})],
+            "training a SentencePiece tokenizer for the converter")
+    f32 = workdir / "bench-f32.gguf"
+    if not f32.exists():
+        tmp = f32.with_suffix(".tmp")
+        run_in(engine, [str(engine.python), str(source / "convert_hf_to_gguf.py"), str(hf), "--outtype", "f32",
+                        "--outfile", str(tmp), "--model-name", "bench"], "HF → GGUF conversion")
+        tmp.replace(f32)
+    out = [Variant("llamacpp", "fp32", f32, _size(f32))]
+    for key, ggml_type in GGUF_TYPES.items():
+        target = workdir / f"bench-{ggml_type.lower()}.gguf"
+        if not target.exists():
+            tmp = target.with_suffix(".tmp")
+            run_in(engine, [str(engine.python), str(WORKER), json.dumps(
+                {"job": "quantize", "source": str(f32), "out": str(tmp), "type": ggml_type})],
+                f"quantizing to {ggml_type}")
+            tmp.replace(target)
+        out.append(Variant("llamacpp", key, target, _size(target)))
+    return out
+
+
+def prepare_openvino(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
+    """`optimum-cli export openvino --weight-format int4|int8|fp32` (int4: group 32, every layer). Lab 01."""
+    cli = Path(engine.python).with_name("optimum-cli")
+    out = []
+    for precision in PRECISIONS:
+        target = workdir / f"openvino-{precision}"
+        if not (target / "openvino_model.xml").exists():
+            tmp = workdir / f"openvino-{precision}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            # Group 32 on every layer, like the builder's INT4 blocks and GGUF's Q4_0 (OpenVINO's own default
+            # keeps some layers in int8 for models it does not know).
+            extra = ["--group-size", "32", "--ratio", "1.0"] if precision == "int4" else []
+            run_in(engine, [str(cli), "export", "openvino", "--model", str(bench_dir), "--task",
+                            "text-generation-with-past", "--weight-format", precision, *extra, str(tmp)],
+                   f"optimum-cli export ({precision})")
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.replace(target)
+        weights = sum(f.stat().st_size for f in target.glob("openvino_model.*"))
+        out.append(Variant("openvino", precision, target, weights))
+    return out
+
+
+def default_engines(names=tuple(LABELS)) -> list[Engine]:
+    """The three engines: the course's Python for ONNX Runtime GenAI, `.venv-peers/<engine>` for the others. Lab 01."""
+    known = {"ortgenai": Engine("ortgenai", Path(sys.executable), prepare_ortgenai),
+             "llamacpp": Engine("llamacpp", VENVS / "llamacpp" / "bin" / "python", prepare_llamacpp),
+             "openvino": Engine("openvino", VENVS / "openvino" / "bin" / "python", prepare_openvino)}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise PeerError(f"Unknown engine(s) {unknown}; choose from {', '.join(known)}.")
+    return [known[n] for n in names]
+
+
+# ------------------------------------------------------------------ the suite
+def prompt_ids(count: int) -> list[int]:
+    """The first `count` token ids of the held-out corpus under the bench model's tokenizer. Lab 01."""
+    from transformers import AutoTokenizer
+
+    from . import data, models
+
+    tokenizer = AutoTokenizer.from_pretrained(models.create_tiny("bench", progress=False))
+    ids = tokenizer(data.corpus("heldout"))["input_ids"][:count]
+    if len(ids) < count:
+        raise PeerError(f"the held-out corpus has only {len(ids)} tokens; ask for at most that many")
+    return ids
+
+
+def agreement(tokens: list[int], reference: list[int]) -> float:
+    """Share of new tokens equal to the reference's, up to the first difference counted as the rest. Lab 01."""
+    same = 0
+    for a, b in zip(tokens, reference):
+        if a != b:
+            break
+        same += 1
+    return same / len(reference) if reference else 1.0
+
+
+def run_bench_peers(engines: list[Engine] | None = None, bench_dir: Path | None = None, runs: int = 3,
+                    new_tokens: int = 64, prompt_tokens: int = 128, threads: int = 2, orders: int = 2,
+                    out: Path | None = None, ids: list[int] | None = None, progress: bool = True) -> dict:
+    """The `make bench-peers` suite. Prints a table, writes `runs/bench-peers.json`, returns the result. Lab 01."""
+    from . import models
+
+    if runs < 1 or new_tokens < 2 or threads < 1 or orders not in (1, 2):
+        raise PeerError("runs ≥ 1, new_tokens ≥ 2, threads ≥ 1 and orders 1 or 2, please.")
+    engines = engines or default_engines()
+    for engine in engines:                   # every venv present before any slow export starts
+        engine.check()
+    bench_dir = Path(bench_dir) if bench_dir else models.create_tiny("bench", progress=False)
+    ids = ids or prompt_ids(prompt_tokens)
+    workdir = paths.cache_dir() / "peers" / f"{bench_dir.name}-{cache.cache_key(bench_dir)}"
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    variants = []
+    for engine in engines:
+        if progress:
+            print(f"preparing {LABELS.get(engine.name, engine.name)} …", flush=True)
+        variants += [(engine, v) for v in engine.prepare(bench_dir, workdir, engine)]
+
+    samples: dict[tuple[str, str], list[dict]] = {}
+    schedule = variants if orders == 1 else variants + variants[::-1]
+    for i, (engine, variant) in enumerate(schedule, 1):
+        if progress:
+            print(f"[{i}/{len(schedule)}] {LABELS.get(engine.name, engine.name)} {variant.key}", flush=True)
+        samples.setdefault((engine.name, variant.key), []).append(
+            measure(engine, variant, ids, new_tokens, threads, runs))
+
+    result = {"settings": {"runs": runs, "orders": orders, "new_tokens": new_tokens, "prompt_tokens": len(ids),
+                           "threads": threads, "model": bench_dir.name, "cpu_count": os.cpu_count()},
+              "engines": {}, "versions": {}}
+    tokens = {}
+    for engine, variant in variants:
+        got = samples[(engine.name, variant.key)]
+        runs_tokens = [t for s in got for t in s["tokens"]]
+        if any(t != runs_tokens[0] for t in runs_tokens):
+            raise PeerError(f"{LABELS.get(engine.name, engine.name)} {variant.key}: greedy runs gave different "
+                            "tokens; a timing of a non-deterministic run is not comparable")
+        tokens[(engine.name, variant.key)] = runs_tokens[0]
+        result["engines"].setdefault(engine.name, {})[variant.key] = {
+            "decode_tok_s": round(statistics.median(s["decode_tok_s"] for s in got), 2),
+            "prefill_tok_s": round(statistics.median(s["prefill_tok_s"] for s in got), 2),
+            "size_bytes": variant.size_bytes}
+        result["versions"][engine.name] = got[0].get("version", "?")
+    reference = tokens.get(("ortgenai", "fp32"))
+    if reference is not None:
+        result["fp32_agreement"] = {name: agreement(t, reference) for (name, key), t in tokens.items()
+                                    if key == "fp32" and name != "ortgenai"}
+    result["ratios"] = ratios(result)
+    out = Path(out) if out else paths.runs_root() / "bench-peers.json"
+    paths.write_json_atomic(out, result)
+    if progress:
+        print(format_table(result))
+        print(f"written to {out}")
+    return result
+
+
+def ratios(result: dict) -> dict:
+    """Course decode speed over the fastest peer's, per precision (> 1: the course build is faster). Lab 01."""
+    engines = result["engines"]
+    out = {}
+    for precision in PRECISIONS:
+        ours = engines.get("ortgenai", {}).get(precision)
+        peers = [(name, rows[precision]["decode_tok_s"]) for name, rows in engines.items()
+                 if name != "ortgenai" and precision in rows]
+        if ours and peers:
+            best = max(peers, key=lambda p: p[1])
+            out[precision] = {"fastest_peer": best[0], "ratio": round(ours["decode_tok_s"] / best[1], 3)}
+    return out
+
+
+def rows(result: dict) -> list[dict]:
+    """One row per engine and variant, for the tables. Lab 01."""
+    return [{"engine": LABELS.get(name, name), "variant": key, "decode_tok_s": row["decode_tok_s"],
+             "prefill_tok_s": row["prefill_tok_s"], "size_mb": round(row["size_bytes"] / 1e6, 1)}
+            for name, variants in result["engines"].items() for key, row in variants.items()]
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The course-vs-fastest-peer ratio per precision and the FP32 cross-check, in words. Lab 01."""
+    lines = [f"{precision}: ONNX Runtime GenAI decodes at {ratio['ratio']:.2f}× "
+             f"{LABELS.get(ratio['fastest_peer'], ratio['fastest_peer'])} (the fastest peer)"
+             for precision, ratio in result.get("ratios", {}).items()]
+    lines += [f"fp32 greedy tokens, {LABELS.get(name, name)} vs ONNX Runtime GenAI: {share:.0%} agree"
+              for name, share in result.get("fp32_agreement", {}).items()]
+    return lines
+
+
+def format_table(result: dict) -> str:
+    """The printed table of `make bench-peers`, then `summary_lines`. Lab 01."""
+    lines = [f"{'engine':<20} {'variant':<8} {'decode tok/s':>12} {'prefill tok/s':>13} {'size MB':>8}"]
+    lines += [f"{r['engine']:<20} {r['variant']:<8} {r['decode_tok_s']:>12.1f} {r['prefill_tok_s']:>13.1f} "
+              f"{r['size_mb']:>8.1f}" for r in rows(result)]
+    return "\n".join(lines + summary_lines(result))
+
+
+def read(path: str | Path | None = None) -> dict | None:
+    """The results of the last `make bench-peers` (`runs/bench-peers.json`), or None when there are none. Lab 01."""
+    path = Path(path) if path else paths.runs_root() / "bench-peers.json"
+    if not path.exists():
+        return None
+    return paths.read_json(path, "run `make bench-peers` again")
+
+
+def table(result: dict):
+    """The results as a pandas table. Lab 01 and the report (lab 05)."""
+    import pandas as pd
+
+    return pd.DataFrame(rows(result)).set_index(["engine", "variant"])
+
+
+def plot(result: dict):
+    """Decode tokens/second per engine, grouped by precision. Lab 01 and the report (lab 05)."""
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in (*PRECISIONS, "q4_k_m") if any(k in v for v in result["engines"].values())]
+    names = list(result["engines"])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        values = [result["engines"][name].get(k, {}).get("decode_tok_s", 0) for k in keys]
+        ax.bar([x + i * width for x in range(len(keys))], values, width, label=LABELS.get(name, name))
+    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(keys))], keys)
+    ax.set_ylabel("decode tokens/s")
+    ax.set_title(f"Same checkpoint, {result['settings']['threads']} threads, "
+                 f"{result['settings']['new_tokens']} greedy tokens")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,125 @@
+"""`make bench-peers`'s harness, with fake engines (the real peers take ~15 minutes to install) and the real
+ONNX Runtime GenAI worker on the tiny builds."""
+
+import json
+import sys
+
+import pytest
+
+from labkit import peers
+
+# A stand-in engine: prints what labkit/peer_worker.py prints. Speeds come from the precision; a peer set to
+# disagree changes its tokens after position 8; one set to wobble gives other tokens on every run.
+FAKE_WORKER = r'''
+import json, os, sys
+request = json.loads(sys.argv[1])
+if os.environ.get("FAKE_FAIL"):
+    print("fake engine: could not load " + request["model"], file=sys.stderr)
+    raise SystemExit(3)
+speed = {"int4": 300.0, "int8": 150.0, "fp32": 50.0, "q4_k_m": 240.0}[request["precision"]]
+speed *= float(os.environ.get("FAKE_SPEED", "1"))
+runs = []
+for run in range(request["runs"]):
+    tokens = [(len(request["prompt_ids"]) + 7 * i) % 97 for i in range(request["new_tokens"])]
+    if os.environ.get("FAKE_DISAGREE") and request["precision"] == "fp32":
+        tokens[8:] = [1] * (len(tokens) - 8)
+    if os.environ.get("FAKE_WOBBLE"):
+        tokens[-1] += run
+    runs.append(tokens)
+print("some engine log line")
+print(json.dumps({"tokens": runs, "prefill_tok_s": 10 * speed, "decode_tok_s": speed, "version": "fake-1"}))
+'''
+
+
+def fake_engine(name, tmp_path, env=None, keys=("int4", "int8", "fp32"), calls=None):
+    worker = tmp_path / "fake_worker.py"
+    worker.write_text(FAKE_WORKER)
+
+    def prepare(bench_dir, workdir, engine):
+        if calls is not None:
+            calls.append(name)
+        out = []
+        for key in keys:
+            model = workdir / f"{name}-{key}.bin"
+            model.write_bytes(b"x" * {"int4": 100, "int8": 200, "fp32": 400, "q4_k_m": 110}[key])
+            out.append(peers.Variant(name, key, model, model.stat().st_size))
+        return out
+
+    return peers.Engine(name, sys.executable, prepare, worker=worker, env=env or {})
+
+
+@pytest.fixture
+def bench_dir(tiny_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    return tiny_dir
+
+
+def test_fake_engines_give_the_documented_json_table_and_ratios(bench_dir, tmp_path, capsys):
+    engines = [fake_engine("ortgenai", tmp_path),
+               fake_engine("llamacpp", tmp_path, {"FAKE_SPEED": "0.8", "FAKE_DISAGREE": "1"},
+                           keys=("int4", "int8", "fp32", "q4_k_m")),
+               fake_engine("openvino", tmp_path, {"FAKE_SPEED": "1.25"})]
+    out = tmp_path / "bench-peers.json"
+    result = peers.run_bench_peers(engines, bench_dir, runs=2, new_tokens=16, threads=2, out=out, ids=[5, 6, 7])
+
+    written = json.loads(out.read_text())
+    assert written == result
+    assert set(written["engines"]) == {"ortgenai", "llamacpp", "openvino"}
+    assert set(written["engines"]["llamacpp"]) == {"int4", "int8", "fp32", "q4_k_m"}
+    for variants in written["engines"].values():
+        for row in variants.values():
+            assert set(row) == {"decode_tok_s", "prefill_tok_s", "size_bytes"}
+    assert written["engines"]["openvino"]["int4"] == {"decode_tok_s": 375.0, "prefill_tok_s": 3750.0,
+                                                      "size_bytes": 100}
+    # 300 / max(240, 375): the course is behind OpenVINO here, and the table says so.
+    assert written["ratios"]["int4"] == {"fastest_peer": "openvino", "ratio": 0.8}
+    assert written["fp32_agreement"] == {"llamacpp": 0.5, "openvino": 1.0}
+    assert written["settings"]["orders"] == 2 and written["versions"]["openvino"] == "fake-1"
+    printed = capsys.readouterr().out
+    assert "0.80× OpenVINO GenAI" in printed and "llama.cpp vs ONNX Runtime GenAI: 50% agree" in printed
+    assert peers.read(out) == written
+    assert list(peers.table(written).index.get_level_values("engine")).count("llama.cpp") == 4
+    assert len(peers.plot(written).axes[0].patches) == 3 * 4
+
+
+def test_a_missing_engine_venv_stops_before_any_export(bench_dir, tmp_path):
+    calls = []
+    engines = [fake_engine("ortgenai", tmp_path, calls=calls),
+               peers.Engine("llamacpp", tmp_path / "no-venv" / "bin" / "python", peers.prepare_llamacpp)]
+    with pytest.raises(peers.PeerError, match=r"no-venv.*make bench-peers"):
+        peers.run_bench_peers(engines, bench_dir, out=tmp_path / "out.json", ids=[1, 2])
+    assert calls == [] and not (tmp_path / "out.json").exists()
+
+
+def test_a_failing_engine_is_named_with_its_error_and_nothing_is_written(bench_dir, tmp_path):
+    engines = [fake_engine("ortgenai", tmp_path), fake_engine("openvino", tmp_path, {"FAKE_FAIL": "1"})]
+    with pytest.raises(peers.PeerError, match=r"OpenVINO GenAI: timing int4 failed \(exit 3\)[\s\S]*could not load"):
+        peers.run_bench_peers(engines, bench_dir, runs=1, new_tokens=4, out=tmp_path / "out.json", ids=[1, 2])
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_runs_that_give_other_tokens_are_refused(bench_dir, tmp_path):
+    engines = [fake_engine("ortgenai", tmp_path, {"FAKE_WOBBLE": "1"})]
+    with pytest.raises(peers.PeerError, match="different tokens"):
+        peers.run_bench_peers(engines, bench_dir, runs=2, new_tokens=4, out=tmp_path / "out.json", ids=[1, 2])
+
+
+def test_bad_settings_and_unknown_engines_are_refused_up_front(bench_dir, tmp_path):
+    with pytest.raises(peers.PeerError, match="new_tokens"):
+        peers.run_bench_peers([fake_engine("ortgenai", tmp_path)], bench_dir, new_tokens=1, ids=[1])
+    with pytest.raises(peers.PeerError, match="choose from ortgenai, llamacpp, openvino"):
+        peers.default_engines(["vllm"])
+
+
+def test_the_real_onnxruntime_genai_worker_on_the_tiny_builds(tiny_builds, bench_dir, tmp_path):
+    def prepare(bench_dir, workdir, engine):
+        return [peers.Variant("ortgenai", p, tiny_builds[p].path, tiny_builds[p].size_bytes) for p in ("int4", "fp32")]
+
+    engine = peers.Engine("ortgenai", sys.executable, prepare)
+    result = peers.run_bench_peers([engine], bench_dir, runs=2, new_tokens=12, threads=1, orders=1,
+                                   out=tmp_path / "out.json", ids=[10, 20, 30, 40, 50])
+    rows = result["engines"]["ortgenai"]
+    assert set(rows) == {"int4", "fp32"}
+    assert all(row["decode_tok_s"] > 0 and row["prefill_tok_s"] > 0 for row in rows.values())
+    assert rows["int4"]["size_bytes"] < rows["fp32"]["size_bytes"]
+    assert result["versions"]["ortgenai"] != "?"
