@@ -260,14 +260,19 @@ def run_bench_peers(engines: list[Engine] | None = None, bench_dir: Path | None 
 
     result = {"settings": {"runs": runs, "orders": orders, "new_tokens": new_tokens, "prompt_tokens": len(ids),
                            "threads": threads, "model": bench_dir.name, "cpu_count": os.cpu_count()},
-              "engines": {}, "versions": {}}
+              "engines": {}, "versions": {}, "varying_tokens": []}
     tokens = {}
     for engine, variant in variants:
         got = samples[(engine.name, variant.key)]
         runs_tokens = [t for s in got for t in s["tokens"]]
         if any(t != runs_tokens[0] for t in runs_tokens):
-            raise PeerError(f"{LABELS.get(engine.name, engine.name)} {variant.key}: greedy runs gave different "
-                            "tokens; a timing of a non-deterministic run is not comparable")
+            # Random weights leave near-ties between logits, and a quantized kernel that splits its sums across
+            # threads may break them differently from run to run: the timing still counts the same number of
+            # tokens. FP32 is the cross-check, so there it is an error.
+            if variant.key == "fp32":
+                raise PeerError(f"{LABELS.get(engine.name, engine.name)} fp32: greedy runs gave different tokens, "
+                                "so its answers cannot be cross-checked")
+            result["varying_tokens"].append(f"{engine.name}/{variant.key}")
         tokens[(engine.name, variant.key)] = runs_tokens[0]
         result["engines"].setdefault(engine.name, {})[variant.key] = {
             "decode_tok_s": round(statistics.median(s["decode_tok_s"] for s in got), 2),
@@ -315,6 +320,9 @@ def summary_lines(result: dict) -> list[str]:
              for precision, ratio in result.get("ratios", {}).items()]
     lines += [f"fp32 greedy tokens, {LABELS.get(name, name)} vs ONNX Runtime GenAI: {share:.0%} agree"
               for name, share in result.get("fp32_agreement", {}).items()]
+    if result.get("varying_tokens"):
+        lines.append(f"greedy tokens varied between runs (near-ties of random weights): "
+                     f"{', '.join(result['varying_tokens'])}")
     return lines
 
 

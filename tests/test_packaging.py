@@ -71,9 +71,13 @@ def test_gpu_flavour_swaps_only_the_onnxruntime_lines():
                        ("onnxruntime-genai==0.12.2", "onnxruntime-genai-cuda==0.12.2")}
 
 
-def third_party_imports() -> set[str]:
+# Runs in the peer engines' own environments (make bench-peers), pinned in requirements/peers/, not in the locks.
+PEER_WORKER = "peer_worker.py"
+
+
+def third_party_imports(sources=None) -> set[str]:
     names = set()
-    for source in (paths.REPO / "labkit").glob("*.py"):
+    for source in sources or [p for p in (paths.REPO / "labkit").glob("*.py") if p.name != PEER_WORKER]:
         for node in ast.walk(ast.parse(source.read_text())):
             if isinstance(node, ast.Import):
                 names |= {alias.name.split(".")[0] for alias in node.names}
@@ -93,6 +97,22 @@ def test_every_labkit_import_is_a_direct_requirement_in_every_lock():
         for name in ("cpu-macos", "cpu-windows", "gpu-linux"):
             versions = lock_versions(name)
             assert any(gpu_names.get(d, d) in versions or d in versions for d in dists), f"{module} not in {name}"
+
+
+def test_the_peer_worker_imports_only_what_the_peer_pins_install():
+    pins = {engine: (paths.REPO / "requirements" / "peers" / f"{engine}.txt").read_text()
+            for engine in ("llamacpp", "openvino")}
+    provided_by = {"llama_cpp": ("llamacpp", "llama-cpp-python=="),
+                   "sentencepiece": ("llamacpp", "sentencepiece=="),
+                   "openvino_genai": ("openvino", "openvino-genai=="),
+                   "openvino": ("openvino", "optimum-intel[openvino]=="),
+                   "numpy": ("openvino", "optimum-intel"),            # numpy comes with optimum-intel
+                   "onnxruntime_genai": (None, None)}                 # the course's own environment
+    imports = third_party_imports([paths.REPO / "labkit" / PEER_WORKER])
+    assert imports == set(provided_by), "a new import in labkit/peer_worker.py: pin it in requirements/peers/"
+    for module, (engine, pin) in provided_by.items():
+        if engine:
+            assert pin in pins[engine], f"{module}: {pin} missing from requirements/peers/{engine}.txt"
 
 
 def test_environment_yml_installs_the_linux_lock():

@@ -98,10 +98,14 @@ def test_a_failing_engine_is_named_with_its_error_and_nothing_is_written(bench_d
     assert not (tmp_path / "out.json").exists()
 
 
-def test_runs_that_give_other_tokens_are_refused(bench_dir, tmp_path):
+def test_fp32_runs_that_give_other_tokens_are_refused_and_quantized_ones_noted(bench_dir, tmp_path):
     engines = [fake_engine("ortgenai", tmp_path, {"FAKE_WOBBLE": "1"})]
-    with pytest.raises(peers.PeerError, match="different tokens"):
+    with pytest.raises(peers.PeerError, match="fp32: greedy runs gave different tokens"):
         peers.run_bench_peers(engines, bench_dir, runs=2, new_tokens=4, out=tmp_path / "out.json", ids=[1, 2])
+    engines = [fake_engine("ortgenai", tmp_path, {"FAKE_WOBBLE": "1"}, keys=("int4",))]
+    result = peers.run_bench_peers(engines, bench_dir, runs=2, new_tokens=4, out=tmp_path / "out.json", ids=[1, 2])
+    assert result["varying_tokens"] == ["ortgenai/int4"]
+    assert "varied between runs" in peers.format_table(result)
 
 
 def test_bad_settings_and_unknown_engines_are_refused_up_front(bench_dir, tmp_path):
