@@ -52,7 +52,7 @@ bench: install
 
 # The course's builds against llama.cpp (GGUF Q4_0/Q4_K_M/Q8_0/F32) and OpenVINO GenAI (int4/int8/fp32) on the
 # bench checkpoint -> runs/bench-peers.json. Each engine gets its own venv in .venv-peers/ (the first time
-# about 15 min: llama-cpp-python compiles); then about 6 min on 2 cores.
+# 15-20 min: llama-cpp-python compiles); later runs about a minute on 2 cores.
 bench-peers: install
 	$(need_python)
 	@$(PYTHON) tools/install_peers.py --python $(PYTHON)
@@ -64,9 +64,10 @@ bench-peers: install
 bench-scale: install
 	$(PY) -m labkit bench-scale --vision
 
-# The same path on 1- and 2-layer shadows, extrapolated to 32 layers: about a minute.
+# The same path on 1- and 2-layer shadows, extrapolated to 32 layers: about a minute. Medians of 5 runs: the
+# per-layer cost is the difference of two short timings, times 31, so one run's noise would be multiplied.
 bench-scale-quick: install
-	$(PY) -m labkit bench-scale --layers 2 --precisions int4 --runs 1
+	$(PY) -m labkit bench-scale --layers 2 --precisions int4 --runs 5
 
 # Download what a profile needs before the workshop (PROFILE=laptop|gpu) and print the sizes.
 PROFILE ?= laptop

@@ -19,6 +19,9 @@ from functools import lru_cache
 from . import data
 
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+# Enough new tokens for the longest training answer (48 tokens) to end: a verdict on a cut-off answer would
+# count sentences that were never finished.
+ANSWER_TOKENS = 64
 WORD = re.compile(r"[A-Za-z]+")
 
 
@@ -85,7 +88,8 @@ def multi_sentence_share(answers: list[str]) -> float:
     return sum(sentences(a) >= 2 for a in answers) / len(answers)
 
 
-def ask_all(model_dir, questions: list[dict], adapters: dict, max_new_tokens: int = 48, progress: bool = True):
+def ask_all(model_dir, questions: list[dict], adapters: dict, max_new_tokens: int = ANSWER_TOKENS,
+            progress: bool = True):
     """Every question answered under every adapter (None = base model), greedy, through onnxruntime-genai.
 
     Returns a table (prompt, city, one column per adapter) and each adapter's `TravelRates`. Lab 03.

@@ -52,3 +52,14 @@ def test_a_bad_paraphrase_file_names_its_line(tmp_path):
     bad.write_text('{"prompt": "Where?", "city": "Kyoto", "fact": "Japan"}\n{"prompt": "Where?", "city": ""}\n')
     with pytest.raises(data.DataError, match=r"questions.jsonl:2: missing or empty field\(s\) \['city', 'fact'\]"):
         data.validate_travel_questions(bad)
+
+
+def test_answers_are_judged_whole():
+    """The judge's token budget lets the longest training answer end (a cut-off answer has too few sentences)."""
+    from transformers import AutoTokenizer
+
+    from labkit import models
+
+    tokenizer = AutoTokenizer.from_pretrained(models.COMMITTED_TINY)
+    longest = max(len(tokenizer(row["response"] + "<|end|>")["input_ids"]) for row in data.travel("train"))
+    assert longest <= judge.ANSWER_TOKENS

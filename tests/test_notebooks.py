@@ -93,6 +93,12 @@ def test_notebook_runs(notebook, monkeypatch):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "results.json").write_text(json.dumps(merged))
     params = dict(TEST_PARAMETERS.get(notebook.stem, {}))
+    lab03 = RUN / "03_olive_awq_lora" / "results.json"
+    if notebook.stem == "04_inference" and lab03.exists():
+        # As in one `make course` run: lab 04 works on what lab 03 made (each lab has its own folder here,
+        # so lab 04 would not find it and would fine-tune a fallback model of its own).
+        made = json.loads(lab03.read_text())["03_olive_awq_lora"]
+        params.update(model_dir=made["onnx_dir"], adapter=made["adapter"])
     # Tiny models on every profile (the gpu profile runs them on CUDA), unless `make test-gpu MODELS=real`
     # asks for the profile's own Phi-3.5 models (from the runner's Hugging Face cache).
     if "model" in papermill.inspect_notebook(str(notebook)) and MODELS == "tiny":
