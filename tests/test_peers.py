@@ -17,6 +17,7 @@ if os.environ.get("FAKE_FAIL"):
     print("fake engine: could not load " + request["model"], file=sys.stderr)
     raise SystemExit(3)
 speed = {"int4": 300.0, "int8": 150.0, "fp32": 50.0, "q4_k_m": 240.0}[request["precision"]]
+speed *= 1.5 if request["model"].endswith("int4_b128.bin") else 1.0
 speed *= float(os.environ.get("FAKE_SPEED", "1"))
 runs = []
 for run in range(request["runs"]):
@@ -41,8 +42,9 @@ def fake_engine(name, tmp_path, env=None, keys=("int4", "int8", "fp32"), calls=N
         out = []
         for key in keys:
             model = workdir / f"{name}-{key}.bin"
-            model.write_bytes(b"x" * {"int4": 100, "int8": 200, "fp32": 400, "q4_k_m": 110}[key])
-            out.append(peers.Variant(name, key, model, model.stat().st_size))
+            model.write_bytes(b"x" * {"int4": 100, "int8": 200, "fp32": 400, "q4_k_m": 110, "int4_b128": 90}[key])
+            out.append(peers.Variant(name, key, model, model.stat().st_size,
+                                     precision="int4" if key == "int4_b128" else ""))
         return out
 
     return peers.Engine(name, sys.executable, prepare, worker=worker, env=env or {})
@@ -55,7 +57,7 @@ def bench_dir(tiny_dir, monkeypatch, tmp_path):
 
 
 def test_fake_engines_give_the_documented_json_table_and_ratios(bench_dir, tmp_path, capsys):
-    engines = [fake_engine("ortgenai", tmp_path),
+    engines = [fake_engine("ortgenai", tmp_path, keys=("int4", "int8", "fp32", "int4_b128")),
                fake_engine("llamacpp", tmp_path, {"FAKE_SPEED": "0.8", "FAKE_DISAGREE": "1"},
                            keys=("int4", "int8", "fp32", "q4_k_m")),
                fake_engine("openvino", tmp_path, {"FAKE_SPEED": "1.25"})]
@@ -77,9 +79,12 @@ def test_fake_engines_give_the_documented_json_table_and_ratios(bench_dir, tmp_p
     assert written["settings"]["orders"] == 2 and written["versions"]["openvino"] == "fake-1"
     printed = capsys.readouterr().out
     assert "0.80× OpenVINO GenAI" in printed and "llama.cpp vs ONNX Runtime GenAI: 50% agree" in printed
+    assert written["engines"]["ortgenai"]["int4_b128"]["decode_tok_s"] == 450.0
+    assert "blocks of 128 (as Microsoft's published CPU builds): 1.20× the fastest 4-bit peer (OpenVINO GenAI int4)" \
+        in printed
     assert peers.read(out) == written
     assert list(peers.table(written).index.get_level_values("engine")).count("llama.cpp") == 4
-    assert len(peers.plot(written).axes[0].patches) == 3 * 4
+    assert len(peers.plot(written).axes[0].patches) == 3 * 5
 
 
 def test_a_missing_engine_venv_stops_before_any_export(bench_dir, tmp_path):
