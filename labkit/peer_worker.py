@@ -3,7 +3,8 @@
     .venv-peers/llamacpp/bin/python labkit/peer_worker.py '{"engine": "llamacpp", "model": "…/q4_0.gguf", …}'
 
 Each peer engine lives in its own virtual environment (`.venv-peers/<engine>`), where the course's packages
-are not installed, so this file imports nothing from labkit and only the engine it is asked for. It prints one
+are not installed, so this file imports only the engine it is asked for; labkit only for ONNX Runtime GenAI,
+which runs in the course's environment. It prints one
 JSON line: the new tokens of every run (greedy, so they must not change), the median prefill and decode
 tokens/second over the timed runs after one warm-up, and the engine's version.
 
@@ -21,30 +22,20 @@ import time
 
 
 def _ortgenai(request: dict):
+    # This engine runs in the course's own environment: the bare loop `make bench` times (labkit.bench).
     import onnxruntime_genai as og
+
+    from labkit.bench import greedy_tokens
 
     config = og.Config(request["model"])
     threads = {"intra_op_num_threads": request["threads"], "inter_op_num_threads": 1}
     config.overlay(json.dumps({"model": {"decoder": {"session_options": threads}}}))
     model = og.Model(config)
-    prompt, new = request["prompt_ids"], request["new_tokens"]
 
     def run():
-        params = og.GeneratorParams(model)
-        length = len(prompt) + new
-        params.set_search_options(max_length=length, min_length=length, do_sample=False)
-        generator = og.Generator(model, params)
-        started = time.perf_counter()
-        generator.append_tokens(prompt)
-        generator.generate_next_token()
-        first = time.perf_counter()
-        tokens = [int(generator.get_next_tokens()[0])]
-        while not generator.is_done():
-            generator.generate_next_token()
-            tokens.append(int(generator.get_next_tokens()[0]))
-        return tokens, first - started, time.perf_counter() - first
+        return greedy_tokens(model, request["prompt_ids"], request["new_tokens"], exact=True)
 
-    return run, getattr(og, "__version__", "?")
+    return run, og.__version__
 
 
 def _llamacpp(request: dict):

@@ -77,10 +77,9 @@ class Engine:
 # ------------------------------------------------------------------ running things in an engine's venv
 def run_in(engine: Engine, command: list[str], what: str, timeout: float = 3600) -> str:
     """Run `command` in the engine's environment; its stdout, or PeerError with the tail of its stderr. Lab 01."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ""), **engine.env}
-    env = {k: v for k, v in env.items() if v != ""}
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **engine.env})
     except subprocess.TimeoutExpired as err:
         raise PeerError(f"{LABELS.get(engine.name, engine.name)}: {what} took over {timeout:.0f} s") from err
     if done.returncode != 0:
