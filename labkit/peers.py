@@ -40,6 +40,12 @@ LABELS = {"ortgenai": "ONNX Runtime GenAI", "llamacpp": "llama.cpp", "openvino":
 PRECISIONS = ("int4", "int8", "fp32")
 # llama.cpp's names for the variants (the issue's "int4" is Q4_0; Q4_K_M is the GGUF most people download).
 GGUF_TYPES = {"int4": "Q4_0", "int8": "Q8_0", "q4_k_m": "Q4_K_M"}
+GGUF_FILE = "bench.gguf"
+
+
+def label(name: str) -> str:
+    """An engine's display name (its key when it has none, as for a test's fake engine). Lab 01."""
+    return LABELS.get(name, name)
 
 
 class PeerError(RuntimeError):
@@ -71,7 +77,7 @@ class Engine:
 
     def check(self) -> None:
         if not Path(self.python).exists():
-            raise PeerError(f"{LABELS.get(self.name, self.name)}: {self.python} does not exist; {self.setup_hint}.")
+            raise PeerError(f"{label(self.name)}: {self.python} does not exist; {self.setup_hint}.")
 
 
 # ------------------------------------------------------------------ running things in an engine's venv
@@ -81,10 +87,10 @@ def run_in(engine: Engine, command: list[str], what: str, timeout: float = 3600)
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **engine.env})
     except subprocess.TimeoutExpired as err:
-        raise PeerError(f"{LABELS.get(engine.name, engine.name)}: {what} took over {timeout:.0f} s") from err
+        raise PeerError(f"{label(engine.name)}: {what} took over {timeout:.0f} s") from err
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-12:])
-        raise PeerError(f"{LABELS.get(engine.name, engine.name)}: {what} failed (exit {done.returncode}):\n{tail}")
+        raise PeerError(f"{label(engine.name)}: {what} failed (exit {done.returncode}):\n{tail}")
     return done.stdout
 
 
@@ -101,10 +107,10 @@ def measure(engine: Engine, variant: Variant, prompt_ids: list[int], new_tokens:
     except (json.JSONDecodeError, IndexError):
         missing = {"a JSON line"}
     if missing:
-        raise PeerError(f"{LABELS.get(engine.name, engine.name)} {variant.key}: the worker printed no "
+        raise PeerError(f"{label(engine.name)} {variant.key}: the worker printed no "
                         f"{', '.join(sorted(missing))}; its output ends with: {out[-300:]!r}")
     if any(len(t) != new_tokens for t in result["tokens"]):
-        raise PeerError(f"{LABELS.get(engine.name, engine.name)} {variant.key}: asked for {new_tokens} new tokens, "
+        raise PeerError(f"{label(engine.name)} {variant.key}: asked for {new_tokens} new tokens, "
                         f"got {[len(t) for t in result['tokens']]} (an early end-of-sequence?)")
     return result
 
@@ -112,6 +118,14 @@ def measure(engine: Engine, variant: Variant, prompt_ids: list[int], new_tokens:
 # ------------------------------------------------------------------ preparing each engine's variants
 def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else paths.dir_size(path)
+
+
+def _exported(final: Path, make: Callable[[Path], object]) -> Path:
+    """`final`, made by `make(tmp)` into a temp folder the first time; reused only when its manifest verifies."""
+    with cache.cached_dir(final, label=final.name) as tmp:
+        if tmp is not None:
+            make(tmp)
+    return final
 
 
 def prepare_ortgenai(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
@@ -145,52 +159,40 @@ def prepare_llamacpp(bench_dir: Path, workdir: Path, engine: Engine) -> list[Var
     source = converter_dir(engine)
     if not (source / "convert_hf_to_gguf.py").exists():
         raise PeerError(f"llama.cpp: no converter in {source}; run `make bench-peers` again to unpack it.")
-    hf = workdir / "hf-sentencepiece"
-    if not (hf / "tokenizer.model").exists():
-        shutil.rmtree(hf, ignore_errors=True)
-        hf.mkdir(parents=True)
+    python, worker = str(engine.python), str(WORKER)
+
+    def sentencepiece_copy(tmp: Path) -> None:
         for name in ("config.json", "model.safetensors", "generation_config.json"):
             if (bench_dir / name).exists():
-                shutil.copy2(bench_dir / name, hf / name)
-        run_in(engine, [str(engine.python), str(WORKER), json.dumps(
-            {"job": "sentencepiece", "corpus": str(paths.DATA / "corpus" / "train.txt"), "out": str(hf)})],
-            "training a SentencePiece tokenizer for the converter")
-    f32 = workdir / "bench-f32.gguf"
-    if not f32.exists():
-        tmp = f32.with_suffix(".tmp")
-        run_in(engine, [str(engine.python), str(source / "convert_hf_to_gguf.py"), str(hf), "--outtype", "f32",
-                        "--outfile", str(tmp), "--model-name", "bench"], "HF → GGUF conversion")
-        tmp.replace(f32)
+                shutil.copy2(bench_dir / name, tmp / name)
+        run_in(engine, [python, worker, json.dumps({"job": "sentencepiece", "out": str(tmp),
+                                                    "corpus": str(paths.DATA / "corpus" / "train.txt")})],
+               "training a SentencePiece tokenizer for the converter")
+
+    hf = _exported(workdir / "hf-sentencepiece", sentencepiece_copy)
+    f32 = _exported(workdir / "gguf-fp32", lambda tmp: run_in(engine, [
+        python, str(source / "convert_hf_to_gguf.py"), str(hf), "--outtype", "f32", "--outfile",
+        str(tmp / GGUF_FILE), "--model-name", "bench"], "HF → GGUF conversion")) / GGUF_FILE
     out = [Variant("llamacpp", "fp32", f32, _size(f32))]
     for key, ggml_type in GGUF_TYPES.items():
-        target = workdir / f"bench-{ggml_type.lower()}.gguf"
-        if not target.exists():
-            tmp = target.with_suffix(".tmp")
-            run_in(engine, [str(engine.python), str(WORKER), json.dumps(
-                {"job": "quantize", "source": str(f32), "out": str(tmp), "type": ggml_type})],
-                f"quantizing to {ggml_type}")
-            tmp.replace(target)
+        target = _exported(workdir / f"gguf-{key}", lambda tmp, t=ggml_type: run_in(engine, [
+            python, worker, json.dumps({"job": "quantize", "source": str(f32), "out": str(tmp / GGUF_FILE),
+                                        "type": t})], f"quantizing to {t}")) / GGUF_FILE
         out.append(Variant("llamacpp", key, target, _size(target)))
     return out
 
 
 def prepare_openvino(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
     """`optimum-cli export openvino --weight-format int4|int8|fp32` (int4: group 32, every layer). Lab 01."""
-    cli = Path(engine.python).with_name("optimum-cli")
+    cli = str(Path(engine.python).with_name("optimum-cli"))
     out = []
     for precision in PRECISIONS:
-        target = workdir / f"openvino-{precision}"
-        if not (target / "openvino_model.xml").exists():
-            tmp = workdir / f"openvino-{precision}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            # Group 32 on every layer, like the builder's INT4 blocks and GGUF's Q4_0 (OpenVINO's own default
-            # keeps some layers in int8 for models it does not know).
-            extra = ["--group-size", "32", "--ratio", "1.0"] if precision == "int4" else []
-            run_in(engine, [str(cli), "export", "openvino", "--model", str(bench_dir), "--task",
-                            "text-generation-with-past", "--weight-format", precision, *extra, str(tmp)],
-                   f"optimum-cli export ({precision})")
-            shutil.rmtree(target, ignore_errors=True)
-            tmp.replace(target)
+        # Group 32 on every layer, like the builder's INT4 blocks and GGUF's Q4_0 (OpenVINO's own default keeps
+        # some layers in int8 for models it does not know).
+        extra = ["--group-size", "32", "--ratio", "1.0"] if precision == "int4" else []
+        target = _exported(workdir / f"openvino-{precision}", lambda tmp, p=precision, x=extra: run_in(engine, [
+            cli, "export", "openvino", "--model", str(bench_dir), "--task", "text-generation-with-past",
+            "--weight-format", p, *x, str(tmp)], f"optimum-cli export ({p})"))
         weights = sum(f.stat().st_size for f in target.glob("openvino_model.*"))
         out.append(Variant("openvino", precision, target, weights))
     return out
@@ -250,14 +252,14 @@ def run_bench_peers(engines: list[Engine] | None = None, bench_dir: Path | None 
     variants = []
     for engine in engines:
         if progress:
-            print(f"preparing {LABELS.get(engine.name, engine.name)} …", flush=True)
+            print(f"preparing {label(engine.name)} …", flush=True)
         variants += [(engine, v) for v in engine.prepare(bench_dir, workdir, engine)]
 
     samples: dict[tuple[str, str], list[dict]] = {}
     schedule = variants if orders == 1 else variants + variants[::-1]
     for i, (engine, variant) in enumerate(schedule, 1):
         if progress:
-            print(f"[{i}/{len(schedule)}] {LABELS.get(engine.name, engine.name)} {variant.key}", flush=True)
+            print(f"[{i}/{len(schedule)}] {label(engine.name)} {variant.key}", flush=True)
         samples.setdefault((engine.name, variant.key), []).append(
             measure(engine, variant, ids, new_tokens, threads, runs))
 
@@ -273,7 +275,7 @@ def run_bench_peers(engines: list[Engine] | None = None, bench_dir: Path | None 
             # threads may break them differently from run to run: the timing still counts the same number of
             # tokens. FP32 is the cross-check, so there it is an error.
             if variant.key == "fp32":
-                raise PeerError(f"{LABELS.get(engine.name, engine.name)} fp32: greedy runs gave different tokens, "
+                raise PeerError(f"{label(engine.name)} fp32: greedy runs gave different tokens, "
                                 "so its answers cannot be cross-checked")
             result["varying_tokens"].append(f"{engine.name}/{variant.key}")
         tokens[(engine.name, variant.key)] = runs_tokens[0]
@@ -311,7 +313,7 @@ def ratios(result: dict) -> dict:
 
 def rows(result: dict) -> list[dict]:
     """One row per engine and variant, for the tables. Lab 01."""
-    return [{"engine": LABELS.get(name, name), "variant": key, "decode_tok_s": row["decode_tok_s"],
+    return [{"engine": label(name), "variant": key, "decode_tok_s": row["decode_tok_s"],
              "prefill_tok_s": row["prefill_tok_s"], "size_mb": round(row["size_bytes"] / 1e6, 1)}
             for name, variants in result["engines"].items() for key, row in variants.items()]
 
@@ -319,7 +321,7 @@ def rows(result: dict) -> list[dict]:
 def summary_lines(result: dict) -> list[str]:
     """The course-vs-fastest-peer ratio per precision and the FP32 cross-check, in words. Lab 01."""
     lines = [f"{precision}: ONNX Runtime GenAI decodes at {ratio['ratio']:.2f}× "
-             f"{LABELS.get(ratio['fastest_peer'], ratio['fastest_peer'])} (the fastest peer)"
+             f"{label(ratio['fastest_peer'])} (the fastest peer)"
              for precision, ratio in result.get("ratios", {}).items()]
     ours = result["engines"].get("ortgenai", {}).get("int4_b128")
     peers_4bit = [(name, key, row["decode_tok_s"]) for name, rows in result["engines"].items() if name != "ortgenai"
@@ -327,8 +329,8 @@ def summary_lines(result: dict) -> list[str]:
     if ours and peers_4bit:
         name, key, best = max(peers_4bit, key=lambda p: p[2])
         lines.append(f"int4 with blocks of 128 (as Microsoft's published CPU builds): "
-                     f"{ours['decode_tok_s'] / best:.2f}× the fastest 4-bit peer ({LABELS.get(name, name)} {key})")
-    lines += [f"fp32 greedy tokens, {LABELS.get(name, name)} vs ONNX Runtime GenAI: {share:.0%} agree"
+                     f"{ours['decode_tok_s'] / best:.2f}× the fastest 4-bit peer ({label(name)} {key})")
+    lines += [f"fp32 greedy tokens, {label(name)} vs ONNX Runtime GenAI: {share:.0%} agree"
               for name, share in result.get("fp32_agreement", {}).items()]
     if result.get("varying_tokens"):
         lines.append(f"greedy tokens varied between runs (near-ties of random weights): "
@@ -370,7 +372,7 @@ def plot(result: dict):
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         values = [result["engines"][name].get(k, {}).get("decode_tok_s", 0) for k in keys]
-        ax.bar([x + i * width for x in range(len(keys))], values, width, label=LABELS.get(name, name))
+        ax.bar([x + i * width for x in range(len(keys))], values, width, label=label(name))
     ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(keys))], keys)
     ax.set_ylabel("decode tokens/s")
     ax.set_title(f"Same checkpoint, {result['settings']['threads']} threads, "
