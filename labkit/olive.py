@@ -112,15 +112,25 @@ LOSS_LINE = re.compile(r"\{'loss': '?([0-9.]+)'?.*?'epoch': '?([0-9.]+)'?\}")
 
 
 def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lora_alpha: int = 16,
-             learning_rate: float = 3e-3, batch_size: int = 8, max_seq_len: int = 128, logging_steps: int = 5,
-             train_file: str | Path | None = None, force: bool = False, progress: bool = True) -> FineTune:
-    """LoRA fine-tune `model` on travel Q&A with Olive (Phi-3 chat template, float32 on CPU). Lab 03."""
+             learning_rate: float = 3e-3, batch_size: int = 8, max_seq_len: int | None = None,
+             logging_steps: int = 5, train_file: str | Path | None = None, force: bool = False,
+             progress: bool = True) -> FineTune:
+    """LoRA fine-tune `model` on travel Q&A with Olive (Phi-3 chat template, float32 on CPU). Lab 03.
+
+    Olive pads every pair to `max_seq_len` tokens and cuts longer ones, so by default it is the longest
+    pair, rounded up to 16: nothing is cut and no step pays for padding it does not need."""
     train_file = Path(train_file) if train_file else paths.DATA / "travel" / "train.jsonl"
     rows = data.validate_travel(train_file)            # file:line errors before any training
     if steps < 1 or lora_r < 1:
         raise ValueError("steps and lora_r must be at least 1.")
     model_dir = models.resolve_model(model)
     _check_architecture(model_dir)
+    longest = longest_pair_tokens(model_dir, rows)
+    if max_seq_len is None:
+        max_seq_len = -(-longest // 16) * 16
+    elif max_seq_len < longest:
+        raise ValueError(f"max_seq_len={max_seq_len} would cut pairs of {train_file.name}: the longest is {longest} "
+                         f"tokens. Pass max_seq_len={longest} or more, or leave it out (labkit measures it).")
     settings = dict(steps=steps, r=lora_r, alpha=lora_alpha, lr=learning_rate, bs=batch_size, seq=max_seq_len)
     final = paths.cache_dir() / "olive" / f"{model_dir.name}-lora-r{lora_r}-s{steps}-" \
         f"{cache.cache_key(model_dir, settings, cache.file_sha256(Path(train_file)), OLIVE_FORMAT)}"
@@ -135,6 +145,16 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
             {"base_model": str(model_dir), "settings": settings, "train_pairs": len(rows), "losses": losses,
              "seconds": round(seconds, 1)}, indent=2))
     return FineTune(final / "adapter", model_dir, losses, seconds, False, log)
+
+
+def longest_pair_tokens(model_dir: Path, rows: list[dict]) -> int:
+    """Tokens in the longest pair as Olive's text_generation pre-processing makes it: the chat template,
+    wrapped in BOS and EOS with spaces between (`f"{bos} {text} {eos}"`)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    texts = [f"{tokenizer.bos_token} {PHI3_TEMPLATE.format(**row)} {tokenizer.eos_token}" for row in rows]
+    return max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
 
 
 def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict, logging_steps: int, log: Path,

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from labkit import bench, data, olive
+from labkit import bench, data, olive, paths
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +39,23 @@ def test_missing_adapter_is_a_clear_error(tiny_dir, tmp_path):
 def test_failed_step_names_step_and_log(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
     # A negative sequence length makes Olive's data pass fail; Olive still exits 0 (upstream behaviour).
+    # finetune() refuses one shorter than the longest pair itself, so the test lets it through.
+    monkeypatch.setattr(olive, "longest_pair_tokens", lambda *_: -5)
     expected = "(?s)Olive step 'fine-tune' failed.*DatasetGenerationError.*Full log"
     with pytest.raises(olive.OliveStepError, match=expected):
         olive.finetune(tiny_dir, steps=2, max_seq_len=-5, progress=False)
     assert not list((tmp_path / "olive").glob("tiny-*")), "no half-written output folder"
+
+
+def test_sequence_length_covers_the_longest_pair(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    rows = data.validate_travel(paths.DATA / "travel" / "train.jsonl")
+    longest = olive.longest_pair_tokens(tiny_dir, rows)
+    assert 40 < longest < 128, "the travel pairs are short: Olive's default of 1024 would be mostly padding"
+    assert -(-longest // 16) * 16 == 80, "lab 03's markdown says the tiny model's pairs take 80"
+    with pytest.raises(ValueError, match=f"the longest is {longest} tokens"):
+        olive.finetune(tiny_dir, steps=2, max_seq_len=longest - 1, progress=False)
+    assert not (tmp_path / "olive").exists(), "refused before Olive started"
 
 
 def test_finetune_learns_and_is_cached(tiny_dir, finetuned):
