@@ -128,7 +128,10 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
                           HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), OLIVE_DISABLE_TELEMETRY=1,
                           MPLBACKEND="module://matplotlib_inline.backend_inline"):
             papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
-                                       cwd=str(notebook.parent), progress_bar=False, execution_timeout=timeout)
+                                       cwd=str(notebook.parent), progress_bar=False, execution_timeout=timeout,
+                                       # ipykernel 7 warns at every start that its loopback TCP is unencrypted:
+                                       # one line per notebook in `make course`. Cell errors still show.
+                                       extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except CellTimeoutError as err:
         raise NotebookFailed(
             f"{notebook.name}: a cell ran longer than {timeout} s, the {profile} profile's limit per cell, and was "

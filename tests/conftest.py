@@ -1,4 +1,4 @@
-"""Test-wide setup: offline, no network, a clear failure when nothing was collected."""
+"""Test-wide setup: offline, no network, disk enough to start, a clear failure when nothing was collected."""
 
 import functools
 import ipaddress
@@ -45,6 +45,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_sessionstart(session):
+    from preflight import disk_shortfall
+    shortfall = disk_shortfall()
+    if shortfall:
+        pytest.exit(f"Not started: {shortfall}", returncode=3)
 
 
 def pytest_sessionfinish(session, exitstatus):
