@@ -149,7 +149,7 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
 
 def longest_pair_tokens(model_dir: Path, rows: list[dict]) -> int:
     """Tokens in the longest pair as Olive's text_generation pre-processing makes it: the chat template,
-    wrapped in BOS and EOS with spaces between (`f"{bos} {text} {eos}"`)."""
+    wrapped in BOS and EOS with spaces between (`f"{bos} {text} {eos}"`). Lab 03."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -234,6 +234,7 @@ def test_lab04_chat_panel_streams_and_its_controls_work(lab_server, browser):
     page.page.wait_for_function("el => el.value === ''", arg=panel.locator("textarea").element_handle())
     page.screenshot("adapter-switched")
     second, _, _ = send(page, panel, "What should I eat in Kyoto?", "second-answer")
-    assert second.startswith("you: What should I eat in Kyoto?\nmodel: ") and len(second) > 45
+    # A 30-step brief adapter may answer in a word ("The"): the panel is under test here, not the answer.
+    assert re.match(r"you: What should I eat in Kyoto\?\nmodel: \S", second), second
     assert second != first, "another adapter and temperature, another answer"
     page.check_clean()
