@@ -32,7 +32,7 @@ def test_app_chats_with_a_build_and_keeps_the_turns(tiny_builds):
 
 
 def test_app_with_an_adapter_and_a_bad_folder(tiny_dir, tmp_path):
-    onnx_dir = olive.export_with_adapter(tiny_dir, olive.finetune(tiny_dir, steps=20, lora_r=4, progress=False).adapter)
+    onnx_dir = olive.export_with_adapter(tiny_dir, olive.finetune(tiny_dir, steps=20, progress=False).adapter)
     done = run("-m", str(onnx_dir), "-a", str(olive.adapter_file(onnx_dir)), "--prompt", "Best time for Rome?")
     assert done.returncode == 0 and done.stdout.startswith("> Best time for Rome?\n"), done.stderr
     bad = run("-m", str(tmp_path))

@@ -83,7 +83,7 @@ def test_adapter_switching_on_one_model(tiny_dir):
     from labkit import olive, paths
 
     onnx_dir, travel = olive.travel_model(olive.export_with_adapter(
-        tiny_dir, olive.finetune(tiny_dir, steps=20, lora_r=4, progress=False).adapter))
+        tiny_dir, olive.finetune(tiny_dir, steps=20, progress=False).adapter))
     brief = olive.add_adapter(onnx_dir, paths.DATA / "travel" / "train_brief.jsonl", steps=20, progress=False)
     outs = {name: generate.generate(onnx_dir, "What should I eat in Rome?", adapter=a, max_new_tokens=20).tokens
             for name, a in {"base": None, "travel": travel, "brief": brief, "travel again": travel}.items()}

@@ -9,7 +9,7 @@ from labkit import bench, data, olive, paths
 
 @pytest.fixture(scope="module")
 def finetuned(tiny_dir):
-    return olive.finetune(tiny_dir, steps=20, lora_r=4, progress=False)
+    return olive.finetune(tiny_dir, steps=20, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_finetune_learns_and_is_cached(tiny_dir, finetuned):
     assert (finetuned.adapter / "adapter_config.json").exists()
     assert len(finetuned.losses) == 4 and finetuned.losses[-1][1] < finetuned.losses[0][1]
     assert olive.eval_loss(tiny_dir, finetuned.adapter) < olive.eval_loss(tiny_dir) - 0.5
-    again = olive.finetune(tiny_dir, steps=20, lora_r=4, progress=False)
+    again = olive.finetune(tiny_dir, steps=20, progress=False)
     assert again.cached and again.adapter == finetuned.adapter and again.losses == finetuned.losses
 
 

@@ -46,7 +46,7 @@ def places(tiny_dir, tmp_path_factory):
     export = vision.export("tiny-vision", "int4", progress=False)
     config, _ = vision.checked_config(vision.resolve("tiny-vision"))
     text_only = vision.text_checkpoint(config, vision.resolve("tiny-vision"), work / "text-only")
-    finetuned = olive.finetune(tiny_dir, steps=20, lora_r=4, progress=False)
+    finetuned = olive.finetune(tiny_dir, steps=20, progress=False)
     return {
         "microsoft/Phi-3.5-mini-instruct": str(tiny_dir),
         "path/to/int4-build": str(build.build(tiny_dir, "int4", progress=False).path),
