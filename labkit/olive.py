@@ -6,8 +6,9 @@
     olive auto-opt -m MODEL -a finetuned/adapter -o onnx --device cpu --provider CPUExecutionProvider \\
         --use_model_builder --use_ort_genai --precision int4
 
-Each step runs Olive's command line in a subprocess. Olive attaches its own stdout logger at
-import time and the trainer prints a line per step, so in-process calls would flood the
+Each step runs Olive's command line in a subprocess, with the random generators seeded first
+(`labkit.olive_seeded`: the same command trains the same adapter). Olive attaches its own stdout logger
+at import time and the trainer prints a line per step, so in-process calls would flood the
 notebook; a subprocess keeps the notebook readable (a progress bar and the loss), writes each
 step's complete log to a file, and frees the training memory when the step ends. `olive auto-opt`
 (model builder + adapter extraction) has no Python API in Olive 0.13 anyway.
@@ -33,7 +34,7 @@ from . import cache, data, models, paths
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 PHI3_LORA_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj"
-OLIVE_FORMAT = "labkit-olive-v1"
+OLIVE_FORMAT = "labkit-olive-v2"   # v2: seeded LoRA initialisation (labkit.olive_seeded)
 ARCHITECTURES = ("Phi3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
 
@@ -77,7 +78,7 @@ def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None
     (paths.cache_dir() / "olive-work").mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=paths.cache_dir() / "olive-work"))
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "olive", *args]
+    command = [sys.executable, "-m", "labkit.olive_seeded", *args]     # `olive ARGS`, seeded (see that module)
     print("$ olive " + " ".join(shlex.quote(a) for a in args))
     try:
         code = _stream(command, workdir, log, on_line)

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from labkit import bench, data, olive, paths
+from labkit import bench, cache, data, olive, paths
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,16 @@ def test_finetune_learns_and_is_cached(tiny_dir, finetuned):
     assert olive.eval_loss(tiny_dir, finetuned.adapter) < olive.eval_loss(tiny_dir) - 0.5
     again = olive.finetune(tiny_dir, steps=20, progress=False)
     assert again.cached and again.adapter == finetuned.adapter and again.losses == finetuned.losses
+
+
+def test_the_same_fine_tune_trains_the_same_adapter(tiny_dir, tmp_path, monkeypatch):
+    """Olive's --seed seeds its search sampler only; labkit.olive_seeded seeds LoRA's initialisation too."""
+    trained = []
+    for run in ("first", "second"):
+        monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / run))
+        adapter = olive.finetune(tiny_dir, steps=2, logging_steps=1, progress=False).adapter
+        trained.append(cache.file_sha256(next(adapter.glob("*.safetensors"))))
+    assert trained[0] == trained[1]
 
 
 def test_exported_adapter_improves_eval_perplexity(tiny_dir, onnx_dir):
