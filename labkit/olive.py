@@ -69,7 +69,8 @@ def _olive_env() -> dict:
 
 
 def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None) -> None:
-    """Run `python -m olive ARGS` with its output in `log`; raise OliveStepError unless it wrote `expect`.
+    """Run `olive ARGS` (seeded, see labkit.olive_seeded) with its output in `log`; raise OliveStepError unless it
+    wrote `expect`.
 
     Olive 0.13 logs "Pass run failed" and still exits 0 when a pass raises, so the exit code alone
     is not enough: the step succeeded only if its output exists."""
