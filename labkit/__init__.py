@@ -1,25 +1,48 @@
 """labkit — the companion package of the Phi on-device lab.
 
-Every notebook is a little narrative plus one to three calls into labkit:
+Every notebook is a little narrative plus one to three calls into labkit. The package is cut in
+layers; a layer imports only the layers above it in this list (tests/test_layering.py checks it):
 
-    models    tiny Phi-3 created locally; `tiny` / folder / hub id resolution   (lab 00)
-    env, gpu  the environment check; a real CUDA probe (nvidia-smi + a session) (lab 00)
-    build     model-builder builds, cached and atomic                          (lab 01)
-    bench     size, speed, perplexity, KL and agreement of builds; make bench  (lab 01)
-    vision    Phi-3.5-vision encoder, ONNX export, image Q&A                   (lab 02)
-    awq       AWQ on CPU (llmcompressor) and the RTN comparison                (lab 03)
-    olive     Olive LoRA fine-tuning and ONNX export with adapters             (lab 03)
-    generate  the generate() API: streaming, search options, chat, adapters    (lab 04)
-    ui        the ipywidgets chat panel                                        (lab 04)
-    report    the results table, plots and report.html                         (lab 05)
-    course    papermill runs of the notebooks; `start_lab`; attendee copies
-    check     the "Your turn" exercises' checks                               (labs 00-04)
-    cache     content keys, verified atomic outputs, locks for shared caches  (all labs)
-    data, results, paths, profiles   the course's data, results.json (typed), folders, profiles
+    core        paths, cache, profiles, results, data, sizing      folders, the verified cache, the course's data
+    runtime     loop, generate, chat_panel, images                 og: the token loop, chat, image prompts
+    making      models, tokenizer, build, lean, shadow, hub,       checkpoints and their ONNX builds
+                vision_encoder, vision_checkpoint, vision_export
+    measuring   bench, judge, scale, memwatch, peers,              size, speed, quality and memory of what was made
+                peer_worker, vision_verify, report
+    training    awq, olive, olive_seeded                           AWQ and LoRA fine-tuning (measured with `measuring`)
+    workshop    course, checks, plan, env, gpu, cli                the notebooks, exercises and the `labkit` command
+
+Notebooks import modules by their short name, `from labkit import build, generate`: the names
+below resolve to the module in its layer on first use. ARCHITECTURE.md draws the layers.
 """
 
-from .course import start_lab
-from .profiles import get_profile
+from __future__ import annotations
+
+import importlib
+
+LAYERS = {
+    "core": ["paths", "cache", "profiles", "results", "data", "sizing"],
+    "runtime": ["loop", "generate", "chat_panel", "images"],
+    "making": ["models", "tokenizer", "build", "lean", "shadow", "hub", "vision_encoder", "vision_checkpoint",
+               "vision_export"],
+    "measuring": ["bench", "judge", "scale", "memwatch", "peers", "peer_worker", "vision_verify", "report"],
+    "training": ["awq", "olive", "olive_seeded"],
+    "workshop": ["course", "checks", "plan", "env", "gpu", "cli"],
+}
+_HOME = {module: layer for layer, modules in LAYERS.items() for module in modules}
 
 __version__ = "0.1.0"
-__all__ = ["start_lab", "get_profile", "__version__"]
+__all__ = ["start_lab", "get_profile", "LAYERS", "__version__", *_HOME]
+
+
+def __getattr__(name: str):
+    """`labkit.build` -> `labkit.making.build`, imported on first use (so `import labkit` stays light)."""
+    if name in _HOME:
+        module = importlib.import_module(f"{__name__}.{_HOME[name]}.{name}")
+        globals()[name] = module
+        return module
+    if name == "start_lab":
+        return importlib.import_module(f"{__name__}.workshop.course").start_lab
+    if name == "get_profile":
+        return importlib.import_module(f"{__name__}.core.profiles").get_profile
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,7 @@
 Injected by papermill (tests/test_notebooks.py); the committed notebooks keep the course's defaults.
 """
 
-from labkit.course import COURSE_PARAMETERS
+from labkit.workshop.course import COURSE_PARAMETERS
 
 TEST_PARAMETERS = {
     "01_builder_quantization": {"runs": 1, "new_tokens": 16,

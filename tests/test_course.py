@@ -5,7 +5,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from labkit import course, paths
-from labkit.profiles import get_profile
+from labkit.core.profiles import get_profile
 
 
 def write_notebook(path, *sources):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from labkit import build, data, generate, vision
+from labkit import build, data, generate, images, vision_export
 
 pytestmark = pytest.mark.cuda
 
@@ -16,6 +16,6 @@ def test_fp16_and_int4_builds_generate_on_cuda(tiny_dir):
 
 
 def test_vision_export_on_cuda():
-    folder = vision.export("tiny-vision", "fp16", "cuda", progress=False)
-    answer = vision.ask(folder, "What is it?", data.images()[:1], max_new_tokens=6)
+    folder = vision_export.export("tiny-vision", "fp16", "cuda", progress=False)
+    answer = images.ask(folder, "What is it?", data.images()[:1], max_new_tokens=6)
     assert answer.image_tokens == 1921 and answer.new_tokens > 0

@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from parameters import QUICK_ADAPTERS, TEST_PARAMETERS
 
-from labkit import build, check, course
+from labkit import build, checks, course
 
 LABS_WITH_EXERCISES = [nb for nb in course.notebooks() if nb.stem != "05_results"]
 
@@ -18,7 +18,7 @@ def test_every_lab_ends_with_two_exercises_and_their_checks(notebook):
     assert len(solutions) == 2
     for i in solutions:
         assert cells[i].source.startswith("# Your turn"), "the first line says what to set"
-        assert "check." in cells[i + 1].source, "a check follows every solution"
+        assert "checks." in cells[i + 1].source, "a check follows every solution"
         assert "Right when" in "".join(c.source for c in cells[:i] if c.cell_type == "markdown")
 
 
@@ -68,10 +68,10 @@ def test_blank_copies_run_up_to_the_first_exercise(stem, tmp_path, monkeypatch):
 def test_checks_say_yes_to_right_answers_and_hint_without_the_answer(tiny_dir, capsys):
     from labkit import models
     right = models.describe(tiny_dir)["parameters"]
-    assert check.parameter_count(right, tiny_dir)
-    wrong = check.parameter_count(right - 1, tiny_dir)
+    assert checks.parameter_count(right, tiny_dir)
+    wrong = checks.parameter_count(right - 1, tiny_dir)
     assert not wrong and str(right) not in wrong.message.replace(",", "") and "qkv_proj" in wrong.message
-    assert check.uniform_perplexity(2048.0, 2048) and not check.uniform_perplexity(1.0, 2048)
+    assert checks.uniform_perplexity(2048.0, 2048) and not checks.uniform_perplexity(1.0, 2048)
     out = capsys.readouterr().out
     assert out.count("✓ ") == 2 and out.count("✗ ") == 2
 
@@ -79,37 +79,37 @@ def test_checks_say_yes_to_right_answers_and_hint_without_the_answer(tiny_dir, c
 def test_image_token_check_counts_with_the_processor(tmp_path):
     from PIL import Image
 
-    from labkit import vision
-    folder = vision.export("tiny-vision", "int4", progress=False)
+    from labkit import vision_export
+    folder = vision_export.export("tiny-vision", "int4", progress=False)
     photo = tmp_path / "photo.png"
     Image.new("RGB", (1000, 500)).save(photo)
-    truth = check.processor_image_tokens(folder, [photo])
+    truth = checks.processor_image_tokens(folder, [photo])
     assert truth == 2353, "1000 x 500 -> 5 x 3 crops of 336 px"
-    assert check.image_tokens(truth, folder, [photo]) and not check.image_tokens(truth + 1, folder, [photo])
+    assert checks.image_tokens(truth, folder, [photo]) and not checks.image_tokens(truth + 1, folder, [photo])
 
 
 def test_loop_and_budget_checks(tiny_builds):
     folder = tiny_builds["int4"].path
-    assert not check.loop_stopped(folder, "The old baker", {}), "greedy loops on this prompt"
-    assert check.loop_stopped(folder, "The old baker", {"repetition_penalty": 1.3})
-    assert not check.loop_stopped(folder, "The old baker", {"temperature": -1})
+    assert not checks.loop_stopped(folder, "The old baker", {}), "greedy loops on this prompt"
+    assert checks.loop_stopped(folder, "The old baker", {"repetition_penalty": 1.3})
+    assert not checks.loop_stopped(folder, "The old baker", {"temperature": -1})
     from labkit import generate
     _, tokenizer = generate.load(str(folder))
     budget = generate.context_length(folder) - len(tokenizer.encode(generate.chat_prompt(tokenizer, "Hi")))
-    assert check.new_token_budget(budget, folder, "Hi") and not check.new_token_budget(budget + 1, folder, "Hi")
+    assert checks.new_token_budget(budget, folder, "Hi") and not checks.new_token_budget(budget + 1, folder, "Hi")
 
 
 def test_block16_check_looks_at_the_graph(tiny_builds):
     b16 = build.build("tiny", "int4", block_size=16, progress=False)
     size = b16.size_bytes / 1e6
-    assert check.block16_build(b16.path, tiny_builds["int4"].path, size)
-    assert not check.block16_build(tiny_builds["int4"].path, tiny_builds["int4"].path, size), "a block-32 build"
+    assert checks.block16_build(b16.path, tiny_builds["int4"].path, size)
+    assert not checks.block16_build(tiny_builds["int4"].path, tiny_builds["int4"].path, size), "a block-32 build"
 
 
 def test_own_adapter_needs_twenty_pairs(tiny_dir):
-    result = check.own_adapter(tiny_dir, "unused", [{"prompt": "a", "response": "b"}] * 5)
+    result = checks.own_adapter(tiny_dir, "unused", [{"prompt": "a", "response": "b"}] * 5)
     assert not result and "at least 20" in result.message
 
 
 def test_results_of_the_checks_are_json_friendly():
-    assert json.dumps(repr(check.Result(True, "fine"))) == '"\\u2713 fine"'
+    assert json.dumps(repr(checks.Result(True, "fine"))) == '"\\u2713 fine"'

@@ -106,9 +106,9 @@ def test_overhead_is_measured(tiny_builds):
 
 
 def test_image_prompts_go_through_vision_ask(tiny_builds):
-    from labkit import vision
-    folder = vision.export("tiny-vision", "int4", progress=False)
-    out = vision.ask(folder, "What is it?", data.images()[:1], max_new_tokens=6)
+    from labkit import images, vision_export
+    folder = vision_export.export("tiny-vision", "int4", progress=False)
+    out = images.ask(folder, "What is it?", data.images()[:1], max_new_tokens=6)
     assert out.prompt_tokens > 1921 and out.new_tokens > 0
     with pytest.raises(generate.GenerationError, match="vision.ask"):
         generate.generate(folder, "What is it?", images=data.images()[:1])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import env, gpu, paths, report, vision
+from labkit import env, gpu, images, paths, report, vision_export
 
 sys.path.insert(0, str(paths.REPO / "tools"))
 import install  # noqa: E402  (tools/ is not a package)
@@ -145,16 +145,16 @@ def genai_folder(tmp_path, provider_options):
 
 
 def test_vision_and_embedding_sessions_follow_the_decoders_provider(tmp_path):
-    assert vision.session_providers(genai_folder(tmp_path, [{"cuda": {}}])) == ["CUDAExecutionProvider",
+    assert images.session_providers(genai_folder(tmp_path, [{"cuda": {}}])) == ["CUDAExecutionProvider",
                                                                               "CPUExecutionProvider"]
-    assert vision.session_providers(genai_folder(tmp_path / "cpu", [])) == ["CPUExecutionProvider"]
+    assert images.session_providers(genai_folder(tmp_path / "cpu", [])) == ["CPUExecutionProvider"]
 
 
 def test_ask_does_not_run_the_vision_model_a_second_time(monkeypatch):
-    monkeypatch.setattr(vision, "vision_seconds", lambda *a, **k: pytest.fail("ask() re-ran the vision model"))
-    folder = vision.export("tiny-vision", "int4", progress=False)
+    monkeypatch.setattr(images, "vision_seconds", lambda *a, **k: pytest.fail("ask() re-ran the vision model"))
+    folder = vision_export.export("tiny-vision", "int4", progress=False)
     from labkit import data
-    assert vision.ask(folder, "What is it?", data.images()[:1], max_new_tokens=2).image_tokens == 1921
+    assert images.ask(folder, "What is it?", data.images()[:1], max_new_tokens=2).image_tokens == 1921
 
 
 def test_report_labels_rows_with_the_labs_execution_provider():

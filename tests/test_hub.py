@@ -121,11 +121,11 @@ def test_laptop_profile_refuses_a_build_that_does_not_fit(monkeypatch, tmp_path)
 
 
 def test_laptop_profile_refuses_a_vision_export_that_does_not_fit(monkeypatch, tmp_path):
-    from labkit import vision
+    from labkit import images, vision_export
 
     low_memory(monkeypatch, 3, 8)
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
     folder = checkpoint_folder(tmp_path, "vision-ckpt", shadow.shadow_config("phi-3.5-vision"))
-    monkeypatch.setattr(vision, "_export_into", lambda *a, **k: pytest.fail("the export started"))
-    with pytest.raises(vision.VisionError, match=r"needs about \d+\.\d GB.*3\.0 GB available of 8\.0 GB"):
-        vision.export(folder, "int4")
+    monkeypatch.setattr(vision_export, "_export_into", lambda *a, **k: pytest.fail("the export started"))
+    with pytest.raises(images.VisionError, match=r"needs about \d+\.\d GB.*3\.0 GB available of 8\.0 GB"):
+        vision_export.export(folder, "int4")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import build, course, data, olive, paths, vision
+from labkit import build, course, data, olive, paths, vision_checkpoint, vision_export
 
 BIN = Path(sys.executable).parent
 NEEDS = re.compile(r"#\s*needs (an NVIDIA GPU|the network)[^\n]*")
@@ -43,9 +43,9 @@ def test_every_notebook_with_a_command_is_covered():
 def places(tiny_dir, tmp_path_factory):
     """What the snippets' placeholders stand for, built by the labs' own code (cached)."""
     work = tmp_path_factory.mktemp("snippets")
-    export = vision.export("tiny-vision", "int4", progress=False)
-    config, _ = vision.checked_config(vision.resolve("tiny-vision"))
-    text_only = vision.text_checkpoint(config, vision.resolve("tiny-vision"), work / "text-only")
+    export = vision_export.export("tiny-vision", "int4", progress=False)
+    config, _ = vision_checkpoint.checked_config(vision_checkpoint.resolve("tiny-vision"))
+    text_only = vision_checkpoint.text_checkpoint(config, vision_checkpoint.resolve("tiny-vision"), work / "text-only")
     finetuned = olive.finetune(tiny_dir, steps=20, progress=False)
     return {
         "microsoft/Phi-3.5-mini-instruct": str(tiny_dir),

@@ -1,8 +1,8 @@
-from labkit import ui
+from labkit import chat_panel
 
 
 def test_chat_panel_driven_from_code(tiny_builds):
-    panel = ui.ChatPanel(tiny_builds["int4"].path, system="Be brief.")
+    panel = chat_panel.ChatPanel(tiny_builds["int4"].path, system="Be brief.")
     assert panel.adapter.options == ("none (base model)",)
     panel.prompt.value = "Tell me a fact."
     panel.max_tokens.value = 16
@@ -16,7 +16,7 @@ def test_chat_panel_driven_from_code(tiny_builds):
 
 
 def test_empty_prompt_and_errors_show_in_status(tiny_builds, monkeypatch):
-    panel = ui.ChatPanel(tiny_builds["int4"].path)
+    panel = chat_panel.ChatPanel(tiny_builds["int4"].path)
     panel.send.click()
     assert "type a question" in panel.status.value
     panel.prompt.value = "word " * 9000
@@ -25,6 +25,6 @@ def test_empty_prompt_and_errors_show_in_status(tiny_builds, monkeypatch):
 
 
 def test_panel_is_readable(tiny_builds):
-    panel = ui.ChatPanel(tiny_builds["int4"].path)
+    panel = chat_panel.ChatPanel(tiny_builds["int4"].path)
     assert not panel.answer.disabled, "a disabled textarea is greyed out"
     assert all(s.style.description_width == "initial" for s in (panel.temperature, panel.top_p, panel.max_tokens))

@@ -5,13 +5,13 @@ import sys
 import pytest
 import torch
 
-from labkit import data, vision
+from labkit import data, images, vision_checkpoint, vision_encoder, vision_export, vision_verify
 
 
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)
-    enc = vision.vision_encoder(vision.TINY, 128).eval()
+    enc = vision_encoder.vision_encoder(vision_encoder.TINY, 128).eval()
     with torch.no_grad():
         enc.glb_GN.normal_()
         enc.sub_GN.normal_()
@@ -20,12 +20,12 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def exported():
-    return vision.export("tiny-vision", "fp32", progress=False)
+    return vision_export.export("tiny-vision", "fp32", progress=False)
 
 
 def loop_reference(enc, pixel_values, sizes):
     """Phi-3.5-vision's own per-image layout code (loop form), for comparison with the vectorized one."""
-    feats = enc.crop_features(pixel_values).reshape(len(sizes), vision.CROPS, 144, -1)
+    feats = enc.crop_features(pixel_values).reshape(len(sizes), images.CROPS, 144, -1)
     width = feats.shape[-1]
     out = []
     for i, (height, wide) in enumerate(sizes.tolist()):
@@ -40,18 +40,18 @@ def loop_reference(enc, pixel_values, sizes):
 
 def test_hd_layout_matches_the_reference_and_the_token_formula(encoder):
     sizes = torch.tensor([[672, 1008], [336, 336], [1344, 336]])
-    pixel_values = torch.randn(3, vision.CROPS, 3, 336, 336)
+    pixel_values = torch.randn(3, images.CROPS, 3, 336, 336)
     with torch.no_grad():
         features = encoder(pixel_values, sizes)
         reference = loop_reference(encoder, pixel_values, sizes)
-    assert features.shape == (sum(vision.image_tokens(h, w) for h, w in sizes.tolist()), 128)
+    assert features.shape == (sum(images.image_tokens(h, w) for h, w in sizes.tolist()), 128)
     assert torch.equal(features, reference)
 
 
 def test_token_formula_known_values():
-    assert vision.image_tokens(336, 336) == 313
-    assert vision.image_tokens(1008, 1344) == 1921
-    assert vision.image_tokens(1344, 1344) == 2509
+    assert images.image_tokens(336, 336) == 313
+    assert images.image_tokens(1008, 1344) == 1921
+    assert images.image_tokens(1344, 1344) == 2509
 
 
 def real_checkpoint_keys(layers: int) -> set[str]:
@@ -72,21 +72,21 @@ def real_checkpoint_keys(layers: int) -> set[str]:
 
 
 def test_parameter_names_match_the_real_checkpoint(encoder):
-    names = vision.checkpoint_names(encoder.state_dict())
-    assert set(names) == real_checkpoint_keys(vision.TINY.num_layers)
+    names = vision_encoder.checkpoint_names(encoder.state_dict())
+    assert set(names) == real_checkpoint_keys(vision_encoder.TINY.num_layers)
     fake = {k: torch.full_like(v, 0.25) for k, v in names.items()}
     fake["model.embed_tokens.weight"] = torch.zeros(4, 4)          # text weights are ignored
-    fresh = vision.vision_encoder(vision.TINY, 128)
-    vision.load_vision_state(fresh, fake)
+    fresh = vision_encoder.vision_encoder(vision_encoder.TINY, 128)
+    vision_encoder.load_vision_state(fresh, fake)
     assert all(torch.all(v == 0.25) for k, v in fresh.state_dict().items() if "position_ids" not in k)
     fake.pop("model.vision_embed_tokens.sub_GN")
     with pytest.raises(ValueError, match="sub_GN"):
-        vision.load_vision_state(vision.vision_encoder(vision.TINY, 128), fake)
+        vision_encoder.load_vision_state(vision_encoder.vision_encoder(vision_encoder.TINY, 128), fake)
 
 
 def test_embedding_fills_image_rows_in_order_and_accepts_none():
     embed = torch.nn.Embedding(10, 4)
-    model = vision.embedding_model(embed)
+    model = vision_encoder.embedding_model(embed)
     features = torch.arange(8.0).reshape(2, 4)
     out = model(torch.tensor([[3, -1, -1, 5]]), features)
     assert torch.equal(out[0, 1:3], features) and torch.equal(out[0, 0], embed.weight[3])
@@ -94,49 +94,49 @@ def test_embedding_fills_image_rows_in_order_and_accepts_none():
 
 
 def test_export_matches_pytorch(exported):
-    check = vision.verify(exported, "tiny-vision", new_tokens=8)
+    check = vision_verify.verify(exported, "tiny-vision", new_tokens=8)
     assert check["image_tokens"] == 1921       # beach.png is padded to 1008 x 1344
     assert check["vision_max_abs_diff"] < 1e-4 and check["embedding_max_abs_diff"] < 1e-4
     assert check["greedy_tokens_match"], check
 
 
 def test_ask_with_no_one_and_two_images(exported):
-    one = vision.ask(exported, "What is it?", data.images()[:1], max_new_tokens=8)
+    one = images.ask(exported, "What is it?", data.images()[:1], max_new_tokens=8)
     assert one.image_tokens == 1921 and one.new_tokens > 0 and one.time_to_first_token > 0
-    assert vision.vision_seconds(exported, data.images()[0], runs=1) > 0
-    none = vision.ask(exported, "Tell me a fact.", [], max_new_tokens=8)
+    assert images.vision_seconds(exported, data.images()[0], runs=1) > 0
+    none = images.ask(exported, "Tell me a fact.", [], max_new_tokens=8)
     assert none.image_tokens == 0 and none.text
-    two = vision.ask(exported, "Compare <|image_1|> with <|image_2|>.", data.images()[:2], max_new_tokens=4)
+    two = images.ask(exported, "Compare <|image_1|> with <|image_2|>.", data.images()[:2], max_new_tokens=4)
     assert two.image_tokens > one.image_tokens
 
 
 def test_bad_inputs_fail_before_running(exported, tmp_path, monkeypatch):
     fake = tmp_path / "fake.png"
     fake.write_text("not an image")
-    with pytest.raises(vision.VisionError, match="not a readable image"):
-        vision.ask(exported, "What is it?", [fake])
-    with pytest.raises(vision.VisionError, match="does not exist"):
-        vision.ask(exported, "What is it?", [tmp_path / "missing.png"])
-    with pytest.raises(vision.VisionError, match="one tag per image"):
-        vision.ask(exported, "<|image_1|> vs <|image_2|>", data.images()[:1])
-    monkeypatch.setattr("labkit.generate.context_length", lambda _: 1000)
-    with pytest.raises(vision.VisionError, match="image 1: 1921"):
-        vision.ask(exported, "What is it?", data.images()[:1])
+    with pytest.raises(images.VisionError, match="not a readable image"):
+        images.ask(exported, "What is it?", [fake])
+    with pytest.raises(images.VisionError, match="does not exist"):
+        images.ask(exported, "What is it?", [tmp_path / "missing.png"])
+    with pytest.raises(images.VisionError, match="one tag per image"):
+        images.ask(exported, "<|image_1|> vs <|image_2|>", data.images()[:1])
+    monkeypatch.setattr("labkit.runtime.images.context_length", lambda _: 1000)
+    with pytest.raises(images.VisionError, match="image 1: 1921"):
+        images.ask(exported, "What is it?", data.images()[:1])
 
 
 def test_missing_vision_model_is_named(exported, tiny_builds, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(exported, broken)
-    (broken / vision.VISION_FILE).unlink()
-    with pytest.raises(vision.VisionError, match="vision model .* is missing"):
-        vision.ask(broken, "What is it?", data.images()[:1])
-    with pytest.raises(vision.VisionError, match="text-only"):
-        vision.check_folder(tiny_builds["int4"].path)
+    (broken / images.VISION_FILE).unlink()
+    with pytest.raises(images.VisionError, match="vision model .* is missing"):
+        images.ask(broken, "What is it?", data.images()[:1])
+    with pytest.raises(images.VisionError, match="text-only"):
+        images.check_folder(tiny_builds["int4"].path)
 
 
 def test_wrong_checkpoint_is_a_clear_error(tiny_dir):
     with pytest.raises(ValueError, match="not a Phi-3.5-vision checkpoint"):
-        vision.read_checkpoint(tiny_dir)
+        vision_checkpoint.read_checkpoint(tiny_dir)
 
 
 PLAIN_SCRIPT = """

@@ -12,8 +12,8 @@ import socket
 import sys
 from pathlib import Path
 
-from . import paths
-from .profiles import get_profile
+from ..core import paths
+from ..core.profiles import get_profile
 
 
 def probe_gpu():

@@ -1,13 +1,13 @@
 """The model cache: content keys, atomic and verified output folders, safe to share between processes.
 
-Every cached step (tiny models, builds, AWQ, Olive, vision exports) writes its output folder through
-`cached_dir`:
+Every cached output (tiny models, shadows, builds, AWQ, Olive, vision exports) is written through
+`cached_dir`; the steps that turn one model into another (builds, AWQ, Olive, vision exports) through
+`cached_step`, which adds the key, the log file and an info record:
 
-    with cache.cached_dir(final, force=force, label="int4 build") as tmp:
-        if tmp is None:          # a verified, finished folder is already there
-            return final
-        ...write the output into tmp...
-    # on success: manifest.json written last, tmp moved to final
+    step = cache.cached_step("builds", "tiny-int4", (model_dir, options), make,
+                             info_file="build_info.json", label="int4 build")
+    # a verified, finished folder is reused; else make(tmp, log) fills a temp folder,
+    # manifest.json is written last and the folder renamed into place
 
 - **Verified hits.** `manifest.json`, written last, lists every file with its size (and a SHA-256
   where the file is small enough to hash cheaply). A hit whose files do not match (a truncated
@@ -34,6 +34,9 @@ import os
 import re
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST = "manifest.json"
@@ -168,6 +171,44 @@ def cached_dir(final: Path, force: bool = False, label: str | None = None):
             print(f"{label or final.name}: the cached copy at {final} is damaged ({problem}); rebuilding it.")
         with atomic_dir(final) as tmp:
             yield tmp
+
+
+# ------------------------------------------------------------------ one cached step
+@dataclass
+class Step:
+    """A cached step's finished output: its folder, log, recorded info, and whether it was reused. All labs."""
+
+    path: Path
+    log: Path
+    info: dict
+    cached: bool
+    seconds: float
+
+
+def cached_step(kind: str, name: str, key: tuple, make: Callable[[Path, Path], dict], *, info_file: str,
+                label: str, force: bool = False) -> Step:
+    """Run `make(tmp, log)` once per input and reuse its verified output after that. All labs.
+
+    The output folder is `<cache>/<kind>/<name>-<cache_key(*key)>`, its log `<cache>/<kind>/logs/<folder>.log`.
+    `make` fills `tmp` (checks that need no heavy work belong before the call; checks that do, such as
+    memory, go first inside `make`, so a cache hit never pays them) and returns what to record: it lands in
+    `info_file` with the seconds it took. Builds, AWQ, Olive's fine-tune and export and the vision export
+    all run through here.
+    """
+    from .paths import cache_dir
+
+    final = cache_dir() / kind / f"{name}-{cache_key(*key)}"
+    log = final.parent / "logs" / f"{final.name}.log"
+    started = time.perf_counter()
+    with cached_dir(final, force, label) as tmp:
+        if tmp is None:
+            info = json.loads((final / info_file).read_text())
+            return Step(final, log, info, True, time.perf_counter() - started)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        info = dict(make(tmp, log) or {})
+        info.setdefault("seconds", round(time.perf_counter() - started, 2))
+        (tmp / info_file).write_text(json.dumps(info, indent=2, default=str))
+    return Step(final, log, info, False, info["seconds"])
 
 
 # ------------------------------------------------------------------ logs

@@ -8,9 +8,10 @@ model or, on a laptop CPU where that takes hours, the tiny one.
 
 from __future__ import annotations
 
-from . import hub, shadow, sizing
-from .profiles import get_profile
-from .sizing import GB, PROCESS_OVERHEAD_BYTES
+from ..core import sizing
+from ..core.profiles import get_profile
+from ..core.sizing import GB, PROCESS_OVERHEAD_BYTES
+from ..making import hub, shadow
 
 # What each lab of a profile needs, for lab 00's plan. cpu: measured `make course` on 2 cores (README).
 # laptop: lab 01 from labkit.sizing's shadow measurements; inference from loading and running the INT4 shadow

@@ -69,7 +69,7 @@ def block16_build(build_dir: str | Path, b32_dir: str | Path, predicted_size_mb)
     """An INT4 build with 16-weight blocks, larger than the 32-weight one, size predicted within 15 %. Lab 01."""
     import onnx
 
-    from .paths import dir_size
+    from ..core.paths import dir_size
 
     graph = onnx.load(str(Path(build_dir) / "model.onnx"), load_external_data=False).graph
     blocks = {a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "block_size"}
@@ -97,8 +97,8 @@ def processor_image_tokens(folder: str | Path, images: list[str | Path]) -> int:
     """How many image tokens og's processor makes of `images` in one prompt. Lab 02."""
     import onnxruntime_genai as og
 
-    from .generate import load_processor
-    from .vision import image_prompt
+    from ..runtime.generate import load_processor
+    from ..runtime.images import image_prompt
 
     processor = load_processor(str(folder))
     inputs = processor(image_prompt("", len(images)), images=og.Images.open(*[str(p) for p in images]))
@@ -116,7 +116,7 @@ def image_tokens(answer, folder: str | Path, images: list[str | Path]) -> Result
 # ------------------------------------------------------------------ lab 03
 def own_adapter(model_dir: str | Path, adapter: str | Path, rows: list[dict]) -> Result:
     """An adapter trained on your own pairs lowers their loss (and there are at least 20). Lab 03."""
-    from .olive import eval_loss
+    from ..training.olive import eval_loss
 
     if len(rows) < 20 or not all(r.get("prompt") and r.get("response") for r in rows):
         return _report(False, "", f"{len(rows)} pairs: write at least 20, each with a prompt and a response.")
@@ -128,7 +128,7 @@ def own_adapter(model_dir: str | Path, adapter: str | Path, rows: list[dict]) ->
 
 def adapter_share(answer, onnx_dir: str | Path, adapter: str | Path) -> Result:
     """The adapter file's size as a share of the model folder, within 10 %. Lab 03."""
-    from .paths import dir_size
+    from ..core.paths import dir_size
 
     truth = Path(adapter).stat().st_size / dir_size(onnx_dir)
     return _report(_close(answer, truth, 0.10), f"the adapter is {truth:.1%} of the folder: cheap to ship many.",
@@ -144,7 +144,7 @@ def repeated_ngrams(tokens: list[int], n: int = 4) -> int:
 
 def loop_stopped(model_dir: str | Path, prompt: str, settings: dict, new_tokens: int = 80) -> Result:
     """With `settings`, a forced 80-token continuation of the prompt repeats no 4-gram. Lab 04."""
-    from .generate import GenerationError, generate
+    from ..runtime.generate import GenerationError, generate
 
     try:
         out = generate(model_dir, prompt, chat=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **settings)
@@ -157,7 +157,7 @@ def loop_stopped(model_dir: str | Path, prompt: str, settings: dict, new_tokens:
 
 def new_token_budget(answer, model_dir: str | Path, prompt: str) -> Result:
     """The most new tokens a chat prompt leaves room for in the model's context. Lab 04."""
-    from .generate import chat_prompt, context_length, load
+    from ..runtime.generate import chat_prompt, context_length, load
 
     _, tokenizer = load(str(model_dir))
     truth = context_length(model_dir) - len(tokenizer.encode(chat_prompt(tokenizer, prompt)))

@@ -30,7 +30,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import cache, models, paths
+from ..core import cache, paths
+from . import models
 
 SHADOW_FORMAT = "labkit-shadow-v1"   # bump when what create_shadow writes changes
 SHARD_BYTES = 2 << 30                # ≤ 2 GiB per shard bounds creation memory
@@ -93,7 +94,7 @@ def shadow_config(name: str = "phi-3.5-mini", layers: int | None = None, vision_
                               f"(None = all {full}).")
         config["num_hidden_layers"] = layers
     if config["architectures"] == ["Phi3VForCausalLM"]:
-        from . import vision
+        from . import vision_encoder as vision
 
         depth = VISION_LAYERS if vision_layers is None else vision_layers
         if not isinstance(depth, int) or not 1 <= depth <= VISION_LAYERS:
@@ -110,7 +111,7 @@ def shadow_config(name: str = "phi-3.5-mini", layers: int | None = None, vision_
 def _vision_spec(depth: int):
     from dataclasses import replace
 
-    from . import vision
+    from . import vision_encoder as vision
 
     return replace(vision.REAL, num_layers=depth)
 
@@ -129,7 +130,7 @@ def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
         model = Phi3ForCausalLM(Phi3Config(**_text_only(config)))
         shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
         if "img_processor" in config:
-            from . import vision
+            from . import vision_encoder as vision
 
             spec = vision.VisionSpec(**config["img_processor"].get("labkit_spec", asdict(vision.REAL)))
             encoder = vision.vision_encoder(spec, config["hidden_size"])

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paths, results
+from ..core import paths, results
 
 # Headless runs (`make course`, tests) have no one to type into the chat panel.
 COURSE_PARAMETERS = {"04_inference": {"interactive": False}}
@@ -61,7 +61,7 @@ class Lab:
 
 def start_lab(name: str, profile: str | None = None, run_dir: str | Path | None = None) -> Lab:
     """First call of every notebook: pick the profile and the run folder, print where things go. All labs."""
-    from .profiles import get_profile
+    from ..core.profiles import get_profile
 
     chosen = get_profile(profile)
     os.environ["LABKIT_PROFILE"] = chosen.name
@@ -101,7 +101,7 @@ def _environment(**values):
 
 def cell_timeout(profile: str = "cpu") -> int:
     """Seconds one cell may run before papermill stops it: the profile's, or `$LABKIT_CELL_TIMEOUT`. All labs."""
-    from .profiles import get_profile
+    from ..core.profiles import get_profile
 
     return int(os.environ.get("LABKIT_CELL_TIMEOUT") or get_profile(profile).cell_timeout_s)
 
@@ -166,7 +166,7 @@ def run_course(selection: list[str] | None = None, parameters: dict[str, dict] |
         # Recorded after every notebook, so the report notebook sees the labs before it.
         results.record("course", {"profile": profile, "notebook_seconds": timings}, run_dir / "results.json")
     if (run_dir / "05_results.ipynb").exists():
-        from .report import export_html
+        from ..measuring.report import export_html
         print("report:", export_html(run_dir / "05_results.ipynb", run_dir / "report.html"))
     print(json.dumps(timings, indent=2))
     print(f"\nDone. Executed notebooks, artifacts and results.json are in {run_dir}")

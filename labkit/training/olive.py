@@ -30,7 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cache, data, models, paths
+from ..core import cache, data, paths
+from ..making import models
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 PHI3_LORA_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj"
@@ -134,19 +135,17 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
         raise ValueError(f"max_seq_len={max_seq_len} would cut pairs of {train_file.name}: the longest is {longest} "
                          f"tokens. Pass max_seq_len={longest} or more, or leave it out (labkit measures it).")
     settings = dict(steps=steps, r=lora_r, alpha=lora_alpha, lr=learning_rate, bs=batch_size, seq=max_seq_len)
-    final = paths.cache_dir() / "olive" / f"{model_dir.name}-lora-r{lora_r}-s{steps}-" \
-        f"{cache.cache_key(model_dir, settings, cache.file_sha256(Path(train_file)), OLIVE_FORMAT)}"
-    log = paths.cache_dir() / "olive" / "logs" / f"{final.name}.log"
-    with cache.cached_dir(final, force, "LoRA fine-tune") as tmp:
-        if tmp is None:
-            info = json.loads((final / "finetune_info.json").read_text())
-            return FineTune(final / "adapter", model_dir, [tuple(x) for x in info["losses"]], info["seconds"],
-                            True, log)
+
+    def make(tmp: Path, log: Path) -> dict:
         seconds, losses = _finetune_into(tmp, model_dir, train_file, settings, logging_steps, log, progress)
-        (tmp / "finetune_info.json").write_text(json.dumps(
-            {"base_model": str(model_dir), "settings": settings, "train_pairs": len(rows), "losses": losses,
-             "seconds": round(seconds, 1)}, indent=2))
-    return FineTune(final / "adapter", model_dir, losses, seconds, False, log)
+        return {"base_model": str(model_dir), "settings": settings, "train_pairs": len(rows), "losses": losses,
+                "seconds": round(seconds, 1)}
+
+    step = cache.cached_step("olive", f"{model_dir.name}-lora-r{lora_r}-s{steps}",
+                             (model_dir, settings, cache.file_sha256(Path(train_file)), OLIVE_FORMAT), make,
+                             info_file="finetune_info.json", label="LoRA fine-tune", force=force)
+    return FineTune(step.path / "adapter", model_dir, [tuple(x) for x in step.info["losses"]], step.info["seconds"],
+                    step.cached, step.log)
 
 
 def longest_pair_tokens(model_dir: Path, rows: list[dict]) -> int:
@@ -202,7 +201,7 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
     The LoRA weights become inputs of the graph instead of constants, so one model can load and
     swap adapters at run time (`og.Adapters`).
     """
-    from .build import keep_source_tokenizer
+    from ..making.tokenizer import keep_source_tokenizer
 
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").exists():
@@ -213,22 +212,20 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
     providers = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
     if execution_provider not in providers:
         raise ValueError(f"execution_provider must be one of {list(providers)}")
-    final = paths.cache_dir() / "olive" / f"{model_dir.name}-onnx-{precision}-" \
-        f"{cache.cache_key(model_dir, adapter, precision, execution_provider, OLIVE_FORMAT)}"
-    log = paths.cache_dir() / "olive" / "logs" / f"{final.name}.log"
-    with cache.cached_dir(final, force, "ONNX export with adapter") as tmp:
-        if tmp is None:
-            return final
+
+    def make(tmp: Path, log: Path) -> dict:
         _run_olive("ONNX export with adapter", [
             "auto-opt", "-m", str(model_dir), "-a", str(adapter), "-o", str(tmp),
             "--device", "gpu" if execution_provider == "cuda" else "cpu", "--provider", providers[execution_provider],
             "--use_model_builder", "--use_ort_genai", "--precision", precision, "--log_level", "1"],
             log, expect=tmp / "adapter_weights.onnx_adapter")
         keep_source_tokenizer(model_dir, tmp)
-        (tmp / "labkit_export.json").write_text(json.dumps(
-            {"base_model": str(model_dir), "adapter": str(adapter), "precision": precision,
-             "execution_provider": execution_provider}, indent=2))
-    return final
+        return {"base_model": str(model_dir), "adapter": str(adapter), "precision": precision,
+                "execution_provider": execution_provider}
+
+    return cache.cached_step("olive", f"{model_dir.name}-onnx-{precision}",
+                             (model_dir, adapter, precision, execution_provider, OLIVE_FORMAT), make,
+                             info_file="labkit_export.json", label="ONNX export with adapter", force=force).path
 
 
 def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 600, learning_rate: float = 3e-3,
@@ -254,7 +251,7 @@ def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 600, learni
 def travel_model(model_dir: str | Path = "", adapter: str | Path = "", steps: int = 600,
                  progress: bool = True) -> tuple[Path, Path | None]:
     """The genai model + adapter lab 04 works on: given, else lab 03's latest, else made now. Lab 04."""
-    from . import results
+    from ..core import results
 
     if model_dir:
         model_dir = Path(model_dir)

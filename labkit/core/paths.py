@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
 NOTEBOOKS = REPO / "notebooks"
 

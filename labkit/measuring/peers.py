@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cache, paths
+from ..core import cache, paths
 
 WORKER = Path(__file__).with_name("peer_worker.py")
 VENVS = paths.REPO / ".venv-peers"
@@ -130,7 +130,7 @@ def _exported(final: Path, make: Callable[[Path], object]) -> Path:
 
 def prepare_ortgenai(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
     """The course's own builds of the bench checkpoint (`labkit.build`, cached). Lab 01."""
-    from . import build
+    from ..making import build
 
     out = []
     for precision in PRECISIONS:
@@ -214,7 +214,8 @@ def prompt_ids(count: int) -> list[int]:
     """The first `count` token ids of the held-out corpus under the bench model's tokenizer. Lab 01."""
     from transformers import AutoTokenizer
 
-    from . import data, models
+    from ..core import data
+    from ..making import models
 
     tokenizer = AutoTokenizer.from_pretrained(models.create_tiny("bench", progress=False))
     ids = tokenizer(data.corpus("heldout"))["input_ids"][:count]
@@ -237,7 +238,7 @@ def run_bench_peers(engines: list[Engine] | None = None, bench_dir: Path | None 
                     new_tokens: int = 64, prompt_tokens: int = 128, threads: int = 2, orders: int = 2,
                     out: Path | None = None, ids: list[int] | None = None, progress: bool = True) -> dict:
     """The `make bench-peers` suite. Prints a table, writes `runs/bench-peers.json`, returns the result. Lab 01."""
-    from . import models
+    from ..making import models
 
     if runs < 1 or new_tokens < 2 or threads < 1 or orders not in (1, 2):
         raise PeerError("runs ≥ 1, new_tokens ≥ 2, threads ≥ 1 and orders 1 or 2, please.")

@@ -27,11 +27,11 @@ import io
 import json
 import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import cache, lean, models, paths, sizing
+from ..core import cache, paths, sizing
+from . import lean, models, tokenizer
 
 # Precision -> execution providers the builder supports it on (from the builder's own help).
 SUPPORTED = {
@@ -213,38 +213,43 @@ def build(model: str | Path = "tiny", precision: str = "int4", execution_provide
     options.validate()                              # cheap checks first,
     model_dir = models.resolve_model(model)         # then find (or create) the model,
     config = check_model_dir(model_dir)
-    key = cache.cache_key(model_dir, asdict(options), BUILD_FORMAT)
     label = Path(str(model)).name if str(model) not in models.SPECS else str(model)
-    final = builds_root() / f"{label}-{options.name}-{key}"
-    log = builds_root() / "logs" / f"{final.name}.log"
-    started = time.perf_counter()
-    with cache.cached_dir(final, force, f"{options.name} build") as tmp:
-        if tmp is None:
-            return Build(final, options, time.perf_counter() - started, True, log)
-        if check_memory and options.precision in sizing.MEASURED_PHI35_MINI:
-            need = sizing.build_requirement(options.precision, sizing.text_config(config))
-            try:
-                sizing.check_fits(f"The {options.name} build of {label}", need["peak_rss_bytes"], need["basis"])
-            except sizing.DoesNotFit as err:
-                raise BuildError(f"{err} (build(..., check_memory=False))") from None
+
+    def make(tmp: Path, log: Path) -> dict:
+        if check_memory:
+            _check_memory(options, config, label)
         check_disk(builds_root(), int(estimate_output_bytes(model_dir, config, options.precision) * 1.5))
-        log.parent.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        with log.open("w") as log_file:
-            try:
-                _run_builder(model_dir, tmp, options, config, log_file, progress)
-            except BuildError:
-                raise
-            except Exception as exc:
-                raise BuildError(f"The model builder failed on {options.name}: {type(exc).__name__}: {exc}\n"
-                                 f"Full log: {log}") from exc
-        keep_source_tokenizer(model_dir, tmp)
-        seconds = time.perf_counter() - started
-        info = {"model": str(model), "model_dir": str(model_dir), "options": asdict(options), "name": options.name,
-                "key": key, "seconds": round(seconds, 2), "cli": options.cli(str(model), str(final)),
+        _run_logged(model_dir, tmp, options, config, log, progress)
+        tokenizer.keep_source_tokenizer(model_dir, tmp)
+        return {"model": str(model), "model_dir": str(model_dir), "options": asdict(options), "name": options.name,
                 "format": BUILD_FORMAT}
-        (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
-    return Build(final, options, seconds, False, log)
+
+    step = cache.cached_step("builds", f"{label}-{options.name}", (model_dir, asdict(options), BUILD_FORMAT), make,
+                             info_file="build_info.json", label=f"{options.name} build", force=force)
+    return Build(step.path, options, step.seconds, step.cached, step.log)
+
+
+def _check_memory(options: BuildOptions, config: dict, label: str) -> None:
+    """Refuse a build that would not fit in this machine's RAM (measured on shadows; INT4/INT8/FP32 only)."""
+    if options.precision not in sizing.MEASURED_PHI35_MINI:
+        return
+    need = sizing.build_requirement(options.precision, sizing.text_config(config))
+    try:
+        sizing.check_fits(f"The {options.name} build of {label}", need["peak_rss_bytes"], need["basis"])
+    except sizing.DoesNotFit as err:
+        raise BuildError(f"{err} (build(..., check_memory=False))") from None
+
+
+def _run_logged(model_dir: Path, out_dir: Path, options: BuildOptions, config: dict, log: Path, progress: bool):
+    """The builder with its output in `log`; any failure becomes a BuildError naming the log."""
+    with log.open("w") as log_file:
+        try:
+            _run_builder(model_dir, out_dir, options, config, log_file, progress)
+        except BuildError:
+            raise
+        except Exception as exc:
+            raise BuildError(f"The model builder failed on {options.name}: {type(exc).__name__}: {exc}\n"
+                             f"Full log: {log}") from exc
 
 
 def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: dict, log_file, progress: bool):
@@ -296,26 +301,6 @@ def quantize_int8(model_dir: Path, block_size: int = 32, accuracy_level: int | N
                     location="model.onnx.data", size_threshold=1024)
 
 
-def keep_source_tokenizer(model_dir: Path, out_dir: Path) -> None:
-    """Restore the source's tokenizer class and chat template in the build's tokenizer_config.json. Lab 01.
-
-    The builder re-saves the tokenizer with transformers 5, which writes `TokenizersBackend` as the
-    class; onnxruntime-genai 0.12 only reads the classes it knows (GPT2Tokenizer, LlamaTokenizer…).
-    """
-    source = json.loads((Path(model_dir) / "tokenizer_config.json").read_text())
-    target_path = Path(out_dir) / "tokenizer_config.json"
-    target = json.loads(target_path.read_text())
-    if source.get("tokenizer_class"):
-        target["tokenizer_class"] = source["tokenizer_class"]
-    template = source.get("chat_template")
-    jinja = Path(model_dir) / "chat_template.jinja"
-    if not template and jinja.exists():
-        template = jinja.read_text()
-    if template:
-        target["chat_template"] = template
-    target_path.write_text(json.dumps(target, indent=2))
-
-
 def build_all(model: str | Path, precisions, execution_provider: str = "cpu", int4_variants=(),
               force: bool = False, progress: bool = True) -> dict[str, Build]:
     """Build `model` in each precision, plus each INT4 variant (a dict of int4 options). Lab 01.
@@ -342,5 +327,5 @@ def summary(builds: dict[str, Build]):
     import pandas as pd
 
     rows = {name: {"seconds": round(b.seconds, 2), "cached": b.cached, "size_mb": round(b.size_bytes / 1e6, 2),
-                   "cli": b.info["cli"]} for name, b in builds.items()}
+                   "cli": b.options.cli(b.info["model"], str(b.path))} for name, b in builds.items()}
     return pd.DataFrame.from_dict(rows, orient="index")

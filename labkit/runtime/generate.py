@@ -1,14 +1,9 @@
 """Text generation with the onnxruntime-genai generate() API (0.6+). Taught in lab 04; first used in lab 01.
 
-The loop every example of the current API shares, and the one this module wraps:
-
-    model = og.Model(folder); tokenizer = og.Tokenizer(model); stream = tokenizer.create_stream()
-    params = og.GeneratorParams(model); params.set_search_options(max_length=256)
-    generator = og.Generator(model, params)
-    generator.append_tokens(tokenizer.encode(prompt))        # was params.input_ids before 0.6
-    while not generator.is_done():
-        generator.generate_next_token()                      # compute_logits() is gone
-        print(stream.decode(generator.get_next_tokens()[0]), end="")
+On top of the token loop (`labkit.loop`, the one place labkit calls `generate_next_token`) this
+module adds what a chat needs: the folder's model and tokenizer loaded once, the chat template,
+checked search options and lengths, LoRA adapters, multi-turn history and comparison tables.
+Lab 04 writes the loop out in plain og calls before it uses `generate`.
 """
 
 from __future__ import annotations
@@ -16,11 +11,12 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+
+from . import loop
 
 
 @dataclass
@@ -66,7 +62,7 @@ def check_search_options(**options) -> dict:
     checked = {}
     for name, value in options.items():
         if name == "images":
-            raise GenerationError("Image prompts go through labkit.vision.ask(folder, question, images), which "
+            raise GenerationError("Image prompts go through labkit.images.ask(folder, question, images), which "
                                   "runs the model's multimodal processor.")
         if name not in SEARCH_OPTIONS:
             raise GenerationError(f"Unknown search option {name!r}. Known: {', '.join(SEARCH_OPTIONS)} "
@@ -201,21 +197,20 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
     `adapter`: an `.onnx_adapter` file (lab 03) to activate for this generation.
     Image prompts for a multimodal model (lab 02) go through `labkit.vision.ask`.
     """
-    import onnxruntime_genai as og
-
     search = check_search_options(**search)
     model, tokenizer, input_ids = _prompt_ids(model_dir, prompt, chat, max_new_tokens, min_new_tokens)
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(input_ids) + max_new_tokens,
-                              min_length=len(input_ids) + min_new_tokens, **search)
-    generator = og.Generator(model, params)
+    generator = loop.new_generator(model, max_length=len(input_ids) + max_new_tokens,
+                                   min_length=len(input_ids) + min_new_tokens, **search)
     if adapter is not None:
         _activate(generator, str(model_dir), model, adapter)
-    started = time.perf_counter()
-    generator.append_tokens(input_ids)
-    if search.get("num_beams", 1) > 1:
-        return _finish_beams(generator, tokenizer, len(input_ids), started, on_token)
-    return _stream(generator, tokenizer, len(input_ids), started, on_token)
+    if search.get("num_beams", 1) > 1:     # beams are only final at the end: no streaming, one piece of text
+        out = loop.run(generator, input_ids, beams=True)
+        text = tokenizer.decode(out.tokens)
+        if on_token and text:
+            on_token(text)
+        return Generation(text, len(input_ids), len(out.tokens), out.seconds, out.seconds, out.tokens)
+    out = loop.run(generator, input_ids, stream=tokenizer.create_stream(), on_token=on_token)
+    return Generation(out.text, len(input_ids), len(out.tokens), out.seconds, out.first_token_seconds, out.tokens)
 
 
 def _prompt_ids(model_dir, prompt: str, chat: bool, max_new_tokens: int, min_new_tokens: int):
@@ -231,36 +226,6 @@ def _prompt_ids(model_dir, prompt: str, chat: bool, max_new_tokens: int, min_new
                               f"exceeds the model's context length of {limit}. Shorten the prompt or lower "
                               "max_new_tokens.")
     return model, tokenizer, input_ids
-
-
-def _stream(generator, tokenizer, prompt_tokens: int, started: float, on_token) -> Generation:
-    """The generate loop: one token per step, decoded through the tokenizer stream as it arrives."""
-    stream = tokenizer.create_stream()
-    pieces, tokens, first = [], [], None
-    while not generator.is_done():
-        generator.generate_next_token()
-        token = int(generator.get_next_tokens()[0])
-        if first is None:
-            first = time.perf_counter() - started
-        tokens.append(token)
-        piece = stream.decode(token)
-        pieces.append(piece)
-        if on_token and piece:
-            on_token(piece)
-    seconds = time.perf_counter() - started
-    return Generation("".join(pieces), prompt_tokens, len(tokens), seconds, first or seconds, tokens)
-
-
-def _finish_beams(generator, tokenizer, prompt_tokens: int, started: float, on_token) -> Generation:
-    """Beam search: beams are only final at the end, so no streaming; the best beam is sequence 0."""
-    while not generator.is_done():
-        generator.generate_next_token()
-    tokens = [int(t) for t in generator.get_sequence(0)[prompt_tokens:]]
-    seconds = time.perf_counter() - started
-    reply = tokenizer.decode(tokens)
-    if on_token:
-        on_token(reply)
-    return Generation(reply, prompt_tokens, len(tokens), seconds, seconds, tokens)
 
 
 def print_token(piece: str) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import models, paths
+from ..core import paths
+from . import models
 
 PUBLISHED_ONNX = {
     # The CPU INT4 build Microsoft publishes next to the checkpoint (AWQ, block 128, accuracy level 4).
@@ -90,7 +91,7 @@ def prefetch(profile: str, offline: bool | None = None, out=print) -> list[dict]
     """Download (or, offline, check) everything `profile` needs; print and return folder sizes. Lab 00.
 
     Offline and something missing: raises `NotCached` listing every missing item's command."""
-    from .profiles import get_profile
+    from ..core.profiles import get_profile
 
     name = get_profile(profile).name
     offline = models.is_offline() if offline is None else offline

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table.to_string())
         return int((table.status == "FAIL").any())
     elif args.command == "tiny":
-        from .models import create_tiny, model_card
+        from ..making.models import create_tiny, model_card
         path = create_tiny()
         card = model_card(path)
         print(f"{path}\n{card['parameters']:,} parameters, held-out perplexity {card['heldout_perplexity']:.2f} "
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "keep-tokenizer":
         from pathlib import Path
 
-        from .build import keep_source_tokenizer
-        from .models import resolve_model
+        from ..making.models import resolve_model
+        from ..making.tokenizer import keep_source_tokenizer
         missing = [b for b in args.builds if not (Path(b) / "tokenizer_config.json").exists()]
         if missing:
             print(f"error: {', '.join(missing)}: no tokenizer_config.json; pass folders the model builder wrote "
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "bench-scale":
         from pathlib import Path
 
-        from .scale import ScaleError, run_bench_scale
+        from ..measuring.scale import ScaleError, run_bench_scale
         try:
             run_bench_scale(args.layers, tuple(args.precisions), runs=args.runs,
                             out=Path(args.out) if args.out else None, vision=args.vision)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "bench-peers":
         from pathlib import Path
 
-        from .peers import PeerError, default_engines, run_bench_peers
+        from ..measuring.peers import PeerError, default_engines, run_bench_peers
         try:
             run_bench_peers(default_engines(args.engines), runs=args.runs, new_tokens=args.new_tokens,
                             threads=args.threads, out=Path(args.out) if args.out else None)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
     elif args.command == "prefetch":
-        from .hub import NotCached, prefetch
+        from ..making.hub import NotCached, prefetch
         try:
             prefetch(args.profile)
         except NotCached as err:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "build":
         import json
 
-        from .build import BuildError, build
+        from ..making.build import BuildError, build
         try:
             result = build(args.model, args.precision, args.execution_provider, force=args.force,
                            progress=not args.json)
@@ -159,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "export-vision":
         import json
 
-        from .paths import dir_size
-        from .vision import export
+        from ..core.paths import dir_size
+        from ..making.vision_export import export
         folder = export(args.model, args.precision, force=args.force, progress=not args.json)
         print(json.dumps({"dir": str(folder), "size_bytes": dir_size(folder)}) if args.json else folder)
     elif args.command == "bench":
-        from .bench import run_benchmark
+        from ..measuring.bench import run_benchmark
         run_benchmark(runs=args.runs)
     return 0
 

@@ -20,7 +20,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import bench, paths, shadow, sizing
+from ..core import paths, sizing
+from ..making import shadow
+from . import bench
 
 PRECISIONS = ("int4", "int8", "fp32")
 FIELDS = ("size_bytes", "build_seconds", "peak_rss_bytes", "load_seconds", "prefill_tok_s", "decode_tok_s")
@@ -87,14 +89,14 @@ def measure_vision(layers: int | None = None, vision_layers: int | None = None, 
     import statistics
     import tempfile
 
-    from . import vision
+    from ..runtime import images
 
     model_dir = shadow.create_shadow("phi-3.5-vision", layers, vision_layers=vision_layers, progress=progress)
     row = {"checkpoint": str(model_dir), **in_child("export-vision", model_dir, "int4"), "images": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for label, (width, height) in IMAGES.items():
             image = sample_image(Path(tmp), width, height)
-            answers = [vision.ask(row["dir"], "What is in the picture?", [image], max_new_tokens=1)
+            answers = [images.ask(row["dir"], "What is in the picture?", [image], max_new_tokens=1)
                        for _ in range(runs + 1)][1:]
             row["images"][label] = {
                 "image_tokens": answers[0].image_tokens, "prompt_tokens": answers[0].prompt_tokens,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from . import paths, results
+from ..core import paths, results
 
 # The measures of lab 01's builds that the variants table shows (keys of results.BuildMeasures).
 MEASURES = ["size_mb", "load_s", "prefill_tok_s", "decode_tok_s", "perplexity", "agreement_fp32"]

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from . import data
+from ..core import data
 
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 # Enough new tokens for the longest training answer (48 tokens) to end: a verdict on a cut-off answer would
@@ -97,7 +97,7 @@ def ask_all(model_dir, questions: list[dict], adapters: dict, max_new_tokens: in
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from . import generate
+    from ..runtime import generate
 
     table = pd.DataFrame({"prompt": [q["prompt"] for q in questions], "city": [q["city"] for q in questions]})
     rates = {}

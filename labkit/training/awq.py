@@ -24,7 +24,8 @@ import json
 import time
 from pathlib import Path
 
-from . import cache, data, models, paths
+from ..core import cache, data, paths
+from ..making import models
 
 AWQ_FORMAT = "labkit-awq-v2"   # v2: calibration in file order (deterministic)
 
@@ -96,16 +97,15 @@ def quantize(model: str | Path = "tiny", recipe: list | None = None, *, group_si
                          "int4_block_size values), so the ONNX build lands on AWQ's grid.")
     model_dir = models.resolve_model(model)
     described = [[type(m).__name__, m.model_dump(mode="json")] for m in recipe]
-    key = cache.cache_key(model_dir, described, samples, seq_len, AWQ_FORMAT)
-    final = paths.cache_dir() / "awq" / f"{model_dir.name}-awq-g{group_size}-{key}"
-    with cache.cached_dir(final, force, "AWQ") as tmp:
-        if tmp is not None:
-            _awq_into(tmp, model_dir, recipe, samples, seq_len, final.name)
-    return final
+    step = cache.cached_step("awq", f"{model_dir.name}-awq-g{group_size}",
+                             (model_dir, described, samples, seq_len, AWQ_FORMAT),
+                             lambda tmp, log: _awq_into(tmp, model_dir, recipe, samples, seq_len, log),
+                             info_file="awq_info.json", label="AWQ", force=force)
+    return step.path
 
 
-def _awq_into(tmp: Path, model_dir: Path, recipe: list, samples: int, seq_len: int, name: str) -> None:
-    """Run `oneshot` with the recipe on `model_dir` and save the dequantized float checkpoint in `tmp`."""
+def _awq_into(tmp: Path, model_dir: Path, recipe: list, samples: int, seq_len: int, log: Path) -> dict:
+    """Run `oneshot` with the recipe on `model_dir`, save the dequantized float checkpoint in `tmp`; return its info."""
     import torch
     from compressed_tensors.quantization.lifecycle.forward import fake_quantize
     from datasets import Dataset
@@ -117,8 +117,6 @@ def _awq_into(tmp: Path, model_dir: Path, recipe: list, samples: int, seq_len: i
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     texts = chat_texts(tokenizer, data.travel("train")[:samples])
-    log = paths.cache_dir() / "awq" / "logs" / f"{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     names = ", ".join(type(m).__name__ for m in recipe)
     print(f"oneshot(model, dataset=<{len(texts)} travel pairs>, recipe=[{names}], max_seq_length={seq_len}, "
           f"pipeline='sequential', shuffle_calibration_samples=False)   # llmcompressor's log: {log}")
@@ -154,10 +152,9 @@ def _awq_into(tmp: Path, model_dir: Path, recipe: list, samples: int, seq_len: i
                         getattr(clean_modules[name], pname).copy_(param)
     clean.save_pretrained(tmp)
     models.copy_tokenizer(model_dir, tmp)
-    info = {"source": str(model_dir), "group_size": recipe_group_size(recipe), "symmetric": False, "bits": 4,
+    return {"source": str(model_dir), "group_size": recipe_group_size(recipe), "symmetric": False, "bits": 4,
             "calibration_samples": len(texts), "quantized_linears": quantized_layers,
             "seconds": round(time.perf_counter() - started, 1), "format": AWQ_FORMAT}
-    (tmp / "awq_info.json").write_text(json.dumps(info, indent=2))
 
 
 def add_outlier_channels(model: str | Path = "tiny", channels: int = 4, factor: float = 30.0,
@@ -201,7 +198,8 @@ def compare_with_rtn(model: str | Path = "tiny", group_size: int = 32, eval_rows
     Both INT4 builds use the builder's RTN with the same group size and asymmetric levels; the
     only difference is whether AWQ prepared the weights first.
     """
-    from . import bench, build
+    from ..making import build
+    from ..measuring import bench
 
     model_dir = models.resolve_model(model)
     texts = travel_chat_texts(model_dir, eval_rows)

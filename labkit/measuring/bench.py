@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, generate, paths
+from ..core import data, paths
+from ..runtime import generate, loop
 
 AGREEMENT_PROMPTS = [
     "The old baker",
@@ -50,32 +51,13 @@ def load_seconds(model_dir: Path) -> tuple[float, tuple]:
     return time.perf_counter() - started, loaded
 
 
-def greedy_tokens(model, prompt_ids, new_tokens: int, exact: bool = False) -> tuple[list[int], float, float]:
-    """Greedy decode with a bare og loop. Returns (new tokens, prefill seconds, decode seconds). Lab 01."""
-    og = _og()
-    params = og.GeneratorParams(model)
-    length = len(prompt_ids) + new_tokens
-    params.set_search_options(max_length=length, min_length=length if exact else 0, do_sample=False)
-    generator = og.Generator(model, params)
-    started = time.perf_counter()
-    generator.append_tokens(prompt_ids)
-    generator.generate_next_token()          # the first token finishes the prefill
-    prefill = time.perf_counter() - started
-    out = [int(generator.get_next_tokens()[0])]
-    started = time.perf_counter()
-    while not generator.is_done():
-        generator.generate_next_token()
-        out.append(int(generator.get_next_tokens()[0]))
-    return out, prefill, time.perf_counter() - started
-
-
 def speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 64, runs: int = 3, loaded=None) -> dict:
     """Median prefill and decode tokens/second (greedy, fixed prompt and length, one warm-up run). Lab 01."""
     model, tokenizer = loaded or load_fresh(model_dir)
     ids = tokenizer.encode(data.corpus("heldout"))[:prompt_tokens]
     prefills, decodes = [], []
     for i in range(runs + 1):
-        _, prefill, decode = greedy_tokens(model, ids, new_tokens, exact=True)
+        _, prefill, decode = loop.greedy_tokens(model, ids, new_tokens, exact=True)
         if i:  # run 0 warms up caches and allocators
             prefills.append(len(ids) / prefill)
             decodes.append((new_tokens - 1) / decode)
@@ -150,7 +132,7 @@ def kl_of(reference_pairs, pairs) -> float:
 def greedy_outputs(model_dir: Path, prompts=AGREEMENT_PROMPTS, new_tokens: int = 32, loaded=None) -> list[list[int]]:
     """Greedy tokens for each prompt, for the agreement column. Lab 01."""
     model, tokenizer = loaded or load_fresh(model_dir)
-    return [greedy_tokens(model, tokenizer.encode(p), new_tokens, exact=True)[0] for p in prompts]
+    return [loop.greedy_tokens(model, tokenizer.encode(p), new_tokens, exact=True)[0] for p in prompts]
 
 
 def agreement(outputs: list[list[int]], reference: list[list[int]]) -> float:
@@ -294,8 +276,8 @@ def torch_decode_speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: in
 def run_benchmark(model: str = "bench", precisions=("int4", "int8", "fp32"), runs: int = 3,
                   out: Path | None = None) -> dict:
     """The `make bench` suite. Prints a table and writes JSON; returns the results. Lab 01."""
-    from . import build as build_mod
-    from . import models
+    from ..making import build as build_mod
+    from ..making import models
 
     model_dir = models.resolve_model(model)
     bandwidth = memory_bandwidth()
@@ -309,7 +291,7 @@ def run_benchmark(model: str = "bench", precisions=("int4", "int8", "fp32"), run
         row["fraction_of_bound"] = row["decode_tok_s"] / row["bandwidth_bound_tok_s"]
         rows[precision] = row
     torch_tps = torch_decode_speed(model_dir, runs=runs)
-    from . import results
+    from ..core import results
     overhead = overhead_vs_bare_loop(build_mod.build(model, precisions[0]).path, runs=runs) if precisions else {}
     course = results.read(paths.runs_root() / "latest" / "results.json").get("course", {})
     result = {"model": model, "parameters": models.model_card(model_dir).get("parameters"),
@@ -362,7 +344,7 @@ def overhead_vs_bare_loop(model_dir: str | Path, prompt: str = "The old baker", 
     ids = tokenizer.encode(prompt)
     bare, ours, ttft = [], [], []
     for i in range(runs + 1):
-        _, _, decode = greedy_tokens(model, ids, new_tokens, exact=True)
+        _, _, decode = loop.greedy_tokens(model, ids, new_tokens, exact=True)
         out = generate.generate(model_dir, prompt, chat=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                        on_token=lambda piece: None)
         if i:  # run 0 warms up

@@ -25,7 +25,7 @@ def _ortgenai(request: dict):
     # This engine runs in the course's own environment: the bare loop `make bench` times (labkit.bench).
     import onnxruntime_genai as og
 
-    from labkit.bench import greedy_tokens
+    from labkit.runtime.loop import greedy_tokens
 
     config = og.Config(request["model"])
     threads = {"intra_op_num_threads": request["threads"], "inter_op_num_threads": 1}

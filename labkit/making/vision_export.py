@@ -1,0 +1,146 @@
+"""Export a Phi-3.5-vision checkpoint to an onnxruntime-genai multimodal folder: three ONNX models. Lab 02.
+
+The vision encoder and the embedding step are exported with `torch.onnx.export`; the decoder is a
+model-builder build (`exclude_embeds=true`). genai_config.json and processor_config.json tie them
+together; `labkit.images` asks the result questions and `labkit.vision_verify` checks it against PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+from ..core import cache, sizing
+from ..runtime.images import CROP, CROPS, EMBEDDING_FILE, TEXT_FILE, TOKENS_PER_CROP, VISION_FILE, VisionError
+from . import build
+from .vision_checkpoint import EXPORT_FORMAT, checked_config, read_vision_part, resolve, text_checkpoint
+from .vision_encoder import embedding_model
+
+
+def _export_onnx(module, args, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        # CLIP's size check is traced as a constant: right, since every crop is 336 x 336.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
+                          opset_version=17, dynamo=False, external_data=False)
+
+
+def sample_inputs():
+    """Example pixel_values / image_sizes for two images (672x1008 and 336x336). Lab 02."""
+    import torch
+
+    return torch.randn(2, CROPS, 3, CROP, CROP), torch.tensor([[672, 1008], [336, 336]], dtype=torch.int64)
+
+
+def export(model: str | Path = "tiny-vision", precision: str = "fp32", execution_provider: str = "cpu",
+           force: bool = False, progress: bool = True, check_memory: bool = True) -> Path:
+    """Export a Phi-3.5-vision checkpoint to an onnxruntime-genai multimodal folder (cached, atomic). Lab 02.
+
+    An export that needs more RAM than is available (`labkit.sizing`, measured on a shadow) is
+    refused before it starts; `check_memory=False` starts it anyway."""
+    build.BuildOptions(precision, execution_provider).validate()          # bad precision x EP fails first
+    model_dir = resolve(model)
+
+    def make(tmp: Path, log: Path) -> dict:
+        if check_memory:                       # inside the step: a cache hit needs no check
+            need = sizing.vision_export_requirement(checked_config(model_dir)[0])
+            try:
+                sizing.check_fits(f"The {precision} export of {model_dir.name}", need["peak_rss_bytes"],
+                                  need["basis"])
+            except sizing.DoesNotFit as err:
+                raise VisionError(f"{err} (export(..., check_memory=False))") from None
+        return _export_into(tmp, model_dir, precision, execution_provider, force, progress)
+
+    return cache.cached_step("vision", f"{model_dir.name}-{precision}",
+                             (model_dir, precision, execution_provider, EXPORT_FORMAT), make,
+                             info_file="export_info.json", label=f"{precision} vision export", force=force).path
+
+
+def _export_into(tmp: Path, model_dir: Path, precision: str, execution_provider: str, force: bool,
+                 progress: bool) -> dict:
+    """The three ONNX models, genai_config.json and processor_config.json of one export, written into `tmp`."""
+    import torch
+
+    config, encoder, embed_weight = read_vision_part(model_dir)
+    started = time.perf_counter()
+    # Inside tmp: concurrent exports (another precision, another attendee) never share it.
+    text_dir = text_checkpoint(config, model_dir, tmp / f"{model_dir.name}-text")
+    decoder = build.build(text_dir, precision, execution_provider, force=force, progress=progress,
+                          extra={"exclude_embeds": "true", "filename": TEXT_FILE})
+    for f in decoder.path.iterdir():
+        if f.name != "build_info.json":
+            shutil.copy2(f, tmp / f.name)
+    pixel_values, image_sizes = sample_inputs()
+    _export_onnx(encoder, (pixel_values, image_sizes), tmp / VISION_FILE, ["pixel_values", "image_sizes"],
+                 ["image_features"], {"pixel_values": {0: "num_images"}, "image_sizes": {0: "num_images"},
+                                      "image_features": {0: "num_image_tokens"}})
+    embed = torch.nn.Embedding.from_pretrained(embed_weight.float())
+    del embed_weight
+    ids = torch.tensor([[5, -1, -1, 7]])
+    _export_onnx(embedding_model(embed), (ids, torch.randn(2, embed.embedding_dim)), tmp / EMBEDDING_FILE,
+                 ["input_ids", "image_features"], ["inputs_embeds"],
+                 {"input_ids": {0: "batch", 1: "sequence"}, "image_features": {0: "num_image_tokens"},
+                  "inputs_embeds": {0: "batch", 1: "sequence"}})
+    genai = json.loads((tmp / "genai_config.json").read_text())
+    genai["model"]["type"] = "phi3v"
+    # Vision and embedding run on the decoder's execution provider (CUDA in the gpu profile).
+    session = genai["model"]["decoder"].get("session_options", {})
+    genai["model"]["embedding"] = {"filename": EMBEDDING_FILE, "session_options": session,
+                                   "inputs": {"input_ids": "input_ids", "image_features": "image_features"},
+                                   "outputs": {"inputs_embeds": "inputs_embeds"}}
+    genai["model"]["vision"] = {"filename": VISION_FILE, "session_options": session,
+                                "inputs": {"pixel_values": "pixel_values", "image_sizes": "image_sizes"},
+                                "outputs": {"image_features": "image_features"}}
+    (tmp / "genai_config.json").write_text(json.dumps(genai, indent=4))
+    (tmp / "processor_config.json").write_text(json.dumps(PROCESSOR_CONFIG, indent=2))
+    shutil.rmtree(text_dir, ignore_errors=True)
+    return {"source": str(model_dir), "precision": precision, "execution_provider": execution_provider,
+            "seconds": round(time.perf_counter() - started, 1), "format": EXPORT_FORMAT}
+
+
+PROCESSOR_CONFIG = {"processor": {"name": "image_processing", "transforms": [
+    {"operation": {"name": "decode_image", "type": "DecodeImage", "attrs": {"color_space": "RGB"}}},
+    {"operation": {"name": "convert_to_rgb", "type": "ConvertRGB"}},
+    {"operation": {"name": "phi3_image_transform", "type": "Phi3ImageTransform",
+                   "attrs": {"num_crops": 16, "num_img_tokens": TOKENS_PER_CROP}}}]}}
+
+
+def plot_pipeline():
+    """The multimodal pipeline as a figure: processor -> vision -> embedding -> decoder. Lab 02."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    steps = [("image + prompt", "#dddddd"), ("processor\n(C++: HD transform,\n16 crops + 1 global)", "#c6dbef"),
+             ("vision.onnx\nCLIP + 2x2 merge +\nseparators + MLP", "#9ecae1"),
+             ("embedding.onnx\ntext ids + image\nfeatures -> embeds", "#6baed6"),
+             ("text.onnx\nPhi-3 decoder\n(model builder)", "#4292c6"), ("answer", "#dddddd")]
+    fig, ax = plt.subplots(figsize=(12, 2.4))
+    for i, (label, colour) in enumerate(steps):
+        ax.add_patch(FancyBboxPatch((i * 2, 0), 1.6, 1, boxstyle="round,pad=0.05", color=colour))
+        ax.text(i * 2 + 0.8, 0.5, label, ha="center", va="center", fontsize=8)
+        if i:
+            ax.annotate("", (i * 2 - 0.05, 0.5), (i * 2 - 0.35, 0.5), arrowprops={"arrowstyle": "->"})
+    ax.text(5, -0.35, "pixel_values [images,17,3,336,336] -> image_features [~1.6k-2.6k tokens per image, hidden]",
+            ha="center", fontsize=8)
+    ax.set_xlim(-0.2, 12)
+    ax.set_ylim(-0.6, 1.2)
+    ax.axis("off")
+    return fig
+
+
+def latest_export(profile=None) -> Path:
+    """Lab 02's export recorded in this run (or `runs/latest`), else one made now (cached). Lab 04."""
+    from ..core import results
+    from ..core.profiles import get_profile
+
+    recorded = results.find("02_vision_export", "exports") or {}
+    for folder in recorded.values():
+        if Path(folder).exists():
+            return Path(folder)
+    prof = get_profile(profile)
+    return export(prof.vision_model, "int4", prof.execution_provider)
