@@ -146,34 +146,45 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
 
 
 def run_course(selection: list[str] | None = None, parameters: dict[str, dict] | None = None,
-               profile: str = "cpu") -> Path:
+               profile: str = "cpu", run_dir: Path | None = None) -> Path:
     """Run every notebook (or those whose names start with `selection`) into a new run folder. All labs."""
-    from tqdm.auto import tqdm
-
     chosen = [nb for nb in notebooks() if not selection or any(nb.name.startswith(s) for s in selection)]
     if not chosen:
         raise SystemExit(f"No notebook matches {selection}; available: {[nb.name for nb in notebooks()]}")
-    run_dir = paths.new_run_dir()
-    timings = {}
-    started = time.perf_counter()
+    run_dir = Path(run_dir) if run_dir else paths.new_run_dir()
+    timings = _run_timed(chosen, run_dir, parameters or {}, profile)
+    report = _export_report(run_dir)
+    print(json.dumps(timings, indent=2))
+    print(f"\nDone. Executed notebooks, artifacts and results.json are in {run_dir}")
+    if run_dir.parent == paths.runs_root():
+        print(f"(also reachable as {paths.runs_root() / 'latest'})")
+    if report:
+        print(f"report: {report}")
+    return run_dir
+
+
+def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], profile: str) -> dict:
+    """Run the notebooks in order; record each one's seconds in results.json as it finishes."""
+    from tqdm.auto import tqdm
+
+    timings, started = {}, time.perf_counter()
     for nb in tqdm(chosen, desc="course", unit="notebook"):
         t = time.perf_counter()
-        run_notebook(nb, run_dir, {**COURSE_PARAMETERS.get(nb.stem, {}), **(parameters or {}).get(nb.stem, {})},
-                     profile)
+        run_notebook(nb, run_dir, {**COURSE_PARAMETERS.get(nb.stem, {}), **parameters.get(nb.stem, {})}, profile)
         timings.pop("total", None)
         timings[nb.stem] = round(time.perf_counter() - t, 1)
         timings["total"] = round(time.perf_counter() - started, 1)
         # Recorded after every notebook, so the report notebook sees the labs before it.
         results.record("course", {"profile": profile, "notebook_seconds": timings}, run_dir / "results.json")
-    if (run_dir / "05_results.ipynb").exists():
-        from ..measuring.report import export_html
-        print("report:", export_html(run_dir / "05_results.ipynb", run_dir / "report.html"))
-    print(json.dumps(timings, indent=2))
-    print(f"\nDone. Executed notebooks, artifacts and results.json are in {run_dir}")
-    print(f"(also reachable as {paths.runs_root() / 'latest'})")
-    if (run_dir / "report.html").exists():
-        print(f"report: {run_dir / 'report.html'}")
-    return run_dir
+    return timings
+
+
+def _export_report(run_dir: Path) -> Path | None:
+    """report.html from the executed report notebook, when the run included it."""
+    if not (run_dir / "05_results.ipynb").exists():
+        return None
+    from ..measuring.report import export_html
+    return export_html(run_dir / "05_results.ipynb", run_dir / "report.html")
 
 
 def attendee_copy(notebook: Path):
