@@ -2,14 +2,22 @@
 
 import functools
 import ipaddress
+import json
 import os
 import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["OLIVE_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+PROFILE = os.environ.get("LABKIT_PROFILE", "cpu")
 
 _real_connect = socket.socket.connect
 
@@ -38,6 +46,8 @@ def has_cuda() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    # The course runs in the background from the start; the tests that read its outputs go last.
+    items.sort(key=_uses_course)
     if not any("cuda" in item.keywords for item in items) or has_cuda():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU: run `make test-gpu` on a machine with one "
@@ -71,3 +81,84 @@ def tiny_builds(tiny_dir):
     """FP32, INT8 and INT4 builds of the course's tiny model (cached across runs)."""
     from labkit import build
     return {p: build.build("tiny", p, progress=False) for p in ("fp32", "int8", "int4")}
+
+
+@dataclass
+class CourseRun:
+    """The course as `make course` runs it, once per test session, with the test parameters."""
+
+    run_dir: Path
+    failure: str | None
+
+    @property
+    def results(self) -> dict:
+        path = self.run_dir / "results.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def lab(self, stem: str) -> dict:
+        """A lab's recorded results; fails the test with the course's error when the lab did not finish."""
+        if stem not in self.results:
+            pytest.fail(f"{stem} recorded no results in the session's course run {self.run_dir}: "
+                        f"{self.failure or 'it did not run'}")
+        return self.results[stem]
+
+
+COURSE_FIXTURES = {"course_run", "travel_export"}
+_course = {}   # the background `labkit course` process of this session, once started
+
+
+def _uses_course(item) -> bool:
+    return bool(COURSE_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def _start_course() -> None:
+    """`python -m labkit course` with the test parameters, in the background, into a run folder of its own.
+
+    It runs while the unit tests do (they share the verified cache, whose locks make each output once); the
+    tests that read its outputs run last and wait for it."""
+    from parameters import course_parameters
+
+    from labkit import paths
+
+    run_dir = paths.runs_root() / f"pytest-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "parameters.json").write_text(json.dumps(course_parameters(), indent=2))
+    log = (run_dir / "course.log").open("w")
+    # LABKIT_RUNS: hermetic, no results of earlier runs are found (lab 04 finds lab 03's in this run folder).
+    env = dict(os.environ, LABKIT_RUNS=str(run_dir), LABKIT_PLAIN_PROGRESS="1")
+    env.pop("LABKIT_RUN_DIR", None)
+    command = [sys.executable, "-m", "labkit", "course", "--profile", PROFILE,
+               "--parameters", str(run_dir / "parameters.json"), "--run-dir", str(run_dir)]
+    _course.update(run_dir=run_dir, log=run_dir / "course.log",
+                   process=subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL))
+    log.close()
+
+
+def pytest_collection_finish(session):
+    if any(_uses_course(item) for item in session.items) and not _course:
+        _start_course()
+
+
+def pytest_unconfigure(config):
+    process = _course.get("process")
+    if process is not None and process.poll() is None:   # interrupted: do not leave the course running
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def course_run() -> CourseRun:
+    """Every notebook, in order, into one run folder, as `make course` runs them (lab 04 works on lab 03's
+    output, lab 05 reports every lab). Tests that need a trained adapter or an export read them from here."""
+    if not _course:
+        _start_course()
+    code = _course["process"].wait()
+    tail = _course["log"].read_text(errors="replace")[-4000:]
+    return CourseRun(_course["run_dir"], None if code == 0 else f"`labkit course` exited {code}:\n{tail}")
+
+
+@pytest.fixture(scope="session")
+def travel_export(course_run):
+    """(genai folder, travel .onnx_adapter, brief .onnx_adapter) that labs 03 and 04 made in the session's course."""
+    lab03, lab04 = course_run.lab("03_olive_awq_lora"), course_run.lab("04_inference")
+    return Path(lab03["onnx_dir"]), Path(lab03["adapter"]), Path(lab04["adapters"]["brief"])

@@ -1,9 +1,16 @@
 """Small notebook parameters for the test suite: the same code path as the full course, less work.
 
-Injected by papermill (tests/test_notebooks.py); the committed notebooks keep the course's defaults.
+Injected by papermill (the session's course run in tests/conftest.py, the exercise copies, the browser
+test); the committed notebooks keep the course's defaults.
 """
 
-from labkit.workshop.course import COURSE_PARAMETERS
+import os
+
+import papermill
+
+from labkit import course
+
+MODELS = os.environ.get("LABKIT_TEST_MODELS", "tiny")   # make test-gpu MODELS=real: the profile's Phi-3.5 models
 
 TEST_PARAMETERS = {
     "01_builder_quantization": {"runs": 1, "new_tokens": 16,
@@ -15,11 +22,20 @@ TEST_PARAMETERS = {
     "03_olive_awq_lora": {"calibration_samples": 32, "finetune_steps": 300, "compare_prompts": 2,
                           "paraphrase_every": 8},
     # The brief adapter's one-sentence style is an easy job: 100 steps gave 100 % one-sentence answers (one run).
-    "04_inference": {**COURSE_PARAMETERS["04_inference"], "fallback_steps": 300, "brief_steps": 100,
-                     "sentence_every": 16, "bench_runs": 2, "max_new_tokens": 24},
+    # Lab 03's flow with lab 03's test settings: where lab 04 runs without lab 03 it lands on lab 03's cached outputs.
+    "04_inference": {**course.COURSE_PARAMETERS["04_inference"], "fallback_steps": 300, "fallback_samples": 32,
+                     "brief_steps": 100, "sentence_every": 16, "bench_runs": 2, "max_new_tokens": 24},
 }
 
-# Lab 04 where its answers are not under test (the exercise copy, the chat panel in a browser): short adapters,
-# few counted questions. These are the adapters the unit tests train (`olive.finetune("tiny", steps=20)`, its
-# export, and a 20-step brief adapter in tests/test_generate.py), so the whole suite trains each of them once.
-QUICK_ADAPTERS = {"fallback_steps": 20, "brief_steps": 20, "sentence_every": 64}
+
+def notebook_parameters(notebook) -> dict:
+    """The test parameters of one notebook, with the tiny models unless `MODELS=real`."""
+    params = dict(TEST_PARAMETERS.get(notebook.stem, {}))
+    if MODELS == "tiny" and "model" in papermill.inspect_notebook(str(notebook)):
+        params["model"] = "tiny-vision" if notebook.stem == "02_vision_export" else "tiny"
+    return params
+
+
+def course_parameters() -> dict[str, dict]:
+    """`run_course`'s parameters for the whole course (test sizes, tiny models)."""
+    return {nb.stem: notebook_parameters(nb) for nb in course.notebooks()}

@@ -4,7 +4,7 @@ import ast
 import subprocess
 import sys
 
-from labkit import olive, paths
+from labkit import paths
 
 APP = paths.REPO / "app.py"
 
@@ -31,9 +31,9 @@ def test_app_chats_with_a_build_and_keeps_the_turns(tiny_builds):
     assert lines[0] == "> Tell me a fact." and "> And another?" in lines and len(lines) >= 4
 
 
-def test_app_with_an_adapter_and_a_bad_folder(tiny_dir, tmp_path):
-    onnx_dir = olive.export_with_adapter(tiny_dir, olive.finetune(tiny_dir, steps=20, progress=False).adapter)
-    done = run("-m", str(onnx_dir), "-a", str(olive.adapter_file(onnx_dir)), "--prompt", "Best time for Rome?")
+def test_app_with_an_adapter_and_a_bad_folder(travel_export, tmp_path):
+    onnx_dir, travel, _ = travel_export
+    done = run("-m", str(onnx_dir), "-a", str(travel), "--prompt", "Best time for Rome?")
     assert done.returncode == 0 and done.stdout.startswith("> Best time for Rome?\n"), done.stderr
     bad = run("-m", str(tmp_path))
     assert bad.returncode != 0 and "genai_config.json" in bad.stderr and "Traceback" not in bad.stderr

@@ -21,7 +21,7 @@ import nbformat
 import pytest
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
-from parameters import QUICK_ADAPTERS, TEST_PARAMETERS
+from parameters import TEST_PARAMETERS
 
 from labkit import course, paths
 
@@ -42,7 +42,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def lab_server(tmp_path_factory):
+def lab_server(tmp_path_factory, travel_export):
     """`jupyter lab` from the course environment on copies of the notebooks; yields (base URL, token)."""
     workspace = tmp_path_factory.mktemp("notebooks")
     for notebook in course.notebooks():
@@ -50,8 +50,8 @@ def lab_server(tmp_path_factory):
         params = {"profile": "cpu", "run_dir": str(RUN / notebook.stem), **TEST_PARAMETERS.get(notebook.stem, {})}
         if notebook.stem == "04_inference":
             params["interactive"] = True           # attendees get the chat panel, not the fixed prompts
-            # The panel's controls are under test here; the adapters' answers are checked by test_notebooks.
-            params.update(QUICK_ADAPTERS)
+            # The session course's model and adapters (the brief one is a cache hit): the panel is under test here.
+            params.update(model_dir=str(travel_export[0]), adapter=str(travel_export[1]))
         nbformat.write(parameterize_notebook(nb, params), workspace / notebook.name)
     # Attendee-neutral settings for a test: render every cell (JupyterLab 4 renders only the cells in view,
     # and the test reads every prompt) and no news prompt over the page.

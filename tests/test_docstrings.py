@@ -7,8 +7,8 @@ import re
 
 import labkit
 
-MODULES = [importlib.import_module(f"labkit.{m.name}") for m in pkgutil.iter_modules(labkit.__path__)
-           if not m.name.startswith("_")]
+MODULES = [importlib.import_module(m.name) for m in pkgutil.walk_packages(labkit.__path__, "labkit.")
+           if not m.name.rsplit(".", 1)[-1].startswith("_") and not m.ispkg]
 
 
 def public_objects():
@@ -26,4 +26,5 @@ def test_every_public_object_names_its_lab():
 
 
 def test_every_module_explains_itself():
+    assert len(MODULES) == sum(len(modules) for modules in labkit.LAYERS.values()), "every module of every layer"
     assert all(module.__doc__ and len(module.__doc__.strip()) > 40 for module in MODULES)

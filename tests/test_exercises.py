@@ -4,7 +4,7 @@ import json
 
 import nbformat
 import pytest
-from parameters import QUICK_ADAPTERS, TEST_PARAMETERS
+from parameters import notebook_parameters
 
 from labkit import build, checks, course
 
@@ -39,29 +39,30 @@ def first_exercise(cells) -> int:
     return next(i for i, c in enumerate(cells) if "exercise" in c.metadata.get("tags", []))
 
 
-# What an attendee runs before their first turn is the lab's own first cells (the test above), and
-# tests/test_notebooks.py runs every lab whole. So two blank copies run here, not all five: lab 00's shows that
+# What an attendee runs before their first turn is the lab's own first cells (the test above), and the
+# session's course run executes every lab whole. So two blank copies run here, not all five: lab 00's shows that
 # the written copies run under papermill and the course kernel; lab 04's, started in an empty runs folder,
-# takes the path where lab 03 was never run (it fine-tunes fallback adapters), which test_notebooks does not.
+# takes the path where lab 03 was never run: it runs lab 03's flow itself, which lands on lab 03's cached outputs.
 BLANK_RUNS = ["00_environment_check", "04_inference"]
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("stem", BLANK_RUNS)
-def test_blank_copies_run_up_to_the_first_exercise(stem, tmp_path, monkeypatch):
+def test_blank_copies_run_up_to_the_first_exercise(stem, course_run, tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "runs"))
     notebook = next(nb for nb in LABS_WITH_EXERCISES if nb.stem == stem)
     copy = course.write_exercises(tmp_path / "exercises")[course.notebooks().index(notebook)]
     nb = nbformat.read(copy, as_version=4)
     nb.cells = nb.cells[:first_exercise(nb.cells)]               # what an attendee runs before their first turn
     nbformat.write(nb, copy)
-    params = dict(TEST_PARAMETERS.get(stem, {}))
+    course.run_notebook(copy, tmp_path / "run", notebook_parameters(notebook))
+    recorded = json.loads((tmp_path / "run" / "results.json").read_text())[stem]
     if stem == "04_inference":
-        params.update(QUICK_ADAPTERS)       # its subject is the blank copy; test_notebooks checks the answers
-    else:
-        params["model"] = "tiny"
-    course.run_notebook(copy, tmp_path / "run", params)
-    assert json.loads((tmp_path / "run" / "results.json").read_text())[stem], "the copy recorded its results"
+        executed = (tmp_path / "run" / copy.name).read_text()
+        assert "no lab 03 output found" in executed, "the copy took the path where lab 03 never ran"
+        assert recorded["model_dir"] == course_run.lab("03_olive_awq_lora")["onnx_dir"], \
+            "the fallback is lab 03's own flow: with lab 03's settings it reuses lab 03's cached model"
+    assert recorded, "the copy recorded its results"
 
 
 # ------------------------------------------------------------------ the checks themselves

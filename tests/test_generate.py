@@ -79,12 +79,8 @@ def test_chat_keeps_history_and_drops_old_turns(tiny_builds, monkeypatch):
     assert chat.dropped_turns >= 1 and chat.history[-2]["content"] == "And one more, please."
 
 
-def test_adapter_switching_on_one_model(tiny_dir):
-    from labkit import olive, paths
-
-    onnx_dir, travel = olive.travel_model(olive.export_with_adapter(
-        tiny_dir, olive.finetune(tiny_dir, steps=20, progress=False).adapter))
-    brief = olive.add_adapter(onnx_dir, paths.DATA / "travel" / "train_brief.jsonl", steps=20, progress=False)
+def test_adapter_switching_on_one_model(travel_export):
+    onnx_dir, travel, brief = travel_export
     outs = {name: generate.generate(onnx_dir, "What should I eat in Rome?", adapter=a, max_new_tokens=20).tokens
             for name, a in {"base": None, "travel": travel, "brief": brief, "travel again": travel}.items()}
     assert outs["travel"] == outs["travel again"], "switching back restores the same adapter"

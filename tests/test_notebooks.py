@@ -1,25 +1,16 @@
-"""Execute every notebook with papermill (small parameters, same code path as the course).
+"""Every notebook, executed as `make course` executes it: one course run per test session (tests/conftest.py).
 
-Executed copies are kept under runs/pytest-<timestamp>/ as artifacts. With LABKIT_PROFILE=gpu
-(`make test-gpu`) the notebooks run on the CUDA EP with the tiny models.
+Small parameters (tests/parameters.py), the same code path and wiring as the course: lab 04 works on what
+lab 03 made, lab 05 reports every lab. The executed copies stay under runs/pytest-<timestamp>/ as artifacts.
+With LABKIT_PROFILE=gpu (`make test-gpu`) the notebooks run on the CUDA EP with the tiny models.
 """
 
-import json
-import os
-import time
-
 import nbformat
-import papermill
 import pytest
-from conftest import has_cuda
-from parameters import TEST_PARAMETERS
+from conftest import PROFILE, has_cuda
 
-from labkit import course, paths
+from labkit import course
 from labkit import results as labkit_results
-
-PROFILE = os.environ.get("LABKIT_PROFILE", "cpu")
-MODELS = os.environ.get("LABKIT_TEST_MODELS", "tiny")   # make test-gpu MODELS=real
-RUN = paths.runs_root() / f"pytest-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
 # Floors for the test suite's smaller parameters (the course's own rates are in the README). AWQ and LoRA are
 # seeded, so a machine gets the same rates every run; another CPU may round differently, so the floors sit below.
@@ -79,40 +70,26 @@ EXPECTED = {
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("notebook", course.notebooks(), ids=lambda p: p.stem)
-def test_notebook_runs(notebook, monkeypatch):
-    # Hermetic: a notebook must not pick up outputs of earlier runs (lab 04 looks for lab 03's).
-    monkeypatch.setenv("LABKIT_RUNS", str(RUN))
+def test_notebook_runs(notebook, course_run):
     if PROFILE == "gpu" and not has_cuda():
         pytest.skip("LABKIT_PROFILE=gpu needs a CUDA GPU: run `make test-gpu` (it probes the GPU first)")
-    run_dir = RUN / notebook.stem   # each notebook in its own folder: runs never clobber each other
-    if notebook.stem == "05_results":
-        # The report reads what the labs before it recorded, as in one `make course` run.
-        merged = {}
-        for earlier in sorted(RUN.glob("0[0-4]_*/results.json")):   # labs 00-04
-            merged.update(json.loads(earlier.read_text()))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "results.json").write_text(json.dumps(merged))
-    params = dict(TEST_PARAMETERS.get(notebook.stem, {}))
-    lab03 = RUN / "03_olive_awq_lora" / "results.json"
-    if notebook.stem == "04_inference" and lab03.exists():
-        # As in one `make course` run: lab 04 works on what lab 03 made (each lab has its own folder here,
-        # so lab 04 would not find it and would fine-tune a fallback model of its own).
-        made = json.loads(lab03.read_text())["03_olive_awq_lora"]
-        params.update(model_dir=made["onnx_dir"], adapter=made["adapter"])
-    # Tiny models on every profile (the gpu profile runs them on CUDA), unless `make test-gpu MODELS=real`
-    # asks for the profile's own Phi-3.5 models (from the runner's Hugging Face cache).
-    if "model" in papermill.inspect_notebook(str(notebook)) and MODELS == "tiny":
-        params["model"] = "tiny-vision" if notebook.stem == "02_vision_export" else "tiny"
-    course.run_notebook(notebook, run_dir, params, profile=PROFILE)
-    results = json.loads((run_dir / "results.json").read_text())
-    assert notebook.stem in results
-    labkit_results.check(notebook.stem, results[notebook.stem], complete=True)   # the one schema, every key
-    failed = [what for what, check in EXPECTED[notebook.stem] if not check(results[notebook.stem])]
-    outputs = "".join(out.get("text", "") for cell in nbformat.read(run_dir / notebook.name, as_version=4).cells
-                      if cell.cell_type == "code" for out in cell.outputs)
+    recorded = course_run.lab(notebook.stem)
+    labkit_results.check(notebook.stem, recorded, complete=True)   # the one schema, every key
+    failed = [what for what, check in EXPECTED[notebook.stem] if not check(recorded)]
+    cells = nbformat.read(course_run.run_dir / notebook.name, as_version=4).cells
+    outputs = "".join(out.get("text", "") for cell in cells if cell.cell_type == "code" for out in cell.outputs)
     exercises = 0 if notebook.stem == "05_results" else 2
     if PROFILE != "cpu":   # lab 01's INT8 exercise has nothing to check where no INT8 is built
         exercises = min(exercises, outputs.count("✓ ")) if outputs.count("✓ ") else exercises
     if outputs.count("✓ ") != exercises or "✗ " in outputs:
         failed.append(f"the solutions pass their {exercises} exercise checks")
-    assert not failed, f"{notebook.stem}: {failed} — results: {results[notebook.stem]}"
+    assert not failed, f"{notebook.stem}: {failed} — results: {recorded}"
+
+
+def test_the_course_run_recorded_every_lab_and_the_report(course_run):
+    assert course_run.failure is None, course_run.failure
+    timings = course_run.results["course"]["notebook_seconds"]
+    assert set(timings) == {nb.stem for nb in course.notebooks()} | {"total"}
+    assert (course_run.run_dir / "report.html").stat().st_size > 10_000
+    lab04 = course_run.lab("04_inference")
+    assert lab04["model_dir"] == course_run.lab("03_olive_awq_lora")["onnx_dir"], "lab 04 worked on lab 03's model"

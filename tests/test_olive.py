@@ -13,8 +13,9 @@ def finetuned(tiny_dir):
 
 
 @pytest.fixture(scope="module")
-def onnx_dir(tiny_dir, finetuned):
-    return olive.export_with_adapter(tiny_dir, finetuned.adapter)
+def onnx_dir(travel_export):
+    """Lab 03's export in the session's course: the AWQ model with its travel adapter as graph inputs."""
+    return travel_export[0]
 
 
 def test_bad_travel_file_fails_before_training(tmp_path, monkeypatch):
@@ -66,14 +67,13 @@ def test_finetune_learns_and_is_cached(tiny_dir, finetuned):
     assert again.cached and again.adapter == finetuned.adapter and again.losses == finetuned.losses
 
 
-def test_the_same_fine_tune_trains_the_same_adapter(tiny_dir, tmp_path, monkeypatch):
+def test_the_same_fine_tune_trains_the_same_adapter(tiny_dir, finetuned, tmp_path, monkeypatch):
     """Olive's --seed seeds its search sampler only; labkit.olive_seeded seeds LoRA's initialisation too."""
-    trained = []
-    for run in ("first", "second"):
-        monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / run))
-        adapter = olive.finetune(tiny_dir, steps=2, logging_steps=1, progress=False).adapter
-        trained.append(cache.file_sha256(next(adapter.glob("*.safetensors"))))
-    assert trained[0] == trained[1]
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))          # an empty cache: trained again, not reused
+    again = olive.finetune(tiny_dir, steps=20, progress=False)
+    assert not again.cached and again.adapter != finetuned.adapter
+    weights = [cache.file_sha256(next(a.glob("*.safetensors"))) for a in (finetuned.adapter, again.adapter)]
+    assert weights[0] == weights[1], "the same fine-tune trained a different adapter"
 
 
 def test_exported_adapter_improves_eval_perplexity(tiny_dir, onnx_dir):

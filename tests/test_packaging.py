@@ -72,12 +72,12 @@ def test_gpu_flavour_swaps_only_the_onnxruntime_lines():
 
 
 # Runs in the peer engines' own environments (make bench-peers), pinned in requirements/peers/, not in the locks.
-PEER_WORKER = "peer_worker.py"
+PEER_WORKER = paths.REPO / "labkit" / "measuring" / "peer_worker.py"
 
 
 def third_party_imports(sources=None) -> set[str]:
     names = set()
-    for source in sources or [p for p in (paths.REPO / "labkit").glob("*.py") if p.name != PEER_WORKER]:
+    for source in sources or [p for p in (paths.REPO / "labkit").rglob("*.py") if p != PEER_WORKER]:
         for node in ast.walk(ast.parse(source.read_text())):
             if isinstance(node, ast.Import):
                 names |= {alias.name.split(".")[0] for alias in node.names}
@@ -108,8 +108,8 @@ def test_the_peer_worker_imports_only_what_the_peer_pins_install():
                    "openvino": ("openvino", "optimum-intel[openvino]=="),
                    "numpy": ("openvino", "optimum-intel"),            # numpy comes with optimum-intel
                    "onnxruntime_genai": (None, None)}                 # the course's own environment
-    imports = third_party_imports([paths.REPO / "labkit" / PEER_WORKER])
-    assert imports == set(provided_by), "a new import in labkit/peer_worker.py: pin it in requirements/peers/"
+    imports = third_party_imports([PEER_WORKER])
+    assert imports == set(provided_by), "a new import in the peer worker: pin it in requirements/peers/"
     for module, (engine, pin) in provided_by.items():
         if engine:
             assert pin in pins[engine], f"{module}: {pin} missing from requirements/peers/{engine}.txt"

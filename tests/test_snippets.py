@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import build, course, data, olive, paths, vision_checkpoint, vision_export
+from labkit import build, course, data, paths, vision_checkpoint, vision_export
 
 BIN = Path(sys.executable).parent
 NEEDS = re.compile(r"#\s*needs (an NVIDIA GPU|the network)[^\n]*")
@@ -40,18 +40,17 @@ def test_every_notebook_with_a_command_is_covered():
 
 
 @pytest.fixture(scope="module")
-def places(tiny_dir, tmp_path_factory):
+def places(tiny_dir, travel_export, tmp_path_factory):
     """What the snippets' placeholders stand for, built by the labs' own code (cached)."""
     work = tmp_path_factory.mktemp("snippets")
     export = vision_export.export("tiny-vision", "int4", progress=False)
     config, _ = vision_checkpoint.checked_config(vision_checkpoint.resolve("tiny-vision"))
     text_only = vision_checkpoint.text_checkpoint(config, vision_checkpoint.resolve("tiny-vision"), work / "text-only")
-    finetuned = olive.finetune(tiny_dir, steps=20, progress=False)
     return {
         "microsoft/Phi-3.5-mini-instruct": str(tiny_dir),
         "path/to/int4-build": str(build.build(tiny_dir, "int4", progress=False).path),
         "path/to/export": str(export),
-        "path/to/onnx": str(olive.export_with_adapter(tiny_dir, finetuned.adapter)),
+        "path/to/onnx": str(travel_export[0]),                    # lab 03's export in the session's course
         "TEXT_ONLY_CHECKPOINT": str(text_only),
         "data/travel/train.jsonl": str(paths.DATA / "travel" / "train.jsonl"),
         "python app.py": f"python {paths.REPO / 'app.py'}",      # run from the course folder, as shown

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "labkit-manifest-v1"
+_MANIFEST_FORMAT = "labkit-manifest-v1"
 HASH_LIMIT = 16 << 20   # files up to 16 MB get a SHA-256 (configs, tokenizers, tiny weights); bigger ones a size
-LOCK_TIMEOUT_S = 6 * 3600   # a full-size build can take a long time; a dead holder releases its lock at exit
+_LOCK_TIMEOUT_S = 6 * 3600   # a full-size build can take a long time; a dead holder releases its lock at exit
 
 
 # ------------------------------------------------------------------ keys
@@ -92,7 +92,7 @@ def write_manifest(folder: Path) -> Path:
                                                                     else {})}
     path = folder / MANIFEST
     tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1))
+    tmp.write_text(json.dumps({"format": _MANIFEST_FORMAT, "files": files}, indent=1))
     tmp.replace(path)
     return path
 
@@ -108,8 +108,8 @@ def verify(folder: Path) -> str | None:
         return f"no {MANIFEST} (an unfinished or older output)"
     except (OSError, ValueError):
         return f"unreadable {MANIFEST}"
-    if manifest.get("format") != MANIFEST_FORMAT:
-        return f"{MANIFEST} format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}"
+    if manifest.get("format") != _MANIFEST_FORMAT:
+        return f"{MANIFEST} format {manifest.get('format')!r}, expected {_MANIFEST_FORMAT!r}"
     for name, expected in manifest["files"].items():
         path = folder / name
         if not path.is_file():
@@ -130,7 +130,7 @@ def lock_for(final: Path):
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     # mode 0o666: attendees on one server run as different users and share the lock files.
-    return FileLock(final.parent / f".{final.name}.lock", timeout=LOCK_TIMEOUT_S, mode=0o666)
+    return FileLock(final.parent / f".{final.name}.lock", timeout=_LOCK_TIMEOUT_S, mode=0o666)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import paths
 
-REQUIRED_FIELDS = ("prompt", "response")
+_REQUIRED_FIELDS = ("prompt", "response")
 
 
 class DataError(ValueError):
@@ -40,7 +40,7 @@ def validate_travel(path: Path) -> list[dict]:
         if not isinstance(row, dict):
             problems.append(f"{where}: expected a JSON object with 'prompt' and 'response', got {type(row).__name__}")
             continue
-        for field in REQUIRED_FIELDS:
+        for field in _REQUIRED_FIELDS:
             value = row.get(field)
             if value is None:
                 problems.append(f"{where}: missing field '{field}'")
@@ -103,3 +103,10 @@ def corpus(split: str = "train") -> str:
 def images() -> list[Path]:
     """The sample images for the vision lab. Lab 02."""
     return sorted((paths.DATA / "images").glob("*.png"))
+
+
+def chat_texts(tokenizer, rows: list[dict]) -> list[str]:
+    """Travel pairs in the model's chat format: <|user|>…<|end|><|assistant|>…<|end|>. Lab 03."""
+    return [tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]},
+                                           {"role": "assistant", "content": r["response"]}], tokenize=False)
+            for r in rows]

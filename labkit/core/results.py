@@ -128,21 +128,21 @@ def check(lab: str, values: dict, complete: bool = False) -> None:
         raise ResultsError(f"{lab} did not record {missing}.")
 
 
-def results_path() -> Path:
+def _results_path() -> Path:
     """The current run's results.json. All labs."""
     return paths.run_dir() / "results.json"
 
 
 def read(path: Path | None = None) -> dict:
     """The results recorded so far (empty when none). All labs."""
-    path = Path(path) if path else results_path()
+    path = Path(path) if path else _results_path()
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def record(lab: str, values: dict, path: Path | None = None) -> Path:
     """Check `values` against the schema, merge them into results.json under `lab` (atomically). All labs."""
     check(lab, values)
-    path = Path(path) if path else results_path()
+    path = Path(path) if path else _results_path()
     data = read(path)
     data.setdefault(lab, {}).update(values)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -153,7 +153,7 @@ def record(lab: str, values: dict, path: Path | None = None) -> Path:
 
 def find(lab: str, key: str):
     """What `lab` recorded under `key` in this run's results.json, else in `runs/latest`'s (or None). All labs."""
-    for path in (results_path(), paths.runs_root() / "latest" / "results.json"):
+    for path in (_results_path(), paths.runs_root() / "latest" / "results.json"):
         value = read(path).get(lab, {}).get(key) if path.exists() else None
         if value is not None:
             return value

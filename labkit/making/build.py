@@ -51,8 +51,8 @@ ARCHITECTURES = (
     "Phi3SmallForCausalLM", "Phi3VForCausalLM", "Phi4MMForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
     "SmolLM3ForCausalLM",
 )
-BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.1, "int4": 0.6}
-BUILD_FORMAT = "labkit-build-v3"  # bump when what build() writes changes
+_BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.1, "int4": 0.6}
+_BUILD_FORMAT = "labkit-build-v3"  # bump when what build() writes changes
 
 
 class BuildError(ValueError):
@@ -174,16 +174,16 @@ def check_model_dir(model_dir: Path) -> dict:
     return config
 
 
-def estimate_output_bytes(model_dir: Path, config: dict, precision: str) -> int:
+def _estimate_output_bytes(model_dir: Path, config: dict, precision: str) -> int:
     """Rough size of the build, from the checkpoint's weight files and the precision. Lab 01."""
     weights = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")) or \
         sum(f.stat().st_size for f in Path(model_dir).glob("*.bin"))
     dtype = str(config.get("torch_dtype", config.get("dtype", "float32")))
     src_bytes = 2.0 if dtype in ("bfloat16", "float16") else 4.0
-    return int(weights / src_bytes * BYTES_PER_WEIGHT[precision])
+    return int(weights / src_bytes * _BYTES_PER_WEIGHT[precision])
 
 
-def check_disk(where: Path, needed: int) -> None:
+def _check_disk(where: Path, needed: int) -> None:
     """Fail before building when the disk cannot hold the build. Lab 01."""
     free = shutil.disk_usage(where).free
     if free < needed:
@@ -218,13 +218,13 @@ def build(model: str | Path = "tiny", precision: str = "int4", execution_provide
     def make(tmp: Path, log: Path) -> dict:
         if check_memory:
             _check_memory(options, config, label)
-        check_disk(builds_root(), int(estimate_output_bytes(model_dir, config, options.precision) * 1.5))
+        _check_disk(builds_root(), int(_estimate_output_bytes(model_dir, config, options.precision) * 1.5))
         _run_logged(model_dir, tmp, options, config, log, progress)
         tokenizer.keep_source_tokenizer(model_dir, tmp)
         return {"model": str(model), "model_dir": str(model_dir), "options": asdict(options), "name": options.name,
-                "format": BUILD_FORMAT}
+                "format": _BUILD_FORMAT}
 
-    step = cache.cached_step("builds", f"{label}-{options.name}", (model_dir, asdict(options), BUILD_FORMAT), make,
+    step = cache.cached_step("builds", f"{label}-{options.name}", (model_dir, asdict(options), _BUILD_FORMAT), make,
                              info_file="build_info.json", label=f"{options.name} build", force=force)
     return Build(step.path, options, step.seconds, step.cached, step.log)
 

@@ -58,7 +58,7 @@ def _cache_dir() -> str | None:
     return os.environ.get("HF_HUB_CACHE")   # read per call: tests and shared servers point it elsewhere
 
 
-def local_folder(item: Download) -> Path:
+def _local_folder(item: Download) -> Path:
     """The cached snapshot folder of `item` (its sub-folder when it has one), or `NotCached`. Lab 00."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -75,7 +75,7 @@ def local_folder(item: Download) -> Path:
     return folder
 
 
-def fetch(item: Download) -> Path:
+def _fetch(item: Download) -> Path:
     """Download `item` into the standard cache (resumes; a no-op when complete) and return its folder. Lab 00."""
     from huggingface_hub import snapshot_download
 
@@ -98,7 +98,7 @@ def prefetch(profile: str, offline: bool | None = None, out=print) -> list[dict]
     rows, missing, reasons = [], [], []
     for item in PROFILE_DOWNLOADS[name]:
         try:
-            folder = local_folder(item) if offline else fetch(item)
+            folder = _local_folder(item) if offline else _fetch(item)
         except NotCached as err:
             missing.append(item)
             reasons.append(str(err))
@@ -123,4 +123,4 @@ def published_onnx(variant: str = "cpu-int4") -> Path:
     """Microsoft's published ONNX build of Phi-3.5-mini from the local cache, ready for `og.Model`. Lab 01."""
     if variant not in PUBLISHED_ONNX:
         raise ValueError(f"Unknown published variant {variant!r}; choose one of: {', '.join(PUBLISHED_ONNX)}.")
-    return local_folder(Download(*PUBLISHED_ONNX[variant]))
+    return _local_folder(Download(*PUBLISHED_ONNX[variant]))

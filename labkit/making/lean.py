@@ -7,7 +7,7 @@ for 3.8B parameters — and runs ONNX Runtime's `MatMulNBitsQuantizer` over that
 torch weights are still alive. Measured on shallow shadows: ≈ 1.2 GB of RAM per Phi-3.5 layer,
 ≈ 40 GB for all 32.
 
-`quantize_one_by_one` does the same work in a different order: for each MatMul with a constant
+`_quantize_one_by_one` does the same work in a different order: for each MatMul with a constant
 weight it makes a one-node model holding just that weight in fp32, runs the very same
 `MatMulNBitsQuantizer` (same block size, symmetry, accuracy level, algorithm, excluded nodes) on
 it, splices the resulting MatMulNBits node and its initializers into the graph, and drops the float
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 
-PER_WEIGHT_ALGORITHMS = ("DEFAULT", "RTN", "k_quant")
+_PER_WEIGHT_ALGORITHMS = ("DEFAULT", "RTN", "k_quant")
 
 
 def supports(quant_attrs: dict) -> bool:
@@ -35,7 +35,7 @@ def supports(quant_attrs: dict) -> bool:
     algo = int4.get("algo_config")
     algorithm = getattr(algo, "algorithm", "DEFAULT") if algo is not None else "DEFAULT"
     op_types = tuple(int4.get("op_types_to_quantize") or ("MatMul",))
-    return not quant_attrs.get("use_qdq") and algorithm in PER_WEIGHT_ALGORITHMS and op_types == ("MatMul",)
+    return not quant_attrs.get("use_qdq") and algorithm in _PER_WEIGHT_ALGORITHMS and op_types == ("MatMul",)
 
 
 def _release_freed_memory() -> None:
@@ -101,7 +101,7 @@ def _splice(graph, old_node, small) -> None:
             mine.name = their_out.name
 
 
-def quantize_one_by_one(builder_model, progress=None, bits: int = 4):
+def _quantize_one_by_one(builder_model, progress=None, bits: int = 4):
     """The builder's `to_int4()`, one MatMul at a time (see the module docstring); returns the ir.Model. Lab 01.
 
     `bits=8` gives labkit's INT8 build: 8-bit symmetric MatMulNBits with the builder's block size
@@ -164,7 +164,7 @@ def patched_builder(progress=None, bits: int = 4):
 
     def to_int4(self):
         if bits == 8 or supports(self.quant_attrs):
-            return quantize_one_by_one(self, progress, bits)
+            return _quantize_one_by_one(self, progress, bits)
         return original(self)
 
     original_initializer = base_model.make_initializer

@@ -262,13 +262,13 @@ def create_tiny(spec: TinySpec | str = "tiny", force: bool = False, progress: bo
     return final
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                    "chat_template.jinja")
 
 
 def copy_tokenizer(src: Path, dst: Path) -> None:
     """Copy a checkpoint's tokenizer files into a derived checkpoint folder. Lab 00 (used in labs 02, 03)."""
-    for name in TOKENIZER_FILES:
+    for name in _TOKENIZER_FILES:
         if (Path(src) / name).exists():
             shutil.copy2(Path(src) / name, Path(dst) / name)
 

@@ -33,17 +33,17 @@ from pathlib import Path
 from ..core import cache, paths
 from . import models
 
-SHADOW_FORMAT = "labkit-shadow-v1"   # bump when what create_shadow writes changes
+_SHADOW_FORMAT = "labkit-shadow-v1"   # bump when what create_shadow writes changes
 SHARD_BYTES = 2 << 30                # ≤ 2 GiB per shard bounds creation memory
 
 # microsoft/Phi-3.5-mini-instruct's config.json values. The LongRoPE factor lists (48 = head_dim / 2
 # values each) are Phi-3-mini-128k's published ones; Phi-3.5-mini's differ slightly, and neither
 # changes size, memory or speed.
-LONG_FACTOR = [
+_LONG_FACTOR = [
     1.08, 1.11, 1.14, 1.34, 1.59, 1.6, 1.62, 2.62, 3.23, 3.23, 4.79, 7.4, 7.7, 9.09, 12.2, 17.67, 24.46, 28.57,
     30.42, 30.84, 32.59, 32.93, 42.32, 44.96, 50.34, 50.45, 57.55, 57.93, 58.21, 60.14, 62.61, 62.62, 62.71, 63.14,
     63.14, 63.77, 63.93, 63.96, 63.97, 64.03, 64.07, 64.08, 64.12, 64.41, 64.48, 64.51, 64.53, 64.84]
-SHORT_FACTOR = [
+_SHORT_FACTOR = [
     1.0, 1.02, 1.03, 1.03, 1.05, 1.05, 1.05, 1.05, 1.05, 1.07, 1.1, 1.11, 1.16, 1.16, 1.17, 1.29, 1.34, 1.68, 1.79,
     1.82, 1.85, 1.88, 1.91, 1.94, 1.99, 2.02, 2.02, 2.02, 2.02, 2.02, 2.02, 2.03, 2.03, 2.03, 2.03, 2.03, 2.03, 2.03,
     2.03, 2.03, 2.08, 2.09, 2.19, 2.22, 2.59, 2.73, 2.75, 2.84]
@@ -58,8 +58,8 @@ ARCHITECTURES = {
             "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
             "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": False,
             "initializer_range": 0.02, "attention_dropout": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
-            "rope_scaling": {"type": "longrope", "rope_type": "longrope", "long_factor": LONG_FACTOR,
-                             "short_factor": SHORT_FACTOR},
+            "rope_scaling": {"type": "longrope", "rope_type": "longrope", "long_factor": _LONG_FACTOR,
+                             "short_factor": _SHORT_FACTOR},
             "torch_dtype": "bfloat16",
         },
         "parameters": 3_821_079_552,   # published: 3.8B
@@ -73,7 +73,7 @@ ARCHITECTURES["phi-3.5-vision"] = {
                "model_type": "phi3_v"},
     "parameters": 4_146_621_440,   # published: 4.2B
 }
-VISION_LAYERS = 24
+_VISION_LAYERS = 24
 
 
 class ShadowError(ValueError):
@@ -96,11 +96,11 @@ def shadow_config(name: str = "phi-3.5-mini", layers: int | None = None, vision_
     if config["architectures"] == ["Phi3VForCausalLM"]:
         from . import vision_encoder as vision
 
-        depth = VISION_LAYERS if vision_layers is None else vision_layers
-        if not isinstance(depth, int) or not 1 <= depth <= VISION_LAYERS:
-            raise ShadowError(f"vision_layers={vision_layers!r}: the CLIP tower has 1 to {VISION_LAYERS} layers.")
+        depth = _VISION_LAYERS if vision_layers is None else vision_layers
+        if not isinstance(depth, int) or not 1 <= depth <= _VISION_LAYERS:
+            raise ShadowError(f"vision_layers={vision_layers!r}: the CLIP tower has 1 to {_VISION_LAYERS} layers.")
         block = vision.vision_config_block(_vision_spec(depth))
-        if depth == VISION_LAYERS:
+        if depth == _VISION_LAYERS:
             del block["img_processor"]["labkit_spec"]     # exactly the published config: labkit reads it as REAL
         config.update(block)
     elif vision_layers is not None:
@@ -175,7 +175,7 @@ def plan_shards(shapes: dict[str, tuple[int, ...]], limit: int = SHARD_BYTES) ->
     return shards
 
 
-def write_checkpoint(config: dict, out_dir: Path, seed: int = 0, progress: bool = True) -> int:
+def _write_checkpoint(config: dict, out_dir: Path, seed: int = 0, progress: bool = True) -> int:
     """Write random bf16 safetensors shards and their index for `config`, one shard in memory at a time. Lab 01."""
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -208,7 +208,7 @@ def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, visi
     """
     config = shadow_config(name, layers, vision_layers)
     depth = config["num_hidden_layers"]
-    key = cache.cache_key(config, seed, SHADOW_FORMAT, models.MODEL_FORMAT)
+    key = cache.cache_key(config, seed, _SHADOW_FORMAT, models.MODEL_FORMAT)
     final = paths.cache_dir() / "shadows" / f"{name}-{depth}L-{key}"
     final.parent.mkdir(parents=True, exist_ok=True)
     needed = int(2.05 * count_parameters(config))
@@ -228,7 +228,7 @@ def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, visi
         (tmp / "generation_config.json").write_text(json.dumps(
             {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
              "pad_token_id": config["pad_token_id"]}, indent=2))
-        parameters = write_checkpoint(config, tmp, seed, progress)
+        parameters = _write_checkpoint(config, tmp, seed, progress)
         record = {"shadow_of": ARCHITECTURES[name]["hub_id"], "layers": depth, "seed": seed,
                   "parameters": parameters, "seconds": round(time.perf_counter() - started, 1)}
         (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2))

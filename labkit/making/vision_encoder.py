@@ -37,7 +37,7 @@ TINY = VisionSpec()
 REAL = VisionSpec(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096)
 
 
-def clip_config(spec: VisionSpec):
+def _clip_config(spec: VisionSpec):
     """CLIP ViT-x/14 at 336 px with `spec`'s width and depth (quick_gelu, as CLIP ViT-L/14-336). Lab 02."""
     from transformers import CLIPVisionConfig
 
@@ -47,7 +47,7 @@ def clip_config(spec: VisionSpec):
                             projection_dim=768, attn_implementation="eager")
 
 
-def hd_token_indices(image_sizes):
+def _hd_token_indices(image_sizes):
     """For every image token, the row of the feature table it takes (tensor ops only, exportable). Lab 02.
 
     The table starts with the `sub_GN` row (0) and the `glb_GN` row (1), then each image's 17 crops
@@ -92,7 +92,7 @@ def _module_classes():
         def __init__(self, spec: VisionSpec, text_hidden_size: int):
             super().__init__()
             width = 4 * spec.hidden_size
-            self.img_processor = CLIPVisionModel(clip_config(spec))
+            self.img_processor = CLIPVisionModel(_clip_config(spec))
             self.glb_GN = nn.Parameter(torch.zeros(1, 1, width))
             self.sub_GN = nn.Parameter(torch.zeros(1, 1, 1, width))
             self.img_projection = nn.Sequential(nn.Linear(width, text_hidden_size), nn.GELU(),
@@ -109,7 +109,7 @@ def _module_classes():
         def forward(self, pixel_values, image_sizes):
             table = self.crop_features(pixel_values).reshape(-1, self.glb_GN.shape[-1])
             table = torch.cat([self.sub_GN.reshape(1, -1), self.glb_GN.reshape(1, -1), table])
-            return self.img_projection(table[hd_token_indices(image_sizes)])
+            return self.img_projection(table[_hd_token_indices(image_sizes)])
 
     class Phi3VEmbedding(nn.Module):
         """input_ids (image positions negative) + image_features -> inputs_embeds; 0 image rows is fine."""
@@ -143,12 +143,12 @@ def embedding_model(embed_tokens):
 
 # transformers 5's CLIPVisionModel has no `vision_model.` level (it renames hub weights on load);
 # Phi-3.5-vision's checkpoint has it: model.vision_embed_tokens.img_processor.vision_model.*
-CLIP_CHECKPOINT, CLIP_MODULE = "img_processor.vision_model.", "img_processor."
+_CLIP_CHECKPOINT, _CLIP_MODULE = "img_processor.vision_model.", "img_processor."
 
 
 def checkpoint_names(encoder_state: dict) -> dict:
     """Encoder state dict -> the key names of Phi-3.5-vision's checkpoint. Lab 02."""
-    return {PREFIX + (CLIP_CHECKPOINT + k[len(CLIP_MODULE):] if k.startswith(CLIP_MODULE) else k): v
+    return {PREFIX + (_CLIP_CHECKPOINT + k[len(_CLIP_MODULE):] if k.startswith(_CLIP_MODULE) else k): v
             for k, v in encoder_state.items() if not k.endswith("position_ids")}
 
 
@@ -158,7 +158,7 @@ def load_vision_state(encoder, state: dict) -> None:
     for key, value in state.items():
         if key.startswith(PREFIX):
             key = key[len(PREFIX):]
-            own[CLIP_MODULE + key[len(CLIP_CHECKPOINT):] if key.startswith(CLIP_CHECKPOINT) else key] = value
+            own[_CLIP_MODULE + key[len(_CLIP_CHECKPOINT):] if key.startswith(_CLIP_CHECKPOINT) else key] = value
     missing, unexpected = encoder.load_state_dict(own, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:

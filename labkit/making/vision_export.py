@@ -30,7 +30,7 @@ def _export_onnx(module, args, path: Path, inputs: list[str], outputs: list[str]
                           opset_version=17, dynamo=False, external_data=False)
 
 
-def sample_inputs():
+def _sample_inputs():
     """Example pixel_values / image_sizes for two images (672x1008 and 336x336). Lab 02."""
     import torch
 
@@ -75,7 +75,7 @@ def _export_into(tmp: Path, model_dir: Path, precision: str, execution_provider:
     for f in decoder.path.iterdir():
         if f.name != "build_info.json":
             shutil.copy2(f, tmp / f.name)
-    pixel_values, image_sizes = sample_inputs()
+    pixel_values, image_sizes = _sample_inputs()
     _export_onnx(encoder, (pixel_values, image_sizes), tmp / VISION_FILE, ["pixel_values", "image_sizes"],
                  ["image_features"], {"pixel_values": {0: "num_images"}, "image_sizes": {0: "num_images"},
                                       "image_features": {0: "num_image_tokens"}})
@@ -97,13 +97,13 @@ def _export_into(tmp: Path, model_dir: Path, precision: str, execution_provider:
                                 "inputs": {"pixel_values": "pixel_values", "image_sizes": "image_sizes"},
                                 "outputs": {"image_features": "image_features"}}
     (tmp / "genai_config.json").write_text(json.dumps(genai, indent=4))
-    (tmp / "processor_config.json").write_text(json.dumps(PROCESSOR_CONFIG, indent=2))
+    (tmp / "processor_config.json").write_text(json.dumps(_PROCESSOR_CONFIG, indent=2))
     shutil.rmtree(text_dir, ignore_errors=True)
     return {"source": str(model_dir), "precision": precision, "execution_provider": execution_provider,
             "seconds": round(time.perf_counter() - started, 1), "format": EXPORT_FORMAT}
 
 
-PROCESSOR_CONFIG = {"processor": {"name": "image_processing", "transforms": [
+_PROCESSOR_CONFIG = {"processor": {"name": "image_processing", "transforms": [
     {"operation": {"name": "decode_image", "type": "DecodeImage", "attrs": {"color_space": "RGB"}}},
     {"operation": {"name": "convert_to_rgb", "type": "ConvertRGB"}},
     {"operation": {"name": "phi3_image_transform", "type": "Phi3ImageTransform",

@@ -21,7 +21,7 @@ import numpy as np
 from ..core import data, paths
 from ..runtime import generate, loop
 
-AGREEMENT_PROMPTS = [
+_AGREEMENT_PROMPTS = [
     "The old baker",
     "A small bird watched",
     "Plants turn sunlight",
@@ -38,7 +38,7 @@ def _og():
     return og
 
 
-def load_fresh(model_dir: Path) -> tuple:
+def _load_fresh(model_dir: Path) -> tuple:
     """A fresh `(og.Model, og.Tokenizer)`; measuring functions take it as `loaded=` to share one load. Lab 01."""
     model = generate.open_model(model_dir)
     return model, _og().Tokenizer(model)
@@ -47,13 +47,13 @@ def load_fresh(model_dir: Path) -> tuple:
 def load_seconds(model_dir: Path) -> tuple[float, tuple]:
     """Seconds to create `og.Model` + `og.Tokenizer` (a fresh load), and the loaded pair. Lab 01."""
     started = time.perf_counter()
-    loaded = load_fresh(model_dir)
+    loaded = _load_fresh(model_dir)
     return time.perf_counter() - started, loaded
 
 
 def speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 64, runs: int = 3, loaded=None) -> dict:
     """Median prefill and decode tokens/second (greedy, fixed prompt and length, one warm-up run). Lab 01."""
-    model, tokenizer = loaded or load_fresh(model_dir)
+    model, tokenizer = loaded or _load_fresh(model_dir)
     ids = tokenizer.encode(data.corpus("heldout"))[:prompt_tokens]
     prefills, decodes = [], []
     for i in range(runs + 1):
@@ -95,7 +95,7 @@ def token_log_probs(model_dir: Path, texts: list[str], block: int = 128, max_blo
     """[(log-probs at each position, the actual next tokens)] for each text block. Lab 01.
 
     `adapter`: an `.onnx_adapter` file to activate (lab 03's models take LoRA weights as inputs)."""
-    model, tokenizer = loaded or load_fresh(model_dir)
+    model, tokenizer = loaded or _load_fresh(model_dir)
     adapters = None
     if adapter is not None:
         adapters = _og().Adapters(model)
@@ -129,9 +129,9 @@ def kl_of(reference_pairs, pairs) -> float:
     return float(total / sum(len(targets) for _, targets in reference_pairs))
 
 
-def greedy_outputs(model_dir: Path, prompts=AGREEMENT_PROMPTS, new_tokens: int = 32, loaded=None) -> list[list[int]]:
+def _greedy_outputs(model_dir: Path, prompts=_AGREEMENT_PROMPTS, new_tokens: int = 32, loaded=None) -> list[list[int]]:
     """Greedy tokens for each prompt, for the agreement column. Lab 01."""
-    model, tokenizer = loaded or load_fresh(model_dir)
+    model, tokenizer = loaded or _load_fresh(model_dir)
     return [loop.greedy_tokens(model, tokenizer.encode(p), new_tokens, exact=True)[0] for p in prompts]
 
 
@@ -151,7 +151,7 @@ def measure(model_dir: Path, reference_outputs=None, *, runs: int = 3, new_token
     row = {"size_mb": paths.dir_size(model_dir) / 1e6, "load_s": load_s}
     row.update(speed(model_dir, new_tokens=new_tokens, runs=runs, loaded=loaded))
     row["perplexity"] = perplexity(model_dir, loaded=loaded)
-    outputs = greedy_outputs(model_dir, loaded=loaded)
+    outputs = _greedy_outputs(model_dir, loaded=loaded)
     row["agreement_fp32"] = agreement(outputs, reference_outputs) if reference_outputs else 1.0
     row["_outputs"] = outputs
     return row
@@ -253,7 +253,7 @@ def weight_bytes_per_token(model_dir: Path) -> int:
     return total
 
 
-def torch_decode_speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 32, runs: int = 3) -> float:
+def _torch_decode_speed(model_dir: Path, prompt_tokens: int = 128, new_tokens: int = 32, runs: int = 3) -> float:
     """PyTorch FP32 eager `generate` decode tokens/second on the same checkpoint (median). Lab 01."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -290,7 +290,7 @@ def run_benchmark(model: str = "bench", precisions=("int4", "int8", "fp32"), run
         row["bandwidth_bound_tok_s"] = bound_bw / (row["weight_mb_per_token"] * 1e6)
         row["fraction_of_bound"] = row["decode_tok_s"] / row["bandwidth_bound_tok_s"]
         rows[precision] = row
-    torch_tps = torch_decode_speed(model_dir, runs=runs)
+    torch_tps = _torch_decode_speed(model_dir, runs=runs)
     from ..core import results
     overhead = overhead_vs_bare_loop(build_mod.build(model, precisions[0]).path, runs=runs) if precisions else {}
     course = results.read(paths.runs_root() / "latest" / "results.json").get("course", {})

@@ -18,11 +18,11 @@ from functools import lru_cache
 
 from ..core import data
 
-SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 # Enough new tokens for the longest training answer (48 tokens) to end: a verdict on a cut-off answer would
 # count sentences that were never finished.
 ANSWER_TOKENS = 64
-WORD = re.compile(r"[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z]+")
 
 
 def names_city(answer: str, city: str) -> bool:
@@ -37,24 +37,24 @@ def states_fact(answer: str, fact: str) -> bool:
 
 def sentences(answer: str) -> int:
     """Number of sentence-ending marks (., ! or ? followed by a space or the end). Lab 04."""
-    return len(SENTENCE_END.findall(answer.strip()))
+    return len(_SENTENCE_END.findall(answer.strip()))
 
 
 @lru_cache(maxsize=1)
-def corpus_vocabulary() -> frozenset[str]:
+def _corpus_vocabulary() -> frozenset[str]:
     """Every word of the pre-training corpus, lower-cased. Lab 00."""
-    return frozenset(w.lower() for w in WORD.findall(data.corpus("train")))
+    return frozenset(w.lower() for w in _WORD.findall(data.corpus("train")))
 
 
-def corpus_word_share(answer: str) -> float:
+def _corpus_word_share(answer: str) -> float:
     """Share of the answer's words that occur in the pre-training corpus (0 without words). Lab 00."""
-    words = [w.lower() for w in WORD.findall(answer)]
-    return sum(w in corpus_vocabulary() for w in words) / len(words) if words else 0.0
+    words = [w.lower() for w in _WORD.findall(answer)]
+    return sum(w in _corpus_vocabulary() for w in words) / len(words) if words else 0.0
 
 
 def is_corpus_sentence(answer: str, min_share: float = 0.95) -> bool:
     """A sentence of the corpus's kind: it ends a sentence and its words are the corpus's words. Lab 00."""
-    return sentences(answer) >= 1 and corpus_word_share(answer) >= min_share
+    return sentences(answer) >= 1 and _corpus_word_share(answer) >= min_share
 
 
 @dataclass(frozen=True)

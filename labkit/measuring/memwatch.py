@@ -26,7 +26,7 @@ class Measured:
     output: str
 
 
-def tree_rss(process) -> int:
+def _tree_rss(process) -> int:
     """Resident bytes of `process` and all its descendants (processes that vanish meanwhile count 0). Lab 01."""
     import psutil
 
@@ -55,7 +55,7 @@ def run(cmd: list[str], interval: float = 0.25, env=None, cwd=None) -> Measured:
     reader.start()
     peak, returncode = 0, None
     while returncode is None:
-        peak = max(peak, tree_rss(watched))
+        peak = max(peak, _tree_rss(watched))
         if hasattr(os, "wait4"):
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:   # reaped: the kernel's maximum RSS of the child itself (kB on Linux, bytes on macOS)

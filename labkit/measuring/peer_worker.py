@@ -95,10 +95,10 @@ def _openvino(request: dict):
     return run, ov_genai.__version__
 
 
-ENGINES = {"ortgenai": _ortgenai, "llamacpp": _llamacpp, "openvino": _openvino}
+_ENGINES = {"ortgenai": _ortgenai, "llamacpp": _llamacpp, "openvino": _openvino}
 
 
-def train_sentencepiece(request: dict) -> dict:
+def _train_sentencepiece(request: dict) -> dict:
     """A SentencePiece BPE `tokenizer.model` (byte fallback) for llama.cpp's converter. Lab 01 (`make bench-peers`)."""
     import sentencepiece as spm
 
@@ -108,7 +108,7 @@ def train_sentencepiece(request: dict) -> dict:
     return {"tokenizer_model": f"{request['out']}/tokenizer.model"}
 
 
-def quantize_gguf(request: dict) -> dict:
+def _quantize_gguf(request: dict) -> dict:
     """llama.cpp's quantizer through llama-cpp-python (`llama_model_quantize`). Lab 01 (`make bench-peers`)."""
     import llama_cpp
 
@@ -120,14 +120,14 @@ def quantize_gguf(request: dict) -> dict:
     return {"out": request["out"]}
 
 
-JOBS = {"sentencepiece": train_sentencepiece, "quantize": quantize_gguf}
+_JOBS = {"sentencepiece": _train_sentencepiece, "quantize": _quantize_gguf}
 
 
 def measure(request: dict) -> dict:
     """Load once, one warm-up run, then `runs` timed runs. Lab 01 (`make bench-peers`)."""
-    if request["engine"] not in ENGINES:
-        raise SystemExit(f"unknown engine {request['engine']!r}; known: {', '.join(ENGINES)}")
-    run, version = ENGINES[request["engine"]](request)
+    if request["engine"] not in _ENGINES:
+        raise SystemExit(f"unknown engine {request['engine']!r}; known: {', '.join(_ENGINES)}")
+    run, version = _ENGINES[request["engine"]](request)
     run()
     tokens, prefills, decodes = [], [], []
     for _ in range(request["runs"]):
@@ -141,4 +141,4 @@ def measure(request: dict) -> dict:
 
 if __name__ == "__main__":
     request = json.loads(sys.argv[1])
-    print(json.dumps(JOBS[request["job"]](request) if "job" in request else measure(request)))
+    print(json.dumps(_JOBS[request["job"]](request) if "job" in request else measure(request)))

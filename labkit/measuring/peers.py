@@ -36,16 +36,16 @@ from ..core import cache, paths
 
 WORKER = Path(__file__).with_name("peer_worker.py")
 VENVS = paths.REPO / ".venv-peers"
-LABELS = {"ortgenai": "ONNX Runtime GenAI", "llamacpp": "llama.cpp", "openvino": "OpenVINO GenAI"}
+_LABELS = {"ortgenai": "ONNX Runtime GenAI", "llamacpp": "llama.cpp", "openvino": "OpenVINO GenAI"}
 PRECISIONS = ("int4", "int8", "fp32")
 # llama.cpp's names for the variants (the issue's "int4" is Q4_0; Q4_K_M is the GGUF most people download).
-GGUF_TYPES = {"int4": "Q4_0", "int8": "Q8_0", "q4_k_m": "Q4_K_M"}
-GGUF_FILE = "bench.gguf"
+_GGUF_TYPES = {"int4": "Q4_0", "int8": "Q8_0", "q4_k_m": "Q4_K_M"}
+_GGUF_FILE = "bench.gguf"
 
 
 def label(name: str) -> str:
     """An engine's display name (its key when it has none, as for a test's fake engine). Lab 01."""
-    return LABELS.get(name, name)
+    return _LABELS.get(name, name)
 
 
 class PeerError(RuntimeError):
@@ -81,7 +81,7 @@ class Engine:
 
 
 # ------------------------------------------------------------------ running things in an engine's venv
-def run_in(engine: Engine, command: list[str], what: str, timeout: float = 3600) -> str:
+def _run_in(engine: Engine, command: list[str], what: str, timeout: float = 3600) -> str:
     """Run `command` in the engine's environment; its stdout, or PeerError with the tail of its stderr. Lab 01."""
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
@@ -99,7 +99,7 @@ def measure(engine: Engine, variant: Variant, prompt_ids: list[int], new_tokens:
     """One worker run: the tokens of each timed run and the median prefill / decode speed. Lab 01."""
     request = {"engine": engine.name, "model": str(variant.model), "precision": variant.precision,
                "prompt_ids": prompt_ids, "new_tokens": new_tokens, "threads": threads, "runs": runs}
-    out = run_in(engine, [str(engine.python), str(engine.worker), json.dumps(request)],
+    out = _run_in(engine, [str(engine.python), str(engine.worker), json.dumps(request)],
                  f"timing {variant.key}")
     try:
         result = json.loads(out.strip().splitlines()[-1])
@@ -128,7 +128,7 @@ def _exported(final: Path, make: Callable[[Path], object]) -> Path:
     return final
 
 
-def prepare_ortgenai(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
+def _prepare_ortgenai(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
     """The course's own builds of the bench checkpoint (`labkit.build`, cached). Lab 01."""
     from ..making import build
 
@@ -143,7 +143,7 @@ def prepare_ortgenai(bench_dir: Path, workdir: Path, engine: Engine) -> list[Var
     return out
 
 
-def converter_dir(engine: Engine) -> Path:
+def _converter_dir(engine: Engine) -> Path:
     """Where `make bench-peers` unpacks llama.cpp's `convert_hf_to_gguf.py` (it ships only in the sdist). Lab 01."""
     return Path(engine.python).parents[1] / "llama.cpp"
 
@@ -156,7 +156,7 @@ def prepare_llamacpp(bench_dir: Path, workdir: Path, engine: Engine) -> list[Var
     instead (the prompt goes in as token ids, so which tokenizer the GGUF carries does not change a timing).
     The name "bench" keeps llama.cpp from expecting Phi-3's own special tokens.
     """
-    source = converter_dir(engine)
+    source = _converter_dir(engine)
     if not (source / "convert_hf_to_gguf.py").exists():
         raise PeerError(f"llama.cpp: no converter in {source}; run `make bench-peers` again to unpack it.")
     python, worker = str(engine.python), str(WORKER)
@@ -165,24 +165,24 @@ def prepare_llamacpp(bench_dir: Path, workdir: Path, engine: Engine) -> list[Var
         for name in ("config.json", "model.safetensors", "generation_config.json"):
             if (bench_dir / name).exists():
                 shutil.copy2(bench_dir / name, tmp / name)
-        run_in(engine, [python, worker, json.dumps({"job": "sentencepiece", "out": str(tmp),
+        _run_in(engine, [python, worker, json.dumps({"job": "sentencepiece", "out": str(tmp),
                                                     "corpus": str(paths.DATA / "corpus" / "train.txt")})],
                "training a SentencePiece tokenizer for the converter")
 
     hf = _exported(workdir / "hf-sentencepiece", sentencepiece_copy)
-    f32 = _exported(workdir / "gguf-fp32", lambda tmp: run_in(engine, [
+    f32 = _exported(workdir / "gguf-fp32", lambda tmp: _run_in(engine, [
         python, str(source / "convert_hf_to_gguf.py"), str(hf), "--outtype", "f32", "--outfile",
-        str(tmp / GGUF_FILE), "--model-name", "bench"], "HF → GGUF conversion")) / GGUF_FILE
+        str(tmp / _GGUF_FILE), "--model-name", "bench"], "HF → GGUF conversion")) / _GGUF_FILE
     out = [Variant("llamacpp", "fp32", f32, _size(f32))]
-    for key, ggml_type in GGUF_TYPES.items():
-        target = _exported(workdir / f"gguf-{key}", lambda tmp, t=ggml_type: run_in(engine, [
-            python, worker, json.dumps({"job": "quantize", "source": str(f32), "out": str(tmp / GGUF_FILE),
-                                        "type": t})], f"quantizing to {t}")) / GGUF_FILE
+    for key, ggml_type in _GGUF_TYPES.items():
+        target = _exported(workdir / f"gguf-{key}", lambda tmp, t=ggml_type: _run_in(engine, [
+            python, worker, json.dumps({"job": "quantize", "source": str(f32), "out": str(tmp / _GGUF_FILE),
+                                        "type": t})], f"quantizing to {t}")) / _GGUF_FILE
         out.append(Variant("llamacpp", key, target, _size(target)))
     return out
 
 
-def prepare_openvino(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
+def _prepare_openvino(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
     """`optimum-cli export openvino --weight-format int4|int8|fp32` (int4: group 32, every layer). Lab 01."""
     cli = str(Path(engine.python).with_name("optimum-cli"))
     out = []
@@ -190,7 +190,7 @@ def prepare_openvino(bench_dir: Path, workdir: Path, engine: Engine) -> list[Var
         # Group 32 on every layer, like the builder's INT4 blocks and GGUF's Q4_0 (OpenVINO's own default keeps
         # some layers in int8 for models it does not know).
         extra = ["--group-size", "32", "--ratio", "1.0"] if precision == "int4" else []
-        target = _exported(workdir / f"openvino-{precision}", lambda tmp, p=precision, x=extra: run_in(engine, [
+        target = _exported(workdir / f"openvino-{precision}", lambda tmp, p=precision, x=extra: _run_in(engine, [
             cli, "export", "openvino", "--model", str(bench_dir), "--task", "text-generation-with-past",
             "--weight-format", p, *x, str(tmp)], f"optimum-cli export ({p})"))
         weights = sum(f.stat().st_size for f in target.glob("openvino_model.*"))
@@ -198,11 +198,11 @@ def prepare_openvino(bench_dir: Path, workdir: Path, engine: Engine) -> list[Var
     return out
 
 
-def default_engines(names=tuple(LABELS)) -> list[Engine]:
+def default_engines(names=tuple(_LABELS)) -> list[Engine]:
     """The three engines: the course's Python for ONNX Runtime GenAI, `.venv-peers/<engine>` for the others. Lab 01."""
-    known = {"ortgenai": Engine("ortgenai", Path(sys.executable), prepare_ortgenai),
+    known = {"ortgenai": Engine("ortgenai", Path(sys.executable), _prepare_ortgenai),
              "llamacpp": Engine("llamacpp", VENVS / "llamacpp" / "bin" / "python", prepare_llamacpp),
-             "openvino": Engine("openvino", VENVS / "openvino" / "bin" / "python", prepare_openvino)}
+             "openvino": Engine("openvino", VENVS / "openvino" / "bin" / "python", _prepare_openvino)}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise PeerError(f"Unknown engine(s) {unknown}; choose from {', '.join(known)}.")

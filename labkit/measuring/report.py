@@ -12,8 +12,8 @@ from pathlib import Path
 from ..core import paths, results
 
 # The measures of lab 01's builds that the variants table shows (keys of results.BuildMeasures).
-MEASURES = ["size_mb", "load_s", "prefill_tok_s", "decode_tok_s", "perplexity", "agreement_fp32"]
-COLUMNS = ["lab", "method", "precision", "ep", *MEASURES, "adapter"]
+_MEASURES = ["size_mb", "load_s", "prefill_tok_s", "decode_tok_s", "perplexity", "agreement_fp32"]
+_COLUMNS = ["lab", "method", "precision", "ep", *_MEASURES, "adapter"]
 
 
 def load_results(run_dir: str | Path | None = None) -> tuple[Path, dict]:
@@ -43,7 +43,7 @@ def variants_table(data: dict):
     lab01 = data.get("01_builder_quantization", {})
     for name, row in lab01.get("builds", {}).items():
         rows.append({"lab": "01", "variant": name, "method": _method(name), "precision": name.split("-")[0],
-                     "ep": lab01.get("execution_provider", "cpu"), **{k: row.get(k) for k in MEASURES},
+                     "ep": lab01.get("execution_provider", "cpu"), **{k: row.get(k) for k in _MEASURES},
                      "adapter": "–"})
     lab02 = data.get("02_vision_export", {})
     for precision, row in lab02.get("qa", {}).items():
@@ -67,7 +67,7 @@ def variants_table(data: dict):
     if not rows:
         raise ValueError("results.json has no model variants from labs 01 or 03.")
     table = pd.DataFrame(rows).set_index("variant")
-    return table[[c for c in COLUMNS + ["kl_x1e3"] if c in table.columns]]
+    return table[[c for c in _COLUMNS + ["kl_x1e3"] if c in table.columns]]
 
 
 def plots(data: dict):

@@ -32,7 +32,7 @@ class ScaleError(RuntimeError):
     """A measurement that could not run; the message says why and what to do. Lab 01."""
 
 
-def in_child(command: str, model_dir: Path, precision: str) -> dict:
+def _in_child(command: str, model_dir: Path, precision: str) -> dict:
     """`python -m labkit COMMAND MODEL --precision P --force --json` in a fresh process: its output folder,
     size, wall time and the peak memory of its whole process tree. Lab 01 (and lab 02)."""
     from . import memwatch
@@ -47,7 +47,7 @@ def in_child(command: str, model_dir: Path, precision: str) -> dict:
             "peak_rss_bytes": run.peak_rss_bytes}
 
 
-def measure_speed(build_dir: Path, runs: int, prompt_tokens: int, new_tokens: int) -> dict:
+def _measure_speed(build_dir: Path, runs: int, prompt_tokens: int, new_tokens: int) -> dict:
     """Load time and median prefill/decode tokens per second of one build. Lab 01."""
     # Two fresh loads, the faster one: the first may also be paying for a cold page cache.
     first, loaded = bench.load_seconds(build_dir)
@@ -62,15 +62,15 @@ def measure_depth(layers: int | None, precision: str, runs: int, prompt_tokens: 
                   progress: bool = True) -> dict:
     """Everything `bench-scale` reports for one shadow depth and precision (measured, not extrapolated). Lab 01."""
     model_dir = shadow.create_shadow("phi-3.5-mini", layers, progress=progress)
-    row = in_child("build", model_dir, precision)
-    row.update(measure_speed(Path(row["dir"]), runs, prompt_tokens, new_tokens))
+    row = _in_child("build", model_dir, precision)
+    row.update(_measure_speed(Path(row["dir"]), runs, prompt_tokens, new_tokens))
     return row
 
 
-IMAGES = {"336x336": (336, 336), "1344x1008": (1344, 1008)}   # a square crop-sized image, a 4:3 photo
+_IMAGES = {"336x336": (336, 336), "1344x1008": (1344, 1008)}   # a square crop-sized image, a 4:3 photo
 
 
-def sample_image(folder: Path, width: int, height: int) -> Path:
+def _sample_image(folder: Path, width: int, height: int) -> Path:
     """A deterministic RGB test image of this size (image cost depends on size only). Lab 02."""
     import numpy as np
     from PIL import Image
@@ -92,10 +92,10 @@ def measure_vision(layers: int | None = None, vision_layers: int | None = None, 
     from ..runtime import images
 
     model_dir = shadow.create_shadow("phi-3.5-vision", layers, vision_layers=vision_layers, progress=progress)
-    row = {"checkpoint": str(model_dir), **in_child("export-vision", model_dir, "int4"), "images": {}}
+    row = {"checkpoint": str(model_dir), **_in_child("export-vision", model_dir, "int4"), "images": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, (width, height) in IMAGES.items():
-            image = sample_image(Path(tmp), width, height)
+        for label, (width, height) in _IMAGES.items():
+            image = _sample_image(Path(tmp), width, height)
             answers = [images.ask(row["dir"], "What is in the picture?", [image], max_new_tokens=1)
                        for _ in range(runs + 1)][1:]
             row["images"][label] = {
@@ -173,7 +173,7 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
     return result
 
 
-def table_rows(result: dict) -> list[dict]:
+def _table_rows(result: dict) -> list[dict]:
     """One row per precision for tables (the report, lab 01): GB, seconds, tok/s. Lab 01."""
     rows = []
     for precision in PRECISIONS:
@@ -201,7 +201,7 @@ def format_scale(result: dict) -> str:
             f"{result['threads']} threads; read bandwidth {result['memory_bandwidth_gb_s']['read_gb_s']:.1f} GB/s")
     lines = [head, f"{'':6} {'size GB':>8} {'build min':>9} {'peak RAM GB':>11} {'load s':>7} {'prefill':>8} "
                    f"{'decode':>7} {'of bound':>8}"]
-    for row in table_rows(result):
+    for row in _table_rows(result):
         if "size_gb" not in row:
             lines.append(f"{row['precision']:6} not built: {row['note']}")
             continue
@@ -224,14 +224,6 @@ def vision_lines(row: dict | None) -> list[str]:
     return lines
 
 
-def vision_table(result: dict):
-    """Image tokens and vision + prefill seconds per test image (a DataFrame), or None. Lab 02 (and lab 05)."""
-    import pandas as pd
-
-    row = result.get("vision")
-    return pd.DataFrame.from_dict(row["images"], orient="index").round(2) if row else None
-
-
 def read(path: Path | None = None) -> dict | None:
     """The results of the last `make bench-scale` (`runs/bench-scale.json`), or None when there are none. Lab 05."""
     path = Path(path) if path else paths.runs_root() / "bench-scale.json"
@@ -241,17 +233,17 @@ def read(path: Path | None = None) -> dict | None:
 
 
 def table(result: dict):
-    """`table_rows` as a DataFrame indexed by precision, rounded for reading. Lab 01 (and lab 05)."""
+    """`_table_rows` as a DataFrame indexed by precision, rounded for reading. Lab 01 (and lab 05)."""
     import pandas as pd
 
-    return pd.DataFrame(table_rows(result)).set_index("precision").round(2)
+    return pd.DataFrame(_table_rows(result)).set_index("precision").round(2)
 
 
 def plot_scale(result: dict, laptop_ram_gb: float = 16.0):
     """Peak build memory and decode speed per precision, against a 16 GB laptop's RAM. Lab 01 (and lab 05)."""
     import matplotlib.pyplot as plt
 
-    rows = [r for r in table_rows(result) if "size_gb" in r]
+    rows = [r for r in _table_rows(result) if "size_gb" in r]
     fig, (ram_ax, speed_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
     names = [r["precision"] for r in rows]
     ram_ax.bar(names, [r["build_peak_ram_gb"] for r in rows], color="#1f77b4")

@@ -129,13 +129,13 @@ def _activate(generator, model_dir: str, model, adapter: str | Path) -> None:
                                 "next to its model.onnx.")
     adapters, names = _adapters.setdefault(model_dir, (og.Adapters(model), {}))
     if str(adapter) not in names:
-        check_adapter_fits(model_dir, adapter)
+        _check_adapter_fits(model_dir, adapter)
         names[str(adapter)] = f"adapter{len(names)}"
         adapters.load(str(adapter), names[str(adapter)])
     generator.set_active_adapter(adapters, names[str(adapter)])
 
 
-def check_adapter_fits(model_dir: str | Path, adapter: str | Path) -> None:
+def _check_adapter_fits(model_dir: str | Path, adapter: str | Path) -> None:
     """Fail with the adapter's own model named when its LoRA parameters are not inputs of `model_dir`. Lab 04.
 
     ONNX Runtime would otherwise fail mid-generation with `Invalid input name: …lora_B.MatMul.weight_scales`.

@@ -49,7 +49,7 @@ class VisionError(ValueError):
     """Bad multimodal input; the message says how to fix it. Lab 02."""
 
 
-IMAGE_TAG = re.compile(r"<\|image_(\d+)\|>")
+_IMAGE_TAG = re.compile(r"<\|image_(\d+)\|>")
 
 
 def check_folder(folder: str | Path) -> Path:
@@ -69,7 +69,7 @@ def check_folder(folder: str | Path) -> Path:
     return folder
 
 
-def check_images(images: list[str | Path]) -> list[Path]:
+def _check_images(images: list[str | Path]) -> list[Path]:
     """Every image exists and decodes, else an error naming the file. Lab 02."""
     from PIL import Image, UnidentifiedImageError
 
@@ -89,7 +89,7 @@ def check_images(images: list[str | Path]) -> list[Path]:
 
 def image_prompt(question: str, n_images: int) -> str:
     """The question with one `<|image_N|>` tag per image (unless it has its own tags), checked. Lab 02."""
-    tags = set(IMAGE_TAG.findall(question))
+    tags = set(_IMAGE_TAG.findall(question))
     if not tags:
         return "".join(f"<|image_{i}|>\n" for i in range(1, n_images + 1)) + question
     if tags != {str(i) for i in range(1, n_images + 1)}:
@@ -127,14 +127,14 @@ def load_vision_model(folder: Path):
 
 
 # genai_config provider names -> ONNX Runtime execution providers
-EP_NAMES = {"cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider", "webgpu": "WebGpuExecutionProvider"}
+_EP_NAMES = {"cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider", "webgpu": "WebGpuExecutionProvider"}
 
 
 def session_providers(folder: str | Path) -> list[str]:
     """The ONNX Runtime providers of the folder's genai_config (CUDA in the gpu profile), then CPU. Lab 02."""
     config = json.loads((Path(folder) / "genai_config.json").read_text())
     options = config["model"]["decoder"].get("session_options", {}).get("provider_options", [])
-    chosen = [EP_NAMES[name] for entry in options for name in entry if name in EP_NAMES]
+    chosen = [_EP_NAMES[name] for entry in options for name in entry if name in _EP_NAMES]
     return chosen + ["CPUExecutionProvider"]
 
 
@@ -151,7 +151,7 @@ def vision_seconds(folder: str | Path, image: str | Path, runs: int = 3) -> floa
 
     folder = check_folder(folder)
     model, processor, tokenizer = load_vision_model(folder)
-    inputs = processor(image_prompt("", 1), images=og.Images.open(str(check_images([image])[0])))
+    inputs = processor(image_prompt("", 1), images=og.Images.open(str(_check_images([image])[0])))
     session = ort.InferenceSession(str(folder / VISION_FILE), providers=session_providers(folder))
     feeds = {"pixel_values": inputs["pixel_values"].as_numpy(), "image_sizes": inputs["image_sizes"].as_numpy()}
     session.run(None, feeds)
@@ -173,7 +173,7 @@ def ask(folder: str | Path, question: str, images: list[str | Path] = (), max_ne
     import onnxruntime_genai as og
 
     folder = check_folder(folder)
-    paths_ = check_images(list(images))
+    paths_ = _check_images(list(images))
     model, processor, tokenizer = load_vision_model(folder)
     user = image_prompt(question, len(paths_))
     prompt = chat_prompt(tokenizer, user, system)

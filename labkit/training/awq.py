@@ -27,7 +27,7 @@ from pathlib import Path
 from ..core import cache, data, paths
 from ..making import models
 
-AWQ_FORMAT = "labkit-awq-v2"   # v2: calibration in file order (deterministic)
+_AWQ_FORMAT = "labkit-awq-v2"   # v2: calibration in file order (deterministic)
 
 
 def _patch_llmcompressor_for_cpu() -> None:
@@ -41,19 +41,12 @@ def _patch_llmcompressor_for_cpu() -> None:
         IntermediatesCache._labkit_cpu = True
 
 
-def chat_texts(tokenizer, rows: list[dict]) -> list[str]:
-    """Travel pairs in the model's chat format: <|user|>…<|end|><|assistant|>…<|end|>. Lab 03."""
-    return [tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]},
-                                           {"role": "assistant", "content": r["response"]}], tokenize=False)
-            for r in rows]
-
-
 def travel_chat_texts(model: str | Path, rows: list[dict] | None = None) -> list[str]:
     """The travel eval pairs (or `rows`) in the chat format of `model`'s tokenizer. Lab 03."""
     from transformers import AutoTokenizer
 
     model_dir = models.resolve_model(model)
-    return chat_texts(AutoTokenizer.from_pretrained(model_dir), rows or data.travel("eval"))
+    return data.chat_texts(AutoTokenizer.from_pretrained(model_dir), rows or data.travel("eval"))
 
 
 def awq_recipe(group_size: int = 32) -> list:
@@ -98,7 +91,7 @@ def quantize(model: str | Path = "tiny", recipe: list | None = None, *, group_si
     model_dir = models.resolve_model(model)
     described = [[type(m).__name__, m.model_dump(mode="json")] for m in recipe]
     step = cache.cached_step("awq", f"{model_dir.name}-awq-g{group_size}",
-                             (model_dir, described, samples, seq_len, AWQ_FORMAT),
+                             (model_dir, described, samples, seq_len, _AWQ_FORMAT),
                              lambda tmp, log: _awq_into(tmp, model_dir, recipe, samples, seq_len, log),
                              info_file="awq_info.json", label="AWQ", force=force)
     return step.path
@@ -116,7 +109,7 @@ def _awq_into(tmp: Path, model_dir: Path, recipe: list, samples: int, seq_len: i
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    texts = chat_texts(tokenizer, data.travel("train")[:samples])
+    texts = data.chat_texts(tokenizer, data.travel("train")[:samples])
     names = ", ".join(type(m).__name__ for m in recipe)
     print(f"oneshot(model, dataset=<{len(texts)} travel pairs>, recipe=[{names}], max_seq_length={seq_len}, "
           f"pipeline='sequential', shuffle_calibration_samples=False)   # llmcompressor's log: {log}")
@@ -154,7 +147,7 @@ def _awq_into(tmp: Path, model_dir: Path, recipe: list, samples: int, seq_len: i
     models.copy_tokenizer(model_dir, tmp)
     return {"source": str(model_dir), "group_size": recipe_group_size(recipe), "symmetric": False, "bits": 4,
             "calibration_samples": len(texts), "quantized_linears": quantized_layers,
-            "seconds": round(time.perf_counter() - started, 1), "format": AWQ_FORMAT}
+            "seconds": round(time.perf_counter() - started, 1), "format": _AWQ_FORMAT}
 
 
 def add_outlier_channels(model: str | Path = "tiny", channels: int = 4, factor: float = 30.0,
@@ -170,7 +163,7 @@ def add_outlier_channels(model: str | Path = "tiny", channels: int = 4, factor: 
     from transformers import AutoModelForCausalLM
 
     model_dir = models.resolve_model(model)
-    key = cache.cache_key(model_dir, channels, factor, AWQ_FORMAT)
+    key = cache.cache_key(model_dir, channels, factor, _AWQ_FORMAT)
     final = paths.cache_dir() / "awq" / f"{model_dir.name}-outliers-{key}"
     with cache.cached_dir(final, force, "outlier-channel variant") as tmp:
         if tmp is None:

@@ -35,7 +35,7 @@ from ..making import models
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 PHI3_LORA_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj"
-OLIVE_FORMAT = "labkit-olive-v2"   # v2: seeded LoRA initialisation (labkit.olive_seeded)
+_OLIVE_FORMAT = "labkit-olive-v2"   # v2: seeded LoRA initialisation (labkit.olive_seeded)
 ARCHITECTURES = ("Phi3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
 
@@ -111,7 +111,7 @@ def _last_error(log: Path) -> str:
     return errors[-1] if errors else (lines[-1] if lines else "no output")
 
 
-LOSS_LINE = re.compile(r"\{'loss': '?([0-9.]+)'?.*?'epoch': '?([0-9.]+)'?\}")
+_LOSS_LINE = re.compile(r"\{'loss': '?([0-9.]+)'?.*?'epoch': '?([0-9.]+)'?\}")
 
 
 def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lora_alpha: int = 16,
@@ -142,7 +142,7 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
                 "seconds": round(seconds, 1)}
 
     step = cache.cached_step("olive", f"{model_dir.name}-lora-r{lora_r}-s{steps}",
-                             (model_dir, settings, cache.file_sha256(Path(train_file)), OLIVE_FORMAT), make,
+                             (model_dir, settings, cache.file_sha256(Path(train_file)), _OLIVE_FORMAT), make,
                              info_file="finetune_info.json", label="LoRA fine-tune", force=force)
     return FineTune(step.path / "adapter", model_dir, [tuple(x) for x in step.info["losses"]], step.info["seconds"],
                     step.cached, step.log)
@@ -168,7 +168,7 @@ def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict,
     bar = tqdm(total=steps, desc="LoRA fine-tuning", disable=not progress)
 
     def on_line(line):
-        match = LOSS_LINE.search(line)
+        match = _LOSS_LINE.search(line)
         if match:
             step = (len(losses) + 1) * logging_steps
             losses.append((step, float(match.group(1))))
@@ -224,7 +224,7 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
                 "execution_provider": execution_provider}
 
     return cache.cached_step("olive", f"{model_dir.name}-onnx-{precision}",
-                             (model_dir, adapter, precision, execution_provider, OLIVE_FORMAT), make,
+                             (model_dir, adapter, precision, execution_provider, _OLIVE_FORMAT), make,
                              info_file="labkit_export.json", label="ONNX export with adapter", force=force).path
 
 
@@ -249,9 +249,14 @@ def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 600, learni
 
 
 def travel_model(model_dir: str | Path = "", adapter: str | Path = "", steps: int = 600,
-                 progress: bool = True) -> tuple[Path, Path | None]:
-    """The genai model + adapter lab 04 works on: given, else lab 03's latest, else made now. Lab 04."""
+                 calibration_samples: int = 128, progress: bool = True) -> tuple[Path, Path | None]:
+    """The genai model + adapter lab 04 works on: given, else lab 03's latest, else lab 03's flow run now. Lab 04.
+
+    The fallback is lab 03's own recipe (AWQ on `calibration_samples` travel pairs, LoRA for `steps`, the
+    export), so it lands on lab 03's cached outputs whenever lab 03 ran with the same settings on this cache.
+    """
     from ..core import results
+    from . import awq
 
     if model_dir:
         model_dir = Path(model_dir)
@@ -262,9 +267,11 @@ def travel_model(model_dir: str | Path = "", adapter: str | Path = "", steps: in
     if recorded and Path(recorded).exists():
         print(f"model: {recorded} (from lab 03's latest run)")
         return Path(recorded), Path(results.find("03_olive_awq_lora", "adapter"))
-    print(f"no lab 03 output found: fine-tuning the tiny model for {steps} steps and exporting it (lab 03's steps)")
-    tuned = finetune("tiny", steps=steps, progress=progress)
-    exported = export_with_adapter("tiny", tuned.adapter)
+    print(f"no lab 03 output found: running lab 03's flow (AWQ on {calibration_samples} pairs, {steps} LoRA steps, "
+          "the export); cached, so it is made once")
+    awq_dir = awq.quantize("tiny", samples=calibration_samples)
+    tuned = finetune(awq_dir, steps=steps, progress=progress)
+    exported = export_with_adapter(awq_dir, tuned.adapter)
     return exported, adapter_file(exported)
 
 
@@ -279,7 +286,6 @@ def eval_loss(model: str | Path, adapter: str | Path | None = None, rows: list[d
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from .awq import chat_texts
 
     hf_logging.disable_progress_bar()     # a "Loading weights" bar per call would clutter the notebook
     model_dir = models.resolve_model(model)
@@ -291,7 +297,7 @@ def eval_loss(model: str | Path, adapter: str | Path | None = None, rows: list[d
     net.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for text in chat_texts(tokenizer, rows or data.travel("eval")):
+        for text in data.chat_texts(tokenizer, rows or data.travel("eval")):
             ids = tokenizer(text, return_tensors="pt")["input_ids"]
             loss = net(input_ids=ids, labels=ids).loss.item()
             total += loss * (ids.shape[1] - 1)

@@ -13,10 +13,10 @@ import runpy
 import numpy as np
 import torch
 
-SEED = 0
+_SEED = 0
 
 if __name__ == "__main__":
-    random.seed(SEED)
-    np.random.seed(SEED)
-    torch.manual_seed(SEED)
+    random.seed(_SEED)
+    np.random.seed(_SEED)
+    torch.manual_seed(_SEED)
     runpy.run_module("olive", run_name="__main__", alter_sys=True)

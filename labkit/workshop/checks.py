@@ -136,7 +136,7 @@ def adapter_share(answer, onnx_dir: str | Path, adapter: str | Path) -> Result:
 
 
 # ------------------------------------------------------------------ lab 04
-def repeated_ngrams(tokens: list[int], n: int = 4) -> int:
+def _repeated_ngrams(tokens: list[int], n: int = 4) -> int:
     """How many n-grams of `tokens` repeat an earlier one. Lab 04."""
     grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
     return len(grams) - len(set(grams))
@@ -150,7 +150,7 @@ def loop_stopped(model_dir: str | Path, prompt: str, settings: dict, new_tokens:
         out = generate(model_dir, prompt, chat=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **settings)
     except GenerationError as err:
         return _report(False, "", f"those settings are not valid: {err}")
-    repeats = repeated_ngrams(out.tokens)
+    repeats = _repeated_ngrams(out.tokens)
     return _report(repeats == 0, f"no repeated 4-gram in {new_tokens} tokens: {out.text[:80]!r}…",
                    f"still {repeats} repeated 4-grams. Which search option penalises tokens already generated?")
 

@@ -1,6 +1,7 @@
 """`python -m labkit …` (or the `labkit` command): the course from a terminal.
 
-    labkit course [--only 00 01] [--profile cpu|gpu] [--demo]   run the notebooks into runs/<timestamp>/
+    labkit course [--only 00 01] [--profile cpu|gpu] [--demo | --parameters FILE] [--run-dir DIR]
+                                                         run the notebooks into runs/<timestamp>/
     labkit env                                           the environment check of lab 00
     labkit tiny                                          create (or show) the tiny Phi-3
     labkit bench                                         the speed benchmark on a ~160M-param model
@@ -30,9 +31,13 @@ def _error(message: str, code: int) -> int:
 
 # ------------------------------------------------------------------ one handler per subcommand
 def _course(args) -> int:
+    from ..core.paths import read_json
     from .course import DEMO_PARAMETERS, NotebookFailed, run_course
+    parameters = DEMO_PARAMETERS if args.demo else None
+    if args.parameters:
+        parameters = read_json(Path(args.parameters), "write it as {\"NN_notebook\": {\"name\": value}}")
     try:
-        run_course(args.only, DEMO_PARAMETERS if args.demo else None, profile=args.profile)
+        run_course(args.only, parameters, profile=args.profile, run_dir=Path(args.run_dir) if args.run_dir else None)
     except NotebookFailed as failure:
         print(failure, file=sys.stderr)
         return 1
@@ -157,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     course.add_argument("--only", nargs="*", help="notebook prefixes, e.g. 00 01")
     course.add_argument("--profile", default=os.environ.get("LABKIT_PROFILE", "cpu"))
     course.add_argument("--demo", action="store_true", help="small parameters: about a minute on a warm cache")
+    course.add_argument("--parameters", help="a JSON file of notebook parameters: {\"03_olive_awq_lora\": "
+                                             "{\"finetune_steps\": 300}, …}")
+    course.add_argument("--run-dir", help="the run folder (default: a new runs/<timestamp>/)")
     env = command("env", _env, help="check this machine for the course")
     env.add_argument("--profile", default=None)
     command("tiny", _tiny, help="create the tiny Phi-3 (cached) and print where it is")

@@ -187,7 +187,7 @@ def _export_report(run_dir: Path) -> Path | None:
     return export_html(run_dir / "05_results.ipynb", run_dir / "report.html")
 
 
-def attendee_copy(notebook: Path):
+def _attendee_copy(notebook: Path):
     """The notebook with every `solution` cell replaced by a stub, everything else kept (fastbook's clean). All labs.
 
     The stub keeps the solution's first line (it says what to set) and asks for the code.
@@ -214,7 +214,7 @@ def write_exercises(out: str | Path | None = None) -> list[Path]:
     for notebook in notebooks():
         path = out / notebook.name
         tmp = path.with_name(f".{path.name}.tmp")
-        nbformat.write(attendee_copy(notebook), tmp)
+        nbformat.write(_attendee_copy(notebook), tmp)
         tmp.replace(path)
         written.append(path)
     return written

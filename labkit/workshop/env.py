@@ -46,7 +46,7 @@ def lock_pins(requirements: Path | None = None) -> dict[str, str]:
 
 
 # The gpu flavour (.venv-gpu) has the CUDA builds of these packages (same modules, own lock).
-GPU_VARIANTS = {"onnxruntime": "onnxruntime-gpu", "onnxruntime-genai": "onnxruntime-genai-cuda"}
+_GPU_VARIANTS = {"onnxruntime": "onnxruntime-gpu", "onnxruntime-genai": "onnxruntime-genai-cuda"}
 
 
 def _version(package: str) -> str | None:
@@ -58,7 +58,7 @@ def _version(package: str) -> str | None:
 
 def installed_version(package: str) -> str | None:
     """The installed version of a pinned package (its CUDA build counts), `+cpu` tags dropped. Lab 00."""
-    version = _version(package) or (_version(GPU_VARIANTS[package]) if package in GPU_VARIANTS else None)
+    version = _version(package) or (_version(_GPU_VARIANTS[package]) if package in _GPU_VARIANTS else None)
     return version.split("+")[0] if version else None
 
 

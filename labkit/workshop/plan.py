@@ -17,10 +17,10 @@ from ..making import hub, shadow
 # laptop: lab 01 from labkit.sizing's shadow measurements; inference from loading and running the INT4 shadow
 # build; lab 02 from the vision shadow's export; lab 03 runs the tiny model on a laptop CPU (AWQ and LoRA of 3.8B
 # parameters take hours there: labkit.sizing.training_estimate).
-CPU_LABS = {"00": (0.1, 0.5, 0.02), "01": (0.7, 1.0, 0.1), "02": (0.3, 1.0, 0.03), "03": (4.3, 2.1, 0.1),
+_CPU_LABS = {"00": (0.1, 0.5, 0.02), "01": (0.7, 1.0, 0.1), "02": (0.3, 1.0, 0.03), "03": (4.3, 2.1, 0.1),
             "04": (1.9, 1.5, 0.02), "05": (0.1, 0.5, 0.0)}      # lab: (minutes, peak RAM GB, disk GB)
 VISION_PROMPT_RSS_BYTES = 8_718_000 * 1024   # one 1344x1008 image prompt on the full-size vision export
-INT4_INFERENCE_RSS_BYTES = int(3.4 * GB)    # a plain og script: load + 64-token greedy run, INT4 shadow build
+_INT4_INFERENCE_RSS_BYTES = int(3.4 * GB)    # a plain og script: load + 64-token greedy run, INT4 shadow build
 
 
 def lab_plan(profile: str | None = None) -> list[dict]:
@@ -39,7 +39,7 @@ def lab_plan(profile: str | None = None) -> list[dict]:
                      "fits_here": "yes" if fits else "no", "basis": basis})
 
     if prof.name == "cpu":
-        for lab, (minutes, ram, disk) in CPU_LABS.items():
+        for lab, (minutes, ram, disk) in _CPU_LABS.items():
             row(lab, "tiny models, CPU", minutes, ram * GB, disk * GB, "measured: make course, 2 cores")
         return rows
     downloads = sum(item.approx_gb for item in hub.PROFILE_DOWNLOADS[prof.name]) * GB
@@ -57,9 +57,9 @@ def lab_plan(profile: str | None = None) -> list[dict]:
             export["basis"] + "; an image prompt: 8.9 GB, over a minute to the first token")
         hours = sizing.training_estimate(mini, 128, 120)["hours"]
         row("03", f"AWQ + LoRA on the tiny model (Phi-3.5-mini: ≈ {hours:.0f} h on this kind of CPU)",
-            CPU_LABS["03"][0], CPU_LABS["03"][1] * GB, CPU_LABS["03"][2] * GB,
+            _CPU_LABS["03"][0], _CPU_LABS["03"][1] * GB, _CPU_LABS["03"][2] * GB,
             "measured on the tiny model; full_size_training=True overrides")
-        row("04", "chat with the INT4 build", 5, INT4_INFERENCE_RSS_BYTES, 0,
+        row("04", "chat with the INT4 build", 5, _INT4_INFERENCE_RSS_BYTES, 0,
             "measured: INT4 shadow build loaded and generating")
     else:   # gpu: estimates (no GPU machine has run the course yet)
         row("01", "build Phi-3.5-mini FP16 / INT4 / FP32 on CUDA", 20, 20 * GB, 25 * GB, "estimate")
