@@ -65,3 +65,9 @@ def test_benchmark_report_shows_ratios_and_overhead():
               "course_notebook_seconds": {"00_environment_check": 20.0, "total": 300.0}}
     text = bench.format_benchmark(result)
     assert "0.50" in text and "INT4/FP32 size 0.25" in text and "overhead 1.0%" in text and "total 300.0" in text
+
+
+def test_overhead_is_measured(tiny_builds):
+    from labkit import bench
+    cost = bench.overhead_vs_bare_loop(tiny_builds["int4"].path, new_tokens=16, runs=1)
+    assert cost["bare_decode_tok_s"] > 0 and cost["labkit_decode_tok_s"] > 0 and cost["time_to_first_token_ms"] > 0

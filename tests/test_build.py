@@ -6,8 +6,9 @@ from collections import namedtuple
 
 import onnx
 import pytest
+from helpers import checkpoint_folder, low_memory
 
-from labkit import bench, build, cache, models
+from labkit import bench, build, cache, models, shadow
 
 
 # ------------------------------------------------------------------ option validation (no building)
@@ -188,3 +189,16 @@ def test_directml_builds_are_valid_graphs_that_select_directml(tiny_dir, precisi
     # ONNX Runtime on CPU loads the whole graph: every node, type and external weight is well formed.
     session = onnxruntime.InferenceSession(str(built.path / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()][:3] == ["input_ids", "attention_mask", "position_ids"]
+
+
+def test_laptop_profile_refuses_a_build_that_does_not_fit(monkeypatch, tmp_path):
+    """Judged against available memory, with the total shown, before any building starts."""
+    from labkit import build
+
+    low_memory(monkeypatch, 5, 16)
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    folder = checkpoint_folder(tmp_path, "ckpt", shadow.shadow_config("phi-3.5-mini"))
+    monkeypatch.setattr(build, "_run_builder", lambda *a, **k: pytest.fail("the builder started"))
+    with pytest.raises(build.BuildError, match=r"needs about 7\.\d GB.*5\.0 GB available of 16\.0 GB"):
+        build.build(folder, "int4", progress=False)
+    assert not any(p.name.startswith("ckpt-int4") for p in build.builds_root().iterdir())

@@ -1,11 +1,16 @@
+"""Running the notebooks headless (labkit.course): parameters, failures, timeouts, the attendee copies."""
+
 import json
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
+from parameters import notebook_parameters
 
 from labkit import course, paths
 from labkit.core.profiles import get_profile
+
+LABS_WITH_EXERCISES = [nb for nb in course.notebooks() if nb.stem != "05_results"]
 
 
 def write_notebook(path, *sources):
@@ -71,3 +76,57 @@ def test_headless_runs_save_finished_text_progress_bars(tmp_path):
     text = executed.read_text()
     assert "application/vnd.jupyter.widget-view+json" not in text, "no widget placeholder to freeze at 0%"
     assert "work: 100%" in text
+
+
+@pytest.mark.parametrize("notebook", LABS_WITH_EXERCISES, ids=lambda p: p.stem)
+def test_every_lab_ends_with_two_exercises_and_their_checks(notebook):
+    cells = nbformat.read(notebook, as_version=4).cells
+    solutions = [i for i, c in enumerate(cells) if course.SOLUTION_TAG in c.metadata.get("tags", [])]
+    assert len(solutions) == 2
+    for i in solutions:
+        assert cells[i].source.startswith("# Your turn"), "the first line says what to set"
+        assert "checks." in cells[i + 1].source, "a check follows every solution"
+        assert "Right when" in "".join(c.source for c in cells[:i] if c.cell_type == "markdown")
+
+
+@pytest.mark.parametrize("notebook", course.notebooks(), ids=lambda p: p.stem)
+def test_attendee_copies_keep_everything_but_the_solutions(notebook, tmp_path):
+    original = nbformat.read(notebook, as_version=4)
+    copy = nbformat.read(course.write_exercises(tmp_path)[course.notebooks().index(notebook)], as_version=4)
+    assert len(copy.cells) == len(original.cells)
+    for before, after in zip(original.cells, copy.cells):
+        if course.SOLUTION_TAG in before.metadata.get("tags", []):
+            assert after.source == before.source.splitlines()[0] + "\n# your code here\n"
+            assert after.metadata["tags"] == ["exercise"]
+        else:
+            assert after.source == before.source and after.metadata.get("tags") == before.metadata.get("tags")
+
+
+def first_exercise(cells) -> int:
+    return next(i for i, c in enumerate(cells) if "exercise" in c.metadata.get("tags", []))
+
+
+# What an attendee runs before their first turn is the lab's own first cells (the test above), and the
+# session's course run executes every lab whole. So two blank copies run here, not all five: lab 00's shows that
+# the written copies run under papermill and the course kernel; lab 04's, started in an empty runs folder,
+# takes the path where lab 03 was never run: it runs lab 03's flow itself, which lands on lab 03's cached outputs.
+BLANK_RUNS = ["00_environment_check", "04_inference"]
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("stem", BLANK_RUNS)
+def test_blank_copies_run_up_to_the_first_exercise(stem, course_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "runs"))
+    notebook = next(nb for nb in LABS_WITH_EXERCISES if nb.stem == stem)
+    copy = course.write_exercises(tmp_path / "exercises")[course.notebooks().index(notebook)]
+    nb = nbformat.read(copy, as_version=4)
+    nb.cells = nb.cells[:first_exercise(nb.cells)]               # what an attendee runs before their first turn
+    nbformat.write(nb, copy)
+    course.run_notebook(copy, tmp_path / "run", notebook_parameters(notebook))
+    recorded = json.loads((tmp_path / "run" / "results.json").read_text())[stem]
+    if stem == "04_inference":
+        executed = (tmp_path / "run" / copy.name).read_text()
+        assert "no lab 03 output found" in executed, "the copy took the path where lab 03 never ran"
+        assert recorded["model_dir"] == course_run.lab("03_olive_awq_lora")["onnx_dir"], \
+            "the fallback is lab 03's own flow: with lab 03's settings it reuses lab 03's cached model"
+    assert recorded, "the copy recorded its results"

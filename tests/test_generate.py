@@ -95,12 +95,6 @@ def test_missing_adapter_file(tiny_builds, tmp_path):
         generate.generate(tiny_builds["int4"].path, "Hi", adapter=tmp_path / "none.onnx_adapter")
 
 
-def test_overhead_is_measured(tiny_builds):
-    from labkit import bench
-    cost = bench.overhead_vs_bare_loop(tiny_builds["int4"].path, new_tokens=16, runs=1)
-    assert cost["bare_decode_tok_s"] > 0 and cost["labkit_decode_tok_s"] > 0 and cost["time_to_first_token_ms"] > 0
-
-
 def test_image_prompts_go_through_vision_ask(tiny_builds):
     from labkit import images, vision_export
     folder = vision_export.export("tiny-vision", "int4", progress=False)

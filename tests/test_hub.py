@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from labkit import bench, hub, shadow
+from labkit import bench, hub
 
 
 def fake_hub_cache(root, repo, files: dict, commit="0123456789abcdef0123456789abcdef01234567"):
@@ -24,23 +24,6 @@ def fake_hub_cache(root, repo, files: dict, commit="0123456789abcdef0123456789ab
         else:
             shutil.copy2(content, target)
     return snapshot
-
-
-def low_memory(monkeypatch, available_gb: float, total_gb: float):
-    """This machine, as sizing sees it, with only `available_gb` of `total_gb` RAM free."""
-    from labkit import sizing
-
-    monkeypatch.setattr(sizing, "machine", lambda: {"cores": 4, "total_ram_bytes": int(total_gb * 10**9),
-                                                    "available_ram_bytes": int(available_gb * 10**9),
-                                                    "free_disk_bytes": 10**12})
-
-
-def checkpoint_folder(tmp_path, name: str, config: dict):
-    folder = tmp_path / name
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "tokenizer.json").write_text("{}")
-    return folder
 
 
 @pytest.fixture
@@ -105,27 +88,3 @@ def test_published_onnx_build_loads_from_a_hub_cache_layout(hub_cache, tiny_buil
 def test_published_variant_is_checked():
     with pytest.raises(ValueError, match="cpu-int4"):
         hub.published_onnx("npu-int2")
-
-
-def test_laptop_profile_refuses_a_build_that_does_not_fit(monkeypatch, tmp_path):
-    """Judged against available memory, with the total shown, before any building starts."""
-    from labkit import build
-
-    low_memory(monkeypatch, 5, 16)
-    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
-    folder = checkpoint_folder(tmp_path, "ckpt", shadow.shadow_config("phi-3.5-mini"))
-    monkeypatch.setattr(build, "_run_builder", lambda *a, **k: pytest.fail("the builder started"))
-    with pytest.raises(build.BuildError, match=r"needs about 7\.\d GB.*5\.0 GB available of 16\.0 GB"):
-        build.build(folder, "int4", progress=False)
-    assert not any(p.name.startswith("ckpt-int4") for p in build.builds_root().iterdir())
-
-
-def test_laptop_profile_refuses_a_vision_export_that_does_not_fit(monkeypatch, tmp_path):
-    from labkit import images, vision_export
-
-    low_memory(monkeypatch, 3, 8)
-    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
-    folder = checkpoint_folder(tmp_path, "vision-ckpt", shadow.shadow_config("phi-3.5-vision"))
-    monkeypatch.setattr(vision_export, "_export_into", lambda *a, **k: pytest.fail("the export started"))
-    with pytest.raises(images.VisionError, match=r"needs about \d+\.\d GB.*3\.0 GB available of 8\.0 GB"):
-        vision_export.export(folder, "int4")

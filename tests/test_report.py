@@ -121,3 +121,11 @@ def test_the_schema_refuses_unknown_keys_and_wrong_types(tmp_path):
     assert not (tmp_path / "results.json").exists(), "nothing written on bad input"
     for lab, values in RESULTS.items():
         results.check(lab, values)
+
+
+def test_report_labels_rows_with_the_labs_execution_provider():
+    data = {"01_builder_quantization": {"execution_provider": "cuda", "builds": {"int4": {"size_mb": 1}}},
+            "02_vision_export": {"execution_provider": "cuda", "exports": {"fp16": ""}, "qa": {"fp16": {}}},
+            "03_olive_awq_lora": {"execution_provider": "cuda", "rtn_vs_awq": [{"model": "m", "method": "rtn-int4"}],
+                                  "onnx_eval_perplexity": {"base": 2.0}}}
+    assert set(report.variants_table(data)["ep"]) == {"cuda"}

@@ -1,11 +1,11 @@
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+from helpers import checkpoint_folder, low_memory
 
-from labkit import data, images, vision_checkpoint, vision_encoder, vision_export, vision_verify
+from labkit import data, images, shadow, vision_checkpoint, vision_encoder, vision_export, vision_verify
 
 
 @pytest.fixture(scope="module")
@@ -100,40 +100,6 @@ def test_export_matches_pytorch(exported):
     assert check["greedy_tokens_match"], check
 
 
-def test_ask_with_no_one_and_two_images(exported):
-    one = images.ask(exported, "What is it?", data.images()[:1], max_new_tokens=8)
-    assert one.image_tokens == 1921 and one.new_tokens > 0 and one.time_to_first_token > 0
-    assert images.vision_seconds(exported, data.images()[0], runs=1) > 0
-    none = images.ask(exported, "Tell me a fact.", [], max_new_tokens=8)
-    assert none.image_tokens == 0 and none.text
-    two = images.ask(exported, "Compare <|image_1|> with <|image_2|>.", data.images()[:2], max_new_tokens=4)
-    assert two.image_tokens > one.image_tokens
-
-
-def test_bad_inputs_fail_before_running(exported, tmp_path, monkeypatch):
-    fake = tmp_path / "fake.png"
-    fake.write_text("not an image")
-    with pytest.raises(images.VisionError, match="not a readable image"):
-        images.ask(exported, "What is it?", [fake])
-    with pytest.raises(images.VisionError, match="does not exist"):
-        images.ask(exported, "What is it?", [tmp_path / "missing.png"])
-    with pytest.raises(images.VisionError, match="one tag per image"):
-        images.ask(exported, "<|image_1|> vs <|image_2|>", data.images()[:1])
-    monkeypatch.setattr("labkit.runtime.images.context_length", lambda _: 1000)
-    with pytest.raises(images.VisionError, match="image 1: 1921"):
-        images.ask(exported, "What is it?", data.images()[:1])
-
-
-def test_missing_vision_model_is_named(exported, tiny_builds, tmp_path):
-    broken = tmp_path / "broken"
-    shutil.copytree(exported, broken)
-    (broken / images.VISION_FILE).unlink()
-    with pytest.raises(images.VisionError, match="vision model .* is missing"):
-        images.ask(broken, "What is it?", data.images()[:1])
-    with pytest.raises(images.VisionError, match="text-only"):
-        images.check_folder(tiny_builds["int4"].path)
-
-
 def test_wrong_checkpoint_is_a_clear_error(tiny_dir):
     with pytest.raises(ValueError, match="not a Phi-3.5-vision checkpoint"):
         vision_checkpoint.read_checkpoint(tiny_dir)
@@ -162,3 +128,14 @@ def test_export_runs_in_a_plain_genai_script(exported):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["8", "1921"]
+
+
+def test_laptop_profile_refuses_a_vision_export_that_does_not_fit(monkeypatch, tmp_path):
+    from labkit import images, vision_export
+
+    low_memory(monkeypatch, 3, 8)
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    folder = checkpoint_folder(tmp_path, "vision-ckpt", shadow.shadow_config("phi-3.5-vision"))
+    monkeypatch.setattr(vision_export, "_export_into", lambda *a, **k: pytest.fail("the export started"))
+    with pytest.raises(images.VisionError, match=r"needs about \d+\.\d GB.*3\.0 GB available of 8\.0 GB"):
+        vision_export.export(folder, "int4")

@@ -1,0 +1,35 @@
+"""Helpers several test files share."""
+
+import json
+from pathlib import Path
+
+
+def low_memory(monkeypatch, available_gb: float, total_gb: float):
+    """This machine, as sizing sees it, with only `available_gb` of `total_gb` RAM free."""
+    from labkit import sizing
+
+    monkeypatch.setattr(sizing, "machine", lambda: {"cores": 4, "total_ram_bytes": int(total_gb * 10**9),
+                                                    "available_ram_bytes": int(available_gb * 10**9),
+                                                    "free_disk_bytes": 10**12})
+
+
+def checkpoint_folder(tmp_path, name: str, config: dict):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+SMI_QUERY = "NVIDIA H100 80GB HBM3, 81559, 580.95.05\n"
+SMI_HEADER = "| NVIDIA-SMI 580.95.05    Driver Version: 580.95.05    CUDA Version: 13.0     |\n"
+
+
+def fake_nvidia_smi(folder: Path) -> Path:
+    """An `nvidia-smi` on PATH that answers like a real one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "nvidia-smi"
+    script.write_text("#!/bin/sh\n"
+                      "case \"$1\" in --query-gpu*) printf '%s' \"$QUERY\";; *) printf '%s' \"$HEADER\";; esac\n")
+    script.chmod(0o755)
+    return folder
