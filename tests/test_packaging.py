@@ -24,6 +24,15 @@ def norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def pinned(package: str, flavour: str = "cpu") -> str:
+    """The version requirements/requirements.in pins `package` at, for one flavour."""
+    for requirement in lock.flavour_requirements(flavour):
+        name, _, version = re.sub(r"\[.*\]", "", requirement).partition("==")
+        if norm(name) == norm(package):
+            return version
+    raise AssertionError(f"requirements.in pins no {package} for the {flavour} flavour")
+
+
 def lock_versions(name: str) -> dict[str, str]:
     """{package: version} of one lock file; fails on any line that is not an exact, hashed pin."""
     text = (LOCKS / f"{name}.txt").read_text()
@@ -39,7 +48,7 @@ def lock_versions(name: str) -> dict[str, str]:
 def test_every_lock_is_exact_and_hashed_and_has_the_input_pins(name):
     versions = lock_versions(name)
     if name == "torch-cpu-linux":
-        assert versions == {"torch": "2.13.0+cpu"}
+        assert versions == {"torch": f"{pinned('torch')}+cpu"}
         assert "--extra-index-url https://download.pytorch.org/whl/cpu" in (LOCKS / f"{name}.txt").read_text()
         return
     flavour = name.split("-")[0]
@@ -60,15 +69,16 @@ def test_the_flavours_never_mix_cpu_and_gpu_onnxruntime():
     assert gpu_names <= set(gpu) and not cpu_names & set(gpu)
     # onnxruntime-genai-cuda 0.12.2 links CUDA 12; the CUDA 12 runtime it needs is in the GPU lock.
     assert {"nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12"} <= set(gpu)
-    assert gpu["onnxruntime-gpu"] == "1.26.0", "the newest CUDA 12 build (see requirements.in)"
+    assert gpu["onnxruntime-gpu"] == pinned("onnxruntime-gpu", "gpu"), "the input's CUDA 12 build (requirements.in)"
     assert not any(p.startswith("nvidia-") and p != "nvidia-ml-py" for p in cpu), "no CUDA wheels in the CPU lock"
 
 
 def test_gpu_flavour_swaps_only_the_onnxruntime_lines():
     cpu, gpu = lock.flavour_requirements("cpu"), lock.flavour_requirements("gpu")
-    changed = {(a, b) for a, b in zip(cpu, gpu) if a != b}
-    assert changed == {("onnxruntime==1.32.0", "onnxruntime-gpu[cuda,cudnn]==1.26.0"),
-                       ("onnxruntime-genai==0.12.2", "onnxruntime-genai-cuda==0.12.2")}
+    changed = {(norm(a.split("==")[0]), norm(re.sub(r"\[.*\]", "", b).split("==")[0]))
+               for a, b in zip(cpu, gpu) if a != b}
+    assert changed == {("onnxruntime", "onnxruntime-gpu"), ("onnxruntime-genai", "onnxruntime-genai-cuda")}
+    assert pinned("onnxruntime-genai-cuda", "gpu") == pinned("onnxruntime-genai"), "one genai release for both"
 
 
 # Runs in the peer engines' own environments (make bench-peers), pinned in requirements/peers/, not in the locks.

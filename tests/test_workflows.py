@@ -39,21 +39,29 @@ def steps(job):
     return " ".join(step.get("run", "") + step.get("uses", "") for step in job["steps"])
 
 
-def test_cpu_workflow_runs_make_test_on_python_311_and_uploads_notebooks():
+def readme_commands() -> str:
+    """The README's fenced shell blocks: the commands it tells people to run."""
+    import re
+    return "\n".join(re.findall(r"```(?:bash|sh)?\n(.*?)```", (paths.REPO / "README.md").read_text(), re.S))
+
+
+def test_cpu_workflow_runs_what_the_readme_says_on_the_projects_python_and_keeps_the_notebooks():
+    import tomllib
+
     job = load("ci.yml")["jobs"]["test"]
-    assert job["runs-on"].startswith("ubuntu") and job["timeout-minutes"] <= 90
+    assert "make test" in readme_commands() and "make test PYTHON=" in steps(job), "CI runs the README's command"
+    requires = tomllib.loads((paths.REPO / "pyproject.toml").read_text())["project"]["requires-python"]
     setup = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python"))
-    assert setup["with"]["python-version"] == "3.11" and setup["with"]["cache"] == "pip"
-    assert "make test" in steps(job) and "actions/upload-artifact" in steps(job)
+    version = setup["with"]["python-version"]
+    assert f">={version}" in requires, f"CI's Python {version} is the one pyproject.toml requires ({requires})"
     upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact"))
-    assert upload["if"] == "always()" and "report.html" in upload["with"]["path"]
+    assert upload["if"] == "always()", "the executed notebooks come back from a failed run too"
+    assert job["env"]["LABKIT_RUNS"].endswith("/runs") and "runs/**/*.ipynb" in upload["with"]["path"]
 
 
-def test_gpu_workflow_is_self_hosted_labelled_nightly_and_bounded():
+def test_gpu_workflow_runs_make_test_gpu_only_on_a_gpu_runner():
     workflow = load("gpu.yml")
     job = workflow["jobs"]["test-gpu"]
-    assert job["runs-on"] == ["self-hosted", "linux", "gpu"] and job["timeout-minutes"] <= 240
-    assert workflow["on"]["schedule"] and "labeled" in workflow["on"]["pull_request"]["types"]
-    assert "contains(github.event.pull_request.labels.*.name, 'gpu')" in job["if"]
-    assert "make test-gpu" in steps(job) and "MODELS=" in steps(job)
-    assert "actions/upload-artifact" in steps(job)
+    assert "make test-gpu" in readme_commands() and "make test-gpu" in steps(job)
+    assert "gpu" in job["runs-on"] and "self-hosted" in job["runs-on"], "GitHub's hosted runners have no GPU"
+    assert "contains(github.event.pull_request.labels.*.name, 'gpu')" in job["if"], "opt-in on pull requests"

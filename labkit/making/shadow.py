@@ -66,7 +66,7 @@ ARCHITECTURES = {
     },
 }
 # microsoft/Phi-3.5-vision-instruct: the same decoder plus a CLIP ViT-L/14-336 tower (24 layers, hidden 1024),
-# the HD transform's learnable separators and a 2-layer projection to 3072 (labkit.vision has the layout).
+# the HD transform's learnable separators and a 2-layer projection to 3072 (labkit.vision_encoder has the layout).
 ARCHITECTURES["phi-3.5-vision"] = {
     "hub_id": models.HUB_IDS["vision"],
     "config": {**ARCHITECTURES["phi-3.5-mini"]["config"], "architectures": ["Phi3VForCausalLM"],

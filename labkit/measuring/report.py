@@ -48,7 +48,7 @@ def variants_table(data: dict):
     lab02 = data.get("02_vision_export", {})
     for precision, row in lab02.get("qa", {}).items():
         folder = Path(lab02.get("exports", {}).get(precision, ""))
-        rows.append({"lab": "02", "variant": f"Phi-3.5-vision {precision}", "method": "labkit.vision export",
+        rows.append({"lab": "02", "variant": f"Phi-3.5-vision {precision}", "method": "labkit.vision_export",
                      "precision": precision, "ep": lab02.get("execution_provider", "cpu"),
                      "size_mb": paths.dir_size(folder) / 1e6 if folder.name and folder.exists() else None,
                      "prefill_tok_s": row.get("prefill tok/s"), "decode_tok_s": row.get("decode tok/s"),

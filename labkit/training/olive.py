@@ -35,7 +35,7 @@ from ..making import models
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 PHI3_LORA_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj"
-_OLIVE_FORMAT = "labkit-olive-v2"   # v2: seeded LoRA initialisation (labkit.olive_seeded)
+_OLIVE_FORMAT = "labkit-olive-v2"   # bump when the output of the same inputs changes
 ARCHITECTURES = ("Phi3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
 

@@ -13,7 +13,7 @@ from ..core.profiles import get_profile
 from ..core.sizing import GB, PROCESS_OVERHEAD_BYTES
 from ..making import hub, shadow
 
-# What each lab of a profile needs, for lab 00's plan. cpu: measured `make course` on 2 cores (README).
+# What each lab of a profile needs, for lab 00's plan. cpu: measured `make course` on 2 cores (docs/course-results.md).
 # laptop: lab 01 from labkit.sizing's shadow measurements; inference from loading and running the INT4 shadow
 # build; lab 02 from the vision shadow's export; lab 03 runs the tiny model on a laptop CPU (AWQ and LoRA of 3.8B
 # parameters take hours there: labkit.sizing.training_estimate).
