@@ -7,7 +7,7 @@
         --use_model_builder --use_ort_genai --precision int4
 
 Each step runs Olive's command line in a subprocess, with the random generators seeded first
-(`labkit.olive_seeded`: the same command trains the same adapter). Olive attaches its own stdout logger
+(`labkit.training.olive_seeded`: the same command trains the same adapter). Olive attaches its own stdout logger
 at import time and the trainer prints a line per step, so in-process calls would flood the
 notebook; a subprocess keeps the notebook readable (a progress bar and the loss), writes each
 step's complete log to a file, and frees the training memory when the step ends. `olive auto-opt`
@@ -70,8 +70,8 @@ def _olive_env() -> dict:
 
 
 def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None) -> None:
-    """Run `olive ARGS` (seeded, see labkit.olive_seeded) with its output in `log`; raise OliveStepError unless it
-    wrote `expect`.
+    """Run `olive ARGS` (seeded, see labkit.training.olive_seeded) with its output in `log`; raise OliveStepError
+    unless it wrote `expect`.
 
     Olive 0.13 logs "Pass run failed" and still exits 0 when a pass raises, so the exit code alone
     is not enough: the step succeeded only if its output exists."""
@@ -80,7 +80,7 @@ def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None
     (paths.cache_dir() / "olive-work").mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=paths.cache_dir() / "olive-work"))
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "labkit.olive_seeded", *args]     # `olive ARGS`, seeded (see that module)
+    command = [sys.executable, "-m", "labkit.training.olive_seeded", *args]     # `olive ARGS`, seeded (see that module)
     print("$ olive " + " ".join(shlex.quote(a) for a in args))
     try:
         code = _stream(command, workdir, log, on_line)

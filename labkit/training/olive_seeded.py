@@ -1,4 +1,4 @@
-"""`python -m labkit.olive_seeded ARGS` is `python -m olive ARGS` with Python's, NumPy's and torch's random
+"""`python -m labkit.training.olive_seeded ARGS` is `python -m olive ARGS` with Python's, NumPy's and torch's random
 generators seeded first. Lab 03.
 
 Olive 0.13's `--seed` seeds its search sampler, not training, and peft draws each LoRA A matrix from torch's
