@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 from collections import namedtuple
+from pathlib import Path
 
 import onnx
 import pytest
@@ -202,3 +203,23 @@ def test_laptop_profile_refuses_a_build_that_does_not_fit(monkeypatch, tmp_path)
     with pytest.raises(build.BuildError, match=r"needs about 7\.\d GB.*5\.0 GB available of 16\.0 GB"):
         build.build(folder, "int4", progress=False)
     assert not any(p.name.startswith("ckpt-int4") for p in build.builds_root().iterdir())
+
+
+def test_each_build_gives_the_builder_a_cache_folder_of_its_own(tiny_dir, tmp_path, monkeypatch):
+    """The builder removes its cache folder when it ends empty: a shared one vanished under a concurrent build."""
+    import onnxruntime_genai.models.builder as builder
+
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    seen = []
+
+    def fake_create_model(model_name, input_path, output_dir, precision, ep, cache_dir, **extra):
+        seen.append(cache_dir)
+        assert Path(cache_dir).is_dir()
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(builder, "create_model", fake_create_model)
+    for precision in ("int4", "fp32"):
+        with pytest.raises(build.BuildError, match="stop here"):
+            build.build(tiny_dir, precision, progress=False)
+    assert len(set(seen)) == 2, "two builds, two cache folders"
+    assert not any(Path(c).exists() for c in seen), "each removed after its build"

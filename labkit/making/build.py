@@ -27,6 +27,7 @@ import io
 import json
 import shutil
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -270,13 +271,16 @@ def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: 
     bar = tqdm(total=total, desc=f"building {options.name}", disable=not progress, file=sys.stderr)
     from transformers.utils import logging as hf_logging
 
-    hf_cache = builds_root() / ".hf-cache"
+    # One cache folder per build: the builder deletes its cache folder at the end when it is empty, so a shared
+    # one would vanish under a concurrent build (two attendees on one server: FileNotFoundError).
+    hf_cache = Path(tempfile.mkdtemp(prefix=".hf-cache-", dir=builds_root()))
     hf_logging.disable_progress_bar()   # the builder's "Loading weights" bar would bypass the log file
     try:
         with cache.captured_output(log_file, bar), lean.patched_builder(bits=bits):
             create_model(None, str(model_dir), str(out_dir), precision, options.execution_provider, str(hf_cache),
                          **extra)
     finally:
+        shutil.rmtree(hf_cache, ignore_errors=True)
         bar.n = bar.total
         bar.close()
 
