@@ -95,10 +95,10 @@ def test_missing_adapter_file(tiny_builds, tmp_path):
         generate.generate(tiny_builds["int4"].path, "Hi", adapter=tmp_path / "none.onnx_adapter")
 
 
-def test_image_prompts_go_through_vision_ask(tiny_builds):
+def test_image_prompts_go_through_images_ask(tiny_builds):
     from labkit import images, vision_export
     folder = vision_export.export("tiny-vision", "int4", progress=False)
     out = images.ask(folder, "What is it?", data.images()[:1], max_new_tokens=6)
     assert out.prompt_tokens > 1921 and out.new_tokens > 0
-    with pytest.raises(generate.GenerationError, match="vision.ask"):
+    with pytest.raises(generate.GenerationError, match="images.ask"):
         generate.generate(folder, "What is it?", images=data.images()[:1])

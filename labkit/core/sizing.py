@@ -10,14 +10,13 @@ these per lab before anything is downloaded or built; lab 01 refuses a build tha
 from __future__ import annotations
 
 import math
-import os
 import shutil
 
 GB = 1e9
 PHI35_MINI_PARAMETERS = 3_821_079_552
 PROCESS_OVERHEAD_BYTES = int(0.6 * GB)     # python + torch + onnxruntime imported, nothing loaded
 
-# make bench-scale, full-size Phi-3.5-mini shadow, 2 cores / 24 GB, 2026-11-29, one run each (docs/real-size.md).
+# make bench-scale, full-size Phi-3.5-mini shadow, 2 cores / 24 GB, 2026-11-29, one run each (see the README).
 MEASURED_PHI35_MINI = {
     "int4": {"peak_rss_bytes": 7_685_480_448, "size_bytes": 2_773_562_451, "build_seconds": 156.5},
     "int8": {"peak_rss_bytes": 9_019_305_984, "size_bytes": 4_634_752_216, "build_seconds": 155.6},
@@ -145,11 +144,3 @@ def training_estimate(config: dict, calibration_pairs: int, lora_steps: int) -> 
     lora = LORA_FIXED_SECONDS + LORA_SECONDS_PER_LAYER_PER_STEP * lora_steps * layers * width
     return {"awq_hours": awq / 3600, "lora_hours": lora / 3600, "hours": (awq + lora) / 3600,
             "basis": f"measured per layer on 1- and 2-layer shadows with 2 cores, extrapolated to {layers} layers"}
-
-
-def cpu_threads() -> int:
-    """Threads labkit's ONNX Runtime sessions use: `LABKIT_THREADS`, else every core. All labs.
-
-    Two busy processes that each spin one thread per core slow each other down several times over; a
-    process that shares the machine (the test suite runs the course beside the unit tests) sets 1."""
-    return int(os.environ.get("LABKIT_THREADS") or 0) or os.cpu_count() or 1

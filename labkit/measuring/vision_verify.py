@@ -9,14 +9,7 @@ from ..making.vision_checkpoint import read_checkpoint, resolve, text_config
 from ..making.vision_encoder import embedding_model
 from ..runtime import loop
 from ..runtime.generate import chat_prompt
-from ..runtime.images import (
-    EMBEDDING_FILE,
-    VISION_FILE,
-    check_folder,
-    load_vision_model,
-    session_options,
-    session_providers,
-)
+from ..runtime.images import EMBEDDING_FILE, VISION_FILE, check_folder, load_vision_model, session_providers
 
 
 def verify(folder: str | Path, model: str | Path = "tiny-vision", image: str | Path | None = None,
@@ -50,12 +43,12 @@ def _compare_vision_and_embedding(folder: Path, inputs, encoder, text_state: dic
     pixel_values = inputs["pixel_values"].as_numpy()
     image_sizes = inputs["image_sizes"].as_numpy().astype(np.int64)
     input_ids = inputs["input_ids"].as_numpy().astype(np.int64)
-    session = ort.InferenceSession(str(folder / VISION_FILE), session_options(), providers=session_providers(folder))
+    session = ort.InferenceSession(str(folder / VISION_FILE), providers=session_providers(folder))
     onnx_features = session.run(None, {"pixel_values": pixel_values, "image_sizes": image_sizes})[0]
     with torch.no_grad():
         torch_features = encoder(torch.from_numpy(pixel_values), torch.from_numpy(image_sizes))
     embed = torch.nn.Embedding.from_pretrained(text_state["model.embed_tokens.weight"].float())
-    session = ort.InferenceSession(str(folder / EMBEDDING_FILE), session_options(), providers=session_providers(folder))
+    session = ort.InferenceSession(str(folder / EMBEDDING_FILE), providers=session_providers(folder))
     onnx_embeds = session.run(None, {"input_ids": input_ids, "image_features": onnx_features})[0]
     with torch.no_grad():
         torch_embeds = embedding_model(embed)(torch.from_numpy(input_ids), torch_features)

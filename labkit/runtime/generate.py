@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ..core import sizing
 from . import loop
 
 
@@ -99,7 +99,7 @@ def open_model(model_dir: str | Path, threads: int | None = None):
         return og.Model(str(folder))
     og_config = og.Config(str(folder))
     og_config.overlay(json.dumps({"model": {"decoder": {"session_options": {
-        "intra_op_num_threads": threads or sizing.cpu_threads()}}}}))
+        "intra_op_num_threads": threads or os.cpu_count() or 1}}}}))
     return og.Model(og_config)
 
 
@@ -195,7 +195,7 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
     `search` takes the search options of `GeneratorParams.set_search_options` (do_sample, temperature,
     top_k, top_p, num_beams, repetition_penalty…). With `chat=True` the chat template wraps the prompt.
     `adapter`: an `.onnx_adapter` file (lab 03) to activate for this generation.
-    Image prompts for a multimodal model (lab 02) go through `labkit.images.ask`.
+    Image prompts for a multimodal model (lab 02) go through `labkit.vision.ask`.
     """
     search = check_search_options(**search)
     model, tokenizer, input_ids = _prompt_ids(model_dir, prompt, chat, max_new_tokens, min_new_tokens)

@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import sizing
 from . import loop
 from .generate import chat_prompt, context_length, load, load_processor
 
@@ -58,15 +57,15 @@ def check_folder(folder: str | Path) -> Path:
     folder = Path(folder)
     config_path = folder / "genai_config.json"
     if not config_path.exists():
-        raise VisionError(f"{folder} has no genai_config.json: export one with labkit.vision_export.export().")
+        raise VisionError(f"{folder} has no genai_config.json: export one with labkit.vision.export().")
     config = json.loads(config_path.read_text())["model"]
     for part in ("vision", "embedding"):
         if part not in config:
             raise VisionError(f"{folder} is a text-only model (no '{part}' section in genai_config.json): export "
-                              "the vision model with labkit.vision_export.export().")
+                              "the vision model with labkit.vision.export().")
         if not (folder / config[part]["filename"]).exists():
             raise VisionError(f"The {part} model {config[part]['filename']} is missing from {folder}: re-run "
-                              "labkit.vision_export.export(..., force=True).")
+                              "labkit.vision.export(..., force=True).")
     return folder
 
 
@@ -139,15 +138,6 @@ def session_providers(folder: str | Path) -> list[str]:
     return chosen + ["CPUExecutionProvider"]
 
 
-def session_options():
-    """`onnxruntime.SessionOptions` with labkit's thread count (`labkit.sizing.cpu_threads`). Lab 02."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = sizing.cpu_threads()
-    return options
-
-
 def vision_seconds(folder: str | Path, image: str | Path, runs: int = 3) -> float:
     """Median time of the vision model alone on one processed image, on the folder's EP (after a warm-up). Lab 02.
 
@@ -162,7 +152,7 @@ def vision_seconds(folder: str | Path, image: str | Path, runs: int = 3) -> floa
     folder = check_folder(folder)
     model, processor, tokenizer = load_vision_model(folder)
     inputs = processor(image_prompt("", 1), images=og.Images.open(str(_check_images([image])[0])))
-    session = ort.InferenceSession(str(folder / VISION_FILE), session_options(), providers=session_providers(folder))
+    session = ort.InferenceSession(str(folder / VISION_FILE), providers=session_providers(folder))
     feeds = {"pixel_values": inputs["pixel_values"].as_numpy(), "image_sizes": inputs["image_sizes"].as_numpy()}
     session.run(None, feeds)
     times = []
