@@ -205,3 +205,28 @@ def test_two_courses_on_one_empty_cache_both_pass(tmp_path):
     assert not [p for p in cache_root.rglob(".tmp-*")], "no temp folders left behind"
     trained = [run.name for run in runs if "pre-training tiny" in (run / "00_environment_check.ipynb").read_text()]
     assert not trained, f"the committed tiny model is copied into the cache, never pre-trained here: {trained}"
+
+
+def test_cached_step_keys_logs_records_and_reuses(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    made = []
+
+    def make(tmp, log):
+        made.append(tmp)
+        log.write_text("the library's output\n")
+        (tmp / "weights.bin").write_bytes(b"w" * 10)
+        return {"answer": 42}
+
+    first = cache.cached_step("builds", "tiny-int4", ("tiny", {"bits": 4}), make, info_file="build_info.json",
+                              label="a step")
+    assert first.path == tmp_path / "builds" / f"tiny-int4-{cache.cache_key('tiny', {'bits': 4})}"
+    assert first.log == tmp_path / "builds" / "logs" / f"{first.path.name}.log" and first.log.read_text()
+    assert not first.cached and first.info["answer"] == 42 and "seconds" in first.info
+    assert json.loads((first.path / "build_info.json").read_text()) == first.info
+    assert cache.verify(first.path) is None and len(made) == 1 and not made[0].exists()
+    again = cache.cached_step("builds", "tiny-int4", ("tiny", {"bits": 4}), make, info_file="build_info.json",
+                              label="a step")
+    assert again.cached and again.path == first.path and again.info == first.info and len(made) == 1
+    other = cache.cached_step("builds", "tiny-int4", ("tiny", {"bits": 8}), make, info_file="build_info.json",
+                              label="a step")
+    assert other.path != first.path and len(made) == 2, "another input, another output"

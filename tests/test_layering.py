@@ -72,6 +72,12 @@ def test_an_upward_import_is_caught(tmp_path):
                                 "core/results.py (core) imports labkit.training.olive (training)"]
 
 
+def test_the_og_token_loop_is_written_once():
+    calls = {str(source.relative_to(PACKAGE)): source.read_text().count(".generate_next_token()")
+             for source in PACKAGE.rglob("*.py")}
+    assert {name: n for name, n in calls.items() if n} == {"runtime/loop.py": 1}
+
+
 def test_short_names_resolve_to_the_module_in_its_layer():
     from labkit import build, generate
     assert build.__name__ == "labkit.making.build" and generate.__name__ == "labkit.runtime.generate"
