@@ -187,7 +187,11 @@ def test_two_courses_on_one_empty_cache_both_pass(tmp_path):
     """Two attendees start labs 00 and 01 at the same moment on one empty shared cache."""
     env = dict(os.environ, LABKIT_CACHE=str(tmp_path / "cache"), LABKIT_RUNS=str(tmp_path / "runs"))
     env.pop("LABKIT_RUN_DIR", None)
-    command = [sys.executable, "-m", "labkit", "course", "--only", "00", "01", "--demo"]   # fewer builds, same race
+    # One INT4 build and the exercise's block-16 build in lab 01: fewer builds, the same race for each of them.
+    small = tmp_path / "parameters.json"
+    small.write_text(json.dumps({"01_builder_quantization": {"precisions": ["int4"], "int4_variants": [], "runs": 1,
+                                                             "new_tokens": 8, "directml": False}}))
+    command = [sys.executable, "-m", "labkit", "course", "--only", "00", "01", "--parameters", str(small)]
     procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=900)[0] for p in procs]
