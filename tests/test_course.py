@@ -130,3 +130,16 @@ def test_blank_copies_run_up_to_the_first_exercise(stem, course_run, tmp_path, m
         assert recorded["model_dir"] == course_run.lab("03_olive_awq_lora")["onnx_dir"], \
             "the fallback is lab 03's own flow: with lab 03's settings it reuses lab 03's cached model"
     assert recorded, "the copy recorded its results"
+
+
+def test_course_command_refuses_a_broken_parameters_file_before_running(tmp_path):
+    import subprocess
+    import sys
+
+    broken = tmp_path / "parameters.json"
+    broken.write_text('{"01_builder_quantization": {"runs": 1,}')
+    run = subprocess.run([sys.executable, "-m", "labkit", "course", "--parameters", str(broken),
+                          "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "parameters.json is not valid JSON (line 1" in run.stderr and "NN_notebook" in run.stderr
+    assert not (tmp_path / "run").exists(), "nothing ran"

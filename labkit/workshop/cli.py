@@ -35,7 +35,10 @@ def _course(args) -> int:
     from .course import DEMO_PARAMETERS, NotebookFailed, run_course
     parameters = DEMO_PARAMETERS if args.demo else None
     if args.parameters:
-        parameters = read_json(Path(args.parameters), "write it as {\"NN_notebook\": {\"name\": value}}")
+        try:
+            parameters = read_json(Path(args.parameters), "write it as {\"NN_notebook\": {\"name\": value}}")
+        except (FileNotFoundError, ValueError) as err:
+            return _error(str(err), 2)
     try:
         run_course(args.only, parameters, profile=args.profile, run_dir=Path(args.run_dir) if args.run_dir else None)
     except NotebookFailed as failure:
