@@ -107,7 +107,7 @@ class CourseRun:
         return self.results[stem]
 
 
-COURSE_FIXTURES = {"course_run", "travel_export"}
+COURSE_FIXTURES = {"course_run", "travel_export", "quiet_machine"}
 _course = {}   # the background `labkit course` process of this session, once started
 
 
@@ -159,6 +159,12 @@ def course_run() -> CourseRun:
     code = _course["process"].wait()
     tail = _course["log"].read_text(errors="replace")[-4000:]
     return CourseRun(_course["run_dir"], None if code == 0 else f"`labkit course` exited {code}:\n{tail}")
+
+
+@pytest.fixture
+def quiet_machine(course_run):
+    """For tests whose checks read timings: they run after the background course, alone on the machine."""
+    return course_run
 
 
 @pytest.fixture(scope="session")
