@@ -135,7 +135,7 @@ def _start_course() -> None:
                "--parameters", str(run_dir / "parameters.json"), "--run-dir", str(run_dir)]
     _course.update(run_dir=run_dir, log=run_dir / "course.log",
                    process=subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL))
+                                            stdin=subprocess.DEVNULL, start_new_session=True))
     log.close()
 
 
@@ -146,8 +146,9 @@ def pytest_collection_finish(session):
 
 def pytest_unconfigure(config):
     process = _course.get("process")
-    if process is not None and process.poll() is None:   # interrupted: do not leave the course running
-        process.kill()
+    if process is not None and process.poll() is None:   # interrupted: stop the course and its kernels
+        import signal
+        os.killpg(process.pid, signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")
