@@ -148,7 +148,10 @@ def pytest_unconfigure(config):
     process = _course.get("process")
     if process is not None and process.poll() is None:   # interrupted: stop the course and its kernels
         import signal
-        os.killpg(process.pid, signal.SIGTERM)
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.kill()
 
 
 @pytest.fixture(scope="session")
