@@ -37,7 +37,10 @@ def test_parameters_and_run_folder_reach_the_notebook(tmp_path):
     out = course.run_notebook(nb, tmp_path / "run", {"steps": 3})
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results == {"05_results": {"variants": 3}}
-    assert nbformat.read(out, 4).cells[1].source.find("steps = 3") >= 0   # papermill's injected cell
+    cells = nbformat.read(out, 4).cells
+    assert cells[1].source.find("steps = 3") >= 0   # papermill's injected cell
+    shown = [o for o in cells[-1].outputs if o.output_type == "execute_result"]
+    assert not shown, "a cell ending in lab.record() shows no value, such as a raw PosixPath"
 
 
 def test_new_run_dirs_are_separate_and_latest_follows(tmp_path, monkeypatch):

@@ -54,9 +54,11 @@ class Lab:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def record(self, values: dict) -> Path:
-        """Add measured values to the run's results.json under this lab's name."""
-        return results.record(self.name, values, self.run_dir / "results.json")
+    def record(self, values: dict) -> None:
+        """Add measured values to the run's results.json under this lab's name.
+
+        Returns nothing: it ends many cells, and a returned path would print there as a raw `PosixPath`."""
+        results.record(self.name, values, self.run_dir / "results.json")
 
 
 def start_lab(name: str, profile: str | None = None, run_dir: str | Path | None = None) -> Lab:
