@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -41,18 +42,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def lab_server(tmp_path_factory, travel_export):
-    """`jupyter lab` from the course environment on copies of the notebooks; yields (base URL, token)."""
+def write_notebook(notebook: Path, workspace: Path, **extra) -> None:
+    """A copy of `notebook` in `workspace` with the test parameters (and `extra`) injected as papermill does."""
+    nb = load_notebook_node(str(notebook))   # what papermill reads: every cell has its tags list
+    params = {"profile": "cpu", "run_dir": str(RUN / notebook.stem), **TEST_PARAMETERS.get(notebook.stem, {}), **extra}
+    nbformat.write(parameterize_notebook(nb, params), workspace / notebook.name)
+
+
+@dataclass
+class Server:
+    base: str
+    token: str
+    workspace: Path
+
+
+@pytest.fixture(scope="session")
+def lab_server(tmp_path_factory):
+    """`jupyter lab` from the course environment on copies of the notebooks.
+
+    Session-wide: lab 04's test waits for the session's course (its adapters) and runs last, the others do not."""
     workspace = tmp_path_factory.mktemp("notebooks")
     for notebook in course.notebooks():
-        nb = load_notebook_node(str(notebook))   # what papermill reads: every cell has its tags list
-        params = {"profile": "cpu", "run_dir": str(RUN / notebook.stem), **TEST_PARAMETERS.get(notebook.stem, {})}
-        if notebook.stem == "04_inference":
-            params["interactive"] = True           # attendees get the chat panel, not the fixed prompts
-            # The session course's model and adapters (the brief one is a cache hit): the panel is under test here.
-            params.update(model_dir=str(travel_export[0]), adapter=str(travel_export[1]))
-        nbformat.write(parameterize_notebook(nb, params), workspace / notebook.name)
+        write_notebook(notebook, workspace)
     # Attendee-neutral settings for a test: render every cell (JupyterLab 4 renders only the cells in view,
     # and the test reads every prompt) and no news prompt over the page.
     settings = workspace / ".settings"
@@ -84,7 +95,7 @@ def lab_server(tmp_path_factory, travel_export):
                 server.kill()
                 pytest.fail(f"JupyterLab did not start; its log: {log}\n{log.read_text()[-2000:]}")
             time.sleep(0.5)
-    yield base, token
+    yield Server(base, token, workspace)
     server.terminate()
     try:
         server.wait(timeout=20)
@@ -92,7 +103,7 @@ def lab_server(tmp_path_factory, travel_export):
         server.kill()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module")   # Playwright's event loop must not outlive this module's tests
 def browser():
     from playwright.sync_api import sync_playwright
 
@@ -157,9 +168,8 @@ class Page:
 
 
 def test_every_notebook_opens_with_the_course_kernel(lab_server, browser):
-    base, token = lab_server
     for notebook in course.notebooks():
-        page = Page(browser, base, token, notebook.name)
+        page = Page(browser, lab_server.base, lab_server.token, notebook.name)
         page.page.wait_for_function(   # the session starts with "No Kernel" until the kernel is up
             "() => [...document.querySelectorAll('.jp-Toolbar-kernelName')]"
             ".some(e => e.innerText.trim().length && e.innerText.trim() !== 'No Kernel')", timeout=60_000)
@@ -169,7 +179,7 @@ def test_every_notebook_opens_with_the_course_kernel(lab_server, browser):
 
 
 def test_lab00_runs_all_in_jupyterlab(lab_server, browser):
-    page = Page(browser, *lab_server, "00_environment_check.ipynb")
+    page = Page(browser, lab_server.base, lab_server.token, "00_environment_check.ipynb")
     page.run_all(timeout_s=180)
     page.screenshot("ran")
     assert "this machine is ready for the course" in page.page.locator(".jp-OutputArea").all_inner_texts().__str__()
@@ -207,8 +217,13 @@ def send(page, panel, question: str, step: str) -> tuple[str, list[str], list[st
     return answer.input_value(), polled, sent
 
 
-def test_lab04_chat_panel_streams_and_its_controls_work(lab_server, browser):
-    page = Page(browser, *lab_server, "04_inference.ipynb")
+def test_lab04_chat_panel_streams_and_its_controls_work(lab_server, browser, travel_export):
+    # Attendees get the chat panel, not the fixed prompts; on the session course's model and adapters (the brief
+    # one is a cache hit): the panel is under test here.
+    notebook = next(nb for nb in course.notebooks() if nb.stem == "04_inference")
+    write_notebook(notebook, lab_server.workspace, interactive=True, model_dir=str(travel_export[0]),
+                   adapter=str(travel_export[1]))
+    page = Page(browser, lab_server.base, lab_server.token, notebook.name)
     page.run_all(timeout_s=300)
     page.screenshot("ran")
     panel = page.page.locator(".widget-vbox").filter(has=page.page.locator("button", has_text="Send")).last

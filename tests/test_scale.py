@@ -45,7 +45,7 @@ def makefile_recipe(target: str) -> list[str]:
     return shlex.split(command)
 
 
-def test_bench_scale_quick_variant_builds_runs_and_extrapolates(tmp_path, quiet_machine):
+def test_bench_scale_quick_variant_builds_runs_and_extrapolates(tmp_path):
     """`make bench-scale-quick` as the Makefile runs it (to a JSON file of its own, not runs/)."""
     out = tmp_path / "bench-scale.json"
     command = makefile_recipe("bench-scale-quick")
@@ -62,7 +62,9 @@ def test_bench_scale_quick_variant_builds_runs_and_extrapolates(tmp_path, quiet_
     assert 2.0 * GB <= row["size_bytes"] <= 3.0 * GB         # the published CPU INT4 folder is 2.78 GB
     measured = row["measured"]["2"]
     assert measured["peak_rss_bytes"] > 0.5 * GB and measured["decode_tok_s"] > 0
-    assert 0 < row["bandwidth_fraction"] < 1.5
+    # A timing is no assertion (this runs beside the course): the fraction is the decode rate over its bound.
+    assert row["bandwidth_fraction"] == pytest.approx(row["decode_tok_s"] / row["bandwidth_bound_tok_s"])
+    assert row["bandwidth_bound_tok_s"] > 0
     assert "int4" in done.stdout and "extrapolated from 1 and 2 layers" in done.stdout
     # what labs 01 and 05 show from the file
     assert scale.read(out) == result
