@@ -139,10 +139,6 @@ def _start_course() -> None:
                    process=subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True))
     log.close()
-    # The course is the longest chain of work (lab 04 waits for lab 03's adapter) and the last tests wait for
-    # it: it gets the CPU first, the unit tests (and what they start) fill what it leaves.
-    if hasattr(os, "nice"):
-        os.nice(5)
 
 
 def pytest_collection_finish(session):

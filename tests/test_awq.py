@@ -49,7 +49,7 @@ def test_bad_group_size_fails_before_work(monkeypatch):
 
 
 def test_awq_beats_rtn_where_activations_have_outliers(outlier_dir):
-    result = awq.compare_with_rtn(outlier_dir, group_size=32, progress=False)
+    result = awq.compare_with_rtn(outlier_dir, group_size=32, samples=SAMPLES, progress=False)
     # Measured on the 4.2M-parameter course model: AWQ's KL is 0.58 of RTN's (make course, one run).
     assert result["awq-int4"]["kl"] <= 0.7 * result["rtn-int4"]["kl"], result
 

@@ -12,11 +12,9 @@ it into the model cache after checking its digest. Any other spec is pre-trained
 Everything is deterministic on one machine and cached under a key made of the spec and the corpus.
 Taught in lab 00 (what the model is) and lab 01 (what the builder does with it).
 
-Tokenizer family: byte-level BPE (GPT-2 style), not Phi-3's SentencePiece-style BPE with byte fallback.
-A SentencePiece-style tokenizer made with `tokenizers` (Metaspace, byte fallback, `LlamaTokenizer`
-class, with or without a `tokenizer.model`) encodes and decodes differently in onnxruntime-genai 0.12.2
-and transformers (decoded text gains a leading space, a "▁" follows each special token, some merges
-differ): 153 of 153 course lines disagreed. Byte-level BPE agrees exactly in both libraries.
+Tokenizer: a byte-level BPE trained on the course's text with Phi-3's chat tokens. Phi-3.5's own
+tokenizer files are in `data/phi3-tokenizer/` (tools/phi3_tokenizer.py; tests/test_tokenizer.py checks
+them in transformers and onnxruntime-genai).
 """
 
 from __future__ import annotations

@@ -83,6 +83,37 @@ def check_search_options(**options) -> dict:
     return checked
 
 
+# The tokenizer classes onnxruntime-genai 0.12 reads (transformers 5 saves "TokenizersBackend", which it refuses).
+GENAI_TOKENIZER_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "GPT2Tokenizer", "GPT2TokenizerFast",
+                           "PreTrainedTokenizerFast", "CodeGenTokenizer", "Qwen2Tokenizer", "T5Tokenizer")
+KEEP_TOKENIZER = "python -m labkit keep-tokenizer SOURCE_CHECKPOINT {folder}"
+
+
+def check_tokenizer_files(folder: Path, vocab_size: int) -> None:
+    """The folder's tokenizer is one og can load and fits the model, or a GenerationError naming the fix. Lab 01.
+
+    og itself fails later and less clearly: "Invalid file: tokenizer.json", "Unsupported tokenizer class", or
+    token ids past the model's vocabulary."""
+    tokenizer_json, config_file = folder / "tokenizer.json", folder / "tokenizer_config.json"
+    if not tokenizer_json.exists():
+        have = " (it has tokenizer.model, which onnxruntime-genai does not read)" if (
+            folder / "tokenizer.model").exists() else ""
+        raise GenerationError(f"{folder} has no tokenizer.json{have}. Copy the source checkpoint's tokenizer files "
+                              f"into it: {KEEP_TOKENIZER.format(folder=folder)}")
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    kind = config.get("tokenizer_class")
+    if kind not in GENAI_TOKENIZER_CLASSES:
+        raise GenerationError(f"{folder}: tokenizer_class {kind!r} in tokenizer_config.json is not one "
+                              "onnxruntime-genai 0.12 reads (the model builder writes TokenizersBackend). Restore the "
+                              f"source's: {KEEP_TOKENIZER.format(folder=folder)}")
+    vocab = json.loads(tokenizer_json.read_text())
+    ids = [*vocab["model"]["vocab"].values(), *(t["id"] for t in vocab.get("added_tokens", []))]
+    if max(ids) >= vocab_size:
+        raise GenerationError(f"{folder}: the tokenizer has ids up to {max(ids)}, but the model's vocabulary has "
+                              f"{vocab_size} rows: this tokenizer belongs to another model. Copy the tokenizer of "
+                              f"the checkpoint this folder was built from: {KEEP_TOKENIZER.format(folder=folder)}")
+
+
 def open_model(model_dir: str | Path, threads: int | None = None):
     """`og.Model` for a folder, with ONNX Runtime's intra-op threads set to the machine's cores. Lab 04.
 
@@ -95,6 +126,7 @@ def open_model(model_dir: str | Path, threads: int | None = None):
 
     folder = Path(model_dir)
     config = json.loads((folder / "genai_config.json").read_text())
+    check_tokenizer_files(folder, config["model"]["vocab_size"])
     if "intra_op_num_threads" in config["model"]["decoder"].get("session_options", {}):
         return og.Model(str(folder))
     og_config = og.Config(str(folder))

@@ -185,7 +185,7 @@ def add_outlier_channels(model: str | Path = "tiny", channels: int = 4, factor: 
 
 
 def compare_with_rtn(model: str | Path = "tiny", group_size: int = 32, eval_rows: list[dict] | None = None,
-                     accuracy_level: int | None = None, progress: bool = True) -> dict:
+                     accuracy_level: int | None = None, samples: int = 128, progress: bool = True) -> dict:
     """RTN-INT4 vs AWQ-INT4 against FP32, as ONNX builds: perplexity and per-token KL. Lab 03.
 
     Both INT4 builds use the builder's RTN with the same group size and asymmetric levels; the
@@ -200,7 +200,7 @@ def compare_with_rtn(model: str | Path = "tiny", group_size: int = 32, eval_rows
                 extra={"int4_is_symmetric": "false"}, progress=progress)
     builds = {"fp32": build.build(model_dir, "fp32", progress=progress),
               "rtn-int4": build.build(model_dir, "int4", **int4),
-              "awq-int4": build.build(quantize(model_dir, group_size=group_size), "int4", **int4)}
+              "awq-int4": build.build(quantize(model_dir, group_size=group_size, samples=samples), "int4", **int4)}
     # One pass over the eval texts per build gives both its perplexity and its KL vs FP32.
     log_probs = {name: bench.token_log_probs(b.path, texts) for name, b in builds.items()}
     result = {}
@@ -212,8 +212,10 @@ def compare_with_rtn(model: str | Path = "tiny", group_size: int = 32, eval_rows
 
 
 def rtn_vs_awq(model: str | Path = "tiny", group_size: int = 32, outlier_channels: int = 4,
-               outlier_factor: float = 30.0, progress: bool = True):
-    """RTN vs AWQ on the lab model and on its outlier-channel variant, as one table. Lab 03."""
+               outlier_factor: float = 30.0, samples: int = 128, progress: bool = True):
+    """RTN vs AWQ on the lab model and on its outlier-channel variant, as one table. Lab 03.
+
+    With the lab's `samples`, the lab model's AWQ output is the one the fine-tune starts from (one AWQ run, cached)."""
     import pandas as pd
 
     variants = {"lab model": models.resolve_model(model),
@@ -221,7 +223,7 @@ def rtn_vs_awq(model: str | Path = "tiny", group_size: int = 32, outlier_channel
                     add_outlier_channels(model, outlier_channels, outlier_factor)}
     rows = []
     for variant, model_dir in variants.items():
-        result = compare_with_rtn(model_dir, group_size, progress=progress)
+        result = compare_with_rtn(model_dir, group_size, samples=samples, progress=progress)
         for method in ("rtn-int4", "awq-int4"):
             rows.append({"model": variant, "method": method, "perplexity": result[method]["perplexity"],
                          "fp32 perplexity": result["fp32"]["perplexity"], "kl_x1e3": 1e3 * result[method]["kl"],
