@@ -25,7 +25,6 @@ replaces data/phi3-tokenizer/.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -35,6 +34,11 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from labkit.core.cache import file_sha256 as sha256  # noqa: E402
+from labkit.making.models import CHAT_TEMPLATE  # noqa: E402  Phi-3.5-mini-instruct's, with a system role
+
 OUT = REPO / "data" / "phi3-tokenizer"
 SOURCE_LOCK = REPO / "requirements" / "phi3-tokenizer-source.txt"
 SDIST = "llama_cpp_python-0.3.36"
@@ -47,15 +51,6 @@ MEMBERS = {   # in the sdist -> what the tool reads it for
 }
 SEPARATOR = "\n__ggml_vocab_test__\n"
 
-# Phi-3.5-mini-instruct's chat template: system, user and assistant turns closed by <|end|>.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}"
-    "{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
-    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
-)
 SENTENCEPIECE_PIECES = 32000        # ids 32000+ are Phi-3's added chat tokens and padding rows
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6   # SentencePiece and GGUF agree
 
@@ -81,14 +76,6 @@ LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
 OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
 SOFTWARE.
 """
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pinned_hash() -> str:
