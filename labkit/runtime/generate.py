@@ -106,9 +106,11 @@ def check_tokenizer_files(folder: Path, vocab_size: int) -> None:
         raise GenerationError(f"{folder}: tokenizer_class {kind!r} in tokenizer_config.json is not one "
                               "onnxruntime-genai 0.12 reads (the model builder writes TokenizersBackend). Restore the "
                               f"source's: {KEEP_TOKENIZER.format(folder=folder)}")
-    vocab = json.loads(tokenizer_json.read_text())
-    ids = [*vocab["model"]["vocab"].values(), *(t["id"] for t in vocab.get("added_tokens", []))]
-    if max(ids) >= vocab_size:
+    tokens = json.loads(tokenizer_json.read_text())
+    pieces = tokens["model"].get("vocab") or {}     # BPE: {piece: id}; Unigram: [[piece, score], ...] by id
+    ids = [*(pieces.values() if isinstance(pieces, dict) else [len(pieces) - 1]),
+           *(t["id"] for t in tokens.get("added_tokens", []))]
+    if ids and max(ids) >= vocab_size:
         raise GenerationError(f"{folder}: the tokenizer has ids up to {max(ids)}, but the model's vocabulary has "
                               f"{vocab_size} rows: this tokenizer belongs to another model. Copy the tokenizer of "
                               f"the checkpoint this folder was built from: {KEEP_TOKENIZER.format(folder=folder)}")
