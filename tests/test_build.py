@@ -142,7 +142,7 @@ def test_precisions_produce_the_expected_kernels(tiny_builds):
 
 def test_quantized_perplexity_stays_close_to_fp32(tiny_builds):
     ppl = {p: bench.perplexity(b.path) for p, b in tiny_builds.items()}
-    assert ppl["fp32"] < 0.01 * 2048, "the tiny model is trained, far below uniform"
+    assert ppl["fp32"] < 0.001 * 32064, "the tiny model is trained, far below a uniform guess over its vocabulary"
     assert abs(ppl["int8"] / ppl["fp32"] - 1) <= 0.02
     assert abs(ppl["int4"] / ppl["fp32"] - 1) <= 0.10
 

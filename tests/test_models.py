@@ -5,7 +5,7 @@ import pytest
 
 from labkit import models
 
-MICRO = models.TinySpec(name="micro", vocab_size=600, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+MICRO = models.TinySpec(name="micro", vocab_size=32064, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
                         intermediate_size=64, train_steps=5, seq_len=32, batch_size=2)
 
 
@@ -20,6 +20,8 @@ def test_spec_validation_names_the_problem():
         models.TinySpec(hidden_size=120, num_heads=5).validate()   # head_dim 24 builds, then fails at run time
     with pytest.raises(ValueError, match="lm_head"):
         models.TinySpec(vocab_size=384, hidden_size=128).validate()
+    with pytest.raises(ValueError, match="ids up to 32010.*vocab_size=32064"):
+        models.TinySpec(vocab_size=2048).validate()
 
 
 def test_created_model_is_a_normal_checkpoint_and_deterministic(cache):
@@ -36,10 +38,11 @@ def test_created_model_is_a_normal_checkpoint_and_deterministic(cache):
     tok = AutoTokenizer.from_pretrained(first)
     text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
     assert text == "<|user|>\nHi<|end|>\n<|assistant|>\n"
-    for special in models.CHAT_TOKENS:
-        assert len(tok(special)["input_ids"]) == 1, f"{special} must be one token"
+    assert tok(text, add_special_tokens=False)["input_ids"] == [32010, 6324, 32007, 32001]   # Phi-3.5's ids
     config = json.loads((first / "tokenizer_config.json").read_text())
-    assert config["tokenizer_class"] == "GPT2Tokenizer"   # what og.Tokenizer 0.12 accepts
+    assert config["tokenizer_class"] == "LlamaTokenizer"   # Phi-3.5's, which og.Tokenizer 0.12 accepts
+    for name in models.TOKENIZER_FILES:
+        assert (first / name).read_bytes() == (models.PHI3_TOKENIZER / name).read_bytes()
     assert not list(cache.glob(".tmp-*")), "no temp folder left behind"
 
 

@@ -2,19 +2,16 @@
 
 No weights can be downloaded in the workshop's CPU profile, so labkit makes its own Phi-3:
 a real `Phi3ForCausalLM` (LongRoPE config like Phi-3.5-mini, head_dim a multiple of 16 as the
-CPU GroupQueryAttention kernel needs), a byte-level BPE tokenizer trained on the course's text
-with Phi-3's chat tokens, pre-trained on `data/corpus/` so that quantization has something real to
+CPU GroupQueryAttention kernel needs) that speaks Phi-3.5's own tokenizer (32064 ids, its chat
+tokens at their ids; `data/phi3-tokenizer/`, rebuilt from llama.cpp's copy by
+`tools/phi3_tokenizer.py`), pre-trained on `data/corpus/` so that quantization has something real to
 preserve and fine-tuning something to build on.
 
-`tiny` is pre-trained once, by `python tools/pretrain_tiny.py` (about 9 minutes on 2 cores), and
-committed under `data/tiny/` (17 MB), so attendees do not pay for pre-training; `create_tiny` copies
-it into the model cache after checking its digest. Any other spec is pre-trained here on first use.
-Everything is deterministic on one machine and cached under a key made of the spec and the corpus.
+`tiny` is pre-trained once, by `python tools/pretrain_tiny.py`, and committed under `data/tiny/`, so
+attendees do not pay for pre-training; `create_tiny` copies it into the model cache after checking its
+digest. Any other spec is pre-trained here on first use. Everything is deterministic on one machine and
+cached under a key made of the spec, the tokenizer and the corpus.
 Taught in lab 00 (what the model is) and lab 01 (what the builder does with it).
-
-Tokenizer: a byte-level BPE trained on the course's text with Phi-3's chat tokens. Phi-3.5's own
-tokenizer files are in `data/phi3-tokenizer/` (tools/phi3_tokenizer.py; tests/test_tokenizer.py checks
-them in transformers and onnxruntime-genai).
 """
 
 from __future__ import annotations
@@ -30,9 +27,15 @@ from pathlib import Path
 
 from ..core import cache, data, paths
 
-CHAT_TOKENS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+PHI3_TOKENIZER = paths.DATA / "phi3-tokenizer"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
+# Phi-3.5's ids: <s>, and what ends a turn or the text (its generation_config's eos list).
+BOS_ID, END_ID, ASSISTANT_ID, ENDOFTEXT_ID = 1, 32007, 32001, 32000
+EOS_IDS = [END_ID, ASSISTANT_ID, ENDOFTEXT_ID]
+PHI3_VOCABULARY = 32011        # 32000 SentencePiece pieces + 11 added tokens (<|endoftext|> … <|user|>)
 
-# Phi-3.5's chat template (system/user/assistant turns closed by <|end|>).
+# Phi-3.5-mini-instruct's chat template (system/user/assistant turns closed by <|end|>), as
+# data/phi3-tokenizer/tokenizer_config.json carries it.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}"
@@ -50,11 +53,14 @@ class TinySpec:
     """Shape and training budget of a locally created Phi-3. `tiny` is the course default. Lab 00."""
 
     name: str = "tiny"
-    vocab_size: int = 2048          # never 3*hidden or 2*intermediate: the builder finds lm_head by out_features
-    hidden_size: int = 256
+    vocab_size: int = 32064         # Phi-3's. Never 3*hidden or 2*intermediate: the builder finds lm_head by width
+    # With 32064 ids the output layer and its softmax are most of a training step's cost (a LoRA step, batch 8 x 80
+    # tokens, 2 cores: 120 ms with 2048 ids, 410 ms with 32064 at width 256, 316 ms at 192): 192 wide keeps lab 03's
+    # fine-tune short.
+    hidden_size: int = 192
     num_layers: int = 4
-    num_heads: int = 8              # head_dim 32: a multiple of 16 for CPU GroupQueryAttention
-    num_kv_heads: int = 4
+    num_heads: int = 6              # head_dim 32: a multiple of 16 for CPU GroupQueryAttention
+    num_kv_heads: int = 2
     intermediate_size: int = 768
     max_position_embeddings: int = 8192
     original_max_position_embeddings: int = 2048   # != max_position -> LongRoPE, as Phi-3.5-mini (131072 vs 4096)
@@ -76,6 +82,9 @@ class TinySpec:
                                self.hidden_size + 2 * self.num_kv_heads * self.head_dim):
             raise ValueError("vocab_size equals a fused projection's width; the model builder would wire "
                              "lm_head to the wrong layer. Pick another vocab_size.")
+        if self.vocab_size < PHI3_VOCABULARY:
+            raise ValueError(f"vocab_size={self.vocab_size}: Phi-3.5's tokenizer has ids up to {PHI3_VOCABULARY - 1} "
+                             f"(Phi-3 pads its embedding to 32064 rows). Use vocab_size=32064.")
 
 
 SPECS = {
@@ -87,47 +96,27 @@ SPECS = {
 }
 
 
-# ------------------------------------------------------------------ text
-def _tokenizer_training_text() -> list[str]:
-    # The pre-training corpus only (its city paragraphs and FAQ pages hold every travel word): the fine-tuning
-    # data of lab 03 can then change without a new tokenizer, a new cache key and a new pre-training.
-    return [line for line in data.corpus("train").split("\n") if line.strip()]
+# ------------------------------------------------------------------ tokenizer
+def phi3_tokenizer(out_dir: Path):
+    """Put Phi-3.5's tokenizer files in a checkpoint folder and load them. Lab 00.
 
+    The folder needs its `config.json` first: transformers 5 reads `model_type: phi3` to keep SentencePiece's
+    dummy prefix (without it " Hello" loses its "▁")."""
+    from transformers import AutoTokenizer
 
-def train_tokenizer(vocab_size: int, out_dir: Path):
-    """Byte-level BPE on the course's own text, saved so both transformers and og.Tokenizer load it. Lab 00."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=CHAT_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(_tokenizer_training_text(), trainer=trainer)
-
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
-    tok.chat_template = CHAT_TEMPLATE
-    tok.save_pretrained(out_dir)
-    # transformers 5 writes tokenizer_class "TokenizersBackend", which og.Tokenizer (0.12) rejects;
-    # GPT2Tokenizer names the same byte-level BPE and both libraries accept it.
-    config_path = out_dir / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    config["tokenizer_class"] = "GPT2Tokenizer"
-    config["chat_template"] = CHAT_TEMPLATE  # og reads the template from here
-    config_path.write_text(json.dumps(config, indent=2))
-    return tok
+    if not (Path(out_dir) / "config.json").exists():
+        raise FileNotFoundError(f"{out_dir} has no config.json: save the model's config before its tokenizer.")
+    for name in TOKENIZER_FILES:
+        shutil.copy2(PHI3_TOKENIZER / name, Path(out_dir) / name)
+    return AutoTokenizer.from_pretrained(out_dir)
 
 
 # ------------------------------------------------------------------ model
-def phi3_config(spec: TinySpec, tokenizer):
-    """The transformers `Phi3Config` of a spec: Phi-3.5-mini's layout, scaled down. Lab 00."""
+def phi3_config(spec: TinySpec):
+    """The transformers `Phi3Config` of a spec: Phi-3.5-mini's layout and token ids, scaled down. Lab 00."""
     from transformers import Phi3Config
 
     half = spec.head_dim // 2
-    ids = tokenizer.convert_tokens_to_ids
     return Phi3Config(
         vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
@@ -140,22 +129,21 @@ def phi3_config(spec: TinySpec, tokenizer):
                       "factor": spec.max_position_embeddings / spec.original_max_position_embeddings,
                       "short_factor": [1.0] * half,
                       "long_factor": [1.0 + i / half for i in range(half)]},
-        bos_token_id=ids("<|endoftext|>"), eos_token_id=[ids("<|endoftext|>"), ids("<|end|>")],
-        pad_token_id=ids("<|endoftext|>"), tie_word_embeddings=False,
+        bos_token_id=BOS_ID, eos_token_id=EOS_IDS, pad_token_id=ENDOFTEXT_ID, tie_word_embeddings=False,
         attn_implementation="eager",
     )
 
 
 def _cache_key(spec: TinySpec) -> str:
     h = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode())
-    # The tokenizer and the weights are trained on the corpus, so the corpus is part of the key.
-    for f in sorted((paths.DATA / "corpus").glob("*.txt")):
+    # The weights are trained on the corpus in the tokenizer's ids: both are part of the key.
+    for f in [*sorted((paths.DATA / "corpus").glob("*.txt")), PHI3_TOKENIZER / "tokenizer.json"]:
         h.update(f.read_bytes())
     h.update(MODEL_FORMAT.encode())
     return h.hexdigest()[:12]
 
 
-MODEL_FORMAT = "labkit-tiny-v1"  # bump when the creation code changes what it writes
+MODEL_FORMAT = "labkit-tiny-v2"  # bump when the creation code changes what it writes
 
 
 def pretrain(model, tokenizer, spec: TinySpec, progress: bool = True) -> list[float]:
@@ -193,19 +181,21 @@ COMMITTED_TINY = paths.DATA / "tiny"   # written by tools/pretrain_tiny.py
 
 
 def pretrain_into(folder: Path, spec: TinySpec, progress: bool = True) -> dict:
-    """Train the tokenizer, pre-train a model of `spec` and save both in `folder`; returns the record. Lab 00."""
+    """Pre-train a model of `spec` and save it with Phi-3.5's tokenizer in `folder`; returns the record. Lab 00."""
     import torch
     from transformers import Phi3ForCausalLM
 
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
-    tokenizer = train_tokenizer(spec.vocab_size, folder)
-    model = Phi3ForCausalLM(phi3_config(spec, tokenizer))
+    config = phi3_config(spec)
+    config.architectures = ["Phi3ForCausalLM"]
+    config.save_pretrained(folder)
+    tokenizer = phi3_tokenizer(folder)
+    model = Phi3ForCausalLM(config)
     threads = torch.get_num_threads()
     losses = pretrain(model, tokenizer, spec, progress) if spec.train_steps else []
     torch.set_num_threads(threads)
-    model.config.architectures = ["Phi3ForCausalLM"]
-    model.save_pretrained(folder)
+    _save_bf16(model, folder)
     record = {"spec": asdict(spec), "cache_key": _cache_key(spec),
               "parameters": sum(p.numel() for p in model.parameters()),
               "train_losses": [round(x, 4) for x in losses], "seconds": round(time.perf_counter() - started, 1)}
@@ -213,6 +203,24 @@ def pretrain_into(folder: Path, spec: TinySpec, progress: bool = True) -> dict:
         record["heldout_perplexity"] = torch_perplexity(model, tokenizer, data.corpus("heldout"))
         record["uniform_perplexity"] = float(spec.vocab_size)
     return record
+
+
+def _save_bf16(model, folder: Path) -> None:
+    """Weights stored as bfloat16 (Phi-3.5's own storage type; half the bytes of the committed copy), config
+    dtype float32 so every tool loads them in float32. The model in memory is rounded the same way first, so
+    what is measured after this is what was saved."""
+    import torch
+
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.to(torch.bfloat16).to(parameter.dtype))
+    model.config.architectures = ["Phi3ForCausalLM"]
+    model.to(torch.bfloat16).save_pretrained(folder)
+    model.to(torch.float32)
+    config_file = Path(folder) / "config.json"
+    config = json.loads(config_file.read_text())
+    config["dtype"] = "float32"
+    config_file.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def committed_card(spec: TinySpec) -> dict | None:
@@ -260,8 +268,7 @@ def create_tiny(spec: TinySpec | str = "tiny", force: bool = False, progress: bo
     return final
 
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-                   "chat_template.jinja")
+_TOKENIZER_FILES = (*TOKENIZER_FILES, "chat_template.jinja")
 
 
 def copy_tokenizer(src: Path, dst: Path) -> None:

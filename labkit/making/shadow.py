@@ -15,10 +15,8 @@ meta device, and each shard (≤ 2 GB) is filled, written and freed in turn. Wei
 deterministic (one seeded generator per tensor name), so a shadow is the same on every machine,
 and it is cached like every labkit output (verified manifest, atomic, lock per folder).
 
-Tokenizer: the course's byte-level BPE (see `labkit.models.train_tokenizer`) with Phi-3's chat
-tokens, padded by the config to Phi-3's 32064-row vocabulary. Phi-3's own SentencePiece-style
-tokenizer (byte fallback) is decoded wrongly by onnxruntime-genai 0.12 without a
-`tokenizer.model`, and speed does not depend on which tokens the ids stand for.
+Tokenizer: Phi-3.5's own (`labkit.models.phi3_tokenizer`), so every real-size build, the builder's
+re-save of the tokenizer and llama.cpp's converter go through the files a published folder has.
 Taught in lab 01 (real size) and measured by `make bench-scale`.
 """
 
@@ -33,7 +31,7 @@ from pathlib import Path
 from ..core import cache, paths
 from . import models
 
-_SHADOW_FORMAT = "labkit-shadow-v1"   # bump when what create_shadow writes changes
+_SHADOW_FORMAT = "labkit-shadow-v2"   # bump when what create_shadow writes changes
 SHARD_BYTES = 2 << 30                # ≤ 2 GiB per shard bounds creation memory
 
 # microsoft/Phi-3.5-mini-instruct's config.json values. The LongRoPE factor lists (48 = head_dim / 2
@@ -220,11 +218,9 @@ def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, visi
         if free < needed:
             raise ShadowError(f"Not enough disk for the {name} shadow: it needs {needed / 1e9:.1f} GB, "
                               f"{final.parent} has {free / 1e9:.1f} GB free. Free space or set LABKIT_CACHE.")
-        tokenizer = models.train_tokenizer(2048, tmp)
-        ids = tokenizer.convert_tokens_to_ids
-        config.update(bos_token_id=ids("<|endoftext|>"), eos_token_id=[ids("<|endoftext|>"), ids("<|end|>")],
-                      pad_token_id=ids("<|endoftext|>"))
+        config.update(bos_token_id=models.BOS_ID, eos_token_id=models.EOS_IDS, pad_token_id=models.ENDOFTEXT_ID)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        models.phi3_tokenizer(tmp)
         (tmp / "generation_config.json").write_text(json.dumps(
             {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
              "pad_token_id": config["pad_token_id"]}, indent=2))

@@ -98,16 +98,6 @@ def _openvino(request: dict):
 _ENGINES = {"ortgenai": _ortgenai, "llamacpp": _llamacpp, "openvino": _openvino}
 
 
-def _train_sentencepiece(request: dict) -> dict:
-    """A SentencePiece BPE `tokenizer.model` (byte fallback) for llama.cpp's converter. Lab 01 (`make bench-peers`)."""
-    import sentencepiece as spm
-
-    spm.SentencePieceTrainer.train(input=request["corpus"], model_prefix=f"{request['out']}/tokenizer",
-                                   vocab_size=request.get("vocab_size", 2048), model_type="bpe",
-                                   byte_fallback=True, character_coverage=1.0, minloglevel=2)
-    return {"tokenizer_model": f"{request['out']}/tokenizer.model"}
-
-
 def _quantize_gguf(request: dict) -> dict:
     """llama.cpp's quantizer through llama-cpp-python (`llama_model_quantize`). Lab 01 (`make bench-peers`)."""
     import llama_cpp
@@ -120,7 +110,7 @@ def _quantize_gguf(request: dict) -> dict:
     return {"out": request["out"]}
 
 
-_JOBS = {"sentencepiece": _train_sentencepiece, "quantize": _quantize_gguf}
+_JOBS = {"quantize": _quantize_gguf}
 
 
 def measure(request: dict) -> dict:

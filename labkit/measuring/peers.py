@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -151,25 +150,14 @@ def _converter_dir(engine: Engine) -> Path:
 def prepare_llamacpp(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
     """HF → GGUF F32 with llama.cpp's converter, then Q4_0 / Q8_0 / Q4_K_M with its quantizer. Lab 01.
 
-    The course tokenizer's `tokenizer_config.json` says GPT2Tokenizer, for which the converter wants a known
-    pre-tokenizer hash; the copy it converts gets a SentencePiece `tokenizer.model` trained on the corpus
-    instead (the prompt goes in as token ids, so which tokenizer the GGUF carries does not change a timing).
-    The name "bench" keeps llama.cpp from expecting Phi-3's own special tokens.
+    The bench model carries Phi-3.5's tokenizer files, SentencePiece `tokenizer.model` included: the converter
+    reads them as it reads a published Phi-3.5 folder.
     """
     source = _converter_dir(engine)
     if not (source / "convert_hf_to_gguf.py").exists():
         raise PeerError(f"llama.cpp: no converter in {source}; run `make bench-peers` again to unpack it.")
     python, worker = str(engine.python), str(WORKER)
-
-    def sentencepiece_copy(tmp: Path) -> None:
-        for name in ("config.json", "model.safetensors", "generation_config.json"):
-            if (bench_dir / name).exists():
-                shutil.copy2(bench_dir / name, tmp / name)
-        _run_in(engine, [python, worker, json.dumps({"job": "sentencepiece", "out": str(tmp),
-                                                    "corpus": str(paths.DATA / "corpus" / "train.txt")})],
-               "training a SentencePiece tokenizer for the converter")
-
-    hf = _exported(workdir / "hf-sentencepiece", sentencepiece_copy)
+    hf = bench_dir
     f32 = _exported(workdir / "gguf-fp32", lambda tmp: _run_in(engine, [
         python, str(source / "convert_hf_to_gguf.py"), str(hf), "--outtype", "f32", "--outfile",
         str(tmp / _GGUF_FILE), "--model-name", "bench"], "HF → GGUF conversion")) / _GGUF_FILE

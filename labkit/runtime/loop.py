@@ -71,6 +71,10 @@ def run(generator, prompt, stream=None, on_token: Callable[[str], None] | None =
         tokens.append(token)
         if stream is not None:
             piece = stream.decode(token)
+            if not "".join(pieces) and piece.startswith(" "):
+                # SentencePiece writes a word start as "▁": transformers' decoder drops the answer's first one,
+                # og 0.12's stream keeps it as a space (" Kyoto is…").
+                piece = piece[1:]
             pieces.append(piece)
             if on_token and piece:
                 on_token(piece)
