@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +164,30 @@ def test_a_tokenizer_of_another_vocabulary_is_named(tiny_builds, tmp_path):
     (folder / "genai_config.json").write_text(json.dumps(config))
     with pytest.raises(generate.GenerationError, match="ids up to .* vocabulary has 1000 rows"):
         generate.open_model(folder)
+
+
+def _named_paths(value):
+    """Every path a course result names, however deep in results.json."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _named_paths(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _named_paths(item)
+    elif isinstance(value, str) and "/" in value:
+        yield Path(value)
+
+
+@pytest.mark.course
+def test_every_course_build_speaks_phi35s_vocabulary(course_run, tmp_path):
+    """Lab 01's six builds, lab 02's two vision exports, lab 03's export: og cuts unseen text as Phi-3 does."""
+    import onnxruntime_genai as og
+
+    builds = sorted({p for p in _named_paths(course_run.results) if (p / "genai_config.json").exists()})
+    assert len(builds) >= 9, builds
+    hf = hf_tokenizer(tmp_path)
+    expected = [hf.encode(text, add_special_tokens=False) for text in UNSEEN]
+    for folder in builds:
+        assert json.loads((folder / "genai_config.json").read_text())["model"]["vocab_size"] == 32064, folder
+        og_tok = og.Tokenizer(og.Model(str(folder)))
+        assert [list(og_tok.encode(text)) for text in UNSEEN] == expected, folder
