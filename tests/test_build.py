@@ -45,6 +45,13 @@ def test_option_names_and_cli():
                                        "int4_algo_config=k_quant")
 
 
+def test_k_quant_blocks_that_split_a_row_unevenly_are_refused_before_building(monkeypatch):
+    # The tiny model's hidden size 192 holds three blocks of 64; the builder would fail deep in quantization.
+    monkeypatch.setattr(build, "_run_logged", lambda *a, **k: pytest.fail("started building"))
+    with pytest.raises(build.BuildError, match=r"hidden_size=192 holds 3\. Use block_size one of \[16, 32\]"):
+        build.build("tiny", "int4", algorithm="k_quant", block_size=64)
+
+
 # ------------------------------------------------------------------ bad model input
 def fake_checkpoint(folder, architecture="Phi3ForCausalLM", tokenizer=True):
     folder.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ EXPECTED = {
     ],
     "01_builder_quantization": [
         ("fp32, int4 and both int4 variants built",
-         lambda r: {"fp32", "int4", "int4-rtn-b32", "int4-k_quant-b64"} <= set(r["builds"])),
+         lambda r: {"fp32", "int4", "int4-rtn-b32", "int4-k_quant-b32"} <= set(r["builds"])),
         ("every build measured", lambda r: all(row["perplexity"] > 1 and row["decode_tok_s"] > 0
                                                for row in r["builds"].values())),
     ],

@@ -214,6 +214,7 @@ def build(model: str | Path = "tiny", precision: str = "int4", execution_provide
     options.validate()                              # cheap checks first,
     model_dir = models.resolve_model(model)         # then find (or create) the model,
     config = check_model_dir(model_dir)
+    _check_k_quant_blocks(options, config)
     label = Path(str(model)).name if str(model) not in models.SPECS else str(model)
 
     def make(tmp: Path, log: Path) -> dict:
@@ -228,6 +229,24 @@ def build(model: str | Path = "tiny", precision: str = "int4", execution_provide
     step = cache.cached_step("builds", f"{label}-{options.name}", (model_dir, asdict(options), _BUILD_FORMAT), make,
                              info_file="build_info.json", label=f"{options.name} build", force=force)
     return Build(step.path, options, step.seconds, step.cached, step.log)
+
+
+def _check_k_quant_blocks(options: BuildOptions, config: dict) -> None:
+    """k_quant packs the 4-bit zero points of two blocks per byte, row by row: onnxruntime-genai 0.12's builder
+    fails deep in quantization when a layer's input width holds an odd number of blocks (width 192, blocks of 64)."""
+    if options.precision != "int4" or not (options.algorithm or "").startswith("k_quant"):
+        return
+    block = options.block_size or 32                 # the builder's default int4_block_size
+    widths = {name: config[name] for name in ("hidden_size", "intermediate_size") if config.get(name)}
+
+    def odd(size: int) -> list[str]:
+        return [name for name, width in widths.items() if -(-width // size) % 2]
+
+    if odd(block):
+        fits = [size for size in BLOCK_SIZES if not odd(size) and all(w % size == 0 for w in widths.values())]
+        name = odd(block)[0]
+        raise BuildError(f"k_quant with block_size={block} needs an even number of blocks per row; {name}="
+                         f"{widths[name]} holds {widths[name] / block:g}. Use block_size one of {fits}.")
 
 
 def _check_memory(options: BuildOptions, config: dict, label: str) -> None:
