@@ -76,7 +76,7 @@ def test_chat_keeps_history_and_drops_old_turns(tiny_builds, monkeypatch):
     chat.say("Tell me a fact.")
     chat.say("Another one.")
     assert [m["role"] for m in chat.history] == ["user", "assistant"] * 2
-    monkeypatch.setattr(generate, "context_length", lambda _: 60)   # a tiny context forces truncation
+    monkeypatch.setattr(generate, "context_length", lambda _: 40)   # a tiny context forces truncation
     chat.say("And one more, please.")
     assert chat.dropped_turns >= 1 and chat.history[-2]["content"] == "And one more, please."
 

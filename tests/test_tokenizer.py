@@ -180,11 +180,11 @@ def _named_paths(value):
 
 @pytest.mark.course
 def test_every_course_build_speaks_phi35s_vocabulary(course_run, tmp_path):
-    """Lab 01's six builds, lab 02's two vision exports, lab 03's export: og cuts unseen text as Phi-3 does."""
+    """Lab 01's builds, lab 02's two vision exports, lab 03's export: og cuts unseen text as Phi-3 does."""
     import onnxruntime_genai as og
 
     builds = sorted({p for p in _named_paths(course_run.results) if (p / "genai_config.json").exists()})
-    assert len(builds) >= 9, builds
+    assert len(builds) >= 8, builds     # 5 in lab 01 with the suite's parameters, 2 in lab 02, 1 in lab 03
     hf = hf_tokenizer(tmp_path)
     expected = [hf.encode(text, add_special_tokens=False) for text in UNSEEN]
     for folder in builds:

@@ -97,8 +97,14 @@ SPECS = {
 
 
 # ------------------------------------------------------------------ tokenizer
+def add_phi3_tokenizer(out_dir: Path) -> None:
+    """Put Phi-3.5's tokenizer files in a checkpoint folder (any Phi-3 family model, vision included). Lab 00."""
+    for name in TOKENIZER_FILES:
+        shutil.copy2(PHI3_TOKENIZER / name, Path(out_dir) / name)
+
+
 def phi3_tokenizer(out_dir: Path):
-    """Put Phi-3.5's tokenizer files in a checkpoint folder and load them. Lab 00.
+    """Put Phi-3.5's tokenizer files in a Phi-3 checkpoint folder and load them with transformers. Lab 00.
 
     The folder needs its `config.json` first: transformers 5 reads `model_type: phi3` to keep SentencePiece's
     dummy prefix (without it " Hello" loses its "▁")."""
@@ -106,8 +112,7 @@ def phi3_tokenizer(out_dir: Path):
 
     if not (Path(out_dir) / "config.json").exists():
         raise FileNotFoundError(f"{out_dir} has no config.json: save the model's config before its tokenizer.")
-    for name in TOKENIZER_FILES:
-        shutil.copy2(PHI3_TOKENIZER / name, Path(out_dir) / name)
+    add_phi3_tokenizer(out_dir)
     return AutoTokenizer.from_pretrained(out_dir)
 
 

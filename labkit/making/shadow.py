@@ -15,7 +15,7 @@ meta device, and each shard (≤ 2 GB) is filled, written and freed in turn. Wei
 deterministic (one seeded generator per tensor name), so a shadow is the same on every machine,
 and it is cached like every labkit output (verified manifest, atomic, lock per folder).
 
-Tokenizer: Phi-3.5's own (`labkit.models.phi3_tokenizer`), so every real-size build, the builder's
+Tokenizer: Phi-3.5's own (`labkit.models.add_phi3_tokenizer`), so every real-size build, the builder's
 re-save of the tokenizer and llama.cpp's converter go through the files a published folder has.
 Taught in lab 01 (real size) and measured by `make bench-scale`.
 """
@@ -220,7 +220,7 @@ def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, visi
                               f"{final.parent} has {free / 1e9:.1f} GB free. Free space or set LABKIT_CACHE.")
         config.update(bos_token_id=models.BOS_ID, eos_token_id=models.EOS_IDS, pad_token_id=models.ENDOFTEXT_ID)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        models.phi3_tokenizer(tmp)
+        models.add_phi3_tokenizer(tmp)
         (tmp / "generation_config.json").write_text(json.dumps(
             {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
              "pad_token_id": config["pad_token_id"]}, indent=2))
