@@ -115,7 +115,7 @@ _LOSS_LINE = re.compile(r"\{'loss': '?([0-9.]+)'?.*?'epoch': '?([0-9.]+)'?\}")
 
 
 def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lora_alpha: int = 16,
-             learning_rate: float = 3e-3, batch_size: int = 8, max_seq_len: int | None = None,
+             learning_rate: float = 6e-3, batch_size: int = 8, max_seq_len: int | None = None,
              logging_steps: int = 5, train_file: str | Path | None = None, force: bool = False,
              progress: bool = True) -> FineTune:
     """LoRA fine-tune `model` on travel Q&A with Olive (Phi-3 chat template, float32 on CPU). Lab 03.
