@@ -1,4 +1,4 @@
-"""Pre-train the course's `tiny` Phi-3 and commit it under data/tiny/ (about 45 minutes on 2 cores).
+"""Pre-train the course's `tiny` Phi-3 and commit it under data/tiny/ (about 40 minutes on 2 cores).
 
     python tools/pretrain_tiny.py                  # then commit data/tiny/
     python tools/pretrain_tiny.py --measure-only   # only re-measure the committed folder's record

@@ -243,7 +243,7 @@ def _copy_committed(tmp: Path, card: dict) -> None:
     if not weights.exists() or cache.file_sha256(weights) != card["weights_sha256"]:
         raise RuntimeError(f"{weights} is missing or does not match its recorded digest (a partial checkout or "
                            "a Git LFS pointer?). Fix: `git checkout -- data/tiny`, or regenerate it with "
-                           "`python tools/pretrain_tiny.py` (about 45 minutes on 2 cores).")
+                           "`python tools/pretrain_tiny.py` (about 40 minutes on 2 cores).")
     for f in COMMITTED_TINY.iterdir():
         shutil.copy2(f, tmp / f.name)
 
