@@ -143,8 +143,28 @@ def test_the_progress_bar_ends_full_when_steps_are_not_a_multiple_of_logging(tin
     monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
     monkeypatch.setattr(olive, "_run_olive", fake_olive)
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
-    settings = {"steps": 32, "seq": 128, "r": 4, "alpha": 4, "lr": 1e-3, "bs": 8}
+    settings = {"steps": 32, "seq": 128, "r": 4, "alpha": 4, "lr": 1e-3, "bs": 8, "pairs": 10}
     _, losses = olive._finetune_into(tmp_path / "out", tiny_dir, tmp_path / "train.jsonl", settings, 5,
                                      tmp_path / "log", True)
     assert [step for step, _ in losses] == [5, 10, 15, 20, 25, 30]
     assert bars and set(bars) == {(32, 32)}, bars
+
+
+def test_the_fine_tune_reads_every_pair_of_the_file(tiny_dir, tmp_path, monkeypatch):
+    """Olive's --max_samples defaults to 256 and keeps the file's first rows: labkit passes the file's count."""
+    import re
+
+    seen = {}
+
+    def fake_olive(step, args, log, expect, on_line=None):
+        seen.update(zip(args, args[1:]))
+        expect.parent.mkdir(parents=True)
+        expect.write_text("{}")
+
+    monkeypatch.setattr(olive, "_run_olive", fake_olive)
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    olive.finetune(tiny_dir, steps=2, progress=False)
+    pairs = len(data.travel("train"))
+    assert pairs > 256 and seen["--max_samples"] == str(pairs)
+    notebook = (paths.REPO / "notebooks" / "03_olive_awq_lora.ipynb").read_text()
+    assert re.search(rf"--max_samples {pairs}\b", notebook), "lab 03's olive command shows the same count"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 
 _PER_WEIGHT_ALGORITHMS = ("DEFAULT", "RTN", "k_quant")
+_RELEASE_EVERY_BYTES = 64 * 2**20
 
 
 def supports(quant_attrs: dict) -> bool:
@@ -118,11 +119,13 @@ def _quantize_one_by_one(builder_model, progress=None, bits: int = 4):
     opsets = dict(model.opset_imports)
     targets = [n for n in graph if n.op_type == "MatMul" and n.domain == "" and n.name not in excluded
                and len(n.inputs) == 2 and n.inputs[1] is not None and n.inputs[1].const_value is not None]
+    unreleased = 0   # fp32 bytes of the weights quantized since the last _release_freed_memory()
     for node in targets:
         weight = node.inputs[1]
         if len(weight.uses()) != 1:   # a shared weight: leave it (the builder never shares MatMul weights)
             continue
         one_node = _one_node_model(node, weight, opsets)
+        unreleased += one_node.graph.initializer[0].ByteSize()
         if bits == 8:
             quantizer = MatMulNBitsQuantizer(one_node, bits=8, block_size=int4["qdq_block_size"], is_symmetric=True,
                                              accuracy_level=int4["accuracy_level"])
@@ -141,10 +144,16 @@ def _quantize_one_by_one(builder_model, progress=None, bits: int = 4):
         graph.initializers.pop(weight.name)
         weight.const_value = None     # drops the lazy cast and with it the torch tensor
         del quantizer, small
-        _release_freed_memory()
+        # A full collection costs ≈ 0.3 s in a process that has imported torch and transformers: pay it per
+        # 64 MiB freed (every weight of Phi-3.5-mini, ≥ 113 MB; once or twice for the tiny model's 21).
+        if unreleased >= _RELEASE_EVERY_BYTES:
+            _release_freed_memory()
+            unreleased = 0
 
         if progress is not None:
             progress()
+    if unreleased:
+        _release_freed_memory()
     return model
 
 

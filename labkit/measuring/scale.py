@@ -83,9 +83,10 @@ def _sample_image(folder: Path, width: int, height: int) -> Path:
 
 
 def measure_vision(layers: int | None = None, vision_layers: int | None = None, runs: int = 1,
-                   progress: bool = True) -> dict:
+                   warmup: bool = True, progress: bool = True) -> dict:
     """Phi-3.5-vision shadow: export (fp32 vision, INT4 decoder) time and peak memory; per test image the image
-    tokens and the latency of vision + prefill (the first token), median of `runs` after a warm-up. Lab 02."""
+    tokens and the latency of vision + prefill (the first token), median of `runs` after a warm-up (`warmup`
+    False skips it: each image prompt prefills thousands of tokens). Lab 02."""
     import statistics
     import tempfile
 
@@ -97,7 +98,7 @@ def measure_vision(layers: int | None = None, vision_layers: int | None = None, 
         for label, (width, height) in _IMAGES.items():
             image = _sample_image(Path(tmp), width, height)
             answers = [images.ask(row["dir"], "What is in the picture?", [image], max_new_tokens=1)
-                       for _ in range(runs + 1)][1:]
+                       for _ in range(runs + warmup)][warmup:]
             row["images"][label] = {
                 "image_tokens": answers[0].image_tokens, "prompt_tokens": answers[0].prompt_tokens,
                 "vision_prefill_seconds": statistics.median(a.time_to_first_token for a in answers)}

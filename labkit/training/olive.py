@@ -115,7 +115,7 @@ _LOSS_LINE = re.compile(r"\{'loss': '?([0-9.]+)'?.*?'epoch': '?([0-9.]+)'?\}")
 
 
 def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lora_alpha: int = 16,
-             learning_rate: float = 6e-3, batch_size: int = 8, max_seq_len: int | None = None,
+             learning_rate: float = 1e-2, batch_size: int = 8, max_seq_len: int | None = None,
              logging_steps: int = 5, train_file: str | Path | None = None, force: bool = False,
              progress: bool = True) -> FineTune:
     """LoRA fine-tune `model` on travel Q&A with Olive (Phi-3 chat template, float32 on CPU). Lab 03.
@@ -134,7 +134,8 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
     elif max_seq_len < longest:
         raise ValueError(f"max_seq_len={max_seq_len} would cut pairs of {train_file.name}: the longest is {longest} "
                          f"tokens. Pass max_seq_len={longest} or more, or leave it out (labkit measures it).")
-    settings = dict(steps=steps, r=lora_r, alpha=lora_alpha, lr=learning_rate, bs=batch_size, seq=max_seq_len)
+    settings = dict(steps=steps, r=lora_r, alpha=lora_alpha, lr=learning_rate, bs=batch_size, seq=max_seq_len,
+                    pairs=len(rows))
 
     def make(tmp: Path, log: Path) -> dict:
         seconds, losses = _finetune_into(tmp, model_dir, train_file, settings, logging_steps, log, progress)
@@ -184,6 +185,8 @@ def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict,
             "--lora_r", str(settings["r"]), "--lora_alpha", str(settings["alpha"]),
             "--target_modules", PHI3_LORA_TARGETS, "--max_steps", str(steps), "--learning_rate", str(settings["lr"]),
             "--per_device_train_batch_size", str(settings["bs"]), "--logging_steps", str(logging_steps),
+            # Olive's default --max_samples is 256: without it the LoRA would see only the file's first 256 pairs.
+            "--max_samples", str(settings["pairs"]),
             "--save_strategy", "no", "--seed", "0", "--log_level", "1"],
             log, expect=tmp / "olive" / "adapter" / "adapter_config.json", on_line=on_line)
         bar.update(steps - bar.n)   # the last steps are not logged when steps % logging_steps != 0
@@ -280,6 +283,9 @@ def adapter_file(onnx_dir: Path) -> Path:
     return Path(onnx_dir) / "adapter_weights.onnx_adapter"
 
 
+_EVAL_BATCH = 16
+
+
 def eval_loss(model: str | Path, adapter: str | Path | None = None, rows: list[dict] | None = None) -> float:
     """Mean next-token loss (nats) on travel Q&A in chat format, in PyTorch, with or without a LoRA. Lab 03."""
     import torch
@@ -295,11 +301,14 @@ def eval_loss(model: str | Path, adapter: str | Path | None = None, rows: list[d
         from peft import PeftModel
         net = PeftModel.from_pretrained(net, str(adapter))
     net.eval()
+    tokenizer.padding_side = "right"      # Phi-3.5 pads left; right keeps every text at positions 0, 1, …
+    texts = data.chat_texts(tokenizer, rows or data.travel("eval"))
     total, count = 0.0, 0
     with torch.no_grad():
-        for text in data.chat_texts(tokenizer, rows or data.travel("eval")):
-            ids = tokenizer(text, return_tensors="pt")["input_ids"]
-            loss = net(input_ids=ids, labels=ids).loss.item()
-            total += loss * (ids.shape[1] - 1)
-            count += ids.shape[1] - 1
+        for start in range(0, len(texts), _EVAL_BATCH):   # right-padded batches: the same sum as one by one
+            batch = tokenizer(texts[start:start + _EVAL_BATCH], return_tensors="pt", padding=True)
+            logits = net(**batch).logits[:, :-1]
+            targets = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
+            total += torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="sum").item()
+            count += int((targets != -100).sum())
     return total / count
