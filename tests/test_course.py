@@ -81,6 +81,23 @@ def test_headless_runs_save_finished_text_progress_bars(tmp_path):
     assert "work: 100%" in text
 
 
+def test_executed_notebooks_keep_what_jupyter_shows(tmp_path):
+    """A streamed answer is one output, a progress bar its last state: not one output per token or refresh."""
+    nb = write_notebook(tmp_path / "stream.ipynb", 'profile = "cpu"\nrun_dir = ""',
+                        "import time\nfrom tqdm.std import tqdm\n"
+                        "for word in ['In', ' Rome', ',', ' try', ' carbonara.']:\n"
+                        "    print(word, end='', flush=True)\n    time.sleep(0.05)\n"
+                        "for _ in tqdm(range(50), desc='work', mininterval=0):\n    time.sleep(0.01)\n"
+                        "print('done')")
+    cell = nbformat.read(course.run_notebook(nb, tmp_path / "run"), as_version=4).cells[-1]
+    streams = [(out.name, out.text) for out in cell.outputs]
+    assert [name for name, _ in streams] == ["stdout", "stderr", "stdout"], streams
+    assert streams[0][1] == "In Rome, try carbonara."
+    bar = streams[1][1]
+    assert "work: 100%" in bar and "\r" not in bar and " 0%" not in bar and bar.count("\n") <= 1
+    assert streams[2][1] == "done\n"
+
+
 @pytest.mark.parametrize("notebook", LABS_WITH_EXERCISES, ids=lambda p: p.stem)
 def test_every_lab_ends_with_two_exercises_and_their_checks(notebook):
     cells = nbformat.read(notebook, as_version=4).cells

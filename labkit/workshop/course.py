@@ -144,7 +144,43 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
             f"{notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}):\n"
             f"---- cell source ----\n{err.source}\n---- error ----\n{err.ename}: {err.evalue}\n"
             f"Executed copy with the full traceback: {output}") from None
+    finally:
+        if output.exists():
+            tidy_outputs(output)
     return output
+
+
+def tidy_outputs(executed: Path) -> None:
+    """What Jupyter shows, saved as such: a cell's consecutive stdout (or stderr) writes become one output, and a
+    line rewritten with carriage returns (a text progress bar) keeps only its last state; blank writes go. All labs.
+
+    papermill saves every write as it arrives: a streamed answer is one output per token, and a progress bar
+    one output per refresh, hundreds of them between a cell and its result."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        merged = []
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream" and merged and merged[-1].output_type == "stream" \
+                    and merged[-1].name == out.name:
+                merged[-1].text += out.text
+            else:
+                merged.append(out)
+        for out in merged:
+            if out.output_type == "stream":
+                out.text = "\n".join(_last_state(line) for line in out.text.split("\n"))
+        if "outputs" in cell:   # a bar's closing newline can arrive after the next print: alone, it shows nothing
+            cell.outputs = [out for out in merged if out.output_type != "stream" or out.text.strip()]
+    tmp = executed.with_name(f".{executed.name}.tmp")
+    nbformat.write(nb, tmp)
+    os.replace(tmp, executed)
+
+
+def _last_state(line: str) -> str:
+    """A terminal line as it ends up: the text after its last carriage return (a trailing one changes nothing)."""
+    states = [part for part in line.split("\r") if part]
+    return states[-1] if states else ""
 
 
 def run_course(selection: list[str] | None = None, parameters: dict[str, dict] | None = None,
