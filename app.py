@@ -39,6 +39,21 @@ def reply(model, tokenizer, messages, max_new_tokens, adapters=None, stream_to=s
     return "".join(pieces)
 
 
+def unreadable(text):
+    """Why the tokenizer cannot take `text` (a NUL would silently cut the prompt there), or None."""
+    for position, char in enumerate(text):
+        if char == "\x00" or "\ud800" <= char <= "\udfff":
+            return f"the question has {char!r} at position {position}, which the tokenizer cannot carry: remove it"
+    return None
+
+
+def positive(text):
+    value = int(text)
+    if value < 1:   # onnxruntime-genai aborts the process when max_length leaves no room for a token
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def fits(tokenizer, messages, context, max_new_tokens):
     prompt = tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
     return len(tokenizer.encode(prompt)) + max_new_tokens <= context
@@ -49,7 +64,7 @@ def main(argv=None):
     parser.add_argument("-m", "--model", required=True, help="a folder with genai_config.json (a course build)")
     parser.add_argument("-a", "--adapter", help="an .onnx_adapter file exported with this model (lab 03)")
     parser.add_argument("--system", default="You are a helpful travel assistant.")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-new-tokens", type=positive, default=128)
     parser.add_argument("--prompt", action="append", help="ask this instead of reading the terminal (repeatable)")
     args = parser.parse_args(argv)
 
@@ -81,6 +96,12 @@ def main(argv=None):
                 break
             if question in ("", "exit", "quit"):
                 break
+        problem = unreadable(question)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            if questions is not None:
+                return 2
+            continue
         messages.append({"role": "user", "content": question})
         first = 1 if args.system else 0             # the system message stays
         while len(messages) > first + 1 and not fits(tokenizer, messages, context, args.max_new_tokens):

@@ -37,3 +37,12 @@ def test_app_with_an_adapter_and_a_bad_folder(travel_export, tmp_path):
     assert done.returncode == 0 and done.stdout.startswith("> Best time for Rome?\n"), done.stderr
     bad = run("-m", str(tmp_path))
     assert bad.returncode != 0 and "genai_config.json" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_app_refuses_what_would_abort_or_cut_the_question(tiny_builds):
+    build = str(tiny_builds["int4"].path)
+    zero = run("-m", build, "--max-new-tokens", "0", "--prompt", "hi")   # og aborted the process (rc 134)
+    assert zero.returncode == 2 and "must be at least 1" in zero.stderr
+    done = subprocess.run([sys.executable, str(APP), "-m", build, "--max-new-tokens", "4"],
+                          input="Tell me\x00 about Rome\nhi\n", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "at position 7" in done.stderr and done.stdout.count("> ") >= 2, done.stderr

@@ -104,3 +104,32 @@ def test_image_prompts_go_through_images_ask(tiny_builds):
     assert out.prompt_tokens > 1921 and out.new_tokens > 0
     with pytest.raises(generate.GenerationError, match="images.ask"):
         generate.generate(folder, "What is it?", images=data.images()[:1])
+
+
+# Each of these aborted the whole process inside onnxruntime-genai (a dead kernel in Jupyter), or silently answered
+# another question, before labkit checked it.
+def test_top_k_above_the_vocabulary_is_refused(tiny_builds):
+    path = tiny_builds["int4"].path
+    with pytest.raises(generate.GenerationError, match=r"top_k=32065 is larger than the model's vocabulary \(32064"):
+        generate.generate(path, "hi", max_new_tokens=4, do_sample=True, top_k=32065)
+    assert generate.generate(path, "hi", max_new_tokens=4, do_sample=True, top_k=32064, random_seed=1).new_tokens
+
+
+@pytest.mark.parametrize("prompt, position", [("Tell me\x00 about Rome", 7), ("caf\ud800", 3)])
+def test_text_the_tokenizer_cannot_carry_is_refused_with_its_position(tiny_builds, prompt, position):
+    path = tiny_builds["int4"].path
+    with pytest.raises(generate.GenerationError, match=f"at position {position}"):
+        generate.generate(path, prompt, max_new_tokens=4)
+    with pytest.raises(generate.GenerationError, match=f"message has .* at position {position}"):
+        generate.Chat(path, max_new_tokens=4).say(prompt)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_new_tokens": 2.5}, "must be a whole number"),
+    ({"max_new_tokens": 0}, "Need 1 <= max_new_tokens"),
+    ({"num_beams": 65}, "num_beams=65 is out of range"),
+    ({"random_seed": 2**40}, "random_seed=.* is out of range"),
+])
+def test_numbers_outside_their_range_are_refused(tiny_builds, kwargs, message):
+    with pytest.raises(generate.GenerationError, match=message):
+        generate.generate(tiny_builds["int4"].path, "hi", **kwargs)

@@ -54,6 +54,11 @@ def test_bad_inputs_fail_before_running(exported, tmp_path, monkeypatch):
         images.ask(exported, "What is it?", [tmp_path / "missing.png"])
     with pytest.raises(images.VisionError, match="one tag per image"):
         images.ask(exported, "<|image_1|> vs <|image_2|>", data.images()[:1])
+    # these two aborted the process inside onnxruntime-genai / answered the text before the NUL
+    with pytest.raises(ValueError, match="Need 1 <= max_new_tokens"):
+        images.ask(exported, "What is it?", data.images()[:1], max_new_tokens=0)
+    with pytest.raises(ValueError, match="question has .* at position 4"):
+        images.ask(exported, "What\x00 is it?", data.images()[:1])
     monkeypatch.setattr("labkit.runtime.images.context_length", lambda _: 1000)
     with pytest.raises(images.VisionError, match="image 1: 1921"):
         images.ask(exported, "What is it?", data.images()[:1])

@@ -45,14 +45,14 @@ class GenerationError(ValueError):
 SEARCH_OPTIONS = {
     "do_sample": (bool, lambda v: True, "True or False"),
     "temperature": (float, lambda v: v > 0, "> 0 (1 = the model's distribution; lower = more focused)"),
-    "top_k": (int, lambda v: v >= 0, ">= 0 (0 = no limit)"),
+    "top_k": (int, lambda v: 0 <= v < 2**31, ">= 0 (0 = no limit) and at most the vocabulary size"),
     "top_p": (float, lambda v: 0 < v <= 1, "in (0, 1]"),
-    "num_beams": (int, lambda v: v >= 1, ">= 1 (1 = no beam search)"),
+    "num_beams": (int, lambda v: 1 <= v <= 64, "1 to 64 (1 = no beam search; each beam is a whole generation)"),
     "length_penalty": (float, lambda v: True, "any number (> 1 favours longer beams)"),
     "early_stopping": (bool, lambda v: True, "True or False"),
     "repetition_penalty": (float, lambda v: v > 0, "> 0 (1 = off; > 1 discourages repeats)"),
     "no_repeat_ngram_size": (int, lambda v: v >= 0, ">= 0 (0 = off)"),
-    "random_seed": (int, lambda v: v >= 0, ">= 0"),
+    "random_seed": (int, lambda v: 0 <= v < 2**31, "0 to 2**31 - 1"),
     "diversity_penalty": (float, lambda v: v >= 0, ">= 0"),
 }
 
@@ -214,8 +214,26 @@ def context_length(model_dir: str | Path) -> int:
     return int(config["model"]["context_length"])
 
 
+def check_text(text, what: str = "prompt") -> str:
+    """`text` if the tokenizer can carry all of it, else a GenerationError naming the character's position. Lab 04.
+
+    onnxruntime-genai passes text to its C++ tokenizer and chat template as C strings: a NUL ends them early, so
+    the model would silently answer the text before it (without the chat template's closing tokens); a lone
+    surrogate is not UTF-8 at all."""
+    if not isinstance(text, str):
+        raise GenerationError(f"The {what} must be text (str), not {type(text).__name__}.")
+    for position, char in enumerate(text):
+        if char == "\x00" or "\ud800" <= char <= "\udfff":
+            raise GenerationError(f"The {what} has the character {char!r} at position {position}: the tokenizer "
+                                  "cannot carry it (a NUL would cut the text there). Remove it and ask again.")
+    return text
+
+
 def chat_prompt(tokenizer, user: str, system: str | None = None, history: list[dict] | None = None) -> str:
     """The model's chat template applied by the tokenizer (Phi-3: <|user|>…<|end|><|assistant|>). Lab 04."""
+    check_text(user, "message")
+    if system is not None:
+        check_text(system, "system message")
     messages = ([{"role": "system", "content": system}] if system else []) + list(history or [])
     messages.append({"role": "user", "content": user})
     return tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
@@ -233,6 +251,7 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
     """
     search = check_search_options(**search)
     model, tokenizer, input_ids = _prompt_ids(model_dir, prompt, chat, max_new_tokens, min_new_tokens)
+    check_top_k(search, model_dir)
     generator = loop.new_generator(model, max_length=len(input_ids) + max_new_tokens,
                                    min_length=len(input_ids) + min_new_tokens, **search)
     if adapter is not None:
@@ -249,9 +268,8 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
 
 def _prompt_ids(model_dir, prompt: str, chat: bool, max_new_tokens: int, min_new_tokens: int):
     """(model, tokenizer, prompt ids), after checking the lengths against each other and the context."""
-    if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
-        raise GenerationError(f"Need 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens; got "
-                              f"{max_new_tokens} and {min_new_tokens}.")
+    check_text(prompt)
+    check_token_counts(max_new_tokens, min_new_tokens)
     model, tokenizer = load(str(model_dir))
     input_ids = tokenizer.encode(chat_prompt(tokenizer, prompt) if chat else prompt)
     limit = context_length(model_dir)
@@ -260,6 +278,26 @@ def _prompt_ids(model_dir, prompt: str, chat: bool, max_new_tokens: int, min_new
                               f"exceeds the model's context length of {limit}. Shorten the prompt or lower "
                               "max_new_tokens.")
     return model, tokenizer, input_ids
+
+
+def check_token_counts(max_new_tokens, min_new_tokens=0) -> None:
+    """Whole numbers with 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens, or a GenerationError.
+    Lab 04. (og aborts the whole process, a dead kernel in Jupyter, when max_length leaves no room for a token.)"""
+    for name, value in (("max_new_tokens", max_new_tokens), ("min_new_tokens", min_new_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise GenerationError(f"{name}={value!r} must be a whole number (int).")
+    if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
+        raise GenerationError(f"Need 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens; got "
+                              f"{max_new_tokens} and {min_new_tokens}.")
+
+
+def check_top_k(search: dict, model_dir: str | Path) -> None:
+    """top_k at most the model's vocabulary: og aborts the process on a larger one. Lab 04."""
+    config = json.loads((Path(model_dir) / "genai_config.json").read_text())
+    vocab = int(config["model"]["vocab_size"])
+    if search.get("top_k", 0) > vocab:
+        raise GenerationError(f"top_k={search['top_k']} is larger than the model's vocabulary ({vocab} tokens): "
+                              f"use 0 (no limit) or 1 to {vocab}.")
 
 
 def print_token(piece: str) -> None:

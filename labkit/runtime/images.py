@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import loop
-from .generate import chat_prompt, context_length, load, load_processor
+from .generate import chat_prompt, check_text, check_token_counts, context_length, load, load_processor
 
 CROP = 336            # pixels per crop side
 
@@ -172,6 +172,8 @@ def ask(folder: str | Path, question: str, images: list[str | Path] = (), max_ne
     """
     import onnxruntime_genai as og
 
+    check_text(question, "question")
+    check_token_counts(max_new_tokens)
     folder = check_folder(folder)
     paths_ = _check_images(list(images))
     model, processor, tokenizer = load_vision_model(folder)

@@ -25,6 +25,9 @@ class Result:
     def __repr__(self) -> str:
         return ("✓ " if self.ok else "✗ ") + self.message
 
+    def _ipython_display_(self) -> None:
+        """Nothing: the check printed its line already, and a check ends its cell (Jupyter would show it twice)."""
+
 
 def _report(ok: bool, right: str, hint: str) -> Result:
     result = Result(ok, right if ok else hint)
