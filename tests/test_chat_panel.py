@@ -28,3 +28,11 @@ def test_panel_is_readable(tiny_builds):
     panel = chat_panel.ChatPanel(tiny_builds["int4"].path)
     assert not panel.answer.disabled, "a disabled textarea is greyed out"
     assert all(s.style.description_width == "initial" for s in (panel.temperature, panel.top_p, panel.max_tokens))
+
+
+def test_the_panel_starts_on_the_first_adapter(tiny_builds, tmp_path):
+    """Lab 04's panel answers with the travel adapter until the attendee picks another (or the base model)."""
+    panel = chat_panel.ChatPanel(tiny_builds["int4"].path, {"travel": tmp_path / "t.onnx_adapter",
+                                                              "brief": tmp_path / "b.onnx_adapter"})
+    assert panel.adapter.options == ("travel", "brief", "none (base model)") and panel.adapter.value == "travel"
+    assert panel.chat.adapter == tmp_path / "t.onnx_adapter"

@@ -1,9 +1,9 @@
 """An ipywidgets chat panel for JupyterLab. Lab 04.
 
 A prompt box, a Send button, a streaming answer area, sliders for temperature / top_p / max
-tokens and a dropdown to pick the adapter (or none). Built on `labkit.generate.Chat`, so the panel
-keeps the conversation. Everything is an ordinary widget attribute, so tests (and curious
-attendees) can drive it from code: `panel.prompt.value = "Hi"; panel.send.click()`.
+tokens and a dropdown to pick the adapter (the first one given until changed, or none). Built on
+`labkit.generate.Chat`, so the panel keeps the conversation. Everything is an ordinary widget
+attribute, so tests (and curious attendees) can drive it from code: `panel.prompt.value = "Hi"; panel.send.click()`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ class ChatPanel:
         import ipywidgets as w
 
         self.model_dir, self.system = model_dir, system
-        self.adapters = {"none (base model)": None, **(adapters or {})}
+        # The first adapter given is the panel's default (lab 04: the travel adapter); the base model stays a choice.
+        self.adapters = {**(adapters or {}), "none (base model)": None}
         self.prompt = w.Text(placeholder="Ask a travel question…", layout=w.Layout(width="70%"))
         self.send = w.Button(description="Send", button_style="primary", icon="paper-plane")
         self.reset = w.Button(description="New chat", icon="refresh")
