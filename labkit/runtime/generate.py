@@ -208,10 +208,14 @@ def _release() -> None:
 atexit.register(_release)
 
 
+def _model_config(model_dir: str | Path) -> dict:
+    """The "model" section of the folder's genai_config.json."""
+    return json.loads((Path(model_dir) / "genai_config.json").read_text())["model"]
+
+
 def context_length(model_dir: str | Path) -> int:
     """The model's context length, from genai_config.json. Lab 04."""
-    config = json.loads((Path(model_dir) / "genai_config.json").read_text())
-    return int(config["model"]["context_length"])
+    return int(_model_config(model_dir)["context_length"])
 
 
 def check_text(text, what: str = "prompt") -> str:
@@ -293,8 +297,7 @@ def check_token_counts(max_new_tokens, min_new_tokens=0) -> None:
 
 def check_top_k(search: dict, model_dir: str | Path) -> None:
     """top_k at most the model's vocabulary: og aborts the process on a larger one. Lab 04."""
-    config = json.loads((Path(model_dir) / "genai_config.json").read_text())
-    vocab = int(config["model"]["vocab_size"])
+    vocab = int(_model_config(model_dir)["vocab_size"])
     if search.get("top_k", 0) > vocab:
         raise GenerationError(f"top_k={search['top_k']} is larger than the model's vocabulary ({vocab} tokens): "
                               f"use 0 (no limit) or 1 to {vocab}.")
