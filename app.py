@@ -39,12 +39,29 @@ def reply(model, tokenizer, messages, max_new_tokens, adapters=None, stream_to=s
     return "".join(pieces)
 
 
-def unreadable(text):
-    """Why the tokenizer cannot take `text` (a NUL would silently cut the prompt there), or None."""
+def unreadable(text, control_tokens=()):
+    """Why the question cannot go to the model as typed, or None.
+
+    A NUL would silently cut the prompt there; a control token such as <|end|> would be read as the chat
+    template's own marker (ending the question, starting a forged assistant turn), not as text."""
     for position, char in enumerate(text):
         if char == "\x00" or "\ud800" <= char <= "\udfff":
             return f"the question has {char!r} at position {position}, which the tokenizer cannot carry: remove it"
+    for token in control_tokens:
+        if token in text:
+            return (f"the question contains {token!r}, one of the model's control tokens, which the tokenizer "
+                    "would read as a chat marker, not as text: remove it or write it with spaces")
     return None
+
+
+def control_tokens(folder):
+    """The tokenizer's special tokens (<|end|>, <|assistant|>…), longest first."""
+    try:
+        with open(f"{folder}/tokenizer.json", encoding="utf-8") as f:
+            added = json.load(f).get("added_tokens", [])
+    except (OSError, ValueError):
+        return ()
+    return tuple(sorted({t["content"] for t in added if t.get("special")}, key=len, reverse=True))
 
 
 def positive(text):
@@ -77,10 +94,28 @@ def main(argv=None):
     adapters = None
     if args.adapter:
         adapters = og.Adapters(model)
-        adapters.load(args.adapter, "adapter")
+        try:
+            adapters.load(args.adapter, "adapter")
+        except Exception as err:  # noqa: BLE001 - og's RuntimeError does not name the file
+            reason = str(err).splitlines()[0].split(") ")[-1]     # without the C++ function signature
+            sys.exit(f"error: cannot load the adapter {args.adapter}: {reason}\n"
+                     "Pass the adapter_weights.onnx_adapter exported with this model (lab 03), whole.")
     with open(f"{args.model}/genai_config.json") as f:
         context = json.load(f)["model"]["context_length"]
+    if args.max_new_tokens >= context:
+        sys.exit(f"error: --max-new-tokens {args.max_new_tokens} leaves no room for a question in the model's "
+                 f"context of {context} tokens: use less (the default is 128).")
+    forbidden = control_tokens(args.model)
 
+    try:
+        return chat(model, tokenizer, adapters, args, context, forbidden)
+    except KeyboardInterrupt:      # Ctrl-C at the prompt or mid-reply: leave quietly
+        print()
+        return 130
+
+
+def chat(model, tokenizer, adapters, args, context, forbidden):
+    """The conversation loop: questions from --prompt or the terminal, replies streamed."""
     messages = [{"role": "system", "content": args.system}] if args.system else []
     questions = iter(args.prompt) if args.prompt else None
     while True:
@@ -96,14 +131,18 @@ def main(argv=None):
                 break
             if question in ("", "exit", "quit"):
                 break
-        problem = unreadable(question)
+        problem = unreadable(question, forbidden)
+        first = 1 if args.system else 0             # the system message stays
+        if not problem and not fits(tokenizer, messages[:first] + [{"role": "user", "content": question}], context,
+                                    args.max_new_tokens):
+            problem = (f"the question does not fit the model's context of {context} tokens with --max-new-tokens "
+                       f"{args.max_new_tokens}: shorten it or lower --max-new-tokens")
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             if questions is not None:
                 return 2
             continue
         messages.append({"role": "user", "content": question})
-        first = 1 if args.system else 0             # the system message stays
         while len(messages) > first + 1 and not fits(tokenizer, messages, context, args.max_new_tokens):
             del messages[first:first + 2]            # drop the oldest user/assistant turn
         messages.append({"role": "assistant", "content": reply(model, tokenizer, messages, args.max_new_tokens,

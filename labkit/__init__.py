@@ -3,7 +3,8 @@
 Every notebook is a little narrative plus one to three calls into labkit. The package is cut in
 layers; a layer imports only the layers above it in this list (tests/test_layering.py checks it):
 
-    core        paths, cache, profiles, results, data, sizing      folders, the verified cache, the course's data
+    core        paths, cache, errors, profiles, results, data,     folders, the verified cache, the course's data,
+                sizing                                             the errors users see
     runtime     loop, generate, chat_panel, images                 og: the token loop, chat, image prompts
     making      models, tokenizer, build, lean, shadow, hub,       checkpoints and their ONNX builds
                 vision_encoder, vision_checkpoint, vision_export
@@ -21,7 +22,7 @@ from __future__ import annotations
 import importlib
 
 LAYERS = {
-    "core": ["paths", "cache", "profiles", "results", "data", "sizing"],
+    "core": ["paths", "cache", "errors", "profiles", "results", "data", "sizing"],
     "runtime": ["loop", "generate", "chat_panel", "images"],
     "making": ["models", "tokenizer", "build", "lean", "shadow", "hub", "vision_encoder", "vision_checkpoint",
                "vision_export"],

@@ -22,6 +22,9 @@ from labkit import bench, build, cache, models, shadow
     (dict(precision="int4", algorithm="gptq"), "algorithm='gptq' is invalid"),
     (dict(precision="fp32", block_size=32), "only applies to int4/int8"),
     (dict(precision="int8", algorithm="rtn"), "algorithm only applies to int4"),
+    (dict(precision="int4", block_size="32"), "block_size='32' must be a whole number (int), e.g. block_size=32"),
+    (dict(precision="int4", accuracy_level=4.0), "accuracy_level=4.0 must be a whole number"),
+    (dict(precision="int4", extra={"int4_block_size": "7"}), "pass block_size= instead"),
 ])
 def test_bad_options_fail_before_any_work(monkeypatch, kwargs, message):
     def no_model(*_):

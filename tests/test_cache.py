@@ -45,13 +45,87 @@ def test_damaged_outputs_are_named(tmp_path, damage, problem):
     assert problem in cache.verify(out)
 
 
-def test_big_files_are_checked_by_size(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache, "HASH_LIMIT", 10)
+def test_big_files_are_checked_by_sampled_blocks_and_their_time(tmp_path, monkeypatch):
+    """The trade-off of the module doc: big files are sampled on a hit, and fully re-hashed only when touched."""
+    monkeypatch.setattr(cache, "HASH_LIMIT", 1000)
+    monkeypatch.setattr(cache, "_SAMPLE_BYTES", 100)           # 64 blocks of 100 bytes in 64,000
+    out = finished(tmp_path / "out", {"weights.bin": bytes(range(250)) * 256})
+    entry = json.loads((out / cache.MANIFEST).read_text())["files"]["weights.bin"]
+    assert {"size", "sha256", "sample", "mtime_ns"} <= set(entry)
+    weights = out / "weights.bin"
+
+    def overwrite(offset, data, keep_time):
+        with weights.open("r+b") as f:
+            f.seek(offset)
+            f.write(data)
+        if keep_time:       # what a copy that keeps times would show
+            os.utime(weights, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+
+    overwrite(30_000, bytes(2_000), keep_time=True)             # a zeroed region, same size and time
+    assert "sampled blocks differ" in cache.verify(out)
+    overwrite(30_000, (bytes(range(250)) * 256)[30_000:32_000], keep_time=True)
+    assert cache.verify(out) is None
+    overwrite(150, b"\xff", keep_time=True)                     # one byte between samples, time kept: the
+    assert cache.verify(out) is None                            # documented blind spot of the sampled check
+    overwrite(150, b"\xff", keep_time=False)                    # any write that changes the time: full hash
+    assert "does not match its SHA-256" in cache.verify(out)
+
+
+def test_an_older_manifest_without_hashes_of_big_files_is_rebuilt(tmp_path):
     out = finished(tmp_path / "out", {"weights.bin": b"x" * 100})
-    assert "sha256" not in json.loads((out / cache.MANIFEST).read_text())["files"]["weights.bin"]
-    with (out / "weights.bin").open("r+b") as f:
-        f.truncate(50)
-    assert "weights.bin has 50 bytes" in cache.verify(out)
+    manifest = json.loads((out / cache.MANIFEST).read_text())
+    (out / cache.MANIFEST).write_text(json.dumps({"format": "labkit-manifest-v1", "files": {"weights.bin": {
+        "size": 100}}}))
+    assert "older manifest.json" in cache.verify(out)
+    manifest["format"] = "labkit-manifest-v1"                   # v1 that hashed every file: still trusted
+    (out / cache.MANIFEST).write_text(json.dumps(manifest))
+    assert cache.verify(out) is None
+
+
+def test_leftovers_of_a_killed_step_are_removed_on_its_next_run(tmp_path):
+    final = tmp_path / "kind" / "tiny-int4-0123456789ab"
+    for leftover in (".tmp-tiny-int4-0123456789ab-k9x_2abc", ".old-tiny-int4-0123456789ab-4242"):
+        (final.parent / leftover / "sub").mkdir(parents=True)
+    other = final.parent / ".tmp-tiny-int4-0123456789ab-more-k9x_2abc"   # another output's temp folder
+    other.mkdir()
+    with cache.cached_dir(final) as tmp:
+        (tmp / "x").write_text("x")
+    assert sorted(p.name for p in final.parent.iterdir()) == sorted(
+        [final.name, other.name, f".{final.name}.lock"])
+
+
+def test_a_read_only_shared_cache_serves_its_finished_outputs(tmp_path, monkeypatch):
+    """As on a workshop server where attendees may read the instructor's cache but not write it."""
+    final = finished(tmp_path / "out", {"a.bin": b"x"})
+
+    def read_only(_final):
+        raise PermissionError(13, "Permission denied", str(_final.parent / f".{_final.name}.lock"))
+
+    monkeypatch.setattr(cache, "lock_for", read_only)
+    with cache.cached_dir(final) as tmp:
+        assert tmp is None
+    with pytest.raises(cache.CacheError, match="read-only for you .* holds no finished other"), \
+            cache.cached_dir(tmp_path / "other"):
+        pass
+
+
+def test_a_full_disk_is_one_error_naming_the_fix_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+
+    def make(tmp, log):
+        (tmp / "half.bin").write_bytes(b"x")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(cache.CacheError, match="The disk filled up while making the demo step .* LABKIT_CACHE"):
+        cache.cached_step("kind", "demo", ("k",), make, info_file="info.json", label="demo step")
+    assert [p.name for p in (tmp_path / "kind").iterdir() if not p.name.startswith(".")] == ["logs"]
+
+
+def test_labkit_cache_pointing_at_a_file_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "file"))
+    with pytest.raises(cache.CacheError, match="is a file, not a folder"):
+        paths.cache_dir()
 
 
 def test_cached_dir_reuses_a_verified_output_and_rebuilds_a_damaged_one(tmp_path, capsys):
@@ -89,16 +163,21 @@ def isolated_cache(tmp_path, monkeypatch, tiny_dir):
     assert models.create_tiny("tiny") == tmp_path / tiny_dir.name, "the copy is a verified cache hit"
 
 
-def test_a_truncated_cached_build_is_rebuilt_and_generates(tiny_dir, tmp_path, monkeypatch, capsys):
+def test_a_same_size_damaged_weight_file_is_caught_on_reuse(tiny_dir, tmp_path, monkeypatch, capsys):
+    """A zeroed megabyte inside model.onnx.data, its size and time kept: the sampled check catches it."""
     isolated_cache(tmp_path, monkeypatch, tiny_dir)
     first = build.build("tiny", "int4", progress=False)
     data_file = first.path / "model.onnx.data"
+    stat = data_file.stat()
+    assert stat.st_size > cache.HASH_LIMIT, "the check under test is the one for big files"
     with data_file.open("r+b") as f:
-        f.truncate(data_file.stat().st_size // 2)          # a half-copied or full-disk build
+        f.seek(stat.st_size // 2)
+        f.write(bytes(1 << 20))
+    os.utime(data_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     again = build.build("tiny", "int4", progress=False)
     assert not again.cached and again.path == first.path
     out = capsys.readouterr().out
-    assert out.count("rebuilding it") == 1 and "model.onnx.data has" in out
+    assert out.count("rebuilding it") == 1 and "model.onnx.data does not match" in out
     assert generate.generate(again.path, "Tell me a fact.", max_new_tokens=4).new_tokens > 0
 
 

@@ -49,3 +49,18 @@ def test_corpus_and_images():
     for path in images:
         with Image.open(path) as img:
             assert img.mode == "RGB" and min(img.size) >= 300
+
+
+@pytest.mark.parametrize("encoding, reason", [
+    ("latin-1", "bad.jsonl:2: byte 0xe9 is not UTF-8"),
+    ("utf-16", "bad.jsonl is UTF-16 text; JSONL must be UTF-8"),
+])
+def test_a_file_saved_in_another_encoding_is_named(tmp_path, encoding, reason):
+    f = tmp_path / "bad.jsonl"
+    lines = [json.dumps({"prompt": "Best time for Rome?", "response": "Autumn."}),
+             json.dumps({"prompt": "Café?", "response": "Olé."}, ensure_ascii=False)]
+    f.write_bytes("\n".join(lines).encode(encoding))
+    with pytest.raises(data.DataError, match=reason):
+        data.validate_travel(f)
+    f.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())     # UTF-8 with a BOM (Notepad) is fine
+    assert len(data.validate_travel(f)) == 2

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -41,7 +42,7 @@ def test_failed_step_names_step_and_log(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
     # A negative sequence length makes Olive's data pass fail; Olive still exits 0 (upstream behaviour).
     # finetune() refuses one shorter than the longest pair itself, so the test lets it through.
-    monkeypatch.setattr(olive, "longest_pair_tokens", lambda *_: -5)
+    monkeypatch.setattr(olive, "longest_pair_tokens", lambda *_: (-5, 0))
     expected = "(?s)Olive step 'fine-tune' failed.*DatasetGenerationError.*Full log"
     with pytest.raises(olive.OliveStepError, match=expected):
         olive.finetune(tiny_dir, steps=2, max_seq_len=-5, progress=False)
@@ -51,7 +52,7 @@ def test_failed_step_names_step_and_log(tiny_dir, tmp_path, monkeypatch):
 def test_sequence_length_covers_the_longest_pair(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
     rows = data.validate_travel(paths.DATA / "travel" / "train.jsonl")
-    longest = olive.longest_pair_tokens(tiny_dir, rows)
+    longest, _ = olive.longest_pair_tokens(tiny_dir, rows)
     assert 40 < longest < 128, "the travel pairs are short: Olive's default of 1024 would be mostly padding"
     assert -(-longest // 16) * 16 == 80, "lab 03's markdown says the tiny model's pairs take 80"
     with pytest.raises(ValueError, match=f"the longest is {longest} tokens"):
@@ -168,3 +169,70 @@ def test_the_fine_tune_reads_every_pair_of_the_file(tiny_dir, tmp_path, monkeypa
     assert pairs > 256 and seen["--max_samples"] == str(pairs)
     notebook = (paths.REPO / "notebooks" / "03_olive_awq_lora.ipynb").read_text()
     assert re.search(rf"--max_samples {pairs}\b", notebook), "lab 03's olive command shows the same count"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"learning_rate": -1}, "learning_rate=-1 must be a number > 0"),
+    ({"learning_rate": float("nan")}, "learning_rate=nan"),
+    ({"batch_size": 0}, "batch_size=0 must be a whole number >= 1"),
+    ({"steps": 2.5}, "steps=2.5 must be a whole number"),
+    ({"lora_r": 0}, "lora_r=0"),
+    ({"max_seq_len": 10**6}, "longer than the model's context"),
+])
+def test_settings_olive_would_fail_on_are_refused_before_it_starts(kwargs, message, monkeypatch):
+    monkeypatch.setattr(olive, "_run_olive", lambda *a, **k: pytest.fail("Olive started on bad settings"))
+    with pytest.raises(olive.InputError, match=message):
+        olive.finetune("tiny", progress=False, **kwargs)
+
+
+def test_a_pair_longer_than_the_context_is_refused_with_its_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(olive, "_run_olive", lambda *a, **k: pytest.fail("Olive started"))
+    pairs = tmp_path / "train.jsonl"
+    short = json.dumps({"prompt": "Best time for Rome?", "response": "Autumn."})
+    pairs.write_text(f"{short}\n\n{json.dumps({'prompt': 'q', 'response': 'word ' * 9000})}\n")
+    with pytest.raises(olive.InputError, match=r"train.jsonl:3: this pair is 9,0\d\d tokens, longer than the "
+                                               r"model's context \(8,192\)"):
+        olive.finetune("tiny", train_file=pairs, progress=False)
+
+
+def test_an_interrupted_step_stops_its_child_and_a_killed_ones_folder_goes(tmp_path):
+    import os
+    import time
+    code = "import os, time; print(os.getpid(), flush=True); time.sleep(60)"
+    started = []
+
+    def interrupt(line):
+        started.append(int(line))
+        raise KeyboardInterrupt                          # Jupyter's stop button, mid-fine-tune
+
+    with pytest.raises(KeyboardInterrupt):
+        olive._stream([sys.executable, "-c", code], tmp_path, tmp_path / "log", interrupt)
+    assert not olive._alive(started[0]), "the interrupted step's child was stopped and reaped"
+    dead, mine = tmp_path / "run-999999999-abcd", tmp_path / f"run-{os.getpid()}-abcd"
+    dead.mkdir(), mine.mkdir()
+    olive._remove_dead_workdirs(tmp_path)
+    assert not dead.exists() and mine.exists()
+    # a killed parent (kernel died): the child notices within a second or two and exits
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        env = dict(os.environ, LABKIT_PARENT_PID=str(os.getpid()))
+        child = subprocess.Popen([sys.executable, "-c", "from labkit.training import olive_seeded as s; "
+                                  "s.exit_with_parent(); print('watching', flush=True); import time; time.sleep(60)"],
+                                 env=env, stdout=subprocess.PIPE, text=True)
+        child.stdout.readline()
+        print(child.pid, flush=True)
+        time.sleep(60)""")], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and olive._alive(child_pid) and not _zombie(child_pid):
+        time.sleep(0.2)
+    assert not olive._alive(child_pid) or _zombie(child_pid), "the fine-tune's child outlived its parent"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return " Z " in open(f"/proc/{pid}/stat").read().split(")", 1)[1][:4]
+    except OSError:
+        return False

@@ -10,12 +10,29 @@ import random
 from pathlib import Path
 
 from . import paths
+from .errors import InputError, LabkitError
 
 _REQUIRED_FIELDS = ("prompt", "response")
 
 
-class DataError(ValueError):
+class DataError(LabkitError, ValueError):
     """A data file is malformed; the message names file:line and the fix. Lab 03."""
+
+
+def read_utf8(path: Path) -> str:
+    """A text file's content (UTF-8, with or without a BOM), or a DataError naming the line to fix. Lab 03.
+
+    JSONL is UTF-8 by definition; editors on Windows save UTF-16 or a legacy code page."""
+    raw = Path(path).read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path} is UTF-16 text; JSONL must be UTF-8. Save it as UTF-8 (in an editor: "
+                        "Save As, encoding UTF-8) and run again.")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: byte {raw[err.start]:#04x} is not UTF-8 (the file looks saved as "
+                        "Latin-1 or Windows-1252). Save it as UTF-8 and run again.") from None
 
 
 def validate_travel(path: Path) -> list[dict]:
@@ -28,7 +45,7 @@ def validate_travel(path: Path) -> list[dict]:
     if not path.exists():
         raise DataError(f"{path}: file not found. The course's travel data lives in {paths.DATA / 'travel'}.")
     rows, problems = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -59,7 +76,7 @@ def validate_travel(path: Path) -> list[dict]:
 def travel(split: str = "train") -> list[dict]:
     """The course's travel Q&A pairs (`train` or `eval`), validated. Lab 03."""
     if split not in ("train", "eval"):
-        raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
+        raise InputError(f"split must be 'train' or 'eval', not {split!r}")
     return validate_travel(paths.DATA / "travel" / f"{split}.jsonl")
 
 
@@ -70,7 +87,7 @@ def paraphrases(every: int = 1) -> list[dict]:
     the file cycles through cities, topics and wordings, and a stride would keep only some wordings.
     """
     if every < 1:
-        raise ValueError(f"every must be at least 1, not {every}")
+        raise InputError(f"every must be at least 1, not {every}")
     rows = validate_travel_questions(paths.DATA / "travel" / "paraphrase.jsonl")
     if every == 1:
         return rows
@@ -81,7 +98,7 @@ def paraphrases(every: int = 1) -> list[dict]:
 def validate_travel_questions(path: Path) -> list[dict]:
     """Read a JSONL file of questions with `prompt`, `city` and `fact`; a bad line fails with file:line. Lab 03."""
     rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_utf8(Path(path)).splitlines(), start=1):
         row = json.loads(line) if line.strip() else None
         if row is None:
             continue
@@ -96,7 +113,7 @@ def validate_travel_questions(path: Path) -> list[dict]:
 def corpus(split: str = "train") -> str:
     """General text: `train` pre-trains the tiny model, `heldout` measures perplexity. Lab 01."""
     if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
+        raise InputError(f"split must be 'train' or 'heldout', not {split!r}")
     return (paths.DATA / "corpus" / f"{split}.txt").read_text(encoding="utf-8")
 
 

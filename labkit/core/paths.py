@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+from .errors import CacheError, InputError, MissingInput
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
 NOTEBOOKS = REPO / "notebooks"
@@ -15,7 +17,14 @@ NOTEBOOKS = REPO / "notebooks"
 def cache_dir() -> Path:
     """Models labkit creates or builds (tiny Phi-3, ONNX builds). `LABKIT_CACHE` overrides. All labs."""
     path = Path(os.environ.get("LABKIT_CACHE", REPO / "models")).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise CacheError(f"LABKIT_CACHE={path} is a file, not a folder: point LABKIT_CACHE at a folder (labkit "
+                         "creates it when it is missing).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CacheError(f"Cannot create the model cache {path} ({err.strerror}): point LABKIT_CACHE at a folder "
+                         "you can write.") from None
     return path
 
 
@@ -70,11 +79,11 @@ def read_json(path: Path, fix: str = "restore it from the original (re-download 
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is missing: {fix}.") from None
+        raise MissingInput(f"{path} is missing: {fix}.") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         where = f"line {err.lineno}, column {err.colno}: {err.msg}" if isinstance(err, json.JSONDecodeError) \
             else "not UTF-8 text"
-        raise ValueError(f"{path} is not valid JSON ({where}). The file is corrupt or half-written: {fix}.") \
+        raise InputError(f"{path} is not valid JSON ({where}). The file is corrupt or half-written: {fix}.") \
             from None
 
 

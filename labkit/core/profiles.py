@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .errors import InputError
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -39,6 +41,6 @@ def get_profile(name: str | None = None) -> Profile:
     """The profile named, else `$LABKIT_PROFILE`, else `cpu`. Lab 00."""
     name = (name or os.environ.get("LABKIT_PROFILE") or "cpu").lower()
     if name not in PROFILES:
-        raise ValueError(f"Unknown profile {name!r}. Use one of: {', '.join(PROFILES)} "
+        raise InputError(f"Unknown profile {name!r}. Use one of: {', '.join(PROFILES)} "
                          "(set the notebook's `profile` parameter or LABKIT_PROFILE).")
     return PROFILES[name]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypedDict, get_origin, get_type_hints
 
 from . import paths
+from .errors import LabkitError
 
 # What bench.compare measures for one build (lab 01); the report's table columns.
 BuildMeasures = TypedDict("BuildMeasures", {
@@ -104,7 +105,7 @@ SCHEMA: dict[str, type] = {
 }
 
 
-class ResultsError(ValueError):
+class ResultsError(LabkitError, ValueError):
     """A value that does not fit results.SCHEMA; the message names the lab, the key and the fix. All labs."""
 
 

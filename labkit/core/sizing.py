@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import shutil
 
+from .errors import InputError, LabkitError
+
 GB = 1e9
 PHI35_MINI_PARAMETERS = 3_821_079_552
 PROCESS_OVERHEAD_BYTES = int(0.6 * GB)     # python + torch + onnxruntime imported, nothing loaded
@@ -76,7 +78,7 @@ def build_requirement(precision: str, config: dict) -> dict:
     Returns `{"peak_rss_bytes", "size_bytes", "minutes", "basis"}`; `basis` says where the
     numbers come from (shown to attendees next to a refusal)."""
     if precision not in MEASURED_PHI35_MINI:
-        raise ValueError(f"No measured requirement for {precision!r}; measured: {', '.join(MEASURED_PHI35_MINI)}.")
+        raise InputError(f"No measured requirement for {precision!r}; measured: {', '.join(MEASURED_PHI35_MINI)}.")
     measured = MEASURED_PHI35_MINI[precision]
     scale = parameters_of(config) / PHI35_MINI_PARAMETERS
     peak = PROCESS_OVERHEAD_BYTES + (measured["peak_rss_bytes"] - PROCESS_OVERHEAD_BYTES) * scale
@@ -92,7 +94,7 @@ def text_config(config: dict) -> dict:
     return config if "hidden_size" in config else config.get("text_config", config)
 
 
-class DoesNotFit(ValueError):
+class DoesNotFit(LabkitError, ValueError):
     """A build or export that this machine cannot hold; the message names the requirement and the way out. Lab 01."""
 
 

@@ -23,6 +23,7 @@ peak instead of ≈ 40 GB).
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import shutil
@@ -32,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core import cache, paths, sizing
+from ..core.errors import LabkitError
 from . import lean, models, tokenizer
 
 # Precision -> execution providers the builder supports it on (from the builder's own help).
@@ -53,10 +55,12 @@ ARCHITECTURES = (
     "SmolLM3ForCausalLM",
 )
 _BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.1, "int4": 0.6}
+_TYPED_EXTRAS = {"int4_block_size": "block_size", "int4_accuracy_level": "accuracy_level",
+                 "int4_algo_config": "algorithm"}
 _BUILD_FORMAT = "labkit-build-v3"  # bump when what build() writes changes
 
 
-class BuildError(ValueError):
+class BuildError(LabkitError, ValueError):
     """Bad build input, or a build that failed; the message says how to fix it. Lab 01."""
 
 
@@ -96,6 +100,14 @@ class BuildOptions:
                              f"{', '.join(SUPPORTED[p])}. On {ep} choose one of: "
                              f"{', '.join(q for q, eps in SUPPORTED.items() if ep in eps)}.")
         quantized = p in ("int4", "int8")
+        for key, option in _TYPED_EXTRAS.items():
+            if key in self.extra:
+                raise BuildError(f"extra={{{key!r}: {self.extra[key]!r}}}: pass {option}= instead, which labkit "
+                                 "checks before the build (the builder would fail deep in quantization).")
+        for option, value in (("block_size", self.block_size), ("accuracy_level", self.accuracy_level)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise BuildError(f"{option}={value!r} must be a whole number (int), e.g. "
+                                 f"{option}={int(value) if str(value).replace('.', '', 1).isdigit() else 4}.")
         for option, value in (("block_size", self.block_size), ("accuracy_level", self.accuracy_level)):
             if value is not None and not quantized:
                 raise BuildError(f"{option} only applies to int4/int8 builds, not {p}. Remove it.")
@@ -262,14 +274,24 @@ def _check_memory(options: BuildOptions, config: dict, label: str) -> None:
 
 def _run_logged(model_dir: Path, out_dir: Path, options: BuildOptions, config: dict, log: Path, progress: bool):
     """The builder with its output in `log`; any failure becomes a BuildError naming the log."""
-    with log.open("w") as log_file:
+    log_file = log.open("w")
+    try:
+        _run_builder(model_dir, out_dir, options, config, log_file, progress)
+    except (BuildError, KeyboardInterrupt):
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise         # cache.cached_step says the disk is full, and where
+        raise BuildError(f"The model builder failed on {options.name}: {type(exc).__name__}: {exc}\n"
+                         f"Full log: {log}") from exc
+    except Exception as exc:
+        raise BuildError(f"The model builder failed on {options.name}: {type(exc).__name__}: {exc}\n"
+                         f"Full log: {log}") from exc
+    finally:
         try:
-            _run_builder(model_dir, out_dir, options, config, log_file, progress)
-        except BuildError:
-            raise
-        except Exception as exc:
-            raise BuildError(f"The model builder failed on {options.name}: {type(exc).__name__}: {exc}\n"
-                             f"Full log: {log}") from exc
+            log_file.close()
+        except OSError:
+            pass          # a full disk cannot take the log's last lines; the error being raised says why
 
 
 def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: dict, log_file, progress: bool):

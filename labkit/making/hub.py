@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import paths
+from ..core.errors import InputError, LabkitError
 from . import models
 
 PUBLISHED_ONNX = {
@@ -48,7 +49,7 @@ PROFILE_DOWNLOADS = {
 }
 
 
-class NotCached(FileNotFoundError):
+class NotCached(LabkitError, FileNotFoundError):
     """A hub download that is not in the local cache while offline; the message has the command. Lab 00."""
 
 
@@ -122,5 +123,5 @@ def prefetch(profile: str, offline: bool | None = None, out=print) -> list[dict]
 def published_onnx(variant: str = "cpu-int4") -> Path:
     """Microsoft's published ONNX build of Phi-3.5-mini from the local cache, ready for `og.Model`. Lab 01."""
     if variant not in PUBLISHED_ONNX:
-        raise ValueError(f"Unknown published variant {variant!r}; choose one of: {', '.join(PUBLISHED_ONNX)}.")
+        raise InputError(f"Unknown published variant {variant!r}; choose one of: {', '.join(PUBLISHED_ONNX)}.")
     return _local_folder(Download(*PUBLISHED_ONNX[variant]))

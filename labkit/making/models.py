@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core import cache, data, paths
+from ..core.errors import InputError, MissingInput
 
 PHI3_TOKENIZER = paths.DATA / "phi3-tokenizer"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
@@ -76,14 +77,14 @@ class TinySpec:
 
     def validate(self) -> None:
         if self.hidden_size % self.num_heads or self.head_dim % 16:
-            raise ValueError(f"head_dim = hidden_size / num_heads = {self.hidden_size / self.num_heads} must be a "
+            raise InputError(f"head_dim = hidden_size / num_heads = {self.hidden_size / self.num_heads} must be a "
                              "multiple of 16 (ONNX Runtime's CPU GroupQueryAttention needs it).")
         if self.vocab_size in (3 * self.hidden_size, 2 * self.intermediate_size,
                                self.hidden_size + 2 * self.num_kv_heads * self.head_dim):
-            raise ValueError("vocab_size equals a fused projection's width; the model builder would wire "
+            raise InputError("vocab_size equals a fused projection's width; the model builder would wire "
                              "lm_head to the wrong layer. Pick another vocab_size.")
         if self.vocab_size < PHI3_VOCABULARY:
-            raise ValueError(f"vocab_size={self.vocab_size}: Phi-3.5's tokenizer has ids up to {PHI3_VOCABULARY - 1} "
+            raise InputError(f"vocab_size={self.vocab_size}: Phi-3.5's tokenizer has ids up to {PHI3_VOCABULARY - 1} "
                              f"(Phi-3 pads its embedding to 32064 rows). Use vocab_size=32064.")
 
 
@@ -111,7 +112,7 @@ def phi3_tokenizer(out_dir: Path):
     from transformers import AutoTokenizer
 
     if not (Path(out_dir) / "config.json").exists():
-        raise FileNotFoundError(f"{out_dir} has no config.json: save the model's config before its tokenizer.")
+        raise MissingInput(f"{out_dir} has no config.json: save the model's config before its tokenizer.")
     add_phi3_tokenizer(out_dir)
     return AutoTokenizer.from_pretrained(out_dir)
 
@@ -241,7 +242,7 @@ def _copy_committed(tmp: Path, card: dict) -> None:
     """Copy the committed checkpoint, refusing one whose weights are not the ones its record names."""
     weights = COMMITTED_TINY / "model.safetensors"
     if not weights.exists() or cache.file_sha256(weights) != card["weights_sha256"]:
-        raise RuntimeError(f"{weights} is missing or does not match its recorded digest (a partial checkout or "
+        raise MissingInput(f"{weights} is missing or does not match its recorded digest (a partial checkout or "
                            "a Git LFS pointer?). Fix: `git checkout -- data/tiny`, or regenerate it with "
                            "`python tools/pretrain_tiny.py` (about 40 minutes on 2 cores).")
     for f in COMMITTED_TINY.iterdir():
@@ -349,12 +350,12 @@ def resolve_model(name: str | os.PathLike = "tiny") -> Path:
     local = Path(name).expanduser()
     if local.exists():
         if not (local / "config.json").exists():
-            raise FileNotFoundError(f"{local} has no config.json: point `model` at a Hugging Face checkpoint folder.")
+            raise MissingInput(f"{local} has no config.json: point `model` at a Hugging Face checkpoint folder.")
         paths.read_json(local / "config.json", "restore the checkpoint's config.json (re-download the "
                         "checkpoint, e.g. `hf download MODEL_ID`) or point `model` at an intact folder")
         return local
     if name.count("/") != 1 or name.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"Model {name!r} is neither `tiny`, an existing folder, nor a hub id like "
+        raise MissingInput(f"Model {name!r} is neither `tiny`, an existing folder, nor a hub id like "
                                 f"{HUB_IDS['mini']!r}.")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -363,7 +364,7 @@ def resolve_model(name: str | os.PathLike = "tiny") -> Path:
         return Path(snapshot_download(name, local_files_only=True))
     except LocalEntryNotFoundError:
         if is_offline():
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"{name} is not in the local Hugging Face cache and this machine is offline (HF_HUB_OFFLINE=1). "
                 f"Fix: on a machine with network run `hf download {name}` (or copy its folder here and pass the "
                 "folder as `model`), or use model='tiny' with the cpu profile.") from None

@@ -29,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..core import cache, paths
+from ..core.errors import LabkitError
 from . import models
 
 _SHADOW_FORMAT = "labkit-shadow-v2"   # bump when what create_shadow writes changes
@@ -74,7 +75,7 @@ ARCHITECTURES["phi-3.5-vision"] = {
 _VISION_LAYERS = 24
 
 
-class ShadowError(ValueError):
+class ShadowError(LabkitError, ValueError):
     """A shadow that cannot be made as asked; the message names the fix. Lab 01."""
 
 

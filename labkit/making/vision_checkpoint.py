@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..core import cache, paths
+from ..core.errors import InputError
 from . import models
 from .vision_encoder import (
     PREFIX,
@@ -59,7 +60,7 @@ def checked_config(model_dir: Path) -> tuple[dict, VisionSpec]:
     """A Phi-3.5-vision checkpoint's config.json and its CLIP tower's shape, or a clear error. Lab 02."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
     if (config.get("architectures") or [""])[0] != "Phi3VForCausalLM":
-        raise ValueError(f"{model_dir} is not a Phi-3.5-vision checkpoint (architectures "
+        raise InputError(f"{model_dir} is not a Phi-3.5-vision checkpoint (architectures "
                          f"{config.get('architectures')}); use model='tiny-vision' or "
                          "microsoft/Phi-3.5-vision-instruct.")
     spec = VisionSpec(**config["img_processor"]["labkit_spec"]) if "labkit_spec" in config.get(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..core.errors import InputError
 from ..runtime.images import CROP, CROPS, GRID, TOKENS_PER_CROP
 
 PREFIX = "model.vision_embed_tokens."
@@ -162,7 +163,7 @@ def load_vision_state(encoder, state: dict) -> None:
     missing, unexpected = encoder.load_state_dict(own, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
-        raise ValueError(f"Vision weights do not match Phi-3.5-vision's layout: missing {missing[:5]}, "
+        raise InputError(f"Vision weights do not match Phi-3.5-vision's layout: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
 
 

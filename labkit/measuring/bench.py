@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import data, paths
+from ..core.errors import InputError
 from ..runtime import generate, loop
 
 _AGREEMENT_PROMPTS = [
@@ -163,7 +164,7 @@ def compare(builds: dict[str, Path], reference: str = "fp32", runs: int = 3, new
     from tqdm.auto import tqdm
 
     if reference not in builds:
-        raise ValueError(f"The reference build {reference!r} is not among {list(builds)}; build it too.")
+        raise InputError(f"The reference build {reference!r} is not among {list(builds)}; build it too.")
     names = [reference] + [n for n in builds if n != reference]
     rows, ref_outputs = {}, None
     for name in tqdm(names, desc="measuring builds", disable=not progress):
@@ -279,6 +280,8 @@ def run_benchmark(model: str = "bench", precisions=("int4", "int8", "fp32"), run
     from ..making import build as build_mod
     from ..making import models
 
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise InputError(f"runs={runs!r}: the benchmark needs at least one run (a whole number >= 1).")
     model_dir = models.resolve_model(model)
     bandwidth = memory_bandwidth()
     bound_bw = bandwidth["read_gb_s"] * 1e9   # decode reads weights: the multi-threaded read bound

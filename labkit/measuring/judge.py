@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..core import data
+from ..core.errors import InputError
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 # Enough new tokens for the longest training answer (48 tokens) to end: a verdict on a cut-off answer would
@@ -72,7 +73,7 @@ class TravelRates:
 def travel_rates(rows: list[dict], answers: list[str]) -> TravelRates:
     """Score answers to `rows` (dicts with `city` and `fact`, as `data.paraphrases()` returns). Lab 03."""
     if len(rows) != len(answers) or not rows:
-        raise ValueError(f"need one answer per question, got {len(answers)} answers for {len(rows)} questions")
+        raise InputError(f"need one answer per question, got {len(answers)} answers for {len(rows)} questions")
     named = sum(names_city(a, r["city"]) for r, a in zip(rows, answers))
     facts = sum(states_fact(a, r["fact"]) for r, a in zip(rows, answers))
     return TravelRates(named / len(rows), facts / len(rows), len(rows))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import cache, paths
+from ..core.errors import LabkitError
 
 WORKER = Path(__file__).with_name("peer_worker.py")
 VENVS = paths.REPO / ".venv-peers"
@@ -47,7 +48,7 @@ def label(name: str) -> str:
     return _LABELS.get(name, name)
 
 
-class PeerError(RuntimeError):
+class PeerError(LabkitError, RuntimeError):
     """A peer engine that could not be prepared or measured; the message says which and what to do. Lab 01."""
 
 

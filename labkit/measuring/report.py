@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from ..core import paths, results
+from ..core.errors import InputError, MissingInput
 
 # The measures of lab 01's builds that the variants table shows (keys of results.BuildMeasures).
 _MEASURES = ["size_mb", "load_s", "prefill_tok_s", "decode_tok_s", "perplexity", "agreement_fp32"]
@@ -23,7 +24,7 @@ def load_results(run_dir: str | Path | None = None) -> tuple[Path, dict]:
         data = results.read(folder / "results.json")
         if any(key[:2].isdigit() and key[:2] != "05" for key in data):
             return folder, data
-    raise FileNotFoundError(f"No lab results in {', '.join(map(str, candidates))}. Run the labs first "
+    raise MissingInput(f"No lab results in {', '.join(map(str, candidates))}. Run the labs first "
                             "(`make course`), or pass the run folder as `results_dir`.")
 
 
@@ -65,7 +66,7 @@ def variants_table(data: dict):
                      "precision": "int4", "ep": lab03.get("execution_provider", "cpu"), "perplexity": ppl,
                      "adapter": "travel" if which == "adapter" else "none"})
     if not rows:
-        raise ValueError("results.json has no model variants from labs 01 or 03.")
+        raise InputError("results.json has no model variants from labs 01 or 03.")
     table = pd.DataFrame(rows).set_index("variant")
     return table[[c for c in _COLUMNS + ["kl_x1e3"] if c in table.columns]]
 

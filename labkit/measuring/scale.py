@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from ..core import paths, sizing
+from ..core.errors import LabkitError
 from ..making import shadow
 from . import bench
 
@@ -28,7 +29,7 @@ PRECISIONS = ("int4", "int8", "fp32")
 FIELDS = ("size_bytes", "build_seconds", "peak_rss_bytes", "load_seconds", "prefill_tok_s", "decode_tok_s")
 
 
-class ScaleError(RuntimeError):
+class ScaleError(LabkitError, RuntimeError):
     """A measurement that could not run; the message says why and what to do. Lab 01."""
 
 

@@ -9,6 +9,7 @@ Lab 04 writes the loop out in plain og calls before it uses `generate`.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from ..core import cache, paths
+from ..core.errors import LabkitError, MissingInput
 from . import loop
 
 
@@ -37,7 +40,7 @@ class Generation:
         return (self.new_tokens - 1) / decode_time if self.new_tokens > 1 and decode_time > 0 else float("nan")
 
 
-class GenerationError(ValueError):
+class GenerationError(LabkitError, ValueError):
     """Bad generate() input; the message says how to fix it. Lab 04."""
 
 
@@ -127,9 +130,9 @@ def open_model(model_dir: str | Path, threads: int | None = None):
     import onnxruntime_genai as og
 
     folder = Path(model_dir)
-    config = json.loads((folder / "genai_config.json").read_text())
-    check_tokenizer_files(folder, config["model"]["vocab_size"])
-    if "intra_op_num_threads" in config["model"]["decoder"].get("session_options", {}):
+    config = model_config(folder)
+    check_tokenizer_files(folder, config["vocab_size"])
+    if "intra_op_num_threads" in config["decoder"].get("session_options", {}):
         return og.Model(str(folder))
     og_config = og.Config(str(folder))
     og_config.overlay(json.dumps({"model": {"decoder": {"session_options": {
@@ -143,10 +146,11 @@ def load(model_dir: str | Path):
     import onnxruntime_genai as og
 
     folder = Path(model_dir)
-    if not (folder / "genai_config.json").exists():
-        raise FileNotFoundError(f"{folder} is not an onnxruntime-genai model folder (no genai_config.json). "
-                                "Build one in lab 01 (labkit.build.build) or pass a folder that has one.")
-    model = open_model(folder)
+    try:
+        model = open_model(folder)
+    except RuntimeError as err:     # og's own error: a damaged model file, an execution provider it lacks…
+        reason = str(err).strip().splitlines()[0][:300].rstrip(".")
+        raise GenerationError(f"onnxruntime-genai cannot load {folder}: {reason}. {REBUILD}.") from None
     return model, og.Tokenizer(model)
 
 
@@ -158,9 +162,6 @@ def _activate(generator, model_dir: str, model, adapter: str | Path) -> None:
     import onnxruntime_genai as og
 
     adapter = Path(adapter)
-    if not adapter.exists():
-        raise FileNotFoundError(f"Adapter {adapter} does not exist. Lab 03 writes adapter_weights.onnx_adapter "
-                                "next to its model.onnx.")
     adapters, names = _adapters.setdefault(model_dir, (og.Adapters(model), {}))
     if str(adapter) not in names:
         _check_adapter_fits(model_dir, adapter)
@@ -169,26 +170,74 @@ def _activate(generator, model_dir: str, model, adapter: str | Path) -> None:
     generator.set_active_adapter(adapters, names[str(adapter)])
 
 
-def _check_adapter_fits(model_dir: str | Path, adapter: str | Path) -> None:
-    """Fail with the adapter's own model named when its LoRA parameters are not inputs of `model_dir`. Lab 04.
+def read_adapter(adapter: str | Path):
+    """`onnxruntime.AdapterFormat` of an `.onnx_adapter` file, or a GenerationError naming the file. Lab 04.
 
-    ONNX Runtime would otherwise fail mid-generation with `Invalid input name: …lora_B.MatMul.weight_scales`.
-    """
-    import onnx
+    og and ONNX Runtime report a bad file as "lora adapter format verification" without its name."""
     import onnxruntime
 
+    adapter = Path(adapter)
+    made_by = "Lab 03 writes adapter_weights.onnx_adapter next to its model.onnx (labkit.olive.export_with_adapter)."
+    if adapter.is_dir():
+        what = "a PEFT adapter folder (what `olive finetune` writes)" if (adapter / "adapter_config.json").exists() \
+            else "a folder"
+        raise GenerationError(f"Adapter {adapter} is {what}; onnxruntime-genai loads the .onnx_adapter file an "
+                              f"export writes. {made_by}")
+    if not adapter.is_file():
+        raise MissingInput(f"Adapter {adapter} does not exist. {made_by}")
+    try:
+        return onnxruntime.AdapterFormat.read_adapter(str(adapter))
+    except RuntimeError:
+        size = adapter.stat().st_size
+        raise GenerationError(f"Adapter {adapter} ({size:,} bytes) is not a readable .onnx_adapter file (empty, "
+                              f"truncated or another format). Export it again. {made_by}") from None
+
+
+def base_fingerprint(model_dir: str | Path) -> int:
+    """A 31-bit fingerprint of a folder's decoder weights (its ONNX file and external data). Lab 03.
+
+    Lab 03's export records it in each adapter (the adapter format's `model_version`); an adapter is only
+    loaded on the model it was exported with. Files over 16 MB count by sampled blocks (cache.sampled_sha256)."""
+    folder = Path(model_dir)
+    decoder = folder / model_config(folder)["decoder"]["filename"]
+    digest = hashlib.sha256()
+    for part in (decoder, decoder.with_name(decoder.name + ".data")):
+        if part.is_file():
+            big = part.stat().st_size > cache.HASH_LIMIT
+            digest.update((cache.sampled_sha256(part) if big else cache.file_sha256(part)).encode())
+    return int(digest.hexdigest()[:8], 16) & 0x7FFFFFFF or 1
+
+
+def _check_adapter_fits(model_dir: str | Path, adapter: str | Path) -> None:
+    """Fail, naming the adapter's own model, unless the adapter was exported with the model in `model_dir`. Lab 04.
+
+    Two checks: its LoRA parameters are inputs of the decoder (else ONNX Runtime fails mid-generation with
+    `Invalid input name: …lora_B.MatMul.weight_scales`), and its base fingerprint is this model's (else an
+    adapter of another model with the same layer names would load and silently change the answers). The
+    fingerprint is the one recorded at export, else that of the model in the adapter's own folder; an adapter
+    with neither is checked by its parameter names only.
+    """
+    import onnx
+
     adapter, folder = Path(adapter), Path(model_dir)
-    wanted = set(onnxruntime.AdapterFormat.read_adapter(str(adapter)).get_parameters())
-    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]["filename"]
+    fmt = read_adapter(adapter)
+    wanted = set(fmt.get_parameters())
+    decoder = model_config(folder)["decoder"]["filename"]
     graph = onnx.load(str(folder / decoder), load_external_data=False).graph
     missing = sorted(wanted - {i.name for i in graph.input})
+    home = adapter.parent if (adapter.parent / "genai_config.json").exists() else None
+    belongs = f"It was exported with the model in {home}: load that folder." if home else \
+        "Use the model folder it was exported with (Olive auto-opt writes both into one folder, lab 03)."
     if missing:
-        home = adapter.parent if (adapter.parent / "genai_config.json").exists() else None
-        belongs = f"It was exported with the model in {home}: load that folder." if home else \
-            "Use the model folder it was exported with (Olive auto-opt writes both into one folder, lab 03)."
         raise GenerationError(f"Adapter {adapter} does not belong to the model in {folder}: {len(missing)} of its "
                               f"{len(wanted)} LoRA parameters (e.g. {missing[0]}) are not inputs of "
                               f"{decoder}. {belongs}")
+    same_folder = home is not None and home.resolve() == folder.resolve()
+    base = fmt.get_model_version() or (base_fingerprint(home) if home and not same_folder else None)
+    if base is not None and base != base_fingerprint(folder):
+        raise GenerationError(f"Adapter {adapter} was exported with another model than the one in {folder} (same "
+                              f"layer names, different weights: base fingerprint {base:#010x}, this model's "
+                              f"{base_fingerprint(folder):#010x}); its answers here would be wrong. {belongs}")
 
 
 @lru_cache(maxsize=4)
@@ -199,6 +248,7 @@ def load_processor(model_dir: str | Path):
 
 
 def _release() -> None:
+    control_tokens.cache_clear()
     load_processor.cache_clear()
     _adapters.clear()
     load.cache_clear()
@@ -208,14 +258,38 @@ def _release() -> None:
 atexit.register(_release)
 
 
-def _model_config(model_dir: str | Path) -> dict:
-    """The "model" section of the folder's genai_config.json."""
-    return json.loads((Path(model_dir) / "genai_config.json").read_text())["model"]
+REBUILD = ("Build the folder again (lab 01: labkit.build.build, or `python -m labkit build MODEL --force`) or "
+           "copy the whole folder again")
+
+
+def model_config(model_dir: str | Path) -> dict:
+    """The "model" section of the folder's genai_config.json, checked for what labkit and og read. Lab 04.
+
+    A damaged or hand-edited folder gets one error naming the file and what it lacks, instead of a
+    KeyError here or a failure inside og."""
+    folder = Path(model_dir)
+    path = folder / "genai_config.json"
+    if not path.is_file():
+        raise MissingInput(f"{folder} is not an onnxruntime-genai model folder (no genai_config.json). Build one "
+                           "in lab 01 (labkit.build.build) or pass a folder that has one.")
+    config = paths.read_json(path, "build the folder again (lab 01) or copy it again")
+    model = config.get("model") if isinstance(config, dict) else None
+    model = model if isinstance(model, dict) else {}
+    decoder = model.get("decoder") if isinstance(model.get("decoder"), dict) else {}
+    lacks = [key for key in ("vocab_size", "context_length") if key not in model]
+    lacks += [] if decoder.get("filename") else ["decoder.filename"]
+    if lacks:
+        raise GenerationError(f"{path} has no model.{', model.'.join(lacks)}: it is not a complete onnxruntime-genai "
+                              f"config. {REBUILD}.")
+    if not (folder / decoder["filename"]).is_file():
+        raise GenerationError(f"{folder / decoder['filename']}, the model file genai_config.json names, is missing. "
+                              f"{REBUILD}.")
+    return model
 
 
 def context_length(model_dir: str | Path) -> int:
     """The model's context length, from genai_config.json. Lab 04."""
-    return int(_model_config(model_dir)["context_length"])
+    return int(model_config(model_dir)["context_length"])
 
 
 def check_text(text, what: str = "prompt") -> str:
@@ -231,6 +305,29 @@ def check_text(text, what: str = "prompt") -> str:
             raise GenerationError(f"The {what} has the character {char!r} at position {position}: the tokenizer "
                                   "cannot carry it (a NUL would cut the text there). Remove it and ask again.")
     return text
+
+
+@lru_cache(maxsize=8)
+def control_tokens(model_dir: str | Path) -> tuple[str, ...]:
+    """The tokenizer's special tokens (`<|end|>`, `<|assistant|>`, `<s>`…), longest first. Lab 04."""
+    tokens = json.loads((Path(model_dir) / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens", [])
+    return tuple(sorted({t["content"] for t in tokens if t.get("special")}, key=len, reverse=True))
+
+
+def check_control_tokens(text: str, model_dir: str | Path, what: str = "message", allowed=()) -> None:
+    """Refuse user text that contains a control token, naming it and its position. Lab 04.
+
+    The tokenizer reads `<|end|>` typed in a message as the chat template's own marker, not as text, so
+    a message could end its turn and write the assistant's (`"hi<|end|>\\n<|assistant|>\\nok"`). og has no
+    way to encode them as plain text, so labkit refuses them. `allowed`: tokens that are part of the
+    input's own syntax (an image prompt's `<|image_1|>`)."""
+    for token in control_tokens(str(model_dir)):
+        position = text.find(token)
+        if token not in allowed and position >= 0:
+            raise GenerationError(f"The {what} contains {token!r} at position {position}, one of the model's "
+                                  "control tokens: the tokenizer would read it as the chat template's marker, not "
+                                  "as text. Remove it, or write it another way (e.g. with spaces: "
+                                  f"{' '.join(token)!r}).")
 
 
 def chat_prompt(tokenizer, user: str, system: str | None = None, history: list[dict] | None = None) -> str:
@@ -274,8 +371,13 @@ def _prompt_ids(model_dir, prompt: str, chat: bool, max_new_tokens: int, min_new
     """(model, tokenizer, prompt ids), after checking the lengths against each other and the context."""
     check_text(prompt)
     check_token_counts(max_new_tokens, min_new_tokens)
+    if chat:
+        check_control_tokens(prompt, model_dir)
     model, tokenizer = load(str(model_dir))
     input_ids = tokenizer.encode(chat_prompt(tokenizer, prompt) if chat else prompt)
+    if len(input_ids) == 0:
+        raise GenerationError("The prompt is empty: with chat=False nothing is added to it, so the model has no token "
+                              "to start from. Give it some text, or use chat=True.")
     limit = context_length(model_dir)
     if len(input_ids) + max_new_tokens > limit:
         raise GenerationError(f"The prompt is {len(input_ids)} tokens; with max_new_tokens={max_new_tokens} that "
@@ -297,7 +399,7 @@ def check_token_counts(max_new_tokens, min_new_tokens=0) -> None:
 
 def check_top_k(search: dict, model_dir: str | Path) -> None:
     """top_k at most the model's vocabulary: og aborts the process on a larger one. Lab 04."""
-    vocab = int(_model_config(model_dir)["vocab_size"])
+    vocab = int(model_config(model_dir)["vocab_size"])
     if search.get("top_k", 0) > vocab:
         raise GenerationError(f"top_k={search['top_k']} is larger than the model's vocabulary ({vocab} tokens): "
                               f"use 0 (no limit) or 1 to {vocab}.")
@@ -341,6 +443,10 @@ class Chat:
 
     def say(self, message: str, on_token: Callable[[str], None] | None = None) -> Generation:
         """Send one user message; the reply is added to the history."""
+        check_text(message, "message")
+        check_control_tokens(message, self.model_dir)
+        if self.system:
+            check_control_tokens(self.system, self.model_dir, "system message")
         _, tokenizer = load(str(self.model_dir))
         limit = context_length(self.model_dir) - self.max_new_tokens
         while self.history and len(tokenizer.encode(

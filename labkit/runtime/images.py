@@ -20,8 +20,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import LabkitError
 from . import loop
-from .generate import chat_prompt, check_text, check_token_counts, context_length, load, load_processor
+from .generate import (
+    chat_prompt,
+    check_control_tokens,
+    check_text,
+    check_token_counts,
+    context_length,
+    control_tokens,
+    load,
+    load_processor,
+)
 
 CROP = 336            # pixels per crop side
 
@@ -45,7 +55,7 @@ def image_tokens(height: int, width: int) -> int:
     return (h * w + 1) * TOKENS_PER_CROP + 1 + (h + 1) * GRID
 
 
-class VisionError(ValueError):
+class VisionError(LabkitError, ValueError):
     """Bad multimodal input; the message says how to fix it. Lab 02."""
 
 
@@ -70,19 +80,26 @@ def check_folder(folder: str | Path) -> Path:
 
 
 def _check_images(images: list[str | Path]) -> list[Path]:
-    """Every image exists and decodes, else an error naming the file. Lab 02."""
+    """Every image exists and decodes, else an error naming the file; absolute paths. Lab 02.
+
+    Absolute because og 0.12.2's `Images.open` garbles three or more short path strings ("Image path does
+    not exist: " with an empty name)."""
     from PIL import Image, UnidentifiedImageError
 
     checked = []
     for image in images:
-        path = Path(image)
-        if not path.exists():
-            raise VisionError(f"Image {path} does not exist.")
+        path = Path(image).expanduser().resolve()
+        if not path.is_file():
+            raise VisionError(f"Image {image} does not exist{' (it is a folder)' if path.is_dir() else ''}.")
         try:
             with Image.open(path) as img:
                 img.verify()
+        except Image.DecompressionBombError:
+            raise VisionError(f"{image} has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, more than PIL opens "
+                              "safely: the model sees it as 336-pixel crops anyway, so shrink it below 4,000 x "
+                              "4,000 first.") from None
         except (UnidentifiedImageError, OSError) as err:
-            raise VisionError(f"{path} is not a readable image ({err}); use a PNG or JPEG file.") from None
+            raise VisionError(f"{image} is not a readable image ({err}); use a PNG or JPEG file.") from None
         checked.append(path)
     return checked
 
@@ -175,6 +192,8 @@ def ask(folder: str | Path, question: str, images: list[str | Path] = (), max_ne
     check_text(question, "question")
     check_token_counts(max_new_tokens)
     folder = check_folder(folder)
+    check_control_tokens(question, folder, "question",
+                         allowed=[t for t in control_tokens(str(folder)) if _IMAGE_TAG.fullmatch(t)])
     paths_ = _check_images(list(images))
     model, processor, tokenizer = load_vision_model(folder)
     user = image_prompt(question, len(paths_))

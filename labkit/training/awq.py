@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from ..core import cache, data, paths
+from ..core.errors import InputError
 from ..making import models
 
 _AWQ_FORMAT = "labkit-awq-v2"   # bump when the output of the same inputs changes
@@ -69,7 +70,7 @@ def recipe_group_size(recipe: list) -> int:
     sizes = {scheme.weights.group_size for modifier in recipe
              for scheme in (getattr(modifier, "config_groups", None) or {}).values() if scheme.weights}
     if len(sizes) != 1:
-        raise ValueError(f"The recipe must quantize weights with one group size; found {sorted(sizes) or 'none'}. "
+        raise InputError(f"The recipe must quantize weights with one group size; found {sorted(sizes) or 'none'}. "
                          "Use a QuantizationModifier with one weight scheme (see labkit.awq.awq_recipe).")
     return sizes.pop()
 
@@ -86,7 +87,7 @@ def quantize(model: str | Path = "tiny", recipe: list | None = None, *, group_si
     recipe = recipe if recipe is not None else awq_recipe(group_size)
     group_size = recipe_group_size(recipe)
     if group_size not in (16, 32, 64, 128, 256):
-        raise ValueError(f"group_size={group_size} is invalid; use 16, 32, 64, 128 or 256 (the builder's "
+        raise InputError(f"group_size={group_size} is invalid; use 16, 32, 64, 128 or 256 (the builder's "
                          "int4_block_size values), so the ONNX build lands on AWQ's grid.")
     model_dir = models.resolve_model(model)
     described = [[type(m).__name__, m.model_dump(mode="json")] for m in recipe]

@@ -31,15 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import cache, data, paths
+from ..core.errors import InputError, LabkitError, MissingInput
 from ..making import models
+from ..runtime import generate
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 PHI3_LORA_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj"
 _OLIVE_FORMAT = "labkit-olive-v2"   # bump when the output of the same inputs changes
+_EXPORT_FORMAT = "labkit-olive-export-v3"   # the export's adapter carries its base model's fingerprint
 ARCHITECTURES = ("Phi3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
 
-class OliveStepError(RuntimeError):
+class OliveStepError(LabkitError, RuntimeError):
     """An Olive step failed; the message names the step, the likely cause and the full log. Lab 03."""
 
 
@@ -77,8 +80,10 @@ def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None
     is not enough: the step succeeded only if its output exists."""
     # Olive keeps its .olive-cache in the working dir: one per run, so concurrent runs on a shared
     # cache (attendees on one server) never share Olive's own cache files.
-    (paths.cache_dir() / "olive-work").mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=paths.cache_dir() / "olive-work"))
+    work_root = paths.cache_dir() / "olive-work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    _remove_dead_workdirs(work_root)
+    workdir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=work_root))
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "labkit.training.olive_seeded", *args]     # `olive ARGS`, seeded (see that module)
     print("$ olive " + " ".join(shlex.quote(a) for a in args))
@@ -91,18 +96,44 @@ def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None
                              f"{_last_error(log)}\nFull log: {log}")
 
 
+def _remove_dead_workdirs(work_root: Path) -> None:
+    """Olive work folders (`run-<pid>-*`) of processes that no longer run: what a killed step left behind."""
+    for folder in work_root.glob("run-*-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # another user's process (a shared workshop cache): alive
+        return True
+    return True
+
+
 def _stream(command: list[str], workdir: Path, log: Path, on_line) -> int:
-    """Run `command` with its output written to `log` line by line; return its exit code."""
+    """Run `command` with its output written to `log` line by line; return its exit code.
+
+    An interrupt (Jupyter's stop button) stops the child too; a killed parent is noticed by the child itself
+    (`LABKIT_PARENT_PID`, see labkit.training.olive_seeded)."""
     with log.open("w") as out:
         out.write("$ " + " ".join(command) + "\n\n")
         out.flush()
-        process = subprocess.Popen(command, cwd=workdir, env=_olive_env(), stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in process.stdout:
-            out.write(line)
-            if on_line:
-                on_line(line)
-        return process.wait()
+        process = subprocess.Popen(command, cwd=workdir, env=dict(_olive_env(), LABKIT_PARENT_PID=str(os.getpid())),
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        try:
+            for line in process.stdout:
+                out.write(line)
+                if on_line:
+                    on_line(line)
+            return process.wait()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def _last_error(log: Path) -> str:
@@ -123,17 +154,25 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
     Olive pads every pair to `max_seq_len` tokens and cuts longer ones, so by default it is the longest
     pair, rounded up to 16: nothing is cut and no step pays for padding it does not need."""
     train_file = Path(train_file) if train_file else paths.DATA / "travel" / "train.jsonl"
+    _check_settings(steps=steps, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size,
+                    logging_steps=logging_steps, learning_rate=learning_rate)
     rows = data.validate_travel(train_file)            # file:line errors before any training
-    if steps < 1 or lora_r < 1:
-        raise ValueError("steps and lora_r must be at least 1.")
     model_dir = models.resolve_model(model)
     _check_architecture(model_dir)
-    longest = longest_pair_tokens(model_dir, rows)
+    longest, index = longest_pair_tokens(model_dir, rows)
+    context = int(paths.read_json(model_dir / "config.json", "restore the checkpoint")["max_position_embeddings"])
+    if longest > context:
+        line = [n for n, text in enumerate(train_file.read_text(encoding="utf-8").splitlines(), 1) if text.strip()]
+        raise InputError(f"{train_file}:{line[index]}: this pair is {longest:,} tokens, longer than the model's "
+                         f"context ({context:,}): shorten it or remove it (Olive would pad every pair to its length).")
     if max_seq_len is None:
         max_seq_len = -(-longest // 16) * 16
     elif max_seq_len < longest:
-        raise ValueError(f"max_seq_len={max_seq_len} would cut pairs of {train_file.name}: the longest is {longest} "
+        raise InputError(f"max_seq_len={max_seq_len} would cut pairs of {train_file.name}: the longest is {longest} "
                          f"tokens. Pass max_seq_len={longest} or more, or leave it out (labkit measures it).")
+    elif max_seq_len > context:
+        raise InputError(f"max_seq_len={max_seq_len} is longer than the model's context ({context}): pass at most "
+                         f"{context}, or leave it out (labkit measures the longest pair: {longest} tokens).")
     settings = dict(steps=steps, r=lora_r, alpha=lora_alpha, lr=learning_rate, bs=batch_size, seq=max_seq_len,
                     pairs=len(rows))
 
@@ -149,14 +188,29 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
                     step.cached, step.log)
 
 
-def longest_pair_tokens(model_dir: Path, rows: list[dict]) -> int:
-    """Tokens in the longest pair as Olive's text_generation pre-processing makes it: the chat template,
-    wrapped in BOS and EOS with spaces between (`f"{bos} {text} {eos}"`). Lab 03."""
+def _check_settings(**settings) -> None:
+    """Whole numbers >= 1 and a finite learning rate > 0, before Olive starts (it would fail 20 s later)."""
+    import math
+
+    for name, value in settings.items():
+        if name == "learning_rate":
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not (math.isfinite(value) and value > 0):
+                raise InputError(f"learning_rate={value!r} must be a number > 0 (lab 03 uses 1e-2).")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name}={value!r} must be a whole number >= 1.")
+
+
+def longest_pair_tokens(model_dir: Path, rows: list[dict]) -> tuple[int, int]:
+    """Tokens in the longest pair, and its index in `rows`, as Olive's text_generation pre-processing makes
+    it: the chat template, wrapped in BOS and EOS with spaces between (`f"{bos} {text} {eos}"`). Lab 03."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = [f"{tokenizer.bos_token} {PHI3_TEMPLATE.format(**row)} {tokenizer.eos_token}" for row in rows]
-    return max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    longest = max(range(len(rows)), key=lengths.__getitem__)
+    return lengths[longest], longest
 
 
 def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict, logging_steps: int, log: Path,
@@ -208,13 +262,13 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
 
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").exists():
-        raise FileNotFoundError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json). Pass the "
+        raise MissingInput(f"{adapter} is not a LoRA adapter folder (no adapter_config.json). Pass the "
                                 "`adapter` of labkit.olive.finetune().")
     model_dir = models.resolve_model(model)
     _check_architecture(model_dir)
     providers = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
     if execution_provider not in providers:
-        raise ValueError(f"execution_provider must be one of {list(providers)}")
+        raise InputError(f"execution_provider must be one of {list(providers)}")
 
     def make(tmp: Path, log: Path) -> dict:
         _run_olive("ONNX export with adapter", [
@@ -223,12 +277,29 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
             "--use_model_builder", "--use_ort_genai", "--precision", precision, "--log_level", "1"],
             log, expect=tmp / "adapter_weights.onnx_adapter")
         keep_source_tokenizer(model_dir, tmp)
+        stamp_adapter(adapter_file(tmp), generate.base_fingerprint(tmp))
         return {"base_model": str(model_dir), "adapter": str(adapter), "precision": precision,
                 "execution_provider": execution_provider}
 
     return cache.cached_step("olive", f"{model_dir.name}-onnx-{precision}",
-                             (model_dir, adapter, precision, execution_provider, _OLIVE_FORMAT), make,
+                             (model_dir, adapter, precision, execution_provider, _EXPORT_FORMAT), make,
                              info_file="labkit_export.json", label="ONNX export with adapter", force=force).path
+
+
+def stamp_adapter(adapter: Path, fingerprint: int) -> None:
+    """Record the base model's fingerprint in an `.onnx_adapter` (its `model_version` field). Lab 03.
+
+    labkit.generate then refuses the adapter on any other model (see generate.base_fingerprint)."""
+    import onnxruntime
+
+    source = onnxruntime.AdapterFormat.read_adapter(str(adapter))
+    stamped = onnxruntime.AdapterFormat()
+    stamped.set_adapter_version(source.get_adapter_version())
+    stamped.set_model_version(fingerprint)
+    stamped.set_parameters(source.get_parameters())
+    tmp = adapter.with_name(adapter.name + ".tmp")
+    stamped.export_adapter(str(tmp))
+    tmp.replace(adapter)
 
 
 def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 600, learning_rate: float = 3e-3,

@@ -5,17 +5,38 @@ Olive 0.13's `--seed` seeds its search sampler, not training, and peft draws eac
 global generator before the Hugging Face trainer seeds anything. So two `olive finetune` runs with the same
 arguments trained different adapters, and lab 03's answer rates moved by 20 points between identical runs. With
 the generators seeded the same command trains the same adapter: attendees, instructors and CI see one result.
+
+It also ends itself when the process that started it is gone (`LABKIT_PARENT_PID`): a notebook kernel that
+dies or is killed must not leave a fine-tune training on, holding the CPU and gigabytes of memory.
 """
 
+import os
 import random
 import runpy
-
-import numpy as np
-import torch
+import threading
+import time
 
 _SEED = 0
 
+
+def exit_with_parent() -> None:
+    """When `LABKIT_PARENT_PID` is set, exit as soon as that parent is gone (polled once a second). Lab 03."""
+    parent = os.environ.get("LABKIT_PARENT_PID", "")
+    if not parent.isdigit():
+        return
+
+    def watch():
+        while os.getppid() == int(parent):
+            time.sleep(1)
+        os._exit(1)         # re-parented: whoever started this fine-tune is gone
+    threading.Thread(target=watch, daemon=True).start()
+
+
 if __name__ == "__main__":
+    import numpy as np
+    import torch
+
+    exit_with_parent()
     random.seed(_SEED)
     np.random.seed(_SEED)
     torch.manual_seed(_SEED)

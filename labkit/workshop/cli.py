@@ -1,5 +1,6 @@
 """`python -m labkit …` (or the `labkit` command): the course from a terminal.
 
+    labkit [--debug] COMMAND …                            --debug: a traceback instead of the one-line error
     labkit course [--only 00 01] [--profile cpu|gpu] [--demo | --parameters FILE] [--run-dir DIR]
                                                          run the notebooks into runs/<timestamp>/
     labkit env                                           the environment check of lab 00
@@ -18,15 +19,29 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 from pathlib import Path
 
+from ..core.errors import LabkitError
+from ..core.profiles import PROFILES
+
+USAGE = 2         # a mistake in what was asked: the message says what to change
+INTERRUPTED = 130
+
 
 def _error(message: str, code: int) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 # ------------------------------------------------------------------ one handler per subcommand
@@ -38,7 +53,7 @@ def _course(args) -> int:
         try:
             parameters = read_json(Path(args.parameters), "write it as {\"NN_notebook\": {\"name\": value}}")
         except (FileNotFoundError, ValueError) as err:
-            return _error(str(err), 2)
+            return _error(str(err), USAGE)
     try:
         run_course(args.only, parameters, profile=args.profile, run_dir=Path(args.run_dir) if args.run_dir else None)
     except NotebookFailed as failure:
@@ -70,41 +85,28 @@ def _bench(args) -> int:
 
 
 def _bench_scale(args) -> int:
-    from ..measuring.scale import ScaleError, run_bench_scale
-    try:
-        run_bench_scale(args.layers, tuple(args.precisions), runs=args.runs,
-                        out=Path(args.out) if args.out else None, vision=args.vision)
-    except ScaleError as err:
-        return _error(str(err), 1)
+    from ..measuring.scale import run_bench_scale
+    run_bench_scale(args.layers, tuple(args.precisions), runs=args.runs,
+                    out=Path(args.out) if args.out else None, vision=args.vision)
     return 0
 
 
 def _bench_peers(args) -> int:
-    from ..measuring.peers import PeerError, default_engines, run_bench_peers
-    try:
-        run_bench_peers(default_engines(args.engines), runs=args.runs, new_tokens=args.new_tokens,
-                        threads=args.threads, out=Path(args.out) if args.out else None)
-    except PeerError as err:
-        return _error(str(err), 1)
+    from ..measuring.peers import default_engines, run_bench_peers
+    run_bench_peers(default_engines(args.engines), runs=args.runs, new_tokens=args.new_tokens,
+                    threads=args.threads, out=Path(args.out) if args.out else None)
     return 0
 
 
 def _prefetch(args) -> int:
-    from ..making.hub import NotCached, prefetch
-    try:
-        prefetch(args.profile)
-    except NotCached as err:
-        return _error(str(err), 1)
+    from ..making.hub import prefetch
+    prefetch(args.profile)
     return 0
 
 
 def _build(args) -> int:
-    from ..making.build import BuildError, build
-    try:
-        result = build(args.model, args.precision, args.execution_provider, force=args.force,
-                       progress=not args.json)
-    except BuildError as err:
-        return _error(str(err), 2)
+    from ..making.build import build
+    result = build(args.model, args.precision, args.execution_provider, force=args.force, progress=not args.json)
     summary = {"dir": str(result.path), "size_bytes": result.size_bytes, "seconds": round(result.seconds, 2),
                "cached": result.cached}
     print(json.dumps(summary) if args.json else f"{result.path} ({result.size_bytes / 1e9:.2f} GB, "
@@ -154,6 +156,7 @@ def _gpu_probe(args) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, handler, help: str) -> argparse.ArgumentParser:
@@ -163,33 +166,33 @@ def _parser() -> argparse.ArgumentParser:
 
     course = command("course", _course, help="run the notebooks headless into runs/<timestamp>/")
     course.add_argument("--only", nargs="*", help="notebook prefixes, e.g. 00 01")
-    course.add_argument("--profile", default=os.environ.get("LABKIT_PROFILE", "cpu"))
+    course.add_argument("--profile", default=os.environ.get("LABKIT_PROFILE", "cpu"), choices=PROFILES)
     course.add_argument("--demo", action="store_true", help="small parameters: about a minute on a warm cache")
     course.add_argument("--parameters", help="a JSON file of notebook parameters: {\"03_olive_awq_lora\": "
                                              "{\"finetune_steps\": 300}, …}")
     course.add_argument("--run-dir", help="the run folder (default: a new runs/<timestamp>/)")
     env = command("env", _env, help="check this machine for the course")
-    env.add_argument("--profile", default=None)
+    env.add_argument("--profile", default=None, choices=PROFILES)
     command("tiny", _tiny, help="create the tiny Phi-3 (cached) and print where it is")
     bench = command("bench", _bench, help="benchmark ORT builds vs PyTorch on a ~160M-param model")
-    bench.add_argument("--runs", type=int, default=3)
+    bench.add_argument("--runs", type=_positive, default=3)
     scale = command("bench-scale", _bench_scale, help="build and run the full-size Phi-3.5-mini shadow on this CPU")
     scale.add_argument("--layers", type=int, default=None,
                        help="measure shadows of N/2 and N layers and extrapolate to 32 (quick)")
     scale.add_argument("--precisions", nargs="+", default=["int4", "int8", "fp32"])
-    scale.add_argument("--runs", type=int, default=3)
+    scale.add_argument("--runs", type=_positive, default=3)
     scale.add_argument("--vision", action="store_true",
                        help="also export the Phi-3.5-vision shadow and time image prompts (336x336, 1344x1008)")
     scale.add_argument("--out", default=None, help="JSON file (default runs/bench-scale.json)")
     peer = command("bench-peers", _bench_peers,
                    help="ONNX Runtime GenAI vs llama.cpp and OpenVINO GenAI (make bench-peers)")
     peer.add_argument("--engines", nargs="+", default=["ortgenai", "llamacpp", "openvino"])
-    peer.add_argument("--runs", type=int, default=3)
-    peer.add_argument("--new-tokens", type=int, default=64)
-    peer.add_argument("--threads", type=int, default=2)
+    peer.add_argument("--runs", type=_positive, default=3)
+    peer.add_argument("--new-tokens", type=_positive, default=64)
+    peer.add_argument("--threads", type=_positive, default=2)
     peer.add_argument("--out", default=None, help="JSON file (default runs/bench-peers.json)")
     pre = command("prefetch", _prefetch, help="download (or, offline, check) the models a profile needs")
-    pre.add_argument("--profile", default=os.environ.get("LABKIT_PROFILE", "laptop"))
+    pre.add_argument("--profile", default=os.environ.get("LABKIT_PROFILE", "laptop"), choices=PROFILES)
     one = command("build", _build, help="build a checkpoint with the model builder (labkit.build.build)")
     one.add_argument("model", help="`tiny`, a checkpoint folder or a hub id")
     one.add_argument("--precision", default="int4")
@@ -213,11 +216,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full: free space there or point LABKIT_CACHE at a bigger disk",
+    errno.EDQUOT: "your disk quota is used up: free space or point LABKIT_CACHE at another disk",
+    errno.EACCES: "no permission: point LABKIT_CACHE (or the path given) at a folder you can write",
+    errno.EROFS: "a read-only file system: point LABKIT_CACHE (or the path given) at a writable folder",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m labkit` / `labkit`. All labs."""
     os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
     args = _parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except LabkitError as err:
+        if args.debug:
+            raise
+        return _error(str(err), USAGE)
+    except OSError as err:     # a full disk, a read-only or missing folder: the path and the fix, not a traceback
+        if args.debug or err.errno not in _DISK_ERRORS:
+            raise
+        return _error(f"{err.strerror}: {err.filename or ''} — {_DISK_ERRORS[err.errno]} "
+                      "(--debug shows the traceback)", 1)
+    except KeyboardInterrupt:
+        print("interrupted: cached steps that did not finish are removed on their next run", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":
