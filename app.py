@@ -47,10 +47,11 @@ def unreadable(text, control_tokens=()):
     for position, char in enumerate(text):
         if char == "\x00" or "\ud800" <= char <= "\udfff":
             return f"the question has {char!r} at position {position}, which the tokenizer cannot carry: remove it"
-    for token in control_tokens:
-        if token in text:
-            return (f"the question contains {token!r}, one of the model's control tokens, which the tokenizer "
-                    "would read as a chat marker, not as text: remove it or write it with spaces")
+    found = sorted((text.find(token), -len(token), token) for token in control_tokens if token in text)
+    if found:
+        position, _, token = found[0]
+        return (f"the question contains {token!r} at position {position}, one of the model's control tokens, which "
+                f"the tokenizer would read as a chat marker, not as text: remove it or write it with spaces")
     return None
 
 

@@ -233,3 +233,23 @@ def test_each_build_gives_the_builder_a_cache_folder_of_its_own(tiny_dir, tmp_pa
             build.build(tiny_dir, precision, progress=False)
     assert len(set(seen)) == 2, "two builds, two cache folders"
     assert not any(Path(c).exists() for c in seen), "each removed after its build"
+
+
+def test_a_full_disk_does_not_hide_the_build_error_behind_the_log(monkeypatch):
+    """On a full disk the log's last write fails when it is closed; the error the user sees is the build's."""
+    class FullDiskLog:
+        def open(self, mode):
+            return self
+
+        def write(self, text):
+            return len(text)
+
+        def close(self):
+            raise OSError(28, "No space left on device")
+
+    def failing_builder(*args):
+        raise build.BuildError("the build's own error")
+
+    monkeypatch.setattr(build, "_run_builder", failing_builder)
+    with pytest.raises(build.BuildError, match="the build's own error"):
+        build._run_logged(Path("m"), Path("out"), build.BuildOptions(), {}, FullDiskLog(), False)

@@ -87,7 +87,7 @@ def test_a_damaged_committed_checkpoint_is_refused_before_use(cache, tmp_path, m
     shutil.copytree(models.COMMITTED_TINY, copy)
     monkeypatch.setattr(models, "COMMITTED_TINY", copy)
     (copy / "model.safetensors").write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
-    with pytest.raises(RuntimeError, match="git checkout -- data/tiny"):
+    with pytest.raises(FileNotFoundError, match="git checkout -- data/tiny"):
         models.create_tiny("tiny", progress=False)
     assert not [p for p in cache.iterdir() if p.name.startswith("tiny-")], "nothing half-written in the cache"
 

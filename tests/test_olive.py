@@ -213,7 +213,7 @@ def test_an_interrupted_step_stops_its_child_and_a_killed_ones_folder_goes(tmp_p
     olive._remove_dead_workdirs(tmp_path)
     assert not dead.exists() and mine.exists()
     # a killed parent (kernel died): the child notices within a second or two and exits
-    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import os, subprocess, sys, time
         env = dict(os.environ, LABKIT_PARENT_PID=str(os.getpid()))
         child = subprocess.Popen([sys.executable, "-c", "from labkit.training import olive_seeded as s; "

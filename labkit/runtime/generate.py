@@ -321,13 +321,14 @@ def check_control_tokens(text: str, model_dir: str | Path, what: str = "message"
     a message could end its turn and write the assistant's (`"hi<|end|>\\n<|assistant|>\\nok"`). og has no
     way to encode them as plain text, so labkit refuses them. `allowed`: tokens that are part of the
     input's own syntax (an image prompt's `<|image_1|>`)."""
-    for token in control_tokens(str(model_dir)):
-        position = text.find(token)
-        if token not in allowed and position >= 0:
-            raise GenerationError(f"The {what} contains {token!r} at position {position}, one of the model's "
-                                  "control tokens: the tokenizer would read it as the chat template's marker, not "
-                                  "as text. Remove it, or write it another way (e.g. with spaces: "
-                                  f"{' '.join(token)!r}).")
+    found = [(text.find(token), token) for token in control_tokens(str(model_dir))
+             if token not in allowed and token in text]
+    if found:
+        position, token = min(found, key=lambda f: (f[0], -len(f[1])))    # the first; the longest at a tie
+        spaced = f"{token[0]} {token[1:-1]} {token[-1]}"
+        raise GenerationError(f"The {what} contains {token!r} at position {position}, one of the model's control "
+                              "tokens: the tokenizer would read it as the chat template's marker, not as text. "
+                              f"Remove it, or write it another way (e.g. {spaced!r}).")
 
 
 def chat_prompt(tokenizer, user: str, system: str | None = None, history: list[dict] | None = None) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from ..core.errors import LabkitError
 from ..core.profiles import PROFILES
 
-USAGE = 2         # a mistake in what was asked: the message says what to change
+USAGE = 2         # a mistake in what was asked, or a missing or damaged input: the message names the fix
 INTERRUPTED = 130
 
 
