@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from labkit import awq, models
+from labkit import awq, models, report
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +65,13 @@ def test_the_notebooks_recipe_is_the_default_one(tiny_dir):
     """Lab 03 builds its recipe by hand; the same recipe must hit the same cached output."""
     default = awq.quantize(tiny_dir, group_size=32, samples=SAMPLES)
     assert awq.quantize(tiny_dir, awq.awq_recipe(32), samples=SAMPLES) == default
+
+
+def test_rtn_and_awq_keep_the_report_colours():
+    import pandas as pd
+    from matplotlib.colors import to_hex
+    table = pd.DataFrame({"model": ["lab model"] * 2, "method": ["awq-int4", "rtn-int4"],
+                          "kl_x1e3": [1.0, 2.0]}).set_index(["model", "method"])
+    legend = awq.plot_rtn_vs_awq(table).axes[0].get_legend()
+    colours = {t.get_text(): to_hex(h.get_facecolor()) for h, t in zip(legend.legend_handles, legend.get_texts())}
+    assert colours == {"rtn-int4": report.METHOD_COLOURS["rtn"], "awq-int4": report.METHOD_COLOURS["awq"]}

@@ -132,6 +132,7 @@ def test_text_the_tokenizer_cannot_carry_is_refused_with_its_position(tiny_build
     ({"max_new_tokens": 0}, "Need 1 <= max_new_tokens"),
     ({"num_beams": 65}, "num_beams=65 is out of range"),
     ({"random_seed": 2**40}, "random_seed=.* is out of range"),
+    ({"no_repeat_ngram_size": 3}, "never applies it .* use repetition_penalty"),
 ])
 def test_numbers_outside_their_range_are_refused(tiny_builds, kwargs, message):
     with pytest.raises(generate.GenerationError, match=message):
@@ -205,3 +206,16 @@ def test_an_adapter_from_another_base_model_is_refused(travel_export, tmp_path):
     fmt.export_adapter(str(home / "adapter_weights.onnx_adapter"))
     with pytest.raises(generate.GenerationError, match=f"exported with another model .* the model in {home}"):
         generate.generate(onnx_dir, "hi", max_new_tokens=4, adapter=home / "adapter_weights.onnx_adapter")
+
+
+def test_og_still_ignores_no_repeat_ngram_size(tiny_builds):
+    """Why labkit refuses the option: in the pinned og it changes nothing (onnxruntime-genai issue 2241). When an
+    upgrade makes this fail, og applies it: allow it again in generate.SEARCH_OPTIONS and lab 04's table."""
+    from labkit import loop
+    model, tokenizer = generate.load(str(tiny_builds["int4"].path))
+    ids = tokenizer.encode("The old baker")
+    runs = [loop.run(loop.new_generator(model, len(ids) + 40, len(ids) + 40, **options), ids).tokens
+            for options in ({}, {"no_repeat_ngram_size": 3})]
+    repeated = {tuple(runs[0][i:i + 3]) for i in range(len(runs[0]) - 2)}
+    assert len(repeated) < len(runs[0]) - 2, "greedy repeats a 3-gram here"
+    assert runs[0] == runs[1]

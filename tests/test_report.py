@@ -39,6 +39,8 @@ def test_variants_table_has_every_variant():
     assert list(table.columns[:4]) == ["lab", "method", "precision", "ep"]
     assert table.loc["int4-rtn-b32", "method"] == "rtn-b32"
     assert table.loc["AWQ + LoRA int4 (adapter)", "adapter"] == "travel"
+    tiny = {**RESULTS, "02_vision_export": {**RESULTS["02_vision_export"], "model": "tiny-vision"}}
+    assert "tiny-vision fp32" in report.variants_table(tiny).index, "the tiny model is not labelled Phi-3.5-vision"
 
 
 def test_headline_ratios():

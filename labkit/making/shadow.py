@@ -124,9 +124,16 @@ def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     """Every tensor's name and shape, from `Phi3ForCausalLM` on the meta device (no memory used). Lab 01."""
     import torch
     from transformers import Phi3Config, Phi3ForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()     # transformers 5 warns about the published LongRoPE config's own fields
+    try:
+        config_object = Phi3Config(**_text_only(config))
+    finally:
+        hf_logging.set_verbosity(verbosity)
     with torch.device("meta"):
-        model = Phi3ForCausalLM(Phi3Config(**_text_only(config)))
+        model = Phi3ForCausalLM(config_object)
         shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
         if "img_processor" in config:
             from . import vision_encoder as vision

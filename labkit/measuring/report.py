@@ -33,6 +33,9 @@ def _method(name: str) -> str:
     return "-".join(parts[1:]) if len(parts) > 1 else "builder default"
 
 
+METHOD_COLOURS = {"rtn": "#d62728", "awq": "#2ca02c"}    # the same in lab 03's plot and the report's
+
+
 def variants_table(data: dict):
     """One row per model variant built in labs 01-03 (a DataFrame; missing measures are NaN). Lab 05.
 
@@ -49,7 +52,8 @@ def variants_table(data: dict):
     lab02 = data.get("02_vision_export", {})
     for precision, row in lab02.get("qa", {}).items():
         folder = Path(lab02.get("exports", {}).get(precision, ""))
-        rows.append({"lab": "02", "variant": f"Phi-3.5-vision {precision}", "method": "labkit.vision_export",
+        name = "Phi-3.5-vision" if "/" in lab02.get("model", "/") else lab02["model"]    # a hub id, or tiny-vision
+        rows.append({"lab": "02", "variant": f"{name} {precision}", "method": "labkit.vision_export",
                      "precision": precision, "ep": lab02.get("execution_provider", "cpu"),
                      "size_mb": paths.dir_size(folder) / 1e6 if folder.name and folder.exists() else None,
                      "prefill_tok_s": row.get("prefill tok/s"), "decode_tok_s": row.get("decode tok/s"),
@@ -100,7 +104,7 @@ def plots(data: dict):
     awq = data.get("03_olive_awq_lora", {}).get("rtn_vs_awq", [])
     if awq:
         awq_ax.bar(range(len(awq)), [row["kl_x1e3"] for row in awq],
-                   color=["#d62728" if row["method"].startswith("rtn") else "#2ca02c" for row in awq])
+                   color=[METHOD_COLOURS[row["method"].split("-")[0]] for row in awq])
         awq_ax.set_xticks(range(len(awq)), [f"{row['model']}\n{row['method']}" for row in awq], fontsize=7)
     awq_ax.set(ylabel="KL vs fp32 (x1e-3)", title="Lab 03: AWQ vs RTN (lower is better)")
     for ax in axes.flat:

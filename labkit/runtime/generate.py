@@ -54,7 +54,10 @@ SEARCH_OPTIONS = {
     "length_penalty": (float, lambda v: True, "any number (> 1 favours longer beams)"),
     "early_stopping": (bool, lambda v: True, "True or False"),
     "repetition_penalty": (float, lambda v: v > 0, "> 0 (1 = off; > 1 discourages repeats)"),
-    "no_repeat_ngram_size": (int, lambda v: v >= 0, ">= 0 (0 = off)"),
+    # og 0.12.2 parses no_repeat_ngram_size and never applies it (onnxruntime-genai issue 2241, fixed in a later
+    # release): the same tokens with or without it. Refused, so no one tunes a knob that does nothing.
+    "no_repeat_ngram_size": (int, lambda v: v == 0, "0 only: onnxruntime-genai 0.12.2 accepts it but never applies "
+                                                    "it (its issue 2241); use repetition_penalty > 1 instead"),
     "random_seed": (int, lambda v: 0 <= v < 2**31, "0 to 2**31 - 1"),
     "diversity_penalty": (float, lambda v: v >= 0, ">= 0"),
 }

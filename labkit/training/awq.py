@@ -21,12 +21,18 @@ unchanged before rounding.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 from ..core import cache, data, paths
 from ..core.errors import InputError
 from ..making import models
+
+# llmcompressor's console log, set up when it is first imported (lab 03 imports it after labkit): at its INFO
+# level it warns "No accelerator available! Compressing model on CPU instead" three times on import, which on the
+# course's CPU profile is the plan, not news. Errors still show; LLM_COMPRESSOR_LOG_LEVEL=INFO brings all back.
+os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")
 
 _AWQ_FORMAT = "labkit-awq-v2"   # bump when the output of the same inputs changes
 
@@ -239,7 +245,10 @@ def rtn_vs_awq(model: str | Path = "tiny", group_size: int = 32, outlier_channel
 def plot_rtn_vs_awq(table):
     """Bar chart of per-token KL vs FP32 for RTN and AWQ on each model variant. Lab 03."""
     kl = table["kl_x1e3"].unstack("method")
-    ax = kl.plot.bar(figsize=(6, 3.5), rot=0, color=["#d62728", "#2ca02c"])
+    from ..measuring.report import METHOD_COLOURS
+
+    kl = kl[sorted(kl.columns, key=lambda m: not m.startswith("rtn"))]     # RTN first, as in the report
+    ax = kl.plot.bar(figsize=(6, 3.5), rot=0, color=[METHOD_COLOURS[m.split("-")[0]] for m in kl.columns])
     ax.set(ylabel="KL(fp32 || int4) x 1e-3 per token", xlabel="", title="INT4 error: RTN vs AWQ (lower is better)")
     ax.grid(axis="y", alpha=0.3)
     ax.figure.tight_layout()

@@ -140,3 +140,28 @@ def report(profile: str | None = None, check_network: bool | None = None):
     for check, row in problems.iterrows():
         print(f"[{row.status}] {check}: {row.value}\n        fix: {row.fix}")
     return table
+
+
+def compact(table):
+    """The report with the packages that match the lock folded into one row (mismatches keep theirs). Lab 00.
+
+    Thirty version rows that all say ok bury the few lines an attendee must read."""
+    import pandas as pd
+
+    pinned = table.index.str.contains("==")
+    matching = pinned & (table.status == "ok").to_numpy()
+    row = pd.DataFrame([{"check": "packages", "status": "ok",
+                         "value": f"{int(matching.sum())} of {int(pinned.sum())} at the versions of the lock",
+                         "fix": ""}]).set_index("check")
+    return pd.concat([table[~pinned][:2], row, table[pinned & ~matching], table[~pinned][2:]])
+
+
+def gpu_line(gpu, profile: str | None = None) -> str:
+    """One line about the GPU probe, worded for the profile: only the gpu profile needs one. Lab 00."""
+    prof = get_profile(profile)
+    if gpu.ok:
+        return f"GPU: {gpu.summary()}"
+    if prof.execution_provider == "cuda":
+        return gpu.summary()
+    reason = gpu.problem.split(":")[0]
+    return f"GPU: none usable here ({reason}); the {prof.name} profile runs on the CPU and needs none."
