@@ -194,6 +194,8 @@ def ask(folder: str | Path, question: str, images: list[str | Path] = (), max_ne
     folder = check_folder(folder)
     check_control_tokens(question, folder, "question",
                          allowed=[t for t in control_tokens(str(folder)) if _IMAGE_TAG.fullmatch(t)])
+    if system is not None:
+        check_control_tokens(check_text(system, "system message"), folder, "system message")
     paths_ = _check_images(list(images))
     model, processor, tokenizer = load_vision_model(folder)
     user = image_prompt(question, len(paths_))
