@@ -299,7 +299,8 @@ class _LogToFile(io.TextIOBase):
         for line in text.splitlines():
             match = self.STAGES.search(line)
             if match and self.bar is not None:
-                self.bar.set_postfix_str(line.strip()[:60], refresh=False)
+                stage = re.sub(r" (in|to) /\S*", "", line.strip())      # no temp folder paths in the bar
+                self.bar.set_postfix_str(stage[:60], refresh=False)
                 self.bar.update(1)
         return len(text)
 

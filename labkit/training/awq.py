@@ -21,6 +21,7 @@ unchanged before rounding.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -46,6 +47,13 @@ def _patch_llmcompressor_for_cpu() -> None:
     if not torch.cuda.is_available() and not getattr(IntermediatesCache, "_labkit_cpu", False):
         IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
         IntermediatesCache._labkit_cpu = True
+
+
+def _quiet_transformers() -> None:
+    """No "Loading weights" / "Writing model shards" bars: a lab cell shows one line per step, not per file."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def travel_chat_texts(model: str | Path, rows: list[dict] | None = None) -> list[str]:
@@ -113,6 +121,9 @@ def _awq_into(tmp: Path, model_dir: Path, recipe: list, samples: int, seq_len: i
     from loguru import logger
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
+    # llmcompressor's tracing trips a torch.fx deprecation warning that torch logs past any redirect
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -175,6 +186,7 @@ def add_outlier_channels(model: str | Path = "tiny", channels: int = 4, factor: 
     with cache.cached_dir(final, force, "outlier-channel variant") as tmp:
         if tmp is None:
             return final
+        _quiet_transformers()
         net = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad():
