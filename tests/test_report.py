@@ -47,6 +47,7 @@ def test_headline_ratios():
     h = report.headline(RESULTS)
     assert h["int4 size / fp32"] == pytest.approx(0.44, abs=0.01)
     assert h["AWQ KL / RTN KL (outlier model)"] == pytest.approx(0.32, abs=0.01)
+    assert h["AWQ KL / RTN KL (lab model)"] == pytest.approx(48 / 28, abs=0.01), "both rows, where AWQ loses too"
     assert h["course wall time (s)"] == 200.0
 
 

@@ -93,14 +93,16 @@ def ask_all(model_dir, questions: list[dict], adapters: dict, max_new_tokens: in
             progress: bool = True):
     """Every question answered under every adapter (None = base model), greedy, through onnxruntime-genai.
 
-    Returns a table (prompt, city, one column per adapter) and each adapter's `TravelRates`. Lab 03.
+    Returns a table (prompt, city, the fact a right answer states, one column per adapter) and each adapter's
+    `TravelRates`. Lab 03.
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
     from ..runtime import generate
 
-    table = pd.DataFrame({"prompt": [q["prompt"] for q in questions], "city": [q["city"] for q in questions]})
+    table = pd.DataFrame({"prompt": [q["prompt"] for q in questions], "city": [q["city"] for q in questions],
+                          "fact": [q.get("fact", "") for q in questions]})
     rates = {}
     for name, adapter in adapters.items():
         said = [generate.generate(model_dir, q["prompt"], max_new_tokens=max_new_tokens, adapter=adapter).text.strip()

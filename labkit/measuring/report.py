@@ -125,9 +125,10 @@ def headline(data: dict) -> dict:
     if lab03.get("finetune"):
         out["eval loss before -> after fine-tuning"] = (f"{lab03['finetune']['eval_loss_before']:.2f} -> "
                                                         f"{lab03['finetune']['eval_loss_after']:.2f}")
-    outlier = {row["method"]: row for row in lab03.get("rtn_vs_awq", []) if row["model"].startswith("outliers")}
-    if {"rtn-int4", "awq-int4"} <= set(outlier):
-        out["AWQ KL / RTN KL (outlier model)"] = outlier["awq-int4"]["kl_x1e3"] / outlier["rtn-int4"]["kl_x1e3"]
+    for variant, label in (("lab model", "lab model"), ("outliers", "outlier model")):
+        kl = {row["method"]: row["kl_x1e3"] for row in lab03.get("rtn_vs_awq", []) if row["model"].startswith(variant)}
+        if {"rtn-int4", "awq-int4"} <= set(kl):
+            out[f"AWQ KL / RTN KL ({label})"] = kl["awq-int4"] / kl["rtn-int4"]
     overhead = data.get("04_inference", {}).get("overhead", {})
     if overhead:
         out["labkit generate overhead (%)"] = overhead["overhead_%"]
