@@ -15,6 +15,14 @@ def test_checks_say_yes_to_right_answers_and_hint_without_the_answer(tiny_dir, c
     assert out.count("✓ ") == 2 and out.count("✗ ") == 2
 
 
+def test_the_int8_prediction_check_hints_at_the_embedding_without_the_answer(capsys):
+    import pandas as pd
+    table = pd.DataFrame({"size_mb": {"int8": 39.5, "fp32": 63.4}})
+    assert checks.int8_ratio(0.59, table)
+    wrong = checks.int8_ratio((1 + 4 / 32) / 4, table)           # the weights alone, embedding forgotten
+    assert not wrong and "embedding" in wrong.message and "0.62" not in wrong.message
+
+
 def test_image_token_check_counts_with_the_processor(tmp_path):
     from PIL import Image
 
