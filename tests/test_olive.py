@@ -236,3 +236,12 @@ def _zombie(pid: int) -> bool:
         return " Z " in open(f"/proc/{pid}/stat").read().split(")", 1)[1][:4]
     except OSError:
         return False
+
+
+def test_the_printed_command_shows_the_cache_and_no_temp_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    line = olive._shown(["finetune", "-m", str(tmp_path / "awq" / "m"), "-o",
+                         str(tmp_path / "olive" / ".tmp-m-lora-r16-k9x_2abc" / "olive"),
+                         "--data_files", str(paths.DATA / "travel" / "train.jsonl"), "--text_template", "a\nb"])
+    assert line == ("$ olive finetune -m $LABKIT_CACHE/awq/m -o OUT/olive --data_files data/travel/train.jsonl "
+                    "--text_template 'a\\nb'")

@@ -99,7 +99,8 @@ def _check_images(images: list[str | Path]) -> list[Path]:
                               "safely: the model sees it as 336-pixel crops anyway, so shrink it below 4,000 x "
                               "4,000 first.") from None
         except (UnidentifiedImageError, OSError) as err:
-            raise VisionError(f"{image} is not a readable image ({err}); use a PNG or JPEG file.") from None
+            reason = str(err).replace(f"'{path}'", "").replace(str(path), "").replace("  ", " ").strip()
+            raise VisionError(f"{image} is not a readable image ({reason}); use a PNG or JPEG file.") from None
         checked.append(path)
     return checked
 

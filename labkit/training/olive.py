@@ -72,7 +72,18 @@ def _olive_env() -> dict:
     return env
 
 
-def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None) -> None:
+def _shown(args: list[str]) -> str:
+    """The command line as the notebook prints it: the cache as $LABKIT_CACHE, the step's temp output as OUT, course
+    files relative to the course folder, newlines as \\n."""
+    cache_root, repo = str(paths.cache_dir()), str(paths.REPO) + "/"
+    shown = []
+    for arg in args:
+        arg = re.sub(r"\S*/\.tmp-[^/\s]+", "OUT", arg).replace(repo, "")
+        shown.append(shlex.quote(arg).replace(cache_root, "$LABKIT_CACHE").replace("\n", "\\n"))
+    return "$ olive " + " ".join(shown)
+
+
+def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None, on_start=None) -> None:
     """Run `olive ARGS` (seeded, see labkit.training.olive_seeded) with its output in `log`; raise OliveStepError
     unless it wrote `expect`.
 
@@ -86,7 +97,9 @@ def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None
     workdir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=work_root))
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "labkit.training.olive_seeded", *args]     # `olive ARGS`, seeded (see that module)
-    print("$ olive " + " ".join(shlex.quote(a) for a in args))
+    print(_shown(args))
+    if on_start:
+        on_start()
     try:
         code = _stream(command, workdir, log, on_line)
     finally:
@@ -219,16 +232,18 @@ def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict,
     from tqdm.auto import tqdm
 
     steps = settings["steps"]
-    losses = []
-    bar = tqdm(total=steps, desc="LoRA fine-tuning", disable=not progress)
+    losses, bars = [], []
+
+    def on_start():          # the bar goes below the command line, not above it
+        bars.append(tqdm(total=steps, desc="LoRA fine-tuning", disable=not progress))
 
     def on_line(line):
         match = _LOSS_LINE.search(line)
         if match:
             step = (len(losses) + 1) * logging_steps
             losses.append((step, float(match.group(1))))
-            bar.update(min(step, steps) - bar.n)
-            bar.set_postfix(loss=match.group(1))
+            bars[0].update(min(step, steps) - bars[0].n)
+            bars[0].set_postfix(loss=match.group(1))
 
     started = time.perf_counter()
     try:
@@ -242,10 +257,11 @@ def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict,
             # Olive's default --max_samples is 256: without it the LoRA would see only the file's first 256 pairs.
             "--max_samples", str(settings["pairs"]),
             "--save_strategy", "no", "--seed", "0", "--log_level", "1"],
-            log, expect=tmp / "olive" / "adapter" / "adapter_config.json", on_line=on_line)
-        bar.update(steps - bar.n)   # the last steps are not logged when steps % logging_steps != 0
+            log, expect=tmp / "olive" / "adapter" / "adapter_config.json", on_line=on_line, on_start=on_start)
+        bars[0].update(steps - bars[0].n)   # the last steps are not logged when steps % logging_steps != 0
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     shutil.move(str(tmp / "olive" / "adapter"), str(tmp / "adapter"))
     shutil.rmtree(tmp / "olive")     # Olive also copies the base model; the adapter is what we keep
     return time.perf_counter() - started, losses
