@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course demo test test-gpu lab bench bench-peers bench-scale bench-scale-quick prefetch lock exercises wheelhouse clean
+.PHONY: install course demo test test-gpu lab bench bench-peers bench-scale bench-scale-reference bench-scale-quick prefetch lock exercises wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -63,6 +63,11 @@ bench-peers: install
 # -> runs/bench-scale.json. About 23 min on 2 cores (plus the shadows, once).
 bench-scale: install
 	$(PY) -m labkit bench-scale --vision
+
+# The same, written to docs/measured/bench-scale.json (committed, without this machine's folder names): the
+# reference measurements labs 01 and 05 show until an attendee runs `make bench-scale`.
+bench-scale-reference: install
+	$(PY) -m labkit bench-scale --vision --out docs/measured/bench-scale.json
 
 # The same path on 1- and 2-layer shadows, extrapolated to 32 layers: about a minute. Medians of 5 runs: the
 # per-layer cost is the difference of two short timings, times 31, so one run's noise would be multiplied.

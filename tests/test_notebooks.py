@@ -56,7 +56,11 @@ EXPECTED = {
     "04_inference": [
         ("travel and brief adapters", lambda r: {"travel", "brief"} <= set(r["adapters"])),
         ("overhead measured", lambda r: r["overhead"]["labkit_decode_tok_s"] > 0),
-        ("eight search settings", lambda r: len(r["search_options"]) == 8),
+        ("seven search settings, each with an answer", lambda r: len(r["search_options"]) == 7
+         and all(text.strip() for text in r["search_options"].values())),
+        ("same seed, same answer; beams start without a space", lambda r:
+         r["search_options"]["same again (same seed)"] == r["search_options"]["sample t=0.7, top_k=40, seed 1"]
+         and not r["search_options"]["beam 4"].startswith(" ")),
         ("a first reply", lambda r: r["first_reply"]["new_tokens"] > 0),
         (f"the brief adapter answers in one sentence >= {BRIEF_ONE_SENTENCE_FLOOR:.0%} of the time",
          lambda r: r["sentence_shares"]["brief: one sentence"] >= BRIEF_ONE_SENTENCE_FLOOR),

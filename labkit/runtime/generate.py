@@ -364,6 +364,7 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
     if search.get("num_beams", 1) > 1:     # beams are only final at the end: no streaming, one piece of text
         out = loop.run(generator, input_ids, beams=True)
         text = tokenizer.decode(out.tokens)
+        text = text[1:] if text.startswith(" ") else text    # og keeps SentencePiece's word-start space (see loop)
         if on_token and text:
             on_token(text)
         return Generation(text, len(input_ids), len(out.tokens), out.seconds, out.seconds, out.tokens)
