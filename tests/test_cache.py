@@ -314,3 +314,12 @@ def test_cached_step_keys_logs_records_and_reuses(tmp_path, monkeypatch):
     other = cache.cached_step("builds", "tiny-int4", ("tiny", {"bits": 8}), make, info_file="build_info.json",
                               label="a step")
     assert other.path != first.path and len(made) == 2, "another input, another output"
+
+
+def test_a_folders_key_is_its_content_not_its_manifest(tmp_path):
+    folder = finished(tmp_path / "model", {"config.json": b"{}", "weights.bin": b"w" * 100})
+    before = cache.model_fingerprint(folder)
+    (folder / cache.MANIFEST).write_text("{}")                   # re-written by a later copy: other times
+    assert cache.model_fingerprint(folder) == before
+    (folder / "weights.bin").write_bytes(b"v" * 100)
+    assert cache.model_fingerprint(folder) != before

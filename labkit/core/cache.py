@@ -64,7 +64,8 @@ _LOCK_TIMEOUT_S = 6 * 3600   # a full-size build can take a long time; a dead ho
 def model_fingerprint(model_dir: Path) -> str:
     """Content hash of a checkpoint folder: full hash of small files, size + head/tail of big ones. Lab 01."""
     h = hashlib.sha256()
-    for f in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+    # the manifest is the cache's bookkeeping (file times), not the model: a re-made copy keeps its key
+    for f in sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and p.name != MANIFEST):
         h.update(f.relative_to(model_dir).as_posix().encode())
         size = f.stat().st_size
         h.update(str(size).encode())
