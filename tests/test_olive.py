@@ -135,7 +135,8 @@ def test_the_progress_bar_ends_full_when_steps_are_not_a_multiple_of_logging(tin
             bars.append((self.n, self.total))
             super().close()
 
-    def fake_olive(step, args, log, expect, on_line=None):
+    def fake_olive(step, args, log, expect, on_line=None, on_start=None):
+        on_start()
         for i in range(6):
             on_line(f"{{'loss': '{3.0 - i / 10}', 'epoch': '{i / 6}'}}")
         (expect.parent).mkdir(parents=True)
@@ -157,7 +158,8 @@ def test_the_fine_tune_reads_every_pair_of_the_file(tiny_dir, tmp_path, monkeypa
 
     seen = {}
 
-    def fake_olive(step, args, log, expect, on_line=None):
+    def fake_olive(step, args, log, expect, on_line=None, on_start=None):
+        on_start()
         seen.update(zip(args, args[1:]))
         expect.parent.mkdir(parents=True)
         expect.write_text("{}")

@@ -241,7 +241,7 @@ REFERENCE = paths.REPO / "docs" / "measured" / "bench-scale.json"   # `make benc
 
 def read(path: Path | None = None, reference: bool = True) -> dict | None:
     """The results of the last `make bench-scale` (`runs/bench-scale.json`); without one, the course's reference
-    measurements (`docs/measured/bench-scale.json`, marked `"reference": True`), or None. Labs 01 and 05.
+    measurements (`docs/measured/bench-scale.json`, marked `"reference": True`), or None. Lab 01 (and lab 05).
 
     So a course run shows Phi-3.5-mini at real size even where no one has run the 23-minute benchmark yet."""
     path = Path(path) if path else paths.runs_root() / "bench-scale.json"
