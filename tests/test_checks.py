@@ -40,9 +40,9 @@ def test_loop_and_budget_checks(tiny_builds):
     assert not checks.loop_stopped(folder, "The old baker", {}), "greedy loops on this prompt"
     assert checks.loop_stopped(folder, "The old baker", {"repetition_penalty": 1.3})
     assert not checks.loop_stopped(folder, "The old baker", {"temperature": -1})
-    from labkit import generate
+    from labkit import generate, inputs
     _, tokenizer = generate.load(str(folder))
-    budget = generate.context_length(folder) - len(tokenizer.encode(generate.chat_prompt(tokenizer, "Hi")))
+    budget = inputs.context_length(folder) - len(tokenizer.encode(generate.chat_prompt(tokenizer, "Hi")))
     assert checks.new_token_budget(budget, folder, "Hi") and not checks.new_token_budget(budget + 1, folder, "Hi")
 
 

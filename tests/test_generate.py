@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from labkit import bench, data, generate
+from labkit import adapters, bench, data, generate
 from labkit.core.errors import LabkitError
 
 
@@ -186,9 +186,9 @@ def test_an_adapter_from_another_base_model_is_refused(travel_export, tmp_path):
 
     from labkit import olive
     onnx_dir, travel, brief = travel_export
-    stamp = generate.read_adapter(travel).get_model_version()
-    assert stamp == generate.base_fingerprint(onnx_dir), "lab 03's export records its base in the adapter"
-    assert generate.read_adapter(brief).get_model_version() == stamp, "lab 04's second adapter: the same base"
+    stamp = adapters.read_adapter(travel).get_model_version()
+    assert stamp == adapters.base_fingerprint(onnx_dir), "lab 03's export records its base in the adapter"
+    assert adapters.read_adapter(brief).get_model_version() == stamp, "lab 04's second adapter: the same base"
     other = tmp_path / "other.onnx_adapter"
     shutil.copy(travel, other)
     olive.stamp_adapter(other, stamp ^ 0x5A5A)
@@ -202,7 +202,7 @@ def test_an_adapter_from_another_base_model_is_refused(travel_export, tmp_path):
     weights[len(weights) // 2:len(weights) // 2 + (1 << 20)] = bytes(1 << 20)
     (home / "model.onnx").write_bytes(weights)
     fmt = onnxruntime.AdapterFormat()
-    fmt.set_parameters(generate.read_adapter(travel).get_parameters())
+    fmt.set_parameters(adapters.read_adapter(travel).get_parameters())
     fmt.export_adapter(str(home / "adapter_weights.onnx_adapter"))
     with pytest.raises(generate.GenerationError, match=f"exported with another model .* the model in {home}"):
         generate.generate(onnx_dir, "hi", max_new_tokens=4, adapter=home / "adapter_weights.onnx_adapter")
@@ -210,7 +210,7 @@ def test_an_adapter_from_another_base_model_is_refused(travel_export, tmp_path):
 
 def test_og_still_ignores_no_repeat_ngram_size(tiny_builds):
     """Why labkit refuses the option: in the pinned og it changes nothing (onnxruntime-genai issue 2241). When an
-    upgrade makes this fail, og applies it: allow it again in generate.SEARCH_OPTIONS and lab 04's table."""
+    upgrade makes this fail, og applies it: allow it again in inputs.SEARCH_OPTIONS and lab 04's table."""
     from labkit import loop
     model, tokenizer = generate.load(str(tiny_builds["int4"].path))
     ids = tokenizer.encode("The old baker")

@@ -78,6 +78,12 @@ def test_the_og_token_loop_is_written_once():
     assert {name: n for name, n in calls.items() if n} == {"runtime/loop.py": 1}
 
 
+def test_no_module_is_over_450_lines():
+    """A module a newcomer can read in one sitting: one job each (ARCHITECTURE.md)."""
+    lengths = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert {name: n for name, n in lengths.items() if n > 450} == {}
+
+
 def test_short_names_resolve_to_the_module_in_its_layer():
     from labkit import build, generate
     assert build.__name__ == "labkit.making.build" and generate.__name__ == "labkit.runtime.generate"

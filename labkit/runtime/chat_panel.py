@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import generate
+from . import generate, inputs
 
 
 class ChatPanel:
@@ -59,7 +59,7 @@ class ChatPanel:
             return
         self.prompt.value = ""
         self.chat.max_new_tokens = self.max_tokens.value
-        self.chat.search = generate.check_search_options(do_sample=True, temperature=self.temperature.value,
+        self.chat.search = inputs.check_search_options(do_sample=True, temperature=self.temperature.value,
                                                          top_p=self.top_p.value)
         self.answer.value += f"you: {message}\nmodel: "
 

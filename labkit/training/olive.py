@@ -33,7 +33,7 @@ from pathlib import Path
 from ..core import cache, data, paths
 from ..core.errors import InputError, LabkitError, MissingInput
 from ..making import models
-from ..runtime import generate
+from ..runtime import adapters
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 PHI3_LORA_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj"
@@ -293,7 +293,7 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
             "--use_model_builder", "--use_ort_genai", "--precision", precision, "--log_level", "1"],
             log, expect=tmp / "adapter_weights.onnx_adapter")
         keep_source_tokenizer(model_dir, tmp)
-        stamp_adapter(adapter_file(tmp), generate.base_fingerprint(tmp))
+        stamp_adapter(adapter_file(tmp), adapters.base_fingerprint(tmp))
         return {"base_model": str(model_dir), "adapter": str(adapter), "precision": precision,
                 "execution_provider": execution_provider}
 
@@ -305,7 +305,7 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
 def stamp_adapter(adapter: Path, fingerprint: int) -> None:
     """Record the base model's fingerprint in an `.onnx_adapter` (its `model_version` field). Lab 03.
 
-    labkit.generate then refuses the adapter on any other model (see generate.base_fingerprint)."""
+    labkit.generate then refuses the adapter on any other model (see adapters.base_fingerprint)."""
     import onnxruntime
 
     source = onnxruntime.AdapterFormat.read_adapter(str(adapter))
