@@ -18,7 +18,7 @@ _adapters: dict[str, tuple] = {}   # model folder -> (og.Adapters, {adapter file
 
 
 def activate(generator, model_dir: str, model, adapter: str | Path) -> None:
-    """Load `adapter` (an .onnx_adapter file) once per model and make it the active one."""
+    """Load `adapter` (an .onnx_adapter file) once per model and make it the active one. Lab 04."""
     import onnxruntime_genai as og
 
     adapter = Path(adapter)
@@ -101,5 +101,5 @@ def _check_adapter_fits(model_dir: str | Path, adapter: str | Path) -> None:
 
 
 def release() -> None:
-    """Forget the loaded adapters (before their models are freed)."""
+    """Forget the loaded adapters, before their models are freed. Lab 04."""
     _adapters.clear()
