@@ -30,8 +30,10 @@ course: install
 demo: install
 	$(PY) -m labkit course --demo
 
+# The suite's models are tiny or 1- and 2-layer shadows: glibc keeps freed memory for reuse (labkit/core/allocator.py;
+# tests/conftest.py does the same for the processes the tests start).
 test: install
-	$(PY) -m pytest
+	MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 $(PY) -m pytest
 
 # The GPU flavour lives in its own environment: .venv stays as it is. Without an NVIDIA GPU this
 # stops before downloading anything, with one message and exit code 3.

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import cache, data, paths
+from ..core import allocator, cache, data, paths
 from ..core.errors import InputError, LabkitError, MissingInput
 from ..making import models
 from ..runtime import adapters
@@ -66,9 +66,13 @@ def _check_architecture(model_dir: Path) -> None:
                              f"{arch}. Use model='tiny' or a Phi-3 checkpoint.")
 
 
-def _olive_env() -> dict:
+def _olive_env(args: list[str] = ()) -> dict:
+    """Olive's environment: offline, quiet, unbuffered; on a small checkpoint (`-m`), glibc keeps freed memory
+    (labkit.allocator: the tiny model's LoRA steps take 40 % less time)."""
     env = dict(os.environ, OLIVE_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
     env.setdefault("HF_HUB_OFFLINE", "1")
+    if "-m" in args and allocator.is_small_checkpoint(args[args.index("-m") + 1]):
+        env = allocator.keep_freed_memory(env)
     return env
 
 
@@ -101,7 +105,7 @@ def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None
     if on_start:
         on_start()
     try:
-        code = _stream(command, workdir, log, on_line)
+        code = _stream(command, workdir, log, on_line, _olive_env(args))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if code != 0 or not expect.exists():
@@ -127,7 +131,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stream(command: list[str], workdir: Path, log: Path, on_line) -> int:
+def _stream(command: list[str], workdir: Path, log: Path, on_line, env: dict | None = None) -> int:
     """Run `command` with its output written to `log` line by line; return its exit code.
 
     An interrupt (Jupyter's stop button) stops the child too; a killed parent is noticed by the child itself
@@ -135,8 +139,9 @@ def _stream(command: list[str], workdir: Path, log: Path, on_line) -> int:
     with log.open("w") as out:
         out.write("$ " + " ".join(command) + "\n\n")
         out.flush()
-        process = subprocess.Popen(command, cwd=workdir, env=dict(_olive_env(), LABKIT_PARENT_PID=str(os.getpid())),
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        env = dict(env or _olive_env(), LABKIT_PARENT_PID=str(os.getpid()))
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, bufsize=1)
         try:
             for line in process.stdout:
                 out.write(line)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import paths, results
+from ..core import allocator, paths, results
 
 # Headless runs (`make course`, tests) have no one to type into the chat panel.
 COURSE_PARAMETERS = {"04_inference": {"interactive": False}}
@@ -126,7 +126,9 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
     try:
         # The kernel inherits this environment. The inline backend keeps plots in the executed notebook
         # even where MPLBACKEND=Agg is set for headless machines.
-        with _environment(LABKIT_RUN_DIR=run_dir, LABKIT_PROFILE=profile, LABKIT_PLAIN_PROGRESS=1,
+        # The cpu profile's models are tiny: its kernels keep freed memory for reuse (labkit.allocator).
+        small = {k: os.environ.get(k, v) for k, v in allocator.KEEP_FREED.items()} if profile == "cpu" else {}
+        with _environment(**small, LABKIT_RUN_DIR=run_dir, LABKIT_PROFILE=profile, LABKIT_PLAIN_PROGRESS=1,
                           HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), OLIVE_DISABLE_TELEMETRY=1,
                           MPLBACKEND="module://matplotlib_inline.backend_inline"):
             papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
