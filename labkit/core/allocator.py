@@ -20,7 +20,7 @@ SMALL_WEIGHTS_BYTES = 2 << 30
 
 
 def keep_freed_memory(env: dict) -> dict:
-    """`env` with glibc's mmap and trim thresholds at 4 GiB, unless `env` sets them already. Labs 03–04."""
+    """`env` with glibc's mmap and trim thresholds at 4 GiB, unless `env` sets them already. Lab 03."""
     return {**KEEP_FREED, **env}
 
 
