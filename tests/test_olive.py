@@ -9,11 +9,6 @@ from labkit import bench, cache, data, olive, paths
 
 
 @pytest.fixture(scope="module")
-def finetuned(tiny_dir):
-    return olive.finetune(tiny_dir, steps=20, progress=False)
-
-
-@pytest.fixture(scope="module")
 def onnx_dir(travel_export):
     """Lab 03's export in the session's course: the AWQ model with its travel adapter as graph inputs."""
     return travel_export[0]
@@ -60,20 +55,28 @@ def test_sequence_length_covers_the_longest_pair(tiny_dir, tmp_path, monkeypatch
     assert not (tmp_path / "olive").exists(), "refused before Olive started"
 
 
-def test_finetune_learns_and_is_cached(tiny_dir, finetuned):
-    assert (finetuned.adapter / "adapter_config.json").exists()
-    assert len(finetuned.losses) == 4 and finetuned.losses[-1][1] < finetuned.losses[0][1]
-    assert olive.eval_loss(tiny_dir, finetuned.adapter) < olive.eval_loss(tiny_dir) - 0.5
-    again = olive.finetune(tiny_dir, steps=20, progress=False)
-    assert again.cached and again.adapter == finetuned.adapter and again.losses == finetuned.losses
+def test_the_courses_fine_tune_learned_and_is_reused(course_run):
+    """Lab 03's LoRA in the session's course: its loss fell, and the same call again is the cached adapter."""
+    lab03 = course_run.lab("03_olive_awq_lora")
+    tuned = lab03["finetune"]
+    losses = [loss for _, loss in tuned["train_losses"]]
+    assert len(losses) == tuned["steps"] // 5 and losses[-1] < losses[0] - 2
+    assert tuned["eval_loss_after"] < tuned["eval_loss_before"] - 0.5
+    again = olive.finetune(lab03["awq_dir"], steps=tuned["steps"], lora_r=tuned["lora_r"],
+                           learning_rate=tuned["learning_rate"], progress=False)
+    assert again.cached and again.losses == [tuple(x) for x in tuned["train_losses"]]
+    assert (again.adapter / "adapter_config.json").exists()
 
 
-def test_the_same_fine_tune_trains_the_same_adapter(tiny_dir, finetuned, tmp_path, monkeypatch):
+def test_the_same_fine_tune_trains_the_same_adapter(tiny_dir, tmp_path, monkeypatch):
     """Olive's --seed seeds its search sampler only; labkit.olive_seeded seeds LoRA's initialisation too."""
-    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))          # an empty cache: trained again, not reused
-    again = olive.finetune(tiny_dir, steps=20, progress=False)
-    assert not again.cached and again.adapter != finetuned.adapter
-    weights = [cache.file_sha256(next(a.glob("*.safetensors"))) for a in (finetuned.adapter, again.adapter)]
+    trained = []
+    for cache_dir in ("a", "b"):                               # two empty caches: trained twice, not reused
+        monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / cache_dir))
+        trained.append(olive.finetune(tiny_dir, steps=5, progress=False))
+    assert not any(t.cached for t in trained) and trained[0].adapter != trained[1].adapter
+    assert trained[0].losses == trained[1].losses and len(trained[0].losses) == 1
+    weights = [cache.file_sha256(next(t.adapter.glob("*.safetensors"))) for t in trained]
     assert weights[0] == weights[1], "the same fine-tune trained a different adapter"
 
 
