@@ -109,7 +109,7 @@ def test_report_html_renders_with_table_and_images(tmp_path):
 def test_readable_table_shows_dashes_for_unmeasured_cells():
     shown = report.readable(report.variants_table(RESULTS))
     assert shown.loc["AWQ + LoRA int4 (adapter)", "decode_tok_s"] == "–"
-    assert shown.loc["fp32", "perplexity"] == 3.9
+    assert shown.loc["fp32", "ppl_heldout"] == 3.9 and shown.loc["fp32", "ppl_travel"] == "–"
 
 
 def test_the_schema_refuses_unknown_keys_and_wrong_types(tmp_path):

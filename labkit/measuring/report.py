@@ -12,9 +12,10 @@ from pathlib import Path
 from ..core import paths, results
 from ..core.errors import InputError, MissingInput
 
-# The measures of lab 01's builds that the variants table shows (keys of results.BuildMeasures).
-_MEASURES = ["size_mb", "load_s", "prefill_tok_s", "decode_tok_s", "perplexity", "agreement_fp32"]
-_COLUMNS = ["lab", "method", "precision", "ep", *_MEASURES, "adapter"]
+# The measures of lab 01's builds that the variants table shows (keys of results.BuildMeasures). Perplexity gets a
+# column per text it was measured on: lab 01's held-out text and lab 03's travel eval set are not comparable.
+_MEASURES = ["size_mb", "load_s", "prefill_tok_s", "decode_tok_s", "agreement_fp32"]
+_COLUMNS = ["lab", "method", "precision", "ep", *_MEASURES, "ppl_heldout", "ppl_travel", "adapter"]
 
 
 def load_results(run_dir: str | Path | None = None) -> tuple[Path, dict]:
@@ -39,8 +40,8 @@ METHOD_COLOURS = {"rtn": "#d62728", "awq": "#2ca02c"}    # the same in lab 03's 
 def variants_table(data: dict):
     """One row per model variant built in labs 01-03 (a DataFrame; missing measures are NaN). Lab 05.
 
-    Labs 01 and 03 carry perplexity (held-out text and travel eval set respectively), lab 02 the
-    image Q&A speeds."""
+    Lab 01's perplexity is on held-out text (`ppl_heldout`), lab 03's on the travel eval set (`ppl_travel`);
+    lab 02 carries the image Q&A speeds."""
     import pandas as pd
 
     rows = []
@@ -48,7 +49,7 @@ def variants_table(data: dict):
     for name, row in lab01.get("builds", {}).items():
         rows.append({"lab": "01", "variant": name, "method": _method(name), "precision": name.split("-")[0],
                      "ep": lab01.get("execution_provider", "cpu"), **{k: row.get(k) for k in _MEASURES},
-                     "adapter": "–"})
+                     "ppl_heldout": row.get("perplexity"), "adapter": "–"})
     lab02 = data.get("02_vision_export", {})
     for precision, row in lab02.get("qa", {}).items():
         folder = Path(lab02.get("exports", {}).get(precision, ""))
@@ -63,11 +64,11 @@ def variants_table(data: dict):
         model, method = row["model"], row["method"]
         rows.append({"lab": "03", "variant": f"{method} ({model})", "method": method.split("-")[0].upper(),
                      "precision": "int4", "ep": lab03.get("execution_provider", "cpu"), "size_mb": row.get("size_mb"),
-                     "perplexity": row.get("perplexity"), "kl_x1e3": row.get("kl_x1e3"), "adapter": "–"})
+                     "ppl_travel": row.get("perplexity"), "kl_x1e3": row.get("kl_x1e3"), "adapter": "–"})
     onnx_ppl = lab03.get("onnx_eval_perplexity", {})
     for which, ppl in onnx_ppl.items():
         rows.append({"lab": "03", "variant": f"AWQ + LoRA int4 ({which})", "method": "AWQ + Olive auto-opt",
-                     "precision": "int4", "ep": lab03.get("execution_provider", "cpu"), "perplexity": ppl,
+                     "precision": "int4", "ep": lab03.get("execution_provider", "cpu"), "ppl_travel": ppl,
                      "adapter": "travel" if which == "adapter" else "none"})
     if not rows:
         raise InputError("results.json has no model variants from labs 01 or 03.")

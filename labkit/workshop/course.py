@@ -72,7 +72,8 @@ def start_lab(name: str, profile: str | None = None, run_dir: str | Path | None 
     if os.environ.get("LABKIT_PLAIN_PROGRESS"):
         _plain_progress_bars()
     lab = Lab(name, chosen, paths.run_dir())
-    print(f"{name}: profile {chosen.name} (execution provider {chosen.execution_provider}, model {chosen.text_model})")
+    print(f"{name}: profile {chosen.name} (execution provider {chosen.execution_provider}; text model "
+          f"{chosen.text_model}, vision model {chosen.vision_model})")
     print(f"run folder: {lab.run_dir}")
     return lab
 
