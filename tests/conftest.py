@@ -4,9 +4,11 @@ import functools
 import ipaddress
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,19 +148,63 @@ def _start_course() -> None:
     log.close()
 
 
+@dataclass
+class BenchScaleQuick:
+    done: subprocess.CompletedProcess
+    out: Path
+
+
+_bench = {}    # the background `make bench-scale-quick` of this session, once started
+
+
+def _start_bench_scale_quick() -> None:
+    """`make bench-scale-quick`'s command with one timed run per depth, in the background like the course.
+
+    It keeps one core busy for over a minute; run in its turn it ran after the course had finished, with the
+    other core idle. Started first, it shares the cores with the course and the unit tests instead."""
+    from helpers import makefile_recipe
+
+    folder = Path(tempfile.mkdtemp(prefix="pytest-bench-scale-quick-"))
+    out = folder / "bench-scale.json"
+    command = [*makefile_recipe("bench-scale-quick"), "--runs", "1", "--out", str(out)]
+    stdout, stderr = (folder / "stdout.log").open("w"), (folder / "stderr.log").open("w")
+    _bench.update(command=command, out=folder / "bench-scale.json", folder=folder,
+                  process=subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                                           start_new_session=True))
+    stdout.close()
+    stderr.close()
+
+
 def pytest_collection_finish(session):
     if any(_uses_course(item) for item in session.items) and not _course:
         _start_course()
+    if any("bench_scale_quick" in getattr(item, "fixturenames", ()) for item in session.items) and not _bench:
+        _start_bench_scale_quick()
 
 
 def pytest_unconfigure(config):
-    process = _course.get("process")
-    if process is not None and process.poll() is None:   # interrupted: stop the course and its kernels
-        import signal
-        if hasattr(os, "killpg"):
-            os.killpg(process.pid, signal.SIGTERM)
-        else:
-            process.kill()
+    for job in (_course, _bench):
+        process = job.get("process")
+        if process is not None and process.poll() is None:   # interrupted: stop it and its children
+            import signal
+            if hasattr(os, "killpg"):
+                os.killpg(process.pid, signal.SIGTERM)
+            else:
+                process.kill()
+    if _bench:
+        shutil.rmtree(_bench["folder"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bench_scale_quick() -> BenchScaleQuick:
+    """The session's background `make bench-scale-quick` run (one timed run per depth), once it has finished."""
+    if not _bench:
+        _start_bench_scale_quick()
+    code = _bench["process"].wait(timeout=900)
+    folder = _bench["folder"]
+    done = subprocess.CompletedProcess(_bench["command"], code, (folder / "stdout.log").read_text(),
+                                       (folder / "stderr.log").read_text())
+    return BenchScaleQuick(done, _bench["out"])
 
 
 @pytest.fixture(scope="session")

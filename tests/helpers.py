@@ -1,7 +1,19 @@
 """Helpers several test files share."""
 
 import json
+import shlex
+import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def makefile_recipe(target: str) -> list[str]:
+    """The command a Makefile target runs, with `$(PY)` as this interpreter."""
+    lines = (REPO / "Makefile").read_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith(f"{target}:")))
+    command = lines[start + 1].strip().replace("$(PY)", sys.executable)
+    return shlex.split(command)
 
 
 def low_memory(monkeypatch, available_gb: float, total_gb: float):

@@ -1,13 +1,12 @@
 """Real size: shadow checkpoints, build requirements, and `make bench-scale` (its quick variant)."""
 
 import json
-import shlex
 import subprocess
 import sys
 
 import pytest
 
-from labkit import paths, scale, shadow, sizing
+from labkit import scale, shadow, sizing
 
 GB = 1e9
 
@@ -37,21 +36,12 @@ def test_extrapolation_is_linear_per_layer_and_never_shrinks():
 
 
 # ------------------------------------------------------------------ the quick variant, end to end
-def makefile_recipe(target: str) -> list[str]:
-    """The command a Makefile target runs, with `$(PY)` as this interpreter."""
-    lines = (paths.REPO / "Makefile").read_text().splitlines()
-    start = lines.index(next(line for line in lines if line.startswith(f"{target}:")))
-    command = lines[start + 1].strip().replace("$(PY)", sys.executable)
-    return shlex.split(command)
-
-
-def test_bench_scale_quick_variant_builds_runs_and_extrapolates(tmp_path):
+def test_bench_scale_quick_variant_builds_runs_and_extrapolates(bench_scale_quick):
     """`make bench-scale-quick` as the Makefile runs it (to a JSON file of its own, not runs/), with one timed run
-    per depth instead of its five: the timings are not what this test checks."""
-    out = tmp_path / "bench-scale.json"
-    command = makefile_recipe("bench-scale-quick")
-    assert command[1:4] == ["-m", "labkit", "bench-scale"] and "--runs" in command
-    done = subprocess.run([*command, "--runs", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    per depth instead of its five: the timings are not what this test checks. It runs in the background from the
+    session's start (tests/conftest.py)."""
+    done, out = bench_scale_quick.done, bench_scale_quick.out
+    assert done.args[1:4] == ["-m", "labkit", "bench-scale"] and done.args[-4:] == ["--runs", "1", "--out", str(out)]
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     for key in ("model", "layers", "parameters", "checkpoint"):
