@@ -1,4 +1,6 @@
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -9,7 +11,7 @@ import onnx
 import pytest
 from helpers import checkpoint_folder, low_memory
 
-from labkit import bench, build, cache, models, shadow
+from labkit import bench, build, cache, generate, models, shadow
 
 
 # ------------------------------------------------------------------ option validation (no building)
@@ -45,7 +47,20 @@ def test_option_names_and_cli():
     assert opts.name == "int4-k_quant-b64-acc4"
     assert opts.cli("tiny", "out") == ("python -m onnxruntime_genai.models.builder -m tiny -o out -p int4 -e cpu "
                                        "-c cache --extra_options int4_block_size=64 int4_accuracy_level=4 "
-                                       "int4_algo_config=k_quant")
+                                       "int4_algo_config=k_quant && python -m labkit keep-tokenizer tiny out")
+    assert build.BuildOptions("int8").cli("my model", "x").startswith("python -m labkit build 'my model' --precision "
+                                                                       "int8 --execution-provider cpu")
+
+
+def test_the_summarys_command_line_builds_a_folder_og_loads(tiny_builds, tmp_path):
+    """Lab 01's summary: the INT4 row's command, run as shown in an empty folder, gives a folder og answers from."""
+    line = build.summary({"int4": tiny_builds["int4"]}).loc["int4", "cli"]
+    bin_dir = str(Path(sys.executable).parent)
+    done = subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shlex.split(line)[6] == "int4" and (tmp_path / "int4" / "genai_config.json").exists()
+    assert generate.generate(tmp_path / "int4", "Hello", max_new_tokens=4).new_tokens > 0
 
 
 def test_k_quant_blocks_that_split_a_row_unevenly_are_refused_before_building(monkeypatch):

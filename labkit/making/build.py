@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import shlex
 import shutil
 import sys
 import tempfile
@@ -135,15 +136,19 @@ class BuildOptions:
         return extra
 
     def cli(self, model: str = "MODEL", output: str = "OUT") -> str:
-        """The equivalent command line, for attendees to copy."""
-        precision = "fp32" if self.precision == "int8" else self.precision
+        """The equivalent command line, for attendees to copy. Lab 01.
+
+        The model builder, then labkit's keep-tokenizer (the builder alone writes a tokenizer class og cannot
+        load). The builder has no `-p int8`: that line is labkit's own build command."""
+        model, output = shlex.quote(model), shlex.quote(output)
+        if self.precision == "int8":
+            return (f"python -m labkit build {model} --precision int8 --execution-provider {self.execution_provider}"
+                    "   # FP32 by the model builder, then 8-bit MatMulNBits (labkit.build.quantize_int8)")
         cmd = (f"python -m onnxruntime_genai.models.builder -m {model} -o {output} "
-               f"-p {precision} -e {self.execution_provider} -c cache")
+               f"-p {self.precision} -e {self.execution_provider} -c cache")
         if self.extra_options():
             cmd += " --extra_options " + " ".join(f"{k}={v}" for k, v in self.extra_options().items())
-        if self.precision == "int8":
-            cmd += "   # then 8-bit MatMulNBits with onnxruntime.quantization (labkit.build.quantize_int8)"
-        return cmd
+        return f"{cmd} && python -m labkit keep-tokenizer {model} {output}"
 
 
 @dataclass
@@ -368,9 +373,15 @@ def build_all(model: str | Path, precisions, execution_provider: str = "cpu", in
 
 
 def summary(builds: dict[str, Build]):
-    """One row per build: time, cache hit, size, and the equivalent CLI line (a DataFrame). Lab 01."""
+    """One row per build: time, cache hit, size, and the equivalent command line (a DataFrame). Lab 01.
+
+    The command builds into a folder named after the build, in the folder it is run from (not into the cache)."""
     import pandas as pd
 
+    def source(b: Build) -> str:      # a hub id as given (the builder downloads it); else the checkpoint's folder
+        given = str(b.info["model"])
+        return given if "/" in given and not Path(given).exists() else str(b.info["model_dir"])
+
     rows = {name: {"seconds": round(b.seconds, 2), "cached": b.cached, "size_mb": round(b.size_bytes / 1e6, 2),
-                   "cli": b.options.cli(b.info["model"], str(b.path))} for name, b in builds.items()}
+                   "cli": b.options.cli(source(b), name)} for name, b in builds.items()}
     return pd.DataFrame.from_dict(rows, orient="index")
