@@ -168,7 +168,7 @@ def _start_bench_scale_quick() -> None:
     out = folder / "bench-scale.json"
     command = [*makefile_recipe("bench-scale-quick"), "--runs", "1", "--out", str(out)]
     stdout, stderr = (folder / "stdout.log").open("w"), (folder / "stderr.log").open("w")
-    _bench.update(command=command, out=folder / "bench-scale.json", folder=folder,
+    _bench.update(command=command, out=out, folder=folder,
                   process=subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
                                            start_new_session=True))
     stdout.close()

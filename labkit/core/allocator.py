@@ -19,9 +19,14 @@ KEEP_FREED = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": 
 SMALL_WEIGHTS_BYTES = 2 << 30
 
 
+def thresholds(env) -> dict:
+    """glibc's mmap and trim thresholds: `env`'s own where it sets them, else 4 GiB. Lab 03."""
+    return {name: env.get(name, value) for name, value in KEEP_FREED.items()}
+
+
 def keep_freed_memory(env: dict) -> dict:
     """`env` with glibc's mmap and trim thresholds at 4 GiB, unless `env` sets them already. Lab 03."""
-    return {**KEEP_FREED, **env}
+    return {**env, **thresholds(env)}
 
 
 def is_small_checkpoint(model_dir: str | Path) -> bool:

@@ -128,7 +128,7 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
         # The kernel inherits this environment. The inline backend keeps plots in the executed notebook
         # even where MPLBACKEND=Agg is set for headless machines.
         # The cpu profile's models are tiny: its kernels keep freed memory for reuse (labkit.allocator).
-        small = {k: os.environ.get(k, v) for k, v in allocator.KEEP_FREED.items()} if profile == "cpu" else {}
+        small = allocator.thresholds(os.environ) if profile == "cpu" else {}
         with _environment(**small, LABKIT_RUN_DIR=run_dir, LABKIT_PROFILE=profile, LABKIT_PLAIN_PROGRESS=1,
                           HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), OLIVE_DISABLE_TELEMETRY=1,
                           MPLBACKEND="module://matplotlib_inline.backend_inline"):
