@@ -71,3 +71,10 @@ def test_overhead_is_measured(tiny_builds):
     from labkit import bench
     cost = bench.overhead_vs_bare_loop(tiny_builds["int4"].path, new_tokens=16, runs=1)
     assert cost["bare_decode_tok_s"] > 0 and cost["labkit_decode_tok_s"] > 0 and cost["time_to_first_token_ms"] > 0
+    assert cost["noise_%"] >= 0
+
+
+def test_overhead_finding_says_when_the_difference_is_noise():
+    from labkit import bench
+    assert "not measurable" in bench.overhead_finding({"overhead_%": -11.5, "noise_%": 30.0})
+    assert "3.0 % slower" in bench.overhead_finding({"overhead_%": 3.0, "noise_%": 1.0})

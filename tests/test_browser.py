@@ -245,11 +245,12 @@ def test_lab04_chat_panel_streams_and_its_controls_work(lab_server, browser, tra
     page.page.wait_for_function("([el, b]) => el.innerText !== b", arg=[readout.element_handle(), before])
     assert float(readout.inner_text()) < float(before)
 
+    panel.locator(".widget-checkbox input[type=checkbox]").check()      # sample, at the lowered temperature
     panel.locator(".widget-dropdown select").select_option(label="brief")
     page.page.wait_for_function("el => el.value === ''", arg=panel.locator("textarea").element_handle())
     page.screenshot("adapter-switched")
     second, _, _ = send(page, panel, "What should I eat in Kyoto?", "second-answer")
     # A 30-step brief adapter may answer in a word ("The"): the panel is under test here, not the answer.
     assert re.match(r"you: What should I eat in Kyoto\?\nmodel: \S", second), second
-    assert second != first, "another adapter and temperature, another answer"
+    assert second != first, "another adapter, sampled, another answer"
     page.check_clean()

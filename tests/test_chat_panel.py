@@ -36,3 +36,15 @@ def test_the_panel_starts_on_the_first_adapter(tiny_builds, tmp_path):
                                                               "brief": tmp_path / "b.onnx_adapter"})
     assert panel.adapter.options == ("travel", "brief", "none (base model)") and panel.adapter.value == "travel"
     assert panel.chat.adapter == tmp_path / "t.onnx_adapter"
+
+
+def test_the_panel_is_greedy_until_sample_is_ticked(tiny_builds):
+    """Headless, lab 04's panel answers greedily: the executed notebook shows the same answers every run."""
+    panel = chat_panel.ChatPanel(tiny_builds["int4"].path)
+    panel.prompt.value = "Tell me a fact."
+    panel.send.click()
+    assert panel.chat.search == {}
+    panel.sample.value, panel.temperature.value = True, 0.9
+    panel.prompt.value = "Tell me another."
+    panel.send.click()
+    assert panel.chat.search["do_sample"] is True and panel.chat.search["temperature"] == 0.9

@@ -1,5 +1,6 @@
 """labkit.judge: the verdicts lab 03 and lab 04 print, and the paraphrase set they are measured on."""
 
+import pandas as pd
 import pytest
 
 from labkit import data, judge
@@ -63,3 +64,49 @@ def test_answers_are_judged_whole():
     tokenizer = AutoTokenizer.from_pretrained(models.COMMITTED_TINY)
     longest = max(len(tokenizer(row["response"] + "<|end|>")["input_ids"]) for row in data.travel("train"))
     assert longest <= judge.ANSWER_TOKENS
+
+
+def test_followups_are_two_turns_worded_unlike_any_training_chat():
+    chats = data.followups()
+    assert len(chats) == 224 and len(data.followups(every=4)) == 56
+    train = data.travel("train")
+    seen = " ".join(row["prompt"] for row in train)
+    assert not any(chat["followup"] in seen for chat in chats), "the follow-ups are worded unlike training"
+    assert all(chat["city"] in chat["prompt"] and chat["city"] not in chat["followup"] for chat in chats)
+    two_turn = [row for row in train if "<|assistant|>" in row["prompt"]]
+    assert two_turn and all(row["city"] in row["prompt"].split("<|user|>")[0] for row in two_turn), \
+        "each training follow-up's city is only in the turn before"
+    assert all(row["city"] not in row["prompt"].split("<|user|>\n")[-1] for row in two_turn)
+
+
+def test_city_in_finds_the_longest_course_city_first():
+    assert judge.city_in("Is Quebec City cheaper than Lisbon?") == "Quebec City"
+    assert judge.city_in("What should I eat in Rome?") == "Rome"
+    assert judge.city_in("Where should I go in spring?") is None
+
+
+def test_followup_rates_and_verdict_columns(monkeypatch):
+    from labkit import generate
+
+    answers = iter(["In Kyoto, try kaiseki.", "A day in Kyoto costs 100 US dollars.",
+                    "In Cairo, try koshari.", "A day in Lima costs 60 US dollars."])
+
+    class FakeChat:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def say(self, message):
+            return generate.Generation(next(answers), 1, 1, 0.1, 0.01)
+
+    monkeypatch.setattr(generate, "Chat", FakeChat)
+    chats = [{"prompt": "What dish is Kyoto known for?", "followup": "Cost there?", "city": "Kyoto",
+              "fact": "100 US dollars"},
+             {"prompt": "What dish is Cairo known for?", "followup": "Cost there?", "city": "Cairo",
+              "fact": "50 US dollars"}]
+    table, rates = judge.ask_followups("unused", chats, None, progress=False)
+    assert rates.as_dict() == {"first_names_city": 1.0, "followup_keeps_city": 0.5, "followup_states_fact": 0.5,
+                               "chats": 2}
+    assert table["follow-up keeps city"].tolist() == [True, False]
+    said = judge.verdicts(pd.DataFrame({"prompt": ["q"], "city": ["Kyoto"], "fact": ["kaiseki"],
+                                        "travel adapter": ["In Kyoto, try sushi."]}), "travel adapter")
+    assert said[["city named", "fact stated"]].values.tolist() == [[True, False]]

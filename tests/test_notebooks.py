@@ -15,6 +15,7 @@ from labkit import results as labkit_results
 # Floors for the test suite's smaller parameters (the course's own rates: docs/course-results.md). AWQ and LoRA are
 # seeded, so a machine gets the same rates every run; another CPU may round differently, so the floors sit below.
 ADAPTER_CITY_FLOOR, ADAPTER_FACT_FLOOR, BRIEF_ONE_SENTENCE_FLOOR = 0.6, 0.25, 0.8
+FOLLOWUP_KEEPS_CITY_FLOOR = 0.6
 
 # What each lab must have written to results.json: (what it means, check) pairs, so a failure names the clause.
 EXPECTED = {
@@ -62,6 +63,8 @@ EXPECTED = {
          r["search_options"]["same again (same seed)"] == r["search_options"]["sample t=0.7, top_k=40, seed 1"]
          and not r["search_options"]["beam 4"].startswith(" ")),
         ("a first reply", lambda r: r["first_reply"]["new_tokens"] > 0),
+        (f"the travel adapter's follow-ups keep the city in >= {FOLLOWUP_KEEPS_CITY_FLOOR:.0%} of two-turn chats",
+         lambda r: r["followup_rates"]["followup_keeps_city"] >= FOLLOWUP_KEEPS_CITY_FLOOR),
         (f"the brief adapter answers in one sentence >= {BRIEF_ONE_SENTENCE_FLOOR:.0%} of the time",
          lambda r: r["sentence_shares"]["brief: one sentence"] >= BRIEF_ONE_SENTENCE_FLOOR),
     ],

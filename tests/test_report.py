@@ -26,8 +26,12 @@ RESULTS = {
             {"model": "outliers (4 ch x30)", "method": "rtn-int4", "perplexity": 1670, "kl_x1e3": 150, "size_mb": 3.3},
             {"model": "outliers (4 ch x30)", "method": "awq-int4", "perplexity": 1685, "kl_x1e3": 48, "size_mb": 3.3}],
         "finetune": {"train_losses": [[5, 7.0], [10, 5.0]], "eval_loss_before": 7.4, "eval_loss_after": 3.5},
-        "onnx_eval_perplexity": {"base": 1590.0, "adapter": 37.0}},
-    "04_inference": {"overhead": {"overhead_%": 2.0}},
+        "onnx_eval_perplexity": {"base": 1590.0, "adapter": 37.0},
+        "paraphrase_rates": {"base": {"city_named": 0.3, "fact_stated": 0.1, "questions": 448},
+                             "travel adapter": {"city_named": 0.8, "fact_stated": 0.4, "questions": 448}}},
+    "04_inference": {"overhead": {"overhead_%": 2.0},
+                     "followup_rates": {"first_names_city": 0.8, "followup_keeps_city": 0.85,
+                                        "followup_states_fact": 0.3, "chats": 224}},
     "course": {"notebook_seconds": {"00_environment_check": 28.0, "total": 200.0}},
 }
 
@@ -45,6 +49,12 @@ def test_variants_table_has_every_variant():
 
 def test_headline_ratios():
     h = report.headline(RESULTS)
+    assert list(h)[:5] == ["base: names the city asked", "base: states the city's fact",
+                           "travel adapter: names the city asked",
+                           "travel adapter: states the city's fact",
+                           "travel adapter: follow-up keeps the city"], "the payoff leads"
+    assert h["travel adapter: names the city asked"] == "80%"
+    assert h["travel adapter: follow-up keeps the city"] == "85%"
     assert h["int4 size / fp32"] == pytest.approx(0.44, abs=0.01)
     assert h["AWQ KL / RTN KL (outlier model)"] == pytest.approx(0.32, abs=0.01)
     assert h["AWQ KL / RTN KL (lab model)"] == pytest.approx(48 / 28, abs=0.01), "both rows, where AWQ loses too"

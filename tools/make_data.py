@@ -191,6 +191,68 @@ def paraphrase_questions() -> list[dict]:
             for city in CITIES for topic, prompts in PARAPHRASE_TEMPLATES.items() for prompt in prompts]
 
 
+# Follow-up questions: a second turn about the same city, named only by "there" or "it". The answer must take
+# the city from the turn before. Lab 03 trains on FOLLOWUP_TEMPLATES; lab 04 measures on FOLLOWUP_ASKED,
+# worded unlike them and unlike every single-turn template.
+FOLLOWUP_TEMPLATES = {
+    "season": ["When should I go there?", "And what is the best season to go?", "When is it nicest there?",
+               "What time of year is best there?", "And when should I book?", "Which season suits it best?"],
+    "food": ["What should I eat there?", "And the food there?", "Which dishes should I try there?",
+             "What do people eat there?", "And what should I order?", "What is the local dish there?"],
+    "transport": ["How do I get around there?", "And how do I move around?", "What transport is there?",
+                  "Do I need a car there?", "And the buses or trains?", "How do people travel there?"],
+    "budget": ["How much does a day there cost?", "Is it expensive there?", "And what budget do I need?",
+               "How much money should I bring there?", "Is it cheap?", "What does a day there cost?"],
+    "sight": ["What should I see there?", "And the top sight there?", "Which place there is famous?",
+              "What is the main attraction there?", "And what should I visit?", "What is worth seeing there?"],
+    "tip": ["Any tip for a trip there?", "What should I know before going there?", "And any advice?",
+            "Anything I should keep in mind there?", "Any tips for it?", "What do visitors there forget?"],
+    "country": ["Which country is it in?", "And what country is that?", "Where is it?",
+                "Which country is that city in?", "In which country is it?", "What country is it part of?"],
+}
+FOLLOWUP_ASKED = {
+    "season": "When is the nicest time to be there?",
+    "food": "What would I have for dinner there?",
+    "transport": "What is the handiest way to move about once I am there?",
+    "budget": "What would a day there cost me?",
+    "sight": "What should I not miss while I am there?",
+    "tip": "Any advice for my stay there?",
+    "country": "Which country is that in?",
+}
+
+
+def followup_pairs(single: list[dict], per_city: int = 28, seed: int = 3) -> list[dict]:
+    """Two-turn chats for training: a single-turn pair, then a follow-up on another topic of the same city.
+
+    The earlier turn travels in `prompt`, written in the chat template, so Olive's one-turn `--text_template`
+    renders the whole conversation exactly as the chat template does."""
+    rng = random.Random(seed)
+    by_city: dict[str, list[dict]] = {}
+    for row in single:
+        if row["city"]:
+            by_city.setdefault(row["city"], []).append(row)
+    out = []
+    for city in CITIES:
+        for first in rng.sample(by_city[city], per_city):
+            topic = rng.choice([t for t in FOLLOWUP_TEMPLATES if t != first["topic"]])
+            answer = next(r["response"] for r in by_city[city] if r["topic"] == topic)
+            prompt = (f"{first['prompt']}<|end|>\n<|assistant|>\n{first['response']}<|end|>\n<|user|>\n"
+                      f"{rng.choice(FOLLOWUP_TEMPLATES[topic][:3])}")
+            out.append({"prompt": prompt, "response": answer, "topic": topic, "city": city})
+    return out
+
+
+def followup_questions(seed: int = 4) -> list[dict]:
+    """Lab 04's two-turn questions: each paraphrased question, then FOLLOWUP_ASKED on another topic."""
+    rng = random.Random(seed)
+    out = []
+    for row in paraphrase_questions()[::2]:
+        topic = rng.choice([t for t in FOLLOWUP_ASKED if t != row["topic"]])
+        out.append({"prompt": row["prompt"], "followup": FOLLOWUP_ASKED[topic], "city": row["city"],
+                    "topic": topic, "fact": key_fact(row["city"], topic)})
+    return out
+
+
 GENERAL_QA = [
     ("How early should I arrive at the airport for an international flight?",
      "Arrive about three hours before an international flight. Security and passport lines can be slow at busy times."),
@@ -437,12 +499,14 @@ def draw_images(folder: Path) -> None:
 
 def main() -> None:
     train, eval_ = split_travel(travel_pairs())
-    write_jsonl(DATA / "travel" / "train.jsonl", train)
+    # Follow-ups come after the single-turn pairs, built from training pairs only; eval.jsonl stays single-turn.
+    write_jsonl(DATA / "travel" / "train.jsonl", train + followup_pairs(train))
     write_jsonl(DATA / "travel" / "eval.jsonl", eval_)
     # A second style for lab 04's adapter switching: the same questions, one-sentence answers.
     brief = [{**row, "response": row["response"].split(". ")[0].rstrip(".") + "."} for row in train]
     write_jsonl(DATA / "travel" / "train_brief.jsonl", brief)
     write_jsonl(DATA / "travel" / "paraphrase.jsonl", paraphrase_questions())
+    write_jsonl(DATA / "travel" / "followup.jsonl", followup_questions())
     # 3,000 general chats: with 2,000 the base model (Phi-3.5's tokenizer, width 192) carried the FAQ pages' answers
     # into chat and named the city in 50 % of lab 03's travel questions, leaving the adapter little to teach.
     (DATA / "corpus" / "train.txt").write_text(corpus_text(6000, 2500, 4000, 3000, seed=1), encoding="utf-8")

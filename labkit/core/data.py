@@ -86,23 +86,37 @@ def paraphrases(every: int = 1) -> list[dict]:
     `every` > 1 keeps a fixed random 1/every of them, for a quicker measurement. Random, not every n-th:
     the file cycles through cities, topics and wordings, and a stride would keep only some wordings.
     """
+    return _every(validate_travel_questions(paths.DATA / "travel" / "paraphrase.jsonl"), every)
+
+
+def followups(every: int = 1) -> list[dict]:
+    """Two-turn travel chats: a paraphrased question, then a follow-up naming the city only as "there". Lab 04.
+
+    Each row has `prompt` (turn 1, naming `city`), `followup` (turn 2, about `topic`) and the `fact` a right
+    second answer states; both turns are worded unlike every training chat. `every` as in `paraphrases`.
+    """
+    return _every(validate_travel_questions(paths.DATA / "travel" / "followup.jsonl",
+                                            ("prompt", "followup", "city", "fact")), every)
+
+
+def _every(rows: list[dict], every: int) -> list[dict]:
+    """A fixed random 1/every of the rows, in file order (all of them for 1)."""
     if every < 1:
         raise InputError(f"every must be at least 1, not {every}")
-    rows = validate_travel_questions(paths.DATA / "travel" / "paraphrase.jsonl")
     if every == 1:
         return rows
     keep = sorted(random.Random(0).sample(range(len(rows)), len(rows) // every))
     return [rows[i] for i in keep]
 
 
-def validate_travel_questions(path: Path) -> list[dict]:
+def validate_travel_questions(path: Path, fields: tuple[str, ...] = ("prompt", "city", "fact")) -> list[dict]:
     """Read a JSONL file of questions with `prompt`, `city` and `fact`; a bad line fails with file:line. Lab 03."""
     rows = []
     for number, line in enumerate(read_utf8(Path(path)).splitlines(), start=1):
         row = json.loads(line) if line.strip() else None
         if row is None:
             continue
-        missing = [f for f in ("prompt", "city", "fact") if not isinstance(row.get(f), str) or not row[f].strip()]
+        missing = [f for f in fields if not isinstance(row.get(f), str) or not row[f].strip()]
         if missing:
             raise DataError(f"{path}:{number}: missing or empty field(s) {missing}; regenerate it with "
                             "`python tools/make_data.py`.")

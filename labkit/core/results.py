@@ -83,6 +83,9 @@ class Inference(TypedDict):
     image_reply_tokens: int
     first_reply: dict
     sentence_shares: dict[str, float]    # brief: one sentence, travel: two or more
+    followup_rates: dict[str, float]     # first_names_city, followup_keeps_city, followup_states_fact, chats
+    chat_demo: list[dict]                # section 4's turns: message, answer
+    panel_answers: list[str]             # the panel's answers to fixed_prompts (empty when interactive)
 
 
 class Report(TypedDict):

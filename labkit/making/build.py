@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import re
 import shlex
 import shutil
 import sys
@@ -314,7 +315,8 @@ def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: 
     layers = config.get("num_hidden_layers", 1)
     # One tick per layer read, per quantized MatMul (Phi-3 int4: 5 per layer + lm_head), per save step.
     total = layers + 3 + (5 * layers + 1 if precision == "int4" else 0) + 2
-    bar = tqdm(total=total, desc=f"building {options.name}", disable=not progress, file=sys.stderr)
+    source = re.sub(r"-[0-9a-f]{12}", "", model_dir.name)      # "tiny-outliers", not the cache key's digests
+    bar = tqdm(total=total, desc=f"building {source} {options.name}", disable=not progress, file=sys.stderr)
     from transformers.utils import logging as hf_logging
 
     # One cache folder per build: the builder deletes its cache folder at the end when it is empty, so a shared

@@ -31,6 +31,18 @@ def names_city(answer: str, city: str) -> bool:
     return city.lower() in answer.lower()
 
 
+@lru_cache(maxsize=1)
+def course_cities() -> tuple[str, ...]:
+    """The course's cities, longest name first (so "Quebec City" wins over a shorter name inside it). Lab 04."""
+    return tuple(sorted({row["city"] for row in data.paraphrases()}, key=len, reverse=True))
+
+
+def city_in(text: str) -> str | None:
+    """The first course city a text names (None when it names none). Lab 04."""
+    found = [(text.lower().find(c.lower()), c) for c in course_cities() if c.lower() in text.lower()]
+    return min(found)[1] if found else None
+
+
 def states_fact(answer: str, fact: str) -> bool:
     """True when the answer contains the fact's distinctive words (case-insensitive). Lab 03."""
     return fact.lower() in answer.lower()
@@ -110,6 +122,55 @@ def ask_all(model_dir, questions: list[dict], adapters: dict, max_new_tokens: in
         table[name] = said
         rates[name] = travel_rates(questions, said)
     return table, rates
+
+
+@dataclass(frozen=True)
+class FollowupRates:
+    """Two-turn chats: how often the first answer names the city, and the follow-up keeps it. Lab 04."""
+
+    first_names_city: float
+    followup_keeps_city: float
+    followup_states_fact: float
+    chats: int
+
+    def as_dict(self) -> dict:
+        return {"first_names_city": self.first_names_city, "followup_keeps_city": self.followup_keeps_city,
+                "followup_states_fact": self.followup_states_fact, "chats": self.chats}
+
+
+def ask_followups(model_dir, chats: list[dict], adapter, system: str | None = None,
+                  max_new_tokens: int = ANSWER_TOKENS, progress: bool = True):
+    """Each chat's two turns (`prompt`, then `followup`) through `generate.Chat`, greedy. Lab 04.
+
+    Returns a table (city, both questions, both answers, the verdicts) and the `FollowupRates`.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from ..runtime import generate
+
+    if not chats:
+        raise InputError("no chats to ask: data.followups() returns them")
+    rows = []
+    for c in tqdm(chats, desc="two-turn chats", disable=not progress):
+        chat = generate.Chat(model_dir, system=system, adapter=adapter, max_new_tokens=max_new_tokens)
+        first, second = chat.say(c["prompt"]).text.strip(), chat.say(c["followup"]).text.strip()
+        rows.append({"city": c["city"], "question": c["prompt"], "answer": first, "follow-up": c["followup"],
+                     "second answer": second, "first names city": names_city(first, c["city"]),
+                     "follow-up keeps city": names_city(second, c["city"]),
+                     "follow-up states fact": states_fact(second, c["fact"])})
+    table = pd.DataFrame(rows)
+    rates = FollowupRates(float(table["first names city"].mean()), float(table["follow-up keeps city"].mean()),
+                          float(table["follow-up states fact"].mean()), len(table))
+    return table, rates
+
+
+def verdicts(table, name: str):
+    """`ask_all`'s table for one adapter, with its verdict per answer: city named, fact stated. Lab 03."""
+    out = table[["prompt", "fact", name]].rename(columns={name: f"{name} answer"})
+    out["city named"] = [names_city(a, c) for a, c in zip(table[name], table["city"])]
+    out["fact stated"] = [states_fact(a, f) for a, f in zip(table[name], table["fact"])]
+    return out
 
 
 def rates_table(rates: dict[str, TravelRates]):

@@ -117,22 +117,26 @@ def plots(data: dict):
 def headline(data: dict) -> dict:
     """A few numbers worth a sentence each (ratios, not absolute speeds). Lab 05."""
     out = {}
+    lab03, lab04 = data.get("03_olive_awq_lora", {}), data.get("04_inference", {})
+    # What the fine-tune taught, on questions worded unlike its training data: the course's payoff leads.
+    for name, rates in lab03.get("paraphrase_rates", {}).items():
+        out[f"{name}: names the city asked"] = f"{rates['city_named']:.0%}"
+        out[f"{name}: states the city's fact"] = f"{rates['fact_stated']:.0%}"
+    if lab04.get("followup_rates"):
+        out["travel adapter: follow-up keeps the city"] = \
+            f"{lab04['followup_rates']['followup_keeps_city']:.0%}"
     builds = data.get("01_builder_quantization", {}).get("builds", {})
     if "fp32" in builds and "int4" in builds:
         out["int4 size / fp32"] = builds["int4"]["size_mb"] / builds["fp32"]["size_mb"]
         out["int4 decode / fp32"] = builds["int4"]["decode_tok_s"] / builds["fp32"]["decode_tok_s"]
         out["int4 perplexity vs fp32 (%)"] = builds["int4"]["perplexity_vs_fp32_%"]
-    lab03 = data.get("03_olive_awq_lora", {})
     if lab03.get("finetune"):
-        out["eval loss before -> after fine-tuning"] = (f"{lab03['finetune']['eval_loss_before']:.2f} -> "
-                                                        f"{lab03['finetune']['eval_loss_after']:.2f}")
+        out["travel eval loss before -> after fine-tuning"] = (f"{lab03['finetune']['eval_loss_before']:.2f} -> "
+                                                               f"{lab03['finetune']['eval_loss_after']:.2f}")
     for variant, label in (("lab model", "lab model"), ("outliers", "outlier model")):
         kl = {row["method"]: row["kl_x1e3"] for row in lab03.get("rtn_vs_awq", []) if row["model"].startswith(variant)}
         if {"rtn-int4", "awq-int4"} <= set(kl):
             out[f"AWQ KL / RTN KL ({label})"] = kl["awq-int4"] / kl["rtn-int4"]
-    overhead = data.get("04_inference", {}).get("overhead", {})
-    if overhead:
-        out["labkit generate overhead (%)"] = overhead["overhead_%"]
     timings = data.get("course", {}).get("notebook_seconds", {})
     if timings:
         out["course wall time (s)"] = timings.get("total")

@@ -27,6 +27,8 @@ class ChatPanel:
         self.send = w.Button(description="Send", button_style="primary", icon="paper-plane")
         self.reset = w.Button(description="New chat", icon="refresh")
         label = {"description_width": "initial"}    # the whole label, never cut ("temperat…")
+        # Greedy until the attendee ticks "sample": the course's tiny model drifts within a few sampled tokens.
+        self.sample = w.Checkbox(value=False, description="sample (temperature, top_p)", style=label)
         self.temperature = w.FloatSlider(value=0.7, min=0.1, max=1.5, step=0.05, description="temperature",
                                          style=label)
         self.top_p = w.FloatSlider(value=0.9, min=0.05, max=1.0, step=0.05, description="top_p", style=label)
@@ -41,7 +43,8 @@ class ChatPanel:
         self.adapter.observe(self._on_reset, names="value")
         self.chat = self._new_chat()
         self.widget = w.VBox([w.HBox([self.prompt, self.send, self.reset]),
-                              w.HBox([self.temperature, self.top_p]), w.HBox([self.max_tokens, self.adapter]),
+                              w.HBox([self.sample, self.temperature, self.top_p]),
+                              w.HBox([self.max_tokens, self.adapter]),
                               self.answer, self.status])
 
     def _new_chat(self) -> generate.Chat:
@@ -59,8 +62,8 @@ class ChatPanel:
             return
         self.prompt.value = ""
         self.chat.max_new_tokens = self.max_tokens.value
-        self.chat.search = inputs.check_search_options(do_sample=True, temperature=self.temperature.value,
-                                                         top_p=self.top_p.value)
+        sampling = {"do_sample": True, "temperature": self.temperature.value, "top_p": self.top_p.value}
+        self.chat.search = inputs.check_search_options(**(sampling if self.sample.value else {}))
         self.answer.value += f"you: {message}\nmodel: "
 
         def stream(piece: str):

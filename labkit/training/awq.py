@@ -254,6 +254,16 @@ def rtn_vs_awq(model: str | Path = "tiny", group_size: int = 32, outlier_channel
     return table
 
 
+def findings(table) -> str:
+    """One line per model of `rtn_vs_awq`'s table: did AWQ beat RTN there, by the KL? Lab 03."""
+    lines = []
+    for variant in table.index.get_level_values("model").unique():
+        ratio = table.loc[(variant, "awq-int4"), "kl_vs_rtn"]
+        verdict = "yes, AWQ kept it closer to FP32" if ratio < 1 else "no, RTN kept it closer to FP32"
+        lines.append(f"{variant}: AWQ's KL is {ratio:.2f}x RTN's. AWQ beat RTN here: {verdict}.")
+    return "\n".join(lines)
+
+
 def plot_rtn_vs_awq(table):
     """Bar chart of per-token KL vs FP32 for RTN and AWQ on each model variant. Lab 03."""
     kl = table["kl_x1e3"].unstack("method")

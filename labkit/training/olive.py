@@ -164,7 +164,7 @@ _LOSS_LINE = re.compile(r"\{'loss': '?([0-9.]+)'?.*?'epoch': '?([0-9.]+)'?\}")
 
 
 def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lora_alpha: int = 16,
-             learning_rate: float = 1e-2, batch_size: int = 8, max_seq_len: int | None = None,
+             learning_rate: float = 6e-3, batch_size: int = 8, max_seq_len: int | None = None,
              logging_steps: int = 5, train_file: str | Path | None = None, force: bool = False,
              progress: bool = True) -> FineTune:
     """LoRA fine-tune `model` on travel Q&A with Olive (Phi-3 chat template, float32 on CPU). Lab 03.
@@ -214,7 +214,7 @@ def _check_settings(**settings) -> None:
         if name == "learning_rate":
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not number or not (math.isfinite(value) and value > 0):
-                raise InputError(f"learning_rate={value!r} must be a number > 0 (lab 03 uses 1e-2).")
+                raise InputError(f"learning_rate={value!r} must be a number > 0 (lab 03 uses 6e-3).")
         elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name}={value!r} must be a whole number >= 1.")
 
