@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course demo test test-gpu lab bench bench-peers bench-scale bench-scale-reference bench-scale-quick prefetch lock exercises wheelhouse clean
+.PHONY: install course demo test test-gpu lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick prefetch lock exercises wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -44,9 +44,13 @@ test-gpu:
 	LABKIT_PROFILE=gpu LABKIT_TEST_MODELS=$(MODELS) $(GPU_PY) -m pytest
 
 lab: install
-	@echo "Starting JupyterLab: open the http://127.0.0.1:8888/lab?token=... URL it prints below."
-	@echo "The notebooks run on the \"Python (labkit)\" kernel (they select it; pick it if asked)."
-	@echo "Exercises without solutions: run 'make exercises', then open the copies in exercises/."
+	$(PY) -m labkit exercises --keep
+	@echo "Starting JupyterLab on exercises/ (the labs, solutions out): open the http://127.0.0.1:8888/lab?token=... URL it prints below."
+	@echo "The notebooks run on the \"Python (labkit)\" kernel (they select it; pick it if asked). With the solutions: make lab-solutions."
+	$(VENV)/bin/jupyter lab exercises/ $(if $(filter 0,$(shell id -u)),--allow-root)
+
+lab-solutions: install
+	@echo "Starting JupyterLab on notebooks/ (the labs with their solutions, for instructors)."
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: install

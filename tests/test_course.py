@@ -1,6 +1,8 @@
 """Running the notebooks headless (labkit.course): parameters, failures, timeouts, the attendee copies."""
 
 import json
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -120,6 +122,18 @@ def test_attendee_copies_keep_everything_but_the_solutions(notebook, tmp_path):
             assert after.metadata["tags"] == ["exercise"]
         else:
             assert after.source == before.source and after.metadata.get("tags") == before.metadata.get("tags")
+
+
+def test_make_lab_keeps_an_attendees_own_copy(tmp_path):
+    """`make lab` writes the attendee copies with --keep: work an attendee saved in exercises/ survives it."""
+    course.write_exercises(tmp_path)
+    mine = tmp_path / course.notebooks()[0].name
+    mine.write_text(mine.read_text().replace("# your code here", "answer = 42"))
+    subprocess.run([sys.executable, "-m", "labkit", "exercises", "--out", str(tmp_path), "--keep"], check=True,
+                   capture_output=True)
+    assert "answer = 42" in mine.read_text()
+    makefile = (paths.REPO / "Makefile").read_text()
+    assert "labkit exercises --keep" in makefile and "jupyter lab exercises/" in makefile
 
 
 def first_exercise(cells) -> int:

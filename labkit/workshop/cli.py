@@ -13,7 +13,7 @@
     labkit build MODEL [--precision P] [--force] [--json]  one model-builder build (cached), as lab 01 makes it
     labkit gpu-probe                                     is there a usable GPU? (exit 3 if not)
     labkit keep-tokenizer MODEL BUILD...                 the builder CLI's missing step (lab 01)
-    labkit exercises [--out DIR]                         attendee copies without solutions -> exercises/
+    labkit exercises [--out DIR] [--keep]                attendee copies without solutions -> exercises/
 """
 
 from __future__ import annotations
@@ -138,8 +138,9 @@ def _keep_tokenizer(args) -> int:
 
 def _exercises(args) -> int:
     from .course import write_exercises
-    written = write_exercises(args.out)
-    print(f"{len(written)} attendee copies (solutions replaced by '# your code here') in {written[0].parent}")
+    written = write_exercises(args.out, keep=args.keep)
+    kept = " (copies already there kept as they are)" if args.keep else ""
+    print(f"{len(written)} attendee copies (solutions replaced by '# your code here') in {written[0].parent}{kept}")
     return 0
 
 
@@ -212,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     keep.add_argument("builds", nargs="+", help="folders written by onnxruntime_genai.models.builder")
     exercises = command("exercises", _exercises, help="write attendee copies of the labs, solutions removed")
     exercises.add_argument("--out", default=None, help="folder (default: exercises/ in the course folder)")
+    exercises.add_argument("--keep", action="store_true", help="leave copies that exist untouched (make lab)")
     command("gpu-probe", _gpu_probe, help="nvidia-smi plus a real ONNX Runtime session on CUDA (exit 3 if none)")
     return parser
 

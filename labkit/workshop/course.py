@@ -245,8 +245,10 @@ def _attendee_copy(notebook: Path):
     return nb
 
 
-def write_exercises(out: str | Path | None = None) -> list[Path]:
-    """Write attendee copies of every lab (solutions removed) into `exercises/` (or `out`). All labs."""
+def write_exercises(out: str | Path | None = None, keep: bool = False) -> list[Path]:
+    """Write attendee copies of every lab (solutions removed) into `exercises/` (or `out`). All labs.
+
+    `keep` leaves a copy that is already there untouched (`make lab`: an attendee's own work survives)."""
     import nbformat
 
     out = Path(out) if out else paths.REPO / "exercises"
@@ -254,6 +256,9 @@ def write_exercises(out: str | Path | None = None) -> list[Path]:
     written = []
     for notebook in notebooks():
         path = out / notebook.name
+        if keep and path.exists():
+            written.append(path)
+            continue
         tmp = path.with_name(f".{path.name}.tmp")
         nbformat.write(_attendee_copy(notebook), tmp)
         tmp.replace(path)
