@@ -67,6 +67,21 @@ def test_the_notebooks_recipe_is_the_default_one(tiny_dir):
     assert awq.quantize(tiny_dir, awq.awq_recipe(32), samples=SAMPLES) == default
 
 
+def test_lab03s_oneshot_cell_lands_where_quantize_does(tiny_dir, tmp_path, monkeypatch):
+    """Lab 03 runs llmcompressor's oneshot in its own cell between AwqStep's pieces: the folder quantize returns."""
+    default = awq.quantize(tiny_dir, group_size=32, samples=SAMPLES)
+    step = awq.AwqStep(tiny_dir, awq.awq_recipe(32), samples=SAMPLES)
+    assert step.path == default and step.done
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    fresh = awq.AwqStep(tiny_dir, awq.awq_recipe(32), samples=SAMPLES)
+    assert not fresh.done
+    net, calibration = fresh.calibration_inputs()
+    assert len(calibration) == SAMPLES and "input_ids" in calibration.column_names
+    with pytest.raises(ValueError, match="no quantized Linear layers"):
+        fresh.save(net)                                     # oneshot never ran on it: nothing to store
+    assert not fresh.done and not fresh.path.exists()
+
+
 def test_rtn_and_awq_keep_the_report_colours():
     import pandas as pd
     from matplotlib.colors import to_hex

@@ -95,62 +95,118 @@ def quantize(model: str | Path = "tiny", recipe: list | None = None, *, group_si
 
     Returns a float checkpoint folder holding the dequantized INT4 weights (see module docstring),
     cached by input model + recipe + settings and written atomically. `awq_info.json` inside records
-    time and per-layer settings.
+    time and per-layer settings. Lab 03 runs the same steps in plain sight through `AwqStep`.
     """
-    _patch_llmcompressor_for_cpu()
-    recipe = recipe if recipe is not None else awq_recipe(group_size)
-    group_size = recipe_group_size(recipe)
-    if group_size not in (16, 32, 64, 128, 256):
-        raise InputError(f"group_size={group_size} is invalid; use 16, 32, 64, 128 or 256 (the builder's "
-                         "int4_block_size values), so the ONNX build lands on AWQ's grid.")
-    model_dir = models.resolve_model(model)
-    described = [[type(m).__name__, m.model_dump(mode="json")] for m in recipe]
-    step = cache.cached_step("awq", f"{model_dir.name}-awq-g{group_size}",
-                             (model_dir, described, samples, seq_len, _AWQ_FORMAT),
-                             lambda tmp, log: _awq_into(tmp, model_dir, recipe, samples, seq_len, log),
-                             info_file="awq_info.json", label="AWQ", force=force)
-    return step.path
+    step = AwqStep(model, recipe, group_size=group_size, samples=samples, seq_len=seq_len)
+    if step.done and not force:
+        return step.path
+
+    def make(tmp: Path, log: Path) -> dict:
+        started = time.perf_counter()
+        net, calibration = step.calibration_inputs()
+        names = ", ".join(type(m).__name__ for m in step.recipe)
+        print(f"oneshot(model, dataset=<{len(calibration)} travel pairs>, recipe=[{names}], max_seq_length={seq_len}, "
+              f"pipeline='sequential', shuffle_calibration_samples=False)   # llmcompressor's log: {log}")
+        with log.open("w") as log_file, cache.captured_output(log_file):
+            _oneshot(net, calibration, step.recipe, seq_len)
+        return _save_into(tmp, net, step.model_dir, step.recipe, len(calibration), started)
+
+    return step.run(make, force)
 
 
-def _awq_into(tmp: Path, model_dir: Path, recipe: list, samples: int, seq_len: int, log: Path) -> dict:
-    """Run `oneshot` with the recipe on `model_dir`, save the dequantized float checkpoint in `tmp`; return its info."""
+class AwqStep:
+    """Where one AWQ run's result lives in labkit's cache, and the pieces around llmcompressor's `oneshot`. Lab 03.
+
+    The cache key is taken from the recipe as given, before `oneshot` runs (it fills in the modifiers' fields):
+
+        step = AwqStep("tiny", recipe, samples=128)
+        if not step.done:
+            net, calibration = step.calibration_inputs()
+            oneshot(model=net, dataset=calibration, recipe=recipe, ...)
+            step.save(net)
+        step.path          # what `quantize` returns for the same inputs
+    """
+
+    def __init__(self, model: str | Path = "tiny", recipe: list | None = None, *, group_size: int = 32,
+                 samples: int = 128, seq_len: int = 128):
+        _patch_llmcompressor_for_cpu()
+        self.recipe = recipe if recipe is not None else awq_recipe(group_size)
+        self.group_size = recipe_group_size(self.recipe)
+        if self.group_size not in (16, 32, 64, 128, 256):
+            raise InputError(f"group_size={self.group_size} is invalid; use 16, 32, 64, 128 or 256 (the builder's "
+                             "int4_block_size values), so the ONNX build lands on AWQ's grid.")
+        self.model_dir, self.samples, self.seq_len = models.resolve_model(model), samples, seq_len
+        described = [[type(m).__name__, m.model_dump(mode="json")] for m in self.recipe]
+        self._name = f"{self.model_dir.name}-awq-g{self.group_size}"
+        self._key = (self.model_dir, described, samples, seq_len, _AWQ_FORMAT)
+        self.path = paths.cache_dir() / "awq" / f"{self._name}-{cache.cache_key(*self._key)}"
+        self._started = None
+
+    @property
+    def done(self) -> bool:
+        """True when the result is in the cache and verifies."""
+        return cache.verify(self.path) is None
+
+    def calibration_inputs(self):
+        """What `oneshot` needs: the model in float32 and the first `samples` travel pairs, tokenized.
+
+        Quiets llmcompressor for the run that follows: its log messages (and "No accelerator available!")
+        and torch.fx's deprecation warning stay out of the notebook; errors still raise."""
+        import torch
+        from datasets import Dataset
+        from datasets.utils.logging import disable_progress_bar
+        from loguru import logger
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        _quiet_transformers()
+        disable_progress_bar()                  # no "Map: 100%" bar for 128 rows
+        logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+        logger.disable("llmcompressor")
+        self._started = time.perf_counter()     # awq_info.json's seconds: from here to the saved checkpoint
+        tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        net = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
+        texts = data.chat_texts(tokenizer, data.travel("train")[:self.samples])
+        calibration = Dataset.from_dict({"text": texts}).map(
+            lambda batch: tokenizer(batch["text"], truncation=True, max_length=self.seq_len), batched=True,
+            remove_columns=["text"])
+        return net, calibration
+
+    def save(self, net) -> Path:
+        """Store a model `oneshot` has quantized at `path`: folded into float weights, verified, atomically."""
+        started = self._started or time.perf_counter()
+        return self.run(lambda tmp, log: _save_into(tmp, net, self.model_dir, self.recipe, self.samples, started),
+                        force=True)
+
+    def run(self, make, force: bool) -> Path:
+        step = cache.cached_step("awq", self._name, self._key, make, info_file="awq_info.json", label="AWQ",
+                                 force=force)
+        return step.path
+
+
+def _oneshot(net, calibration, recipe: list, seq_len: int) -> None:
+    from llmcompressor import oneshot
+
+    # llmcompressor shuffles with torch's unseeded global RNG by default: each run would make a slightly
+    # different AWQ model, and lab 03's answer rates would move by up to 20 points. The statistics AWQ
+    # collects do not depend on the order, so the file's order gives the same model every run.
+    oneshot(model=net, dataset=calibration, recipe=recipe, max_seq_length=seq_len,
+            num_calibration_samples=len(calibration), pipeline="sequential", shuffle_calibration_samples=False)
+
+
+def _save_into(tmp: Path, net, model_dir: Path, recipe: list, samples: int, started: float) -> dict:
+    """Fold `net`'s quantized weights into a clean float copy of `model_dir`, saved in `tmp`; return its info."""
     import torch
     from compressed_tensors.quantization.lifecycle.forward import fake_quantize
-    from datasets import Dataset
-    from llmcompressor import oneshot
     from loguru import logger
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    _quiet_transformers()
-    # llmcompressor's tracing trips a torch.fx deprecation warning that torch logs past any redirect
-    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
-    started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    texts = data.chat_texts(tokenizer, data.travel("train")[:samples])
-    names = ", ".join(type(m).__name__ for m in recipe)
-    print(f"oneshot(model, dataset=<{len(texts)} travel pairs>, recipe=[{names}], max_seq_length={seq_len}, "
-          f"pipeline='sequential', shuffle_calibration_samples=False)   # llmcompressor's log: {log}")
-    logger.disable("llmcompressor")        # its loguru messages and thousands of progress lines go to the log
-    try:
-        with log.open("w") as log_file, cache.captured_output(log_file):
-            calibration = Dataset.from_dict({"text": texts}).map(
-                lambda batch: tokenizer(batch["text"], truncation=True, max_length=seq_len), batched=True,
-                remove_columns=["text"])
-            # llmcompressor shuffles with torch's unseeded global RNG by default: each run would make a slightly
-            # different AWQ model, and lab 03's answer rates would move by up to 20 points. The statistics AWQ
-            # collects do not depend on the order, so the file's order gives the same model every run.
-            oneshot(model=model, dataset=calibration, recipe=recipe, max_seq_length=seq_len,
-                    num_calibration_samples=len(texts), pipeline="sequential", shuffle_calibration_samples=False)
-    finally:
-        logger.enable("llmcompressor")
-
+    logger.enable("llmcompressor")
     # Fold the result into plain float weights: dequantize(quantize(W)) for every quantized Linear.
     clean = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     quantized_layers = 0
     with torch.no_grad():
         clean_modules = dict(clean.named_modules())
-        for name, module in model.named_modules():
+        for name, module in net.named_modules():
             if isinstance(module, torch.nn.Linear) and hasattr(module, "weight_scale"):
                 weight = fake_quantize(module.weight, module.weight_scale, module.weight_zero_point,
                                        module.quantization_scheme.weights)
@@ -161,10 +217,13 @@ def _awq_into(tmp: Path, model_dir: Path, recipe: list, samples: int, seq_len: i
                 for pname, param in module.named_parameters(recurse=False):
                     if pname in ("weight", "bias"):
                         getattr(clean_modules[name], pname).copy_(param)
+    if not quantized_layers:
+        raise InputError("The model has no quantized Linear layers: run llmcompressor's oneshot(...) with the "
+                         "recipe on it before save_quantized.")
     clean.save_pretrained(tmp)
     models.copy_tokenizer(model_dir, tmp)
     return {"source": str(model_dir), "group_size": recipe_group_size(recipe), "symmetric": False, "bits": 4,
-            "calibration_samples": len(texts), "quantized_linears": quantized_layers,
+            "calibration_samples": samples, "quantized_linears": quantized_layers,
             "seconds": round(time.perf_counter() - started, 1), "format": _AWQ_FORMAT}
 
 
