@@ -380,7 +380,7 @@ def overhead_finding(cost: dict) -> str:
     """One sentence on `overhead_vs_bare_loop`'s result: measurable or within the runs' noise. Lab 04."""
     overhead, noise = cost["overhead_%"], cost["noise_%"]
     if abs(overhead) <= noise:
-        return (f"labkit's overhead ({overhead:+.1f} %) is smaller than the bare loop's own run-to-run spread "
-                f"(±{noise / 2:.1f} %, {noise:.1f} % wide): not measurable on this model.")
+        return (f"labkit's overhead ({overhead:+.1f} %) is within the spread of the bare loop's own runs "
+                f"({noise:.1f} % between the fastest and the slowest): not measurable on this model.")
     return f"labkit decodes {overhead:.1f} % {'slower' if overhead > 0 else 'faster'} than the bare loop " \
            f"(the bare loop's runs spread over {noise:.1f} %)."
