@@ -110,3 +110,9 @@ def test_followup_rates_and_verdict_columns(monkeypatch):
     said = judge.verdicts(pd.DataFrame({"prompt": ["q"], "city": ["Kyoto"], "fact": ["kaiseki"],
                                         "travel adapter": ["In Kyoto, try sushi."]}), "travel adapter")
     assert said[["city named", "fact stated"]].values.tolist() == [[True, False]]
+
+
+def test_a_garbled_splice_does_not_name_the_city():
+    assert not judge.names_city("A mid-range traveller in Lisbonoma and ugali.", "Lisbon")
+    assert judge.names_city("A mid-range traveller in Lisbon, then lisbon.", "Lisbon")
+    assert not judge.states_fact("It costs 145 US dollars.", "45 US dollars")

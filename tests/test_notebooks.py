@@ -15,6 +15,7 @@ from labkit import results as labkit_results
 # Floors for the test suite's smaller parameters (the course's own rates: docs/course-results.md). AWQ and LoRA are
 # seeded, so a machine gets the same rates every run; another CPU may round differently, so the floors sit below.
 ADAPTER_CITY_FLOOR, ADAPTER_FACT_FLOOR, BRIEF_ONE_SENTENCE_FLOOR = 0.6, 0.25, 0.8
+ADAPTER_CITY_MARGIN = 0.2     # share points above the base model
 FOLLOWUP_KEEPS_CITY_FLOOR = 0.6
 
 # What each lab must have written to results.json: (what it means, check) pairs, so a failure names the clause.
@@ -49,9 +50,9 @@ EXPECTED = {
          lambda r: r["paraphrase_rates"]["travel adapter"]["city_named"] >= ADAPTER_CITY_FLOOR),
         (f"adapter states the city's fact in >= {ADAPTER_FACT_FLOOR:.0%}",
          lambda r: r["paraphrase_rates"]["travel adapter"]["fact_stated"] >= ADAPTER_FACT_FLOOR),
-        ("the base model names the city at most half as often as the adapter, and states fewer facts",
-         lambda r: (base := r["paraphrase_rates"]["base"])["city_named"]
-         <= (tuned := r["paraphrase_rates"]["travel adapter"])["city_named"] / 2
+        (f"the adapter names the city {ADAPTER_CITY_MARGIN:.0%} more often than the base model, states more facts",
+         lambda r: (base := r["paraphrase_rates"]["base"])["city_named"] + ADAPTER_CITY_MARGIN
+         <= (tuned := r["paraphrase_rates"]["travel adapter"])["city_named"]
          and base["fact_stated"] < tuned["fact_stated"]),
     ],
     "04_inference": [

@@ -7,7 +7,8 @@
 - a general answer is *of the corpus's kind* when it ends a sentence and nearly all its words occur in
   the pre-training corpus.
 
-Plain substring checks, on purpose: an attendee can verify every verdict by reading the answer.
+Plain whole-word checks, on purpose: an attendee can verify every verdict by reading the answer
+(a garbled splice such as "Lisbonoma" does not count as naming Lisbon).
 """
 
 from __future__ import annotations
@@ -26,9 +27,14 @@ ANSWER_TOKENS = 64
 _WORD = re.compile(r"[A-Za-z]+")
 
 
+def _says(answer: str, words: str) -> bool:
+    """`words` in the answer as whole words, case-insensitive: "Lisbonoma" (a garbled splice) is not "Lisbon"."""
+    return re.search(rf"(?<!\w){re.escape(words)}(?!\w)", answer, re.IGNORECASE) is not None
+
+
 def names_city(answer: str, city: str) -> bool:
-    """True when the answer names the city asked about (case-insensitive). Lab 03."""
-    return city.lower() in answer.lower()
+    """True when the answer names the city asked about, as a whole word (case-insensitive). Lab 03."""
+    return _says(answer, city)
 
 
 @lru_cache(maxsize=1)
@@ -39,13 +45,13 @@ def course_cities() -> tuple[str, ...]:
 
 def city_in(text: str) -> str | None:
     """The first course city a text names (None when it names none). Lab 04."""
-    found = [(text.lower().find(c.lower()), c) for c in course_cities() if c.lower() in text.lower()]
+    found = [(text.lower().find(c.lower()), c) for c in course_cities() if _says(text, c)]
     return min(found)[1] if found else None
 
 
 def states_fact(answer: str, fact: str) -> bool:
-    """True when the answer contains the fact's distinctive words (case-insensitive). Lab 03."""
-    return fact.lower() in answer.lower()
+    """True when the answer contains the fact's distinctive words, whole (case-insensitive). Lab 03."""
+    return _says(answer, fact)
 
 
 def sentences(answer: str) -> int:
