@@ -36,26 +36,23 @@ def test_missing_adapter_is_a_clear_error(tiny_dir, tmp_path):
 def test_failed_step_names_step_and_log(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
     # A negative sequence length makes Olive's data pass fail; Olive still exits 0 (upstream behaviour).
-    # finetune() refuses one shorter than the longest pair itself, so the test lets it through.
-    monkeypatch.setattr(olive, "longest_pair_tokens", lambda *_: (-5, 0))
+    # finetune() refuses it itself, so the test lets it through.
+    monkeypatch.setattr(olive, "_blocks", lambda *_: (-5, 10))
     expected = "(?s)Olive step 'fine-tune' failed.*DatasetGenerationError.*Full log"
     with pytest.raises(olive.OliveStepError, match=expected):
         olive.finetune(tiny_dir, steps=2, max_seq_len=-5, progress=False)
     assert not list((tmp_path / "olive").glob("tiny-*")), "no half-written output folder"
 
 
-def test_sequence_length_covers_the_longest_pair(tiny_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+def test_the_default_block_holds_the_longest_pair(tiny_dir):
     rows = data.validate_travel(paths.DATA / "travel" / "train.jsonl")
-    longest, _ = olive.longest_pair_tokens(tiny_dir, rows)
-    assert 40 < longest < 128, "the travel pairs are short: Olive's default of 1024 would be mostly padding"
-    padded = -(-longest // 16) * 16
+    lengths, _ = olive.pair_tokens(tiny_dir, rows)
+    longest = max(lengths)
+    assert 40 < longest < 128, "the travel pairs are short: Olive's default block of 1024 tokens would be slow on CPU"
+    block = -(-longest // 16) * 16
     lab03 = (paths.NOTEBOOKS / "03_olive_awq_lora.ipynb").read_text()
-    assert f"--max_seq_len {padded} " in lab03 and f"which is {padded} with Phi-3.5's tokenizer" in lab03, \
-        f"lab 03's markdown says the tiny model's pairs take {padded}"
-    with pytest.raises(ValueError, match=f"the longest is {longest} tokens"):
-        olive.finetune(tiny_dir, steps=2, max_seq_len=longest - 1, progress=False)
-    assert not (tmp_path / "olive").exists(), "refused before Olive started"
+    assert f"--max_seq_len {block} " in lab03 and f"which is {block} with Phi-3.5's tokenizer" in lab03, \
+        f"lab 03's markdown says the tiny model's longest pair takes {block}"
 
 
 def test_the_courses_fine_tune_learned_and_is_reused(course_run):
@@ -73,10 +70,12 @@ def test_the_courses_fine_tune_learned_and_is_reused(course_run):
 
 def test_the_same_fine_tune_trains_the_same_adapter(tiny_dir, tmp_path, monkeypatch):
     """Olive's --seed seeds its search sampler only; labkit.olive_seeded seeds LoRA's initialisation too."""
+    pairs = tmp_path / "pairs.jsonl"       # determinism, not the data: 64 pairs keep Olive's pre-processing short
+    pairs.write_text("".join((paths.DATA / "travel" / "train.jsonl").read_text().splitlines(keepends=True)[:64]))
     trained = []
     for cache_dir in ("a", "b"):                               # two empty caches: trained twice, not reused
         monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / cache_dir))
-        trained.append(olive.finetune(tiny_dir, steps=5, progress=False))
+        trained.append(olive.finetune(tiny_dir, steps=5, train_file=pairs, progress=False))
     assert not any(t.cached for t in trained) and trained[0].adapter != trained[1].adapter
     assert trained[0].losses == trained[1].losses and len(trained[0].losses) == 1
     weights = [cache.file_sha256(next(t.adapter.glob("*.safetensors"))) for t in trained]
@@ -151,15 +150,17 @@ def test_the_progress_bar_ends_full_when_steps_are_not_a_multiple_of_logging(tin
     monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
     monkeypatch.setattr(olive, "_run_olive", fake_olive)
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
-    settings = {"steps": 32, "seq": 128, "r": 4, "alpha": 4, "lr": 1e-3, "bs": 8, "pairs": 10}
-    _, losses = olive._finetune_into(tmp_path / "out", tiny_dir, tmp_path / "train.jsonl", settings, 5,
+    settings = {"steps": 32, "seq": 128, "r": 4, "alpha": 4, "lr": 1e-3, "bs": 8, "blocks": 10}
+    _, losses, passes = olive._finetune_into(tmp_path / "out", tiny_dir, tmp_path / "train.jsonl", settings, 5,
                                      tmp_path / "log", True)
     assert [step for step, _ in losses] == [5, 10, 15, 20, 25, 30]
     assert bars and set(bars) == {(32, 32)}, bars
+    assert passes == round(5 / 6 * 32 / 30, 3), "the whole run's passes, from the last logged epoch"
 
 
-def test_the_fine_tune_reads_every_pair_of_the_file(tiny_dir, tmp_path, monkeypatch):
-    """Olive's --max_samples defaults to 256 and keeps the file's first rows: labkit passes the file's count."""
+def test_the_fine_tune_reads_every_block_of_the_file(tiny_dir, tmp_path, monkeypatch):
+    """Olive cuts the joined pairs into max_seq_len-token blocks, and its --max_samples (default 256) keeps the
+    first ones: labkit passes the file's block count, and lab 03's command shows the same."""
     import re
 
     seen = {}
@@ -172,11 +173,20 @@ def test_the_fine_tune_reads_every_pair_of_the_file(tiny_dir, tmp_path, monkeypa
 
     monkeypatch.setattr(olive, "_run_olive", fake_olive)
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
-    olive.finetune(tiny_dir, steps=2, progress=False)
-    pairs = len(data.travel("train"))
-    assert pairs > 256 and seen["--max_samples"] == str(pairs)
+    tuned = olive.finetune(tiny_dir, steps=2, progress=False)
+    lengths, joiner = olive.pair_tokens(tiny_dir, data.travel("train"))
+    blocks = (sum(lengths) + joiner * len(lengths)) // int(seen["--max_seq_len"])
+    assert blocks > 256 and seen["--max_samples"] == str(blocks) and tuned.blocks == blocks
     notebook = (paths.REPO / "notebooks" / "03_olive_awq_lora.ipynb").read_text()
-    assert re.search(rf"--max_samples {pairs}\b", notebook), "lab 03's olive command shows the same count"
+    assert re.search(rf"--max_samples {blocks}\b", notebook), "lab 03's olive command shows the same count"
+
+
+def test_too_little_text_for_one_block_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(olive, "_run_olive", lambda *a, **k: pytest.fail("Olive started"))
+    pairs = tmp_path / "train.jsonl"
+    pairs.write_text(json.dumps({"prompt": "Best time for Rome?", "response": "Autumn."}) + "\n")
+    with pytest.raises(olive.InputError, match="not enough for one block of max_seq_len=16"):
+        olive.finetune("tiny", train_file=pairs, max_seq_len=16, progress=False)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -185,7 +195,8 @@ def test_the_fine_tune_reads_every_pair_of_the_file(tiny_dir, tmp_path, monkeypa
     ({"batch_size": 0}, "batch_size=0 must be a whole number >= 1"),
     ({"steps": 2.5}, "steps=2.5 must be a whole number"),
     ({"lora_r": 0}, "lora_r=0"),
-    ({"max_seq_len": 10**6}, "longer than the model's context"),
+    ({"max_seq_len": 10**6}, "between 16 and the model's context"),
+    ({"max_seq_len": 8}, "max_seq_len=8 must be between 16"),
 ])
 def test_settings_olive_would_fail_on_are_refused_before_it_starts(kwargs, message, monkeypatch):
     monkeypatch.setattr(olive, "_run_olive", lambda *a, **k: pytest.fail("Olive started on bad settings"))

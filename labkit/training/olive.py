@@ -37,7 +37,7 @@ from ..runtime import adapters
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 PHI3_LORA_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj"
-_OLIVE_FORMAT = "labkit-olive-v2"   # bump when the output of the same inputs changes
+_OLIVE_FORMAT = "labkit-olive-v3"   # bump when the output of the same inputs changes
 _EXPORT_FORMAT = "labkit-olive-export-v3"   # the export's adapter carries its base model's fingerprint
 ARCHITECTURES = ("Phi3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
@@ -56,6 +56,8 @@ class FineTune:
     seconds: float = 0.0
     cached: bool = False
     log: Path | None = None
+    blocks: int = 0           # max_seq_len-token blocks Olive cut the training file into
+    passes: float = 0.0       # passes over them, as the trainer counted its epochs
 
 
 def _check_architecture(model_dir: Path) -> None:
@@ -169,41 +171,37 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
              progress: bool = True) -> FineTune:
     """LoRA fine-tune `model` on travel Q&A with Olive (Phi-3 chat template, float32 on CPU). Lab 03.
 
-    Olive pads every pair to `max_seq_len` tokens and cuts longer ones, so by default it is the longest
-    pair, rounded up to 16: nothing is cut and no step pays for padding it does not need."""
+    `olive finetune` joins the pairs into one token stream, a blank line between them, and cuts it into blocks of
+    `max_seq_len` tokens (its text-generation pre-processing's default strategy, "join"): nothing is padded, and
+    every step trains on `batch_size` × `max_seq_len` tokens whatever the pairs' lengths. A pair that straddles two
+    blocks is learned in two pieces. By default a block is the longest pair, rounded up to 16."""
     train_file = Path(train_file) if train_file else paths.DATA / "travel" / "train.jsonl"
     _check_settings(steps=steps, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size,
                     logging_steps=logging_steps, learning_rate=learning_rate)
     rows = data.validate_travel(train_file)            # file:line errors before any training
     model_dir = models.resolve_model(model)
     _check_architecture(model_dir)
-    longest, index = longest_pair_tokens(model_dir, rows)
+    lengths, joiner = pair_tokens(model_dir, rows)
+    longest = max(lengths)
     context = int(paths.read_json(model_dir / "config.json", "restore the checkpoint")["max_position_embeddings"])
     if longest > context:
         line = [n for n, text in enumerate(train_file.read_text(encoding="utf-8").splitlines(), 1) if text.strip()]
-        raise InputError(f"{train_file}:{line[index]}: this pair is {longest:,} tokens, longer than the model's "
-                         f"context ({context:,}): shorten it or remove it (Olive would pad every pair to its length).")
-    if max_seq_len is None:
-        max_seq_len = -(-longest // 16) * 16
-    elif max_seq_len < longest:
-        raise InputError(f"max_seq_len={max_seq_len} would cut pairs of {train_file.name}: the longest is {longest} "
-                         f"tokens. Pass max_seq_len={longest} or more, or leave it out (labkit measures it).")
-    elif max_seq_len > context:
-        raise InputError(f"max_seq_len={max_seq_len} is longer than the model's context ({context}): pass at most "
-                         f"{context}, or leave it out (labkit measures the longest pair: {longest} tokens).")
+        raise InputError(f"{train_file}:{line[lengths.index(longest)]}: this pair is {longest:,} tokens, longer than "
+                         f"the model's context ({context:,}): it could never read it whole. Shorten it or remove it.")
+    max_seq_len, blocks = _blocks(max_seq_len, lengths, joiner, context, train_file)
     settings = dict(steps=steps, r=lora_r, alpha=lora_alpha, lr=learning_rate, bs=batch_size, seq=max_seq_len,
-                    pairs=len(rows))
+                    blocks=blocks)
 
     def make(tmp: Path, log: Path) -> dict:
-        seconds, losses = _finetune_into(tmp, model_dir, train_file, settings, logging_steps, log, progress)
+        seconds, losses, passes = _finetune_into(tmp, model_dir, train_file, settings, logging_steps, log, progress)
         return {"base_model": str(model_dir), "settings": settings, "train_pairs": len(rows), "losses": losses,
-                "seconds": round(seconds, 1)}
+                "passes": passes, "seconds": round(seconds, 1)}
 
     step = cache.cached_step("olive", f"{model_dir.name}-lora-r{lora_r}-s{steps}",
                              (model_dir, settings, cache.file_sha256(Path(train_file)), _OLIVE_FORMAT), make,
                              info_file="finetune_info.json", label="LoRA fine-tune", force=force)
     return FineTune(step.path / "adapter", model_dir, [tuple(x) for x in step.info["losses"]], step.info["seconds"],
-                    step.cached, step.log)
+                    step.cached, step.log, settings["blocks"], step.info["passes"])
 
 
 def _check_settings(**settings) -> None:
@@ -219,25 +217,42 @@ def _check_settings(**settings) -> None:
             raise InputError(f"{name}={value!r} must be a whole number >= 1.")
 
 
-def longest_pair_tokens(model_dir: Path, rows: list[dict]) -> tuple[int, int]:
-    """Tokens in the longest pair, and its index in `rows`, as Olive's text_generation pre-processing makes
-    it: the chat template, wrapped in BOS and EOS with spaces between (`f"{bos} {text} {eos}"`). Lab 03."""
+def _blocks(max_seq_len: int | None, lengths: list[int], joiner: int, context: int,
+            train_file: Path) -> tuple[int, int]:
+    """The block length (by default the longest pair rounded up to 16) and how many blocks Olive cuts."""
+    longest = max(lengths)
+    if max_seq_len is None:
+        max_seq_len = -(-longest // 16) * 16
+    elif not 16 <= max_seq_len <= context:
+        raise InputError(f"max_seq_len={max_seq_len} must be between 16 and the model's context ({context}); "
+                         f"leave it out for labkit's default ({-(-longest // 16) * 16}: the longest pair, "
+                         f"{longest} tokens, rounded up to 16).")
+    stream = sum(lengths) + joiner * len(lengths)
+    if stream <= max_seq_len:      # Olive would cut no block and fail in the trainer, far from the cause
+        raise InputError(f"{train_file.name} holds {stream} tokens, not enough for one block of max_seq_len="
+                         f"{max_seq_len}: Olive joins the pairs and cuts blocks of that length. Add pairs or pass a "
+                         f"smaller max_seq_len.")
+    return max_seq_len, stream // max_seq_len
+
+
+def pair_tokens(model_dir: Path, rows: list[dict]) -> tuple[list[int], int]:
+    """Each pair's tokens as Olive's pre-processing makes them (the chat template, no BOS or EOS: `olive finetune`
+    leaves --add_special_tokens off), and the tokens of the blank line Olive joins them with. Lab 03."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    texts = [f"{tokenizer.bos_token} {PHI3_TEMPLATE.format(**row)} {tokenizer.eos_token}" for row in rows]
+    texts = [PHI3_TEMPLATE.format(**row) for row in rows]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    longest = max(range(len(rows)), key=lengths.__getitem__)
-    return lengths[longest], longest
+    return lengths, len(tokenizer.encode("\n\n", add_special_tokens=False))
 
 
 def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict, logging_steps: int, log: Path,
                    progress: bool) -> tuple[float, list]:
-    """`olive finetune` into `tmp/adapter`; returns seconds and the (step, loss) pairs it logged."""
+    """`olive finetune` into `tmp/adapter`; returns seconds, the (step, loss) pairs it logged and its passes."""
     from tqdm.auto import tqdm
 
     steps = settings["steps"]
-    losses, bars = [], []
+    losses, epochs, bars = [], [], []
 
     def on_start():          # the bar goes below the command line, not above it
         bars.append(tqdm(total=steps, desc="LoRA fine-tuning", disable=not progress))
@@ -247,6 +262,7 @@ def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict,
         if match:
             step = (len(losses) + 1) * logging_steps
             losses.append((step, float(match.group(1))))
+            epochs.append(float(match.group(2)) * steps / step)     # the whole run's passes, as the trainer counts
             bars[0].update(min(step, steps) - bars[0].n)
             bars[0].set_postfix(loss=match.group(1))
 
@@ -259,8 +275,8 @@ def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict,
             "--lora_r", str(settings["r"]), "--lora_alpha", str(settings["alpha"]),
             "--target_modules", PHI3_LORA_TARGETS, "--max_steps", str(steps), "--learning_rate", str(settings["lr"]),
             "--per_device_train_batch_size", str(settings["bs"]), "--logging_steps", str(logging_steps),
-            # Olive's default --max_samples is 256: without it the LoRA would see only the file's first 256 pairs.
-            "--max_samples", str(settings["pairs"]),
+            # Olive's --max_samples counts blocks and defaults to 256: the LoRA would see only the file's start.
+            "--max_samples", str(settings["blocks"]),
             "--save_strategy", "no", "--seed", "0", "--log_level", "1"],
             log, expect=tmp / "olive" / "adapter" / "adapter_config.json", on_line=on_line, on_start=on_start)
         bars[0].update(steps - bars[0].n)   # the last steps are not logged when steps % logging_steps != 0
@@ -269,7 +285,7 @@ def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict,
             bar.close()
     shutil.move(str(tmp / "olive" / "adapter"), str(tmp / "adapter"))
     shutil.rmtree(tmp / "olive")     # Olive also copies the base model; the adapter is what we keep
-    return time.perf_counter() - started, losses
+    return time.perf_counter() - started, losses, round(epochs[-1], 3) if epochs else 0.0
 
 
 def export_with_adapter(model: str | Path, adapter: str | Path, precision: str = "int4",
