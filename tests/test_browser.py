@@ -219,10 +219,10 @@ def send(page, panel, question: str, step: str) -> tuple[str, list[str], list[st
 
 def test_lab04_chat_panel_streams_and_its_controls_work(lab_server, browser, travel_export):
     # Attendees get the chat panel, not the fixed prompts; on the session course's model and adapters (the brief
-    # one is a cache hit): the panel is under test here.
+    # one is a cache hit): the panel is under test here, so the measured sections ask a handful of questions.
     notebook = next(nb for nb in course.notebooks() if nb.stem == "04_inference")
     write_notebook(notebook, lab_server.workspace, interactive=True, model_dir=str(travel_export[0]),
-                   adapter=str(travel_export[1]))
+                   adapter=str(travel_export[1]), followup_every=56, sentence_every=112)
     page = Page(browser, lab_server.base, lab_server.token, notebook.name)
     page.run_all(timeout_s=300)
     page.screenshot("ran")
