@@ -12,7 +12,6 @@ turns are dropped when it no longer fits the context.
 
 import argparse
 import json
-import signal
 import sys
 
 import onnxruntime_genai as og
@@ -78,11 +77,6 @@ def fits(tokenizer, messages, context, max_new_tokens):
     return len(tokenizer.encode(prompt)) + max_new_tokens <= context
 
 
-def sigint_mask(how):
-    if hasattr(signal, "pthread_sigmask"):     # POSIX; on Windows Ctrl-C is a console event, not a thread's signal
-        signal.pthread_sigmask(how, {signal.SIGINT})
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Chat with an onnxruntime-genai model folder.")
     parser.add_argument("-m", "--model", required=True, help="a folder with genai_config.json (a course build)")
@@ -92,9 +86,6 @@ def main(argv=None):
     parser.add_argument("--prompt", action="append", help="ask this instead of reading the terminal (repeatable)")
     args = parser.parse_args(argv)
 
-    # onnxruntime's worker threads start with the model and inherit this mask: Ctrl-C then reaches the main thread,
-    # which interrupts input() at once (delivered to a worker, it waited for the next Enter).
-    sigint_mask(signal.SIG_BLOCK)
     try:
         model = og.Model(args.model)
     except Exception as err:  # og raises plain RuntimeErrors: say what to pass instead
@@ -118,7 +109,6 @@ def main(argv=None):
     forbidden = control_tokens(args.model)
 
     try:
-        sigint_mask(signal.SIG_UNBLOCK)        # a Ctrl-C pressed while loading arrives here
         return chat(model, tokenizer, adapters, args, context, forbidden)
     except KeyboardInterrupt:      # Ctrl-C at the prompt or mid-reply: leave quietly
         print()

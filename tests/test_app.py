@@ -64,8 +64,11 @@ def test_app_names_a_bad_adapter_and_lengths_beyond_the_context(tiny_builds, tra
 
 def test_ctrl_c_at_the_prompt_leaves_quietly(tiny_builds):
     import signal
+    # A shell without job control starts background jobs with Ctrl-C ignored, and the app would inherit that:
+    # give it the terminal's default, as an attendee's shell does.
     app = subprocess.Popen([sys.executable, str(APP), "-m", str(tiny_builds["int4"].path)], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert app.stdout.read(2) == "> ", "the app waits at its prompt"      # blocks until the model is loaded
     app.send_signal(signal.SIGINT)
     out, err = app.communicate(timeout=30)

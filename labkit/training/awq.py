@@ -98,20 +98,17 @@ def quantize(model: str | Path = "tiny", recipe: list | None = None, *, group_si
     time and per-layer settings. Lab 03 runs the same steps in plain sight through `AwqStep`.
     """
     step = AwqStep(model, recipe, group_size=group_size, samples=samples, seq_len=seq_len)
-    if step.done and not force:
-        return step.path
 
     def make(tmp: Path, log: Path) -> dict:
-        started = time.perf_counter()
         net, calibration = step.calibration_inputs()
         names = ", ".join(type(m).__name__ for m in step.recipe)
         print(f"oneshot(model, dataset=<{len(calibration)} travel pairs>, recipe=[{names}], max_seq_length={seq_len}, "
               f"pipeline='sequential', shuffle_calibration_samples=False)   # llmcompressor's log: {log}")
         with log.open("w") as log_file, cache.captured_output(log_file):
             _oneshot(net, calibration, step.recipe, seq_len)
-        return _save_into(tmp, net, step.model_dir, step.recipe, len(calibration), started)
+        return _save_into(tmp, net, step.model_dir, step.recipe, len(calibration), step.started)
 
-    return step.run(make, force)
+    return step.cached(make, force)
 
 
 class AwqStep:
@@ -140,7 +137,7 @@ class AwqStep:
         self._name = f"{self.model_dir.name}-awq-g{self.group_size}"
         self._key = (self.model_dir, described, samples, seq_len, _AWQ_FORMAT)
         self.path = paths.cache_dir() / "awq" / f"{self._name}-{cache.cache_key(*self._key)}"
-        self._started = None
+        self.started = None      # when calibration_inputs ran: awq_info.json's seconds count from there
 
     @property
     def done(self) -> bool:
@@ -162,7 +159,7 @@ class AwqStep:
         disable_progress_bar()                  # no "Map: 100%" bar for 128 rows
         logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
         logger.disable("llmcompressor")
-        self._started = time.perf_counter()     # awq_info.json's seconds: from here to the saved checkpoint
+        self.started = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         net = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
         texts = data.chat_texts(tokenizer, data.travel("train")[:self.samples])
@@ -173,11 +170,12 @@ class AwqStep:
 
     def save(self, net) -> Path:
         """Store a model `oneshot` has quantized at `path`: folded into float weights, verified, atomically."""
-        started = self._started or time.perf_counter()
-        return self.run(lambda tmp, log: _save_into(tmp, net, self.model_dir, self.recipe, self.samples, started),
-                        force=True)
+        started = self.started or time.perf_counter()
+        return self.cached(lambda tmp, log: _save_into(tmp, net, self.model_dir, self.recipe, self.samples, started),
+                           force=True)
 
-    def run(self, make, force: bool) -> Path:
+    def cached(self, make, force: bool) -> Path:
+        """`make(tmp, log)` through labkit's cached step at `path` (made once, verified when reused)."""
         step = cache.cached_step("awq", self._name, self._key, make, info_file="awq_info.json", label="AWQ",
                                  force=force)
         return step.path
