@@ -83,8 +83,8 @@ def block16_build(build_dir: str | Path, b32_dir: str | Path, predicted_size_mb)
     return _report(size > b32 and _close(predicted_size_mb, size, 0.15),
                    f"{size:.2f} MB vs {b32:.2f} MB at block 32: smaller blocks store more scales.",
                    f"The build is right ({size:.2f} MB) but the prediction {predicted_size_mb!r} MB is off by more "
-                   "than 15 %. Per weight: 4 bits plus one scale (fp32) and one zero point per block; what else in the "
-                   "folder is not quantized?")
+                   "than 15 %. Per weight: 4 bits plus one fp32 scale per block (the default INT4 is symmetric: no "
+                   "zero point); what else in the folder is not quantized?")
 
 
 def int8_ratio(answer, table) -> Result:
