@@ -33,6 +33,10 @@ TEST_PARAMETERS = {
                      "followup_every": 4},
 }
 
+# Lab 04 run again only to show its cells work (the blank copy, the browser's chat panel): a handful of questions,
+# since the session's course run measures the rates.
+LAB04_FEW_QUESTIONS = {"followup_every": 56, "sentence_every": 112}
+
 
 def notebook_parameters(notebook) -> dict:
     """The test parameters of one notebook, with the tiny models unless `MODELS=real`."""

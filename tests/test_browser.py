@@ -22,7 +22,7 @@ import nbformat
 import pytest
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
-from parameters import TEST_PARAMETERS
+from parameters import LAB04_FEW_QUESTIONS, TEST_PARAMETERS
 
 from labkit import course, paths
 
@@ -222,7 +222,7 @@ def test_lab04_chat_panel_streams_and_its_controls_work(lab_server, browser, tra
     # one is a cache hit): the panel is under test here, so the measured sections ask a handful of questions.
     notebook = next(nb for nb in course.notebooks() if nb.stem == "04_inference")
     write_notebook(notebook, lab_server.workspace, interactive=True, model_dir=str(travel_export[0]),
-                   adapter=str(travel_export[1]), followup_every=56, sentence_every=112)
+                   adapter=str(travel_export[1]), **LAB04_FEW_QUESTIONS)
     page = Page(browser, lab_server.base, lab_server.token, notebook.name)
     page.run_all(timeout_s=300)
     page.screenshot("ran")

@@ -7,7 +7,7 @@ import sys
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
-from parameters import notebook_parameters
+from parameters import LAB04_FEW_QUESTIONS, notebook_parameters
 
 from labkit import course, paths
 from labkit.core.profiles import get_profile
@@ -156,8 +156,7 @@ def test_blank_copies_run_up_to_the_first_exercise(stem, course_run, tmp_path, m
     nb = nbformat.read(copy, as_version=4)
     nb.cells = nb.cells[:first_exercise(nb.cells)]               # what an attendee runs before their first turn
     nbformat.write(nb, copy)
-    # The course run measured the rates on many questions: here a handful shows the cells run.
-    light = {"followup_every": 56, "sentence_every": 112} if stem == "04_inference" else {}
+    light = LAB04_FEW_QUESTIONS if stem == "04_inference" else {}
     course.run_notebook(copy, tmp_path / "run", {**notebook_parameters(notebook), **light})
     recorded = json.loads((tmp_path / "run" / "results.json").read_text())[stem]
     if stem == "04_inference":
