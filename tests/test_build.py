@@ -165,6 +165,22 @@ def test_precisions_produce_the_expected_kernels(tiny_builds):
     assert sizes["int4"] < sizes["int8"] < sizes["fp32"]
 
 
+def zero_points(model_dir) -> set[bool]:
+    """For each MatMulNBits: does it take a zero-point input (asymmetric levels)?"""
+    model = onnx.load(str(model_dir / "model.onnx"), load_external_data=False)
+    return {len(n.input) > 3 and bool(n.input[3]) for n in model.graph.node if n.op_type == "MatMulNBits"}
+
+
+def test_builder_options_reach_the_builder_as_the_cli_parses_them(tiny_builds, tmp_path, monkeypatch):
+    """`int4_is_symmetric=false` is a string on the CLI; the builder's own parser makes it False. Passed raw to
+    `create_model`, "false" would be truthy and the build silently symmetric (lab 03's RTN/AWQ comparison)."""
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    assert zero_points(tiny_builds["int4"].path) == {False}, "the builder's default: symmetric, scales only"
+    asymmetric = build.build("tiny", "int4", algorithm="rtn", extra={"int4_is_symmetric": "false"}, progress=False)
+    assert zero_points(asymmetric.path) == {True}
+    assert asymmetric.size_bytes > tiny_builds["int4"].size_bytes, "a zero point per block costs bytes"
+
+
 def test_quantized_perplexity_stays_close_to_fp32(tiny_builds):
     ppl = {p: bench.perplexity(b.path) for p, b in tiny_builds.items()}
     assert ppl["fp32"] < 0.001 * 32064, "the tiny model is trained, far below a uniform guess over its vocabulary"

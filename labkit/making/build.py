@@ -59,7 +59,7 @@ ARCHITECTURES = (
 _BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.1, "int4": 0.6}
 _TYPED_EXTRAS = {"int4_block_size": "block_size", "int4_accuracy_level": "accuracy_level",
                  "int4_algo_config": "algorithm"}
-_BUILD_FORMAT = "labkit-build-v3"  # bump when what build() writes changes
+_BUILD_FORMAT = "labkit-build-v4"  # bump when what build() writes changes
 
 
 class BuildError(LabkitError, ValueError):
@@ -301,7 +301,7 @@ def _run_logged(model_dir: Path, out_dir: Path, options: BuildOptions, config: d
 
 
 def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: dict, log_file, progress: bool):
-    from onnxruntime_genai.models.builder import create_model
+    from onnxruntime_genai.models.builder import check_extra_options, create_model
     from tqdm.auto import tqdm
 
     precision, bits, extra = options.precision, 4, options.extra_options()
@@ -312,6 +312,9 @@ def _run_builder(model_dir: Path, out_dir: Path, options: BuildOptions, config: 
         precision, bits = "int4", 8
         extra.update(int4_block_size=str(options.block_size or 32),
                      int4_accuracy_level=str(4 if options.accuracy_level is None else options.accuracy_level))
+    # The builder's CLI turns "false" into False (and splits list options) before `create_model`; called from
+    # Python, a string "false" would be truthy and `int4_is_symmetric=false` would build symmetric levels.
+    check_extra_options(extra, options.execution_provider)
     layers = config.get("num_hidden_layers", 1)
     # One tick per layer read, per quantized MatMul (Phi-3 int4: 5 per layer + lm_head), per save step.
     total = layers + 3 + (5 * layers + 1 if precision == "int4" else 0) + 2
