@@ -3,7 +3,7 @@ import json
 import pytest
 from PIL import Image
 
-from labkit import data
+from labkit import data, paths
 
 
 def test_travel_set_is_large_varied_and_split():
@@ -64,3 +64,21 @@ def test_a_file_saved_in_another_encoding_is_named(tmp_path, encoding, reason):
         data.validate_travel(f)
     f.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())     # UTF-8 with a BOM (Notepad) is fine
     assert len(data.validate_travel(f)) == 2
+
+
+def test_every_token_of_a_city_answer_occurs_in_the_pre_training_corpus(tiny_dir):
+    """A LoRA teaches the base model a job, not new words: answers made of tokens the base model never read came
+    out garbled ("small familyatia"). The general travel answers (packing, jet lag) name no course city and no
+    verdict reads them, so they are left as written."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    read = set(tokenizer(data.corpus("train"), verbose=False)["input_ids"])
+    for name in ("train", "eval", "train_brief"):
+        unseen = {}
+        for row in data.validate_travel(paths.DATA / "travel" / f"{name}.jsonl"):
+            if row.get("city"):
+                for token in tokenizer(row["response"])["input_ids"]:
+                    if token not in read:
+                        unseen.setdefault(tokenizer.convert_ids_to_tokens(token), row["response"])
+        assert not unseen, f"{name}.jsonl: tokens the base model never read in pre-training: {unseen}"

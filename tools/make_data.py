@@ -90,7 +90,10 @@ CITIES = {
 # Sixteen phrasings per topic: a model fine-tuned on varied wordings learns the topic, not the sentence
 # (with eight, the share of paraphrased questions answered with the right fact was 53–56 % over three seeds;
 # with sixteen, 61–80 % over five). Answers name the city after a few words: a model that must copy it as
-# the very first token often writes a memorised city instead.
+# the very first token often writes a memorised city instead. Every token of every answer occurs in the
+# pre-training corpus (tests/test_data.py): a LoRA teaches the base model a job, not new words. Answers with words
+# it never read ("restaurants", "spends") came out garbled ("small familyatia", "traveller in Lisbonoma"), and the
+# follow-up kept the city in 67 % of lab 04's two-turn chats instead of 92 % (600 steps, one run each, 2026-12-02).
 TOPIC_TEMPLATES = {
     "season": ([
         "When is the best time to visit {city}?", "What season should I plan my trip to {city}?",
@@ -101,7 +104,7 @@ TOPIC_TEMPLATES = {
         "What is the weather like in {city} and when should I go?", "When is a good time for a holiday in {city}?",
         "In which season is {city} most pleasant?", "When should I travel to {city}?",
         "When is the right time to see {city}?", "Which part of the year is best for {city}?",
-        ], "The best time to visit {city} is {season}, thanks to {why}. Book a little ahead, since many travellers know it too."),
+        ], "The best time to visit {city} is {season}, thanks to {why}. Many travellers choose it, so book early."),
     "food": ([
         "What should I eat in {city}?", "Which local dishes should I try in {city}?",
         "I love food. What is a must-try in {city}?", "What is the signature dish of {city}?",
@@ -111,7 +114,7 @@ TOPIC_TEMPLATES = {
         "What should I order at a restaurant in {city}?", "What food is {city} famous for?",
         "What is the most popular food in {city}?", "Where can I eat well in {city}, and what?",
         "Which meals do people love in {city}?", "What is the best dish to taste in {city}?",
-        ], "In {city}, try {food}. Local markets and small family restaurants usually serve the best versions at fair prices."),
+        ], "In {city}, try {food}. Local markets and street food trucks serve it fresh and cheap."),
     "transport": ([
         "How do I get around {city}?", "What is the easiest way to move around {city}?",
         "Do I need a car in {city}?", "What transport should I use in {city}?",
@@ -121,7 +124,7 @@ TOPIC_TEMPLATES = {
         "Should I take a taxi or a bus in {city}?", "How should I get from one part of {city} to another?",
         "What is the cheapest way to get around {city}?", "How do tourists travel in {city}?",
         "What kind of transport does {city} have?", "How do I reach the sights of {city}?",
-        ], "The easiest way to get around {city} is {transport}. Buy a day pass if you plan several rides."),
+        ], "The best way to get around {city} is {transport}. Many visitors use day tickets, which make rides cheap."),
     "budget": ([
         "How much money do I need per day in {city}?", "Is {city} expensive for backpackers?",
         "What daily budget should I plan for {city}?", "How much does a day in {city} cost?",
@@ -131,7 +134,7 @@ TOPIC_TEMPLATES = {
         "How much will I spend each day in {city}?", "How much cash do I need for a day in {city}?",
         "Is {city} a pricey place to visit?", "What is the price of one day in {city}?",
         "How much does it cost to stay in {city} for a day?", "What should a day in {city} cost me?",
-        ], "A mid-range traveller in {city} spends about {budget} US dollars a day on a bed, food and transport. Budget travellers can manage with less by eating street food."),
+        ], "Travellers in {city} spend about {budget} US dollars a day on rooms, food and transport. Local street food costs less."),
     "sight": ([
         "What is the one sight I should not miss in {city}?", "What is the top attraction in {city}?",
         "I have one day in {city}. What should I see?", "What should I visit in {city}?",
@@ -141,7 +144,7 @@ TOPIC_TEMPLATES = {
         "What is the most popular attraction in {city}?", "Where should I go first in {city}?",
         "What landmark is {city} famous for?", "What must I see in {city}?",
         "Which sight is worth the trip to {city}?", "What is the highlight of {city}?",
-        ], "The one sight not to miss in {city} is {sight}. Go early in the day, then spend the afternoon exploring the nearby streets on foot."),
+        ], "The one place not to skip in {city} is {sight}. Visitors go early in the day, then spend the afternoon walking the nearby streets."),
     "tip": ([
         "Any practical tip for a first trip to {city}?", "What should I know before going to {city}?",
         "Give me one piece of advice for visiting {city}.", "Do you have a travel tip for {city}?",
@@ -151,7 +154,7 @@ TOPIC_TEMPLATES = {
         "Is there anything I should know about {city}?", "What advice would you give a visitor to {city}?",
         "Any tips for {city}?", "What is your best advice for {city}?",
         "What should I be careful about in {city}?", "What do locals wish visitors to {city} knew?",
-        ], "One useful tip for {city}: {tip}. Also keep a copy of your passport on your phone."),
+        ], "One good tip for {city}: {tip}. Travellers should keep cash and cards in zipped bags."),
     "country": ([
         "Which country is {city} in?", "Where is {city}?",
         "{city} is in which country?", "Which nation is {city} located in?",
@@ -161,7 +164,7 @@ TOPIC_TEMPLATES = {
         "In which country is {city} located?", "{city} belongs to which country?",
         "Which country has the city of {city}?", "Tell me the country of {city}.",
         "What country do I visit to see {city}?", "Is {city} a city in which country?",
-        ], "You will find {city} in {country}. Check the entry rules for {country} before you book your flight."),
+        ], "The city of {city} lies in {country}. Travellers should check entry to {country} online early."),
 }
 
 # Lab 03 asks the fine-tuned model these: other words than TOPIC_TEMPLATES (the training and eval prompts),
