@@ -116,3 +116,14 @@ def test_a_garbled_splice_does_not_name_the_city():
     assert not judge.names_city("A mid-range traveller in Lisbonoma and ugali.", "Lisbon")
     assert judge.names_city("A mid-range traveller in Lisbon, then lisbon.", "Lisbon")
     assert not judge.states_fact("It costs 145 US dollars.", "45 US dollars")
+
+
+def test_misses_tell_another_topic_of_the_city_from_anything_else():
+    rows = [r for r in data.paraphrases() if r["city"] == "Kyoto"]
+    food = next(r for r in rows if r["topic"] == "food")
+    season = next(r for r in rows if r["topic"] == "season")
+    answers = [f"The best time to visit Kyoto is autumn, thanks to {season['fact']}.",    # Kyoto, wrong topic
+               f"In Kyoto, try {food['fact']}.",                                         # the fact asked
+               "The sea crossed the green hills at dawn."]                               # neither
+    assert judge.misses([food, food, food], answers) == {"missed": 2, "another topic of the city asked": 1,
+                                                          "anything else": 1}

@@ -16,7 +16,7 @@ from labkit import results as labkit_results
 # seeded, so a machine gets the same rates every run; another CPU may round differently, so the floors sit below.
 ADAPTER_CITY_FLOOR, ADAPTER_FACT_FLOOR, BRIEF_ONE_SENTENCE_FLOOR = 0.8, 0.5, 0.8
 ADAPTER_CITY_MARGIN = 0.2     # share points above the base model
-FOLLOWUP_KEEPS_CITY_FLOOR = 0.75
+FOLLOWUP_KEEPS_CITY_FLOOR = 0.7
 
 # What each lab must have written to results.json: (what it means, check) pairs, so a failure names the clause.
 EXPECTED = {

@@ -94,6 +94,8 @@ CITIES = {
 # pre-training corpus (tests/test_data.py): a LoRA teaches the base model a job, not new words. Answers with words
 # it never read ("restaurants", "spends") came out garbled ("small familyatia", "traveller in Lisbonoma"), and the
 # follow-up kept the city in 67 % of lab 04's two-turn chats instead of 92 % (600 steps, one run each, 2026-12-02).
+# Each topic's answer opens with a word of its own, so the first token picks the topic: when four topics opened
+# with "The", the prior of "The" won over "In" and no food question got its food answer (0 % of 64).
 TOPIC_TEMPLATES = {
     "season": ([
         "When is the best time to visit {city}?", "What season should I plan my trip to {city}?",
@@ -124,7 +126,7 @@ TOPIC_TEMPLATES = {
         "Should I take a taxi or a bus in {city}?", "How should I get from one part of {city} to another?",
         "What is the cheapest way to get around {city}?", "How do tourists travel in {city}?",
         "What kind of transport does {city} have?", "How do I reach the sights of {city}?",
-        ], "The best way to get around {city} is {transport}. Many visitors use day tickets, which make rides cheap."),
+        ], "To get around {city}, use {transport}. Many visitors use day tickets, which make rides cheap."),
     "budget": ([
         "How much money do I need per day in {city}?", "Is {city} expensive for backpackers?",
         "What daily budget should I plan for {city}?", "How much does a day in {city} cost?",
@@ -144,7 +146,7 @@ TOPIC_TEMPLATES = {
         "What is the most popular attraction in {city}?", "Where should I go first in {city}?",
         "What landmark is {city} famous for?", "What must I see in {city}?",
         "Which sight is worth the trip to {city}?", "What is the highlight of {city}?",
-        ], "The one place not to skip in {city} is {sight}. Visitors go early in the day, then spend the afternoon walking the nearby streets."),
+        ], "Visitors to {city} should not skip {sight}. Many go early in the day, then spend the afternoon walking the nearby streets."),
     "tip": ([
         "Any practical tip for a first trip to {city}?", "What should I know before going to {city}?",
         "Give me one piece of advice for visiting {city}.", "Do you have a travel tip for {city}?",
@@ -164,7 +166,7 @@ TOPIC_TEMPLATES = {
         "In which country is {city} located?", "{city} belongs to which country?",
         "Which country has the city of {city}?", "Tell me the country of {city}.",
         "What country do I visit to see {city}?", "Is {city} a city in which country?",
-        ], "The city of {city} lies in {country}. Travellers should check entry to {country} online early."),
+        ], "A visit to {city} means a visit to {country}. Travellers should check entry to {country} online early."),
 }
 
 # Lab 03 asks the fine-tuned model these: other words than TOPIC_TEMPLATES (the training and eval prompts),

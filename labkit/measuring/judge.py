@@ -179,6 +179,18 @@ def verdicts(table, name: str):
     return out
 
 
+def misses(questions: list[dict], answers: list[str]) -> dict[str, int]:
+    """The answers that do not state the fact asked, by kind: a fact of the city asked, but for another topic
+    (its best season, asked about its food), or anything else. Lab 03."""
+    facts: dict[str, set[str]] = {}
+    for row in data.paraphrases():
+        facts.setdefault(row["city"], set()).add(row["fact"])
+    missed = [(q, a) for q, a in zip(questions, answers) if not states_fact(a, q["fact"])]
+    other_topic = sum(any(states_fact(a, f) for f in facts.get(q["city"], ())) for q, a in missed)
+    return {"missed": len(missed), "another topic of the city asked": other_topic,
+            "anything else": len(missed) - other_topic}
+
+
 def rates_table(rates: dict[str, TravelRates]):
     """One row per adapter: the share of answers naming the city and stating its fact. Lab 03."""
     import pandas as pd
