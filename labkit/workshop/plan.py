@@ -17,8 +17,8 @@ from ..making import hub, shadow
 # laptop: lab 01 from labkit.sizing's shadow measurements; inference from loading and running the INT4 shadow
 # build; lab 02 from the vision shadow's export; lab 03 runs the tiny model on a laptop CPU (AWQ and LoRA of 3.8B
 # parameters take hours there: labkit.sizing.training_estimate).
-_CPU_LABS = {"00": (0.2, 0.5, 0.02), "01": (0.7, 1.0, 0.1), "02": (0.5, 1.0, 0.03), "03": (8.3, 2.1, 0.1),
-            "04": (3.1, 1.5, 0.02), "05": (0.1, 0.5, 0.0)}     # lab: (minutes, peak RAM GB, disk GB)
+_CPU_LABS = {"00": (0.1, 0.5, 0.02), "01": (0.5, 1.0, 0.1), "02": (0.4, 1.0, 0.03), "03": (5.1, 2.1, 0.1),
+            "04": (1.8, 1.5, 0.02), "05": (0.1, 0.5, 0.0)}     # lab: (minutes, peak RAM GB, disk GB)
 VISION_PROMPT_RSS_BYTES = 8_718_000 * 1024   # one 1344x1008 image prompt on the full-size vision export
 _INT4_INFERENCE_RSS_BYTES = int(3.4 * GB)    # a plain og script: load + 64-token greedy run, INT4 shadow build
 
