@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from labkit import awq, models, report
+from labkit import awq, data, models, report
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,22 @@ def test_lab03s_oneshot_cell_lands_where_quantize_does(tiny_dir, tmp_path, monke
     with pytest.raises(ValueError, match="no quantized Linear layers"):
         fresh.save(net)                                     # oneshot never ran on it: nothing to store
     assert not fresh.done and not fresh.path.exists()
+
+
+def test_the_calibration_pairs_are_part_of_the_key(tiny_dir, monkeypatch):
+    """Rewritten training data gets its own AWQ run: scales searched on the old pairs are not reused."""
+    before = awq.AwqStep(tiny_dir, awq.awq_recipe(32), samples=SAMPLES).path
+    original = data.travel("train")
+
+    def edited(index):
+        rows = list(original)
+        rows[index] = {**rows[index], "response": rows[index]["response"] + " Enjoy it."}
+        return lambda split="train": rows
+
+    monkeypatch.setattr(data, "travel", edited(0))
+    assert awq.AwqStep(tiny_dir, awq.awq_recipe(32), samples=SAMPLES).path != before
+    monkeypatch.setattr(data, "travel", edited(SAMPLES))             # a pair after the calibration pairs
+    assert awq.AwqStep(tiny_dir, awq.awq_recipe(32), samples=SAMPLES).path == before
 
 
 def test_rtn_and_awq_keep_the_report_colours():

@@ -135,7 +135,10 @@ class AwqStep:
         self.model_dir, self.samples, self.seq_len = models.resolve_model(model), samples, seq_len
         described = [[type(m).__name__, m.model_dump(mode="json")] for m in self.recipe]
         self._name = f"{self.model_dir.name}-awq-g{self.group_size}"
-        self._key = (self.model_dir, described, samples, seq_len, _AWQ_FORMAT)
+        # The calibration pairs themselves, not only their count: rewritten training data must not reuse AWQ's
+        # scales searched on the old pairs.
+        self._rows = data.travel("train")[:samples]
+        self._key = (self.model_dir, described, self._rows, seq_len, _AWQ_FORMAT)
         self.path = paths.cache_dir() / "awq" / f"{self._name}-{cache.cache_key(*self._key)}"
         self.started = None      # when calibration_inputs ran: awq_info.json's seconds count from there
 
@@ -162,7 +165,7 @@ class AwqStep:
         self.started = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         net = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
-        texts = data.chat_texts(tokenizer, data.travel("train")[:self.samples])
+        texts = data.chat_texts(tokenizer, self._rows)
         calibration = Dataset.from_dict({"text": texts}).map(
             lambda batch: tokenizer(batch["text"], truncation=True, max_length=self.seq_len), batched=True,
             remove_columns=["text"])
