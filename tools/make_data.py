@@ -92,10 +92,10 @@ CITIES = {
 # with sixteen, 61–80 % over five). Answers name the city after a few words: a model that must copy it as
 # the very first token often writes a memorised city instead. Every token of every answer occurs in the
 # pre-training corpus (tests/test_data.py): a LoRA teaches the base model a job, not new words. Answers with words
-# it never read ("restaurants", "spends") came out garbled ("small familyatia", "traveller in Lisbonoma"), and the
-# follow-up kept the city in 67 % of lab 04's two-turn chats instead of 92 % (600 steps, one run each, 2026-12-02).
-# Each topic's answer opens with a word of its own, so the first token picks the topic: when four topics opened
-# with "The", the prior of "The" won over "In" and no food question got its food answer (0 % of 64).
+# it never read ("restaurants", "spends") came out garbled ("small familyatia", "traveller in Lisbonoma") and lost
+# lab 04's follow-ups. Each topic's answer opens with a word of its own, so the first token picks the topic: when
+# four topics opened with "The", its prior won over "In" and no food question got its food answer
+# (docs/course-results.md has the rates).
 TOPIC_TEMPLATES = {
     "season": ([
         "When is the best time to visit {city}?", "What season should I plan my trip to {city}?",
