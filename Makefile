@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course demo test test-gpu lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick prefetch lock exercises wheelhouse clean
+.PHONY: install course demo test test-gpu lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick laptop-sheet prefetch lock exercises wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -79,6 +79,12 @@ bench-scale-reference: install
 # per-layer cost is the difference of two short timings, times 31, so one run's noise would be multiplied.
 bench-scale-quick: install
 	$(PY) -m labkit bench-scale --layers 2 --precisions int4 --runs 5
+
+# The laptop course, all six labs, on full-size Phi-3.5 shadows (random weights, real architecture) inside a 16 GB
+# memory cgroup (needs root: tools/memory_limit.py), writing the per-lab minutes and peak memory that lab 00's plan
+# shows for the laptop profile (docs/measured/laptop-course.json). About an hour on 2 cores; ~35 GB of disk.
+laptop-sheet: install
+	$(PY) tools/memory_limit.py 16G -- env LABKIT_SHADOWS=1 $(PY) -m labkit course --profile laptop --sheet docs/measured/laptop-course.json
 
 # Download what a profile needs before the workshop (PROFILE=laptop|gpu) and print the sizes.
 PROFILE ?= laptop

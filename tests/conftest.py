@@ -29,6 +29,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.update(allocator.keep_freed_memory(dict(os.environ)))
 
 PROFILE = os.environ.get("LABKIT_PROFILE", "cpu")
+# Root on Linux with a cgroup memory controller: tools/memory_limit.py can put a run under a hard memory limit.
+CGROUPS_WRITABLE = (os.name == "posix" and os.geteuid() == 0
+                    and (Path("/sys/fs/cgroup/memory").is_dir() or Path("/sys/fs/cgroup/cgroup.controllers").exists()))
 
 _real_connect = socket.socket.connect
 
@@ -57,8 +60,10 @@ def has_cuda() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    # The course runs in the background from the start; the tests that read its outputs go last.
-    items.sort(key=_uses_course)
+    # The course (and the laptop-profile course) run in the background from the start; the tests that read their
+    # outputs go last.
+    items.sort(key=lambda item: (_uses_course(item) or "laptop_run" in getattr(item, "fixturenames", ()),
+                                 "laptop_run" in getattr(item, "fixturenames", ())))
     if not any("cuda" in item.keywords for item in items) or has_cuda():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU: run `make test-gpu` on a machine with one "
@@ -175,15 +180,69 @@ def _start_bench_scale_quick() -> None:
     stderr.close()
 
 
+_laptop = {}   # the background laptop-profile course on 1-layer shadows (tests/test_laptop_course.py), once started
+
+
+def _start_laptop_course() -> None:
+    """`make laptop-sheet`'s command on 1-layer shadows with tests/parameters.py's quick settings, in the background.
+
+    Started with the cpu course, not after it: the two share lab 03's cached AWQ, LoRA and export (the cache's
+    locks make each once), and the cores are busy either way."""
+    from helpers import makefile_recipe
+    from parameters import LAPTOP_QUICK_PARAMETERS
+
+    folder = Path(tempfile.mkdtemp(prefix="pytest-laptop-"))
+    (folder / "parameters.json").write_text(json.dumps(LAPTOP_QUICK_PARAMETERS))
+    run_dir = folder / "runs" / "laptop"
+    # `make laptop-sheet` as the Makefile runs it (16 GB cgroup, LABKIT_SHADOWS=1), into this session's folders.
+    command = makefile_recipe("laptop-sheet")
+    command[command.index("--sheet") + 1] = str(folder / "sheet.json")
+    command += ["--parameters", str(folder / "parameters.json"), "--run-dir", str(run_dir)]
+    limited = CGROUPS_WRITABLE
+    if not limited:    # a memory cgroup needs root: the same course without the limit
+        command = command[command.index("--") + 1:]
+    env = dict(os.environ, LABKIT_SHADOW_LAYERS="1", LABKIT_RUNS=str(folder / "runs"), LABKIT_PLAIN_PROGRESS="1")
+    env.pop("LABKIT_RUN_DIR", None)
+    log = (folder / "course.log").open("w")
+    from labkit import paths
+    _laptop.update(folder=folder, run_dir=run_dir, log=folder / "course.log", limited=limited,
+                   process=subprocess.Popen(command, env=env, cwd=paths.REPO, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True))
+    log.close()
+
+
+@dataclass
+class LaptopRun:
+    run_dir: Path
+    results: dict
+    sheet: dict
+    limited: bool     # ran inside make laptop-sheet's 16 GB cgroup
+
+
+@pytest.fixture(scope="session")
+def laptop_run() -> LaptopRun:
+    """The session's background laptop-profile course on 1-layer shadows, once it has finished."""
+    if not _laptop:
+        _start_laptop_course()
+    code = _laptop["process"].wait(timeout=1200)
+    tail = _laptop["log"].read_text(errors="replace")[-4000:]
+    assert code == 0, f"the laptop-profile course exited {code}:\n{tail}"
+    folder = _laptop["folder"]
+    return LaptopRun(_laptop["run_dir"], json.loads((_laptop["run_dir"] / "results.json").read_text()),
+                     json.loads((folder / "sheet.json").read_text()), _laptop["limited"])
+
+
 def pytest_collection_finish(session):
     if any(_uses_course(item) for item in session.items) and not _course:
         _start_course()
     if any("bench_scale_quick" in getattr(item, "fixturenames", ()) for item in session.items) and not _bench:
         _start_bench_scale_quick()
+    if any("laptop_run" in getattr(item, "fixturenames", ()) for item in session.items) and not _laptop:
+        _start_laptop_course()
 
 
 def pytest_unconfigure(config):
-    for job in (_course, _bench):
+    for job in (_course, _bench, _laptop):
         process = job.get("process")
         if process is not None and process.poll() is None:   # interrupted: stop it and its children
             import signal
@@ -191,8 +250,9 @@ def pytest_unconfigure(config):
                 os.killpg(process.pid, signal.SIGTERM)
             else:
                 process.kill()
-    if _bench:
-        shutil.rmtree(_bench["folder"], ignore_errors=True)
+    for job in (_bench, _laptop):
+        if job:
+            shutil.rmtree(job["folder"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

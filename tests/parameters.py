@@ -48,3 +48,13 @@ def notebook_parameters(notebook) -> dict:
 def course_parameters() -> dict[str, dict]:
     """`run_course`'s parameters for the whole course (test sizes, tiny models)."""
     return {nb.stem: notebook_parameters(nb) for nb in course.notebooks()}
+
+# The laptop profile's quick run (tests/test_laptop_course.py): 1-layer shadows of Phi-3.5, every lab, the fewest
+# tokens and timed runs. Lab 03 keeps the session course's training settings, so its AWQ, LoRA and export are
+# made once for both runs; only its judging runs again, on a few questions.
+LAPTOP_QUICK_PARAMETERS = {
+    "01_builder_quantization": {"runs": 1, "new_tokens": 8, "precisions": ["int4"]},   # INT8: the cpu course's
+    "02_vision_export": {"max_new_tokens": 4},
+    "03_olive_awq_lora": {**TEST_PARAMETERS["03_olive_awq_lora"], "compare_prompts": 1, "paraphrase_every": 32},
+    "04_inference": {**TEST_PARAMETERS["04_inference"], **LAB04_FEW_QUESTIONS, "bench_runs": 1, "max_new_tokens": 8},
+}

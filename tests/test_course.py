@@ -38,7 +38,7 @@ def test_parameters_and_run_folder_reach_the_notebook(tmp_path):
                         "lab.record({'variants': steps})")
     out = course.run_notebook(nb, tmp_path / "run", {"steps": 3})
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results == {"05_results": {"variants": 3}}
+    assert results == {"05_results": {"profile": "cpu", "shadows": False, "variants": 3}}   # every lab: its profile
     cells = nbformat.read(out, 4).cells
     assert cells[1].source.find("steps = 3") >= 0   # papermill's injected cell
     shown = [o for o in cells[-1].outputs if o.output_type == "execute_result"]

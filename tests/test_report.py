@@ -59,6 +59,11 @@ def test_headline_ratios():
     assert h["AWQ KL / RTN KL (outlier model)"] == pytest.approx(0.32, abs=0.01)
     assert h["AWQ KL / RTN KL (lab model)"] == pytest.approx(48 / 28, abs=0.01), "both rows, where AWQ loses too"
     assert h["course wall time (s)"] == 200.0
+    laptop = {**RESULTS, "01_builder_quantization": {"builds": {
+        "int4": {"size_mb": 2778.0, "decode_tok_s": 6.0}, "int8": {"size_mb": 4639.0, "decode_tok_s": 4.5}}}}
+    h = report.headline(laptop)            # no FP32 on a laptop: INT4 against INT8
+    assert "int4 size / fp32" not in h and h["int4 size / int8"] == pytest.approx(0.599, abs=0.001)
+    assert h["int4 decode / int8"] == pytest.approx(1.333, abs=0.001)
 
 
 def test_load_results_says_what_to_run(tmp_path):
@@ -142,3 +147,20 @@ def test_report_labels_rows_with_the_labs_execution_provider():
             "03_olive_awq_lora": {"execution_provider": "cuda", "rtn_vs_awq": [{"model": "m", "method": "rtn-int4"}],
                                   "onnx_eval_perplexity": {"base": 2.0}}}
     assert set(report.variants_table(data)["ep"]) == {"cuda"}
+
+
+def test_the_report_shows_each_labs_minutes_and_peak_memory_under_the_runs_limit():
+    data = {"01_builder_quantization": {"profile": "laptop"},
+            "course": {"profile": "laptop", "shadows": True, "memory_limit_bytes": 16_000_000_000,
+                       "notebook_seconds": {"00_environment_check": 60.0, "01_builder_quantization": 1290.0,
+                                            "total": 1350.0},
+                       "peak_rss_bytes": {"00_environment_check": 900_000_000,
+                                          "01_builder_quantization": 9_400_000_000}}}
+    table = report.course_table(data)
+    assert table.loc["01_builder_quantization"].tolist() == ["laptop", 21.5, 9.4]
+    assert list(table.index) == ["00_environment_check", "01_builder_quantization"]   # no "total" row
+    lines = report.course_lines(data)
+    assert lines[0].startswith("profile laptop, Phi-3.5 shadows (random weights") and "22.5 min" in lines[0]
+    assert lines[1] == "largest peak: 9.4 GB in 01_builder_quantization, under a limit of 16.0 GB"
+    assert len(report.plot_course(data).axes) == 2
+    assert report.course_table({}).empty and "one by one" in report.course_lines({})[0]

@@ -57,3 +57,22 @@ def test_one_layer_shadow_is_a_checkpoint_transformers_loads(tmp_path, monkeypat
     assert config.num_hidden_layers == 1 and config.hidden_size == 3072
     assert json.loads((folder / "config.json").read_text())["torch_dtype"] == "bfloat16"
     assert shadow.create_shadow("phi-3.5-mini", layers=1, progress=False) == folder     # cached
+
+
+def test_labkit_shadows_resolves_the_phi35_ids_to_their_shadows(monkeypatch):
+    """`LABKIT_SHADOWS=1`: the laptop profile runs here, on the real architecture with random weights."""
+    from labkit import models
+
+    monkeypatch.setenv("LABKIT_SHADOWS", "1")
+    monkeypatch.setenv("LABKIT_SHADOW_LAYERS", "1")
+    folder = models.resolve_model("microsoft/Phi-3.5-mini-instruct")
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["hidden_size"], config["vocab_size"]) == (1, 3072, 32064)
+    assert json.loads((folder / "labkit_model.json").read_text())["shadow_of"] == "microsoft/Phi-3.5-mini-instruct"
+    assert models.resolve_model("tiny").name.startswith("tiny")          # only the Phi-3.5 ids change
+    monkeypatch.setenv("LABKIT_SHADOW_LAYERS", "two")
+    with pytest.raises(models.InputError, match="LABKIT_SHADOW_LAYERS='two'"):
+        models.resolve_model("microsoft/Phi-3.5-mini-instruct")
+    monkeypatch.delenv("LABKIT_SHADOWS")                                  # the real id again: offline, not cached
+    with pytest.raises(models.MissingInput, match="not in the local Hugging Face cache"):
+        models.resolve_model("microsoft/Phi-3.5-mini-instruct")

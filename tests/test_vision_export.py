@@ -139,3 +139,17 @@ def test_laptop_profile_refuses_a_vision_export_that_does_not_fit(monkeypatch, t
     monkeypatch.setattr(vision_export, "_export_into", lambda *a, **k: pytest.fail("the export started"))
     with pytest.raises(images.VisionError, match=r"needs about \d+\.\d GB.*3\.0 GB available of 8\.0 GB"):
         vision_export.export(folder, "int4")
+
+
+def test_a_real_size_export_runs_in_a_process_of_its_own(monkeypatch, tmp_path):
+    """Above `CHILD_PROCESS_PARAMETERS` the export's memory goes back to the system when its process ends (a laptop
+    then has room to load the exported model); forced here on the tiny model, into a cache of its own."""
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    folder = vision_export.export("tiny-vision", "int4", in_child=True, progress=False)
+    assert {vision_export.VISION_FILE, vision_export.EMBEDDING_FILE, vision_export.TEXT_FILE} <= \
+        {p.name for p in folder.iterdir()}
+    assert not (folder / "export_result.json").exists()
+    log = (folder.parent / "logs" / f"{folder.name}.log").read_text()
+    assert "torch.onnx.export" in log, "the child process's output goes to the step's log"
+    answer = images.ask(folder, "What is it?", [data.images()[0]], max_new_tokens=2)
+    assert answer.image_tokens == 1921 and answer.new_tokens > 0

@@ -28,7 +28,14 @@ RtnAwqRow = TypedDict("RtnAwqRow", {
 RtnAwqRow.__doc__ = "One row of the RTN-vs-AWQ comparison. Lab 03."
 
 
-class Environment(TypedDict):
+class LabRun(TypedDict):
+    """What every lab records about how it ran (`Lab.record` adds it). All labs."""
+
+    profile: str           # cpu, laptop or gpu
+    shadows: bool          # True: the Phi-3.5 ids were random-weight shadows (LABKIT_SHADOWS=1)
+
+
+class Environment(LabRun):
     """What the environment check records. Lab 00."""
 
     environment_ok: bool
@@ -36,7 +43,7 @@ class Environment(TypedDict):
     gpu: dict              # gpu.GpuProbe.as_dict()
 
 
-class Builds(TypedDict):
+class Builds(LabRun):
     """What the builds and their measurements record. Lab 01."""
 
     model: str
@@ -48,7 +55,7 @@ class Builds(TypedDict):
     published_vs_yours: dict   # laptop profile: Microsoft's published CPU INT4 build beside yours ({} elsewhere)
 
 
-class VisionExport(TypedDict):
+class VisionExport(LabRun):
     """What the vision export and its checks record. Lab 02."""
 
     model: str
@@ -59,7 +66,7 @@ class VisionExport(TypedDict):
     two_images_tokens: int
 
 
-class OliveFlow(TypedDict):
+class OliveFlow(LabRun):
     """What AWQ, LoRA and the adapter export record. Lab 03."""
 
     execution_provider: str
@@ -73,10 +80,11 @@ class OliveFlow(TypedDict):
     paraphrase_rates: dict[str, dict]    # base / travel adapter -> city_named, fact_stated, questions
 
 
-class Inference(TypedDict):
+class Inference(LabRun):
     """What the generate() lab records. Lab 04."""
 
-    model_dir: str
+    model_dir: str                       # the model the adapters belong to (lab 03's)
+    chat_model_dir: str                  # the model sections 1-4, 7 and 8 chat with (laptop: lab 01's INT4 build)
     adapters: dict[str, str]
     overhead: dict[str, float]
     search_options: dict[str, str]
@@ -88,7 +96,7 @@ class Inference(TypedDict):
     panel_answers: list[str]             # the panel's answers to fixed_prompts (empty when interactive)
 
 
-class Report(TypedDict):
+class Report(LabRun):
     """What the report records. Lab 05."""
 
     variants: int
@@ -99,7 +107,10 @@ class Course(TypedDict):
     """What `labkit course` records about the run. All labs."""
 
     profile: str
+    shadows: bool
     notebook_seconds: dict[str, float]
+    peak_rss_bytes: dict[str, int]       # each notebook's kernel and every process it started, sampled
+    memory_limit_bytes: int              # what this run's processes could use (a cgroup limit, else RAM); 0: unknown
 
 
 SCHEMA: dict[str, type] = {

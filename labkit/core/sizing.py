@@ -46,14 +46,79 @@ def vision_export_requirement(config: dict) -> dict:
             "minutes": measured["build_seconds"] * scale / 60, "basis": basis}
 
 
+_NO_LIMIT = 1 << 60    # cgroup v1 writes "no limit" as a number near 2**63
+
+
+def _cgroup_memory() -> tuple[int, int] | None:
+    """(limit, bytes in use that cannot be reclaimed) of the tightest memory cgroup this process is in, or None.
+
+    A container or `systemd-run -p MemoryMax=` caps what the process may use below the machine's RAM; a laptop run
+    that plans on the machine's RAM would be killed half-way. Page cache the kernel can drop (file pages) is not
+    counted as used. Linux only: cgroup v2 (`memory.max`) and v1 (`memory.limit_in_bytes`), with their parents.
+    """
+    from pathlib import Path
+
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    tightest = None
+    for line in lines:
+        _, controllers, group = line.split(":", 2)
+        if controllers == "":                      # v2: one unified hierarchy
+            root, files = Path("/sys/fs/cgroup"), ("memory.max", "memory.current", "")
+        elif "memory" in controllers.split(","):   # v1: the memory controller's own hierarchy
+            root, files = Path("/sys/fs/cgroup/memory"), ("memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                           "total_")
+        else:
+            continue
+        folder = root / group.lstrip("/")
+        while True:
+            found = _read_cgroup(folder, *files)
+            if found and (tightest is None or found[0] - found[1] < tightest[0] - tightest[1]):
+                tightest = found
+            if folder == root or root not in folder.parents:
+                break
+            folder = folder.parent
+    return tightest
+
+
+def _read_cgroup(folder, limit_file: str, usage_file: str, prefix: str) -> tuple[int, int] | None:
+    try:
+        limit = (folder / limit_file).read_text().strip()
+        usage = int((folder / usage_file).read_text())
+        stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines() if " " in line)
+    except (OSError, ValueError):
+        return None
+    if limit == "max" or int(limit) >= _NO_LIMIT:
+        return None
+    # The cgroup's usage counts the page cache (files read or written: a checkpoint, a build), which the kernel
+    # drops before it kills anything; reading a 7.6 GB checkpoint fills it.
+    cache = int(stat.get(f"{prefix}active_file", 0)) + int(stat.get(f"{prefix}inactive_file", 0))
+    return int(limit), max(0, usage - cache)
+
+
+def memory_limit_bytes() -> int:
+    """The most memory this process's tree may use: its cgroup's limit where one is set, else the RAM. Lab 00."""
+    import psutil
+
+    cgroup = _cgroup_memory()
+    return min(psutil.virtual_memory().total, cgroup[0]) if cgroup else psutil.virtual_memory().total
+
+
 def machine() -> dict:
-    """Cores, total and available RAM, and free disk where the model cache lives. Lab 00."""
+    """Cores, the RAM (or the cgroup limit) and what of it is available, free disk at the model cache. Lab 00."""
     import os
 
     import psutil
 
     memory = psutil.virtual_memory()
-    return {"cores": os.cpu_count(), "total_ram_bytes": memory.total, "available_ram_bytes": memory.available,
+    total, available = memory.total, memory.available
+    cgroup = _cgroup_memory()
+    if cgroup:
+        total, available = min(total, cgroup[0]), min(available, cgroup[0] - cgroup[1])
+    return {"cores": os.cpu_count(), "total_ram_bytes": total, "available_ram_bytes": available,
+            "memory_limited_by": "cgroup" if cgroup else "RAM",
             "free_disk_bytes": shutil.disk_usage(paths.cache_dir()).free}
 
 

@@ -337,16 +337,53 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+def shadows_requested() -> bool:
+    """True when `LABKIT_SHADOWS=1`: the Phi-3.5 hub ids resolve to random-weight shadows of them. Lab 00.
+
+    For machines without the real checkpoints (CI, this course's own laptop-profile runs): a shadow has the
+    real architecture and tokenizer, so sizes, memory and speed are real and answers are noise.
+    `LABKIT_SHADOW_LAYERS=N` makes them N decoder (and CLIP) layers deep: the laptop profile's quick test."""
+    return os.environ.get("LABKIT_SHADOWS", "0").lower() in ("1", "true", "yes")
+
+
+def shadow_layers() -> int | None:
+    """`LABKIT_SHADOW_LAYERS` as a depth (None: the published depth). Lab 00."""
+    value = os.environ.get("LABKIT_SHADOW_LAYERS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise InputError(f"LABKIT_SHADOW_LAYERS={value!r}: give a number of layers (1 or more), or unset it "
+                         "for shadows of the published depth.")
+    return int(value)
+
+
+SHADOW_NOTICE = ("Shadow model (LABKIT_SHADOWS=1): Phi-3.5's architecture and tokenizer with random weights, so "
+                 "answers are noise; only sizes, memory and speed are real.")
+
+
+def _shadow_of(hub_id: str) -> Path:
+    from . import shadow  # shadow builds on this module: imported here, not at the top
+
+    name = {HUB_IDS["mini"]: "phi-3.5-mini", HUB_IDS["vision"]: "phi-3.5-vision"}[hub_id]
+    layers = shadow_layers()
+    vision_layers = min(layers, 24) if layers and name == "phi-3.5-vision" else None
+    return shadow.create_shadow(name, min(layers, 32) if layers else None, vision_layers=vision_layers,
+                                )
+
+
 def resolve_model(name: str | os.PathLike = "tiny") -> Path:
     """Turn a model argument into a local checkpoint dir. Lab 00.
 
     - `tiny` / `bench`: created locally (see `create_tiny`);
     - a local folder with a `config.json`;
-    - a hub id such as `microsoft/Phi-3.5-mini-instruct`: the local HF cache, or a download when online.
+    - a hub id such as `microsoft/Phi-3.5-mini-instruct`: the local HF cache, or a download when online;
+      with `LABKIT_SHADOWS=1` the two Phi-3.5 ids resolve to their shadows (`shadows_requested`).
     """
     name = str(name)
     if name in SPECS:
         return create_tiny(name)
+    if shadows_requested() and name in HUB_IDS.values():
+        return _shadow_of(name)
     local = Path(name).expanduser()
     if local.exists():
         if not (local / "config.json").exists():

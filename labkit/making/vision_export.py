@@ -37,28 +37,62 @@ def _sample_inputs():
     return torch.randn(2, CROPS, 3, CROP, CROP), torch.tensor([[672, 1008], [336, 336]], dtype=torch.int64)
 
 
+# Above this many decoder parameters the export runs in a process of its own: the memory PyTorch and the builder
+# took (up to 8 GB for Phi-3.5-vision) goes back to the system when it ends, not to this process's allocator, so a
+# notebook that asks the exported model questions next still fits a 16 GB laptop.
+CHILD_PROCESS_PARAMETERS = 1_000_000_000
+
+
 def export(model: str | Path = "tiny-vision", precision: str = "fp32", execution_provider: str = "cpu",
-           force: bool = False, progress: bool = True, check_memory: bool = True) -> Path:
+           force: bool = False, progress: bool = True, check_memory: bool = True,
+           in_child: bool | None = None) -> Path:
     """Export a Phi-3.5-vision checkpoint to an onnxruntime-genai multimodal folder (cached, atomic). Lab 02.
 
     An export that needs more RAM than is available (`labkit.sizing`, measured on a shadow) is
-    refused before it starts; `check_memory=False` starts it anyway."""
+    refused before it starts; `check_memory=False` starts it anyway. `in_child` (default: for real-size
+    checkpoints) runs the export in a separate Python process, its output in the step's log."""
     build.BuildOptions(precision, execution_provider).validate()          # bad precision x EP fails first
     model_dir = resolve(model)
 
     def make(tmp: Path, log: Path) -> dict:
+        config = checked_config(model_dir)[0]
         if check_memory:                       # inside the step: a cache hit needs no check
-            need = sizing.vision_export_requirement(checked_config(model_dir)[0])
+            need = sizing.vision_export_requirement(config)
             try:
                 sizing.check_fits(f"The {precision} export of {model_dir.name}", need["peak_rss_bytes"],
                                   need["basis"])
             except sizing.DoesNotFit as err:
                 raise VisionError(f"{err} (export(..., check_memory=False))") from None
+        child = in_child if in_child is not None else \
+            sizing.parameters_of(sizing.text_config(config)) >= CHILD_PROCESS_PARAMETERS
+        if child:
+            return _export_in_child(tmp, model_dir, precision, execution_provider, force, log)
         return _export_into(tmp, model_dir, precision, execution_provider, force, progress)
 
     return cache.cached_step("vision", f"{model_dir.name}-{precision}",
                              (model_dir, precision, execution_provider, EXPORT_FORMAT), make,
                              info_file="export_info.json", label=f"{precision} vision export", force=force).path
+
+
+def _export_in_child(tmp: Path, model_dir: Path, precision: str, execution_provider: str, force: bool,
+                     log: Path) -> dict:
+    """`_export_into` in a fresh Python process (`python -m labkit.making.vision_export`), its output in `log`."""
+    import subprocess
+    import sys
+
+    print(f"exporting {model_dir.name} ({precision}) in a separate process; its log: {log}", flush=True)
+    with log.open("a") as out:
+        done = subprocess.run([sys.executable, "-m", "labkit.making.vision_export", str(tmp), str(model_dir),
+                               precision, execution_provider, "1" if force else "0"],
+                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        killed = " (killed: out of memory?)" if done.returncode in (-9, 137) else ""
+        raise VisionError(f"The {precision} export of {model_dir.name} failed in its process (exit "
+                          f"{done.returncode}{killed}). Its log: {log}")
+    result = tmp / "export_result.json"
+    info = json.loads(result.read_text())
+    result.unlink()
+    return info
 
 
 def _export_into(tmp: Path, model_dir: Path, precision: str, execution_provider: str, force: bool,
@@ -144,3 +178,11 @@ def latest_export(profile=None) -> Path:
             return Path(folder)
     prof = get_profile(profile)
     return export(prof.vision_model, "int4", prof.execution_provider)
+
+
+if __name__ == "__main__":      # the child process of `_export_in_child`: TMP MODEL_DIR PRECISION EP FORCE
+    import sys
+
+    out, source, chosen, provider, again = sys.argv[1:6]
+    info = _export_into(Path(out), Path(source), chosen, provider, again == "1", progress=False)
+    (Path(out) / "export_result.json").write_text(json.dumps(info))

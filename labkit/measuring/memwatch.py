@@ -3,7 +3,8 @@
 `resource.getrusage(RUSAGE_CHILDREN)` reports only the largest single process, and `/usr/bin/time`
 is not on every laptop, so the tree's resident set (the command and every process it starts) is
 sampled with psutil every `interval` seconds; the kernel's own per-process maximum (`ru_maxrss`
-of the direct child) is a floor the sample cannot miss. Used by `make bench-scale` (lab 01).
+of the direct child) is a floor the sample cannot miss. Used by `make bench-scale` (lab 01); `PeakWatch` does the
+same for whatever this process starts inside a `with` block (`make course`: each notebook's kernel).
 """
 
 from __future__ import annotations
@@ -71,3 +72,41 @@ def run(cmd: list[str], interval: float = 0.25, env=None, cwd=None) -> Measured:
     seconds = time.perf_counter() - started
     reader.join()
     return Measured(returncode, seconds, peak, "".join(chunks))
+
+
+class PeakWatch:
+    """`with PeakWatch() as watch:` samples the resident memory of every process this one starts meanwhile.
+
+    `watch.peak_children_bytes` is the largest sum seen (this process itself excluded: `labkit course` only waits
+    for papermill's kernel). All labs (`make course` records it per notebook)."""
+
+    def __init__(self, interval: float = 0.25):
+        self.interval, self.peak_children_bytes = interval, 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            try:
+                children = me.children(recursive=True)
+            except psutil.Error:
+                children = []
+            total = 0
+            for child in children:
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_children_bytes = max(self.peak_children_bytes, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakWatch:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -130,6 +130,9 @@ def headline(data: dict) -> dict:
         out["int4 size / fp32"] = builds["int4"]["size_mb"] / builds["fp32"]["size_mb"]
         out["int4 decode / fp32"] = builds["int4"]["decode_tok_s"] / builds["fp32"]["decode_tok_s"]
         out["int4 perplexity vs fp32 (%)"] = builds["int4"]["perplexity_vs_fp32_%"]
+    elif "int8" in builds and "int4" in builds:     # the laptop profile builds no FP32
+        out["int4 size / int8"] = builds["int4"]["size_mb"] / builds["int8"]["size_mb"]
+        out["int4 decode / int8"] = builds["int4"]["decode_tok_s"] / builds["int8"]["decode_tok_s"]
     if lab03.get("finetune"):
         out["travel eval loss before -> after fine-tuning"] = (f"{lab03['finetune']['eval_loss_before']:.2f} -> "
                                                                f"{lab03['finetune']['eval_loss_after']:.2f}")
@@ -140,7 +143,65 @@ def headline(data: dict) -> dict:
     timings = data.get("course", {}).get("notebook_seconds", {})
     if timings:
         out["course wall time (s)"] = timings.get("total")
+    peaks = data.get("course", {}).get("peak_rss_bytes", {})
+    if peaks:
+        out["largest peak memory of a lab (GB)"] = max(peaks.values()) / 1e9
     return {k: (round(v, 3) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
+
+
+def course_table(data: dict):
+    """Per notebook of the run: its profile, wall minutes and peak memory (the kernel and what it started). Lab 05.
+
+    Empty when the notebooks ran one by one (`make course` records the times and memory)."""
+    import pandas as pd
+
+    course = data.get("course", {})
+    seconds, peaks = course.get("notebook_seconds", {}), course.get("peak_rss_bytes", {})
+    rows = [{"lab": name, "profile": data.get(name, {}).get("profile", course.get("profile")),
+             "minutes": round(seconds[name] / 60, 1),
+             "peak_memory_gb": round(peaks[name] / 1e9, 1) if name in peaks else math.nan}
+            for name in seconds if name != "total"]
+    return pd.DataFrame(rows).set_index("lab") if rows else pd.DataFrame()
+
+
+def course_lines(data: dict) -> list[str]:
+    """What the run was: profile, shadows or real weights, total time, the memory limit it ran under. Lab 05."""
+    course = data.get("course", {})
+    if not course:
+        return ["no course record: the notebooks ran one by one (`make course` records times and memory)"]
+    seconds = course.get("notebook_seconds", {})
+    limit = course.get("memory_limit_bytes", 0)
+    peaks = course.get("peak_rss_bytes", {})
+    lines = [f"profile {course.get('profile')}, "
+             + ("Phi-3.5 shadows (random weights: sizes, memory and speed are real, answers are noise)"
+                if course.get("shadows") else "real weights" if course.get("profile") != "cpu" else "tiny models")
+             + f"; {seconds.get('total', 0) / 60:.1f} min up to the report"]
+    if peaks:
+        top = max(peaks, key=peaks.get)
+        lines.append(f"largest peak: {peaks[top] / 1e9:.1f} GB in {top}"
+                     + (f", under a limit of {limit / 1e9:.1f} GB" if limit else ""))
+    return lines
+
+
+def plot_course(data: dict, laptop_ram_gb: float = 16.0):
+    """Minutes and peak memory per lab of the run, with the memory limit it ran under. Lab 05."""
+    import matplotlib.pyplot as plt
+
+    table = course_table(data)
+    fig, (time_ax, ram_ax) = plt.subplots(1, 2, figsize=(10, 3))
+    labels = [name[:2] for name in table.index]
+    time_ax.bar(labels, table["minutes"], color="tab:blue")
+    time_ax.set(xlabel="lab", ylabel="minutes", title="wall time per lab")
+    ram_ax.bar(labels, table["peak_memory_gb"], color="tab:orange")
+    limit = data.get("course", {}).get("memory_limit_bytes", 0) / 1e9
+    if limit and limit < 2 * laptop_ram_gb:
+        ram_ax.axhline(limit, ls="--", color="gray", label=f"limit {limit:.0f} GB")
+        ram_ax.legend()
+    ram_ax.set(xlabel="lab", ylabel="GB", title="peak memory per lab (whole process tree)")
+    for ax in (time_ax, ram_ax):
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def export_html(executed_notebook: Path, out: Path) -> Path:

@@ -95,6 +95,13 @@ def load_processor(model_dir: str | Path):
     return model.create_multimodal_processor()
 
 
+def unload() -> None:
+    """Free every model (and adapter) labkit loaded in this process, before loading a big one yourself. Lab 02.
+
+    `load` keeps up to four models for the next call; on a laptop two copies of a 4B model do not fit."""
+    _release()
+
+
 def _release() -> None:
     control_tokens.cache_clear()
     load_processor.cache_clear()

@@ -1,7 +1,7 @@
 """`python -m labkit …` (or the `labkit` command): the course from a terminal.
 
     labkit [--debug] COMMAND …                            --debug: a traceback instead of the one-line error
-    labkit course [--only 00 01] [--profile cpu|gpu] [--demo | --parameters FILE] [--run-dir DIR]
+    labkit course [--only 00 01] [--profile cpu|laptop|gpu] [--demo | --parameters FILE] [--run-dir DIR] [--sheet F]
                                                          run the notebooks into runs/<timestamp>/
     labkit env                                           the environment check of lab 00
     labkit tiny                                          create (or show) the tiny Phi-3
@@ -55,10 +55,17 @@ def _course(args) -> int:
         except (FileNotFoundError, ValueError) as err:
             return _error(str(err), USAGE)
     try:
-        run_course(args.only, parameters, profile=args.profile, run_dir=Path(args.run_dir) if args.run_dir else None)
+        run_dir = run_course(args.only, parameters, profile=args.profile,
+                             run_dir=Path(args.run_dir) if args.run_dir else None)
     except NotebookFailed as failure:
         print(failure, file=sys.stderr)
         return 1
+    if args.sheet:
+        from ..core.paths import write_json_atomic
+        from .plan import run_sheet, sheet_markdown
+
+        sheet = run_sheet(run_dir)
+        print(f"run sheet: {write_json_atomic(Path(args.sheet), sheet)}\n{sheet_markdown(sheet)}")
     return 0
 
 
@@ -172,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     course.add_argument("--parameters", help="a JSON file of notebook parameters: {\"03_olive_awq_lora\": "
                                              "{\"finetune_steps\": 300}, …}")
     course.add_argument("--run-dir", help="the run folder (default: a new runs/<timestamp>/)")
+    course.add_argument("--sheet", help="also write the run's minutes and peak memory per lab to this JSON file "
+                                        "(lab 00's plan reads docs/measured/laptop-course.json)")
     env = command("env", _env, help="check this machine for the course")
     env.add_argument("--profile", default=None, choices=PROFILES)
     command("tiny", _tiny, help="create the tiny Phi-3 (cached) and print where it is")

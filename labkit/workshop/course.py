@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import allocator, paths, results
+from ..core import allocator, paths, results, sizing
 
 # Headless runs (`make course`, tests) have no one to type into the chat panel.
 COURSE_PARAMETERS = {"04_inference": {"interactive": False}}
@@ -58,7 +58,10 @@ class Lab:
         """Add measured values to the run's results.json under this lab's name.
 
         Returns nothing: it ends many cells, and a returned path would print there as a raw `PosixPath`."""
-        results.record(self.name, values, self.run_dir / "results.json")
+        from ..making.models import shadows_requested
+
+        ran = {"profile": self.profile.name, "shadows": self.profile.name != "cpu" and shadows_requested()}
+        results.record(self.name, {**ran, **values}, self.run_dir / "results.json")
 
 
 def start_lab(name: str, profile: str | None = None, run_dir: str | Path | None = None) -> Lab:
@@ -75,6 +78,10 @@ def start_lab(name: str, profile: str | None = None, run_dir: str | Path | None 
     print(f"{name}: profile {chosen.name} (execution provider {chosen.execution_provider}; text model "
           f"{chosen.text_model}, vision model {chosen.vision_model})")
     print(f"run folder: {lab.run_dir}")
+    from ..making.models import SHADOW_NOTICE, shadows_requested
+
+    if chosen.name != "cpu" and shadows_requested():
+        print(SHADOW_NOTICE)
     return lab
 
 
@@ -208,15 +215,30 @@ def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], p
     """Run the notebooks in order; record each one's seconds in results.json as it finishes."""
     from tqdm.auto import tqdm
 
-    timings, started = {}, time.perf_counter()
+    from ..making.models import shadows_requested
+    from ..measuring import memwatch
+
+    shadows = profile != "cpu" and shadows_requested()
+    # `--only` into an existing run folder adds to its record (same profile), so the report still sees every lab.
+    before = results.read(run_dir / "results.json").get("course", {}) if (run_dir / "results.json").exists() else {}
+    same = before.get("profile") == profile and before.get("shadows", False) == shadows
+    timings = {k: v for k, v in before.get("notebook_seconds", {}).items() if k != "total"} if same else {}
+    peaks = dict(before.get("peak_rss_bytes", {})) if same else {}
+    started = time.perf_counter() - sum(timings.values())
     for nb in tqdm(chosen, desc="course", unit="notebook"):
         t = time.perf_counter()
-        run_notebook(nb, run_dir, {**COURSE_PARAMETERS.get(nb.stem, {}), **parameters.get(nb.stem, {})}, profile)
+        # The kernel papermill starts is a child of this process: the watch sums it and everything it starts.
+        with memwatch.PeakWatch() as watch:
+            run_notebook(nb, run_dir, {**COURSE_PARAMETERS.get(nb.stem, {}), **parameters.get(nb.stem, {})},
+                         profile)
         timings.pop("total", None)
         timings[nb.stem] = round(time.perf_counter() - t, 1)
         timings["total"] = round(time.perf_counter() - started, 1)
+        peaks[nb.stem] = watch.peak_children_bytes
         # Recorded after every notebook, so the report notebook sees the labs before it.
-        results.record("course", {"profile": profile, "notebook_seconds": timings}, run_dir / "results.json")
+        results.record("course", {"profile": profile, "shadows": shadows, "notebook_seconds": timings,
+                                  "peak_rss_bytes": peaks, "memory_limit_bytes": sizing.memory_limit_bytes()},
+                       run_dir / "results.json")
     return timings
 
 

@@ -87,15 +87,19 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
     import onnxruntime
     rows.append(_row("execution providers", True, ", ".join(onnxruntime.get_available_providers())))
     gpu = probe_gpu() if prof.execution_provider == "cuda" else None
-    rows.append(_row("GPU (CUDA)", gpu is None or gpu.ok, gpu.summary() if gpu else "not needed by the cpu profile",
+    rows.append(_row("GPU (CUDA)", gpu is None or gpu.ok,
+                     gpu.summary() if gpu else f"not needed by the {prof.name} profile",
                      "The gpu profile needs an NVIDIA GPU, its driver and the GPU environment: run "
                      "`make test-gpu` (it creates .venv-gpu) on such a machine, or use profile='cpu'."))
     rows.append(_row("CPU cores", True, os.cpu_count()))
 
-    import psutil
-    ram = psutil.virtual_memory().available / 1e9
+    from ..core.sizing import machine
+
+    here = machine()   # a cgroup's (container's) limit counts, not only the machine's RAM
+    ram = here["available_ram_bytes"] / 1e9
     need = NEEDS[prof.name]
-    rows.append(_row("free RAM", ram >= need["ram_gb"], f"{ram:.1f} GB (need {need['ram_gb']} GB)",
+    limited = ", cgroup limit" if here["memory_limited_by"] == "cgroup" else ""
+    rows.append(_row("free RAM", ram >= need["ram_gb"], f"{ram:.1f} GB (need {need['ram_gb']} GB{limited})",
                      "Close other programs, or use profile='cpu' (tiny models).", warn=prof.name == "cpu"))
     cache = paths.cache_dir()
     disk = shutil.disk_usage(cache).free / 1e9

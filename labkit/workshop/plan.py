@@ -3,12 +3,15 @@
 Lab 00 shows `lab_plan(profile)`: per lab, the RAM, disk and minutes it needs and whether this
 machine has them now, from the measurements in `labkit.sizing` (full-size shadows of Phi-3.5) and
 the profile's downloads (`labkit.hub`). Lab 03 asks `training_model` whether to train the real
-model or, on a laptop CPU where that takes hours, the tiny one.
+model or, on a laptop CPU where that takes hours, the tiny one; lab 04 asks `chat_model` which model it chats with.
 """
 
 from __future__ import annotations
 
-from ..core import sizing
+from pathlib import Path
+
+from ..core import paths, results, sizing
+from ..core.errors import LabkitError
 from ..core.profiles import get_profile
 from ..core.sizing import GB, PROCESS_OVERHEAD_BYTES
 from ..making import hub, shadow
@@ -21,6 +24,51 @@ _CPU_LABS = {"00": (0.1, 0.5, 0.02), "01": (0.5, 1.0, 0.1), "02": (0.4, 1.0, 0.0
             "04": (1.8, 1.5, 0.02), "05": (0.1, 0.5, 0.0)}     # lab: (minutes, peak RAM GB, disk GB)
 VISION_PROMPT_RSS_BYTES = 8_718_000 * 1024   # one 1344x1008 image prompt on the full-size vision export
 _INT4_INFERENCE_RSS_BYTES = int(3.4 * GB)    # a plain og script: load + 64-token greedy run, INT4 shadow build
+
+
+# The laptop course on full-size Phi-3.5 shadows under a 16 GB memory limit (`make laptop-sheet` rewrites it):
+# per lab, the minutes and peak memory lab 00's plan shows for the laptop profile.
+LAPTOP_SHEET = paths.REPO / "docs" / "measured" / "laptop-course.json"
+
+
+def run_sheet(run_dir: Path) -> dict:
+    """Per lab of a `make course` run: minutes and peak memory, with the machine and the limit it ran under. Lab 00.
+
+    What `labkit course --sheet FILE` writes; lab 00's plan reads the laptop profile's from `LAPTOP_SHEET`."""
+    import time
+
+    recorded = results.read(Path(run_dir) / "results.json")
+    course = recorded.get("course")
+    if not course or not course.get("peak_rss_bytes"):
+        raise DoesNotFit(f"{run_dir} has no per-lab times and memory: run the course with `labkit course` first.")
+    labs = {name[:2]: {"notebook": name, "minutes": round(seconds / 60, 1),
+                       "peak_rss_bytes": course["peak_rss_bytes"].get(name, 0)}
+            for name, seconds in course["notebook_seconds"].items() if name != "total"}
+    here = sizing.machine()
+    return {"profile": course["profile"], "shadows": course.get("shadows", False),
+            "measured_on": time.strftime("%Y-%m-%d"), "cores": here["cores"],
+            "memory_limit_bytes": course.get("memory_limit_bytes", 0),
+            "total_minutes": round(course["notebook_seconds"]["total"] / 60, 1), "labs": labs}
+
+
+def sheet_markdown(sheet: dict) -> str:
+    """A run sheet as the Markdown table docs/real-size.md shows (a test keeps the two equal). Lab 00."""
+    lines = ["| lab | minutes | peak memory (process tree) |", "|---|---|---|"]
+    for _, row in sorted(sheet["labs"].items()):
+        lines.append(f"| {row['notebook']} | {row['minutes']:.1f} | {row['peak_rss_bytes'] / GB:.1f} GB |")
+    lines.append(f"| whole course | {sheet['total_minutes']:.1f} | "
+                 f"{max(row['peak_rss_bytes'] for row in sheet['labs'].values()) / GB:.1f} GB "
+                 f"(limit {sheet['memory_limit_bytes'] / GB:.1f} GB) |")
+    return "\n".join(lines)
+
+
+def _measured_laptop() -> dict:
+    if not LAPTOP_SHEET.exists():
+        return {}
+    sheet = paths.read_json(LAPTOP_SHEET, "restore it with git or rerun `make laptop-sheet`")
+    basis = (f"measured: laptop course on {'full-size shadows' if sheet['shadows'] else 'Phi-3.5'}, "
+             f"{sheet['cores']} cores, {sheet['memory_limit_bytes'] / GB:.0f} GB limit, {sheet['measured_on']}")
+    return {lab: {**row, "basis": basis} for lab, row in sheet["labs"].items()}
 
 
 def lab_plan(profile: str | None = None) -> list[dict]:
@@ -67,8 +115,59 @@ def lab_plan(profile: str | None = None) -> list[dict]:
         row("03", "AWQ + LoRA + Olive on CUDA", 20, 24 * GB, 20 * GB, "estimate")
         row("04", "inference on CUDA", 2, 8 * GB, 0, "estimate")
     row("05", "the report", 0.1, PROCESS_OVERHEAD_BYTES, 0, "measured")
-    return rows
+    return _with_measured(rows, _measured_laptop() if prof.name == "laptop" else {}, here)
 
+
+def _with_measured(rows: list[dict], measured: dict, here: dict) -> list[dict]:
+    """One row per lab where a whole-course run measured it: its minutes and peak memory, the steps' disk summed."""
+    merged = []
+    for row in rows:
+        lab = row["lab"]
+        if lab not in measured or lab == "00":    # lab 00's row is the downloads: their size, not the lab's time
+            merged.append(row)
+            continue
+        if merged and merged[-1]["lab"] == lab:
+            merged[-1]["what"] += " + " + row["what"]
+            merged[-1]["disk_gb"] = round(merged[-1]["disk_gb"] + row["disk_gb"], 1)
+            continue
+        ram = measured[lab]["peak_rss_bytes"]
+        merged.append({**row, "minutes": measured[lab]["minutes"], "peak_ram_gb": round(ram / GB, 1),
+                       "basis": measured[lab]["basis"]})
+    for row in merged:
+        row["fits_here"] = "yes" if (row["peak_ram_gb"] * GB <= here["available_ram_bytes"]
+                                     and row["disk_gb"] * GB <= here["free_disk_bytes"]) else "no"
+    return merged
+
+
+
+class DoesNotFit(LabkitError, RuntimeError):
+    """A profile's labs need more memory or disk than this machine has; the message names what. Lab 00."""
+
+
+def refuse_unless_fits(rows: list[dict], profile: str | None = None) -> None:
+    """Stop a laptop or gpu run, before any download or build, when a lab of `lab_plan` does not fit. Lab 00.
+
+    The memory compared is what this process may really use: a cgroup's (container's) limit where one is set,
+    not only the machine's RAM (`labkit.sizing.machine`). The cpu profile's needs are small: never refused."""
+    prof = get_profile(profile)
+    short = [row for row in rows if row["fits_here"] == "no"]
+    if prof.name == "cpu" or not short:
+        return
+    here = sizing.machine()
+    ram, disk = here["available_ram_bytes"] / GB, here["free_disk_bytes"] / GB
+    limited = " (a cgroup limit: the container or `systemd-run -p MemoryMax=` caps it)" \
+        if here["memory_limited_by"] == "cgroup" else ""
+    missing = []
+    for row in short:
+        if row["peak_ram_gb"] > ram:
+            missing.append(f"lab {row['lab']} ({row['what']}) needs {row['peak_ram_gb']} GB of RAM")
+        if row["disk_gb"] > disk:
+            missing.append(f"lab {row['lab']} ({row['what']}) needs {row['disk_gb']} GB of disk")
+    raise DoesNotFit(
+        f"The {prof.name} profile does not fit this machine: {'; '.join(missing)}. Available now: {ram:.1f} GB of "
+        f"RAM{limited}, {disk:.1f} GB of disk at the model cache. Nothing was downloaded or built. Fix: close "
+        "other programs or free disk (LABKIT_CACHE points the cache at another disk), run on a bigger machine, "
+        "or use profile='cpu' (the tiny models).")
 
 
 def training_model(profile: str, model: str, calibration_pairs: int, lora_steps: int,
@@ -81,5 +180,25 @@ def training_model(profile: str, model: str, calibration_pairs: int, lora_steps:
         return model, ""
     cost = sizing.training_estimate(shadow.shadow_config("phi-3.5-mini"), calibration_pairs, lora_steps)
     return "tiny", (f"AWQ ({calibration_pairs} pairs) + {lora_steps} LoRA steps of {model} on this CPU: about "
-                    f"{cost['hours']:.1f} h ({cost['basis']}). This lab runs on the tiny model instead; set "
-                    "full_size_training = True to run it on Phi-3.5-mini, or use the gpu profile.")
+                    f"{cost['hours']:.1f} h ({cost['basis']}). This lab runs on the tiny model instead, so its "
+                    "adapters belong to the tiny model (lab 04 uses them there, and chats with your INT4 "
+                    "Phi-3.5-mini from lab 01 apart); set full_size_training = True to run it on Phi-3.5-mini, or "
+                    "use the gpu profile.")
+
+
+def chat_model(profile: str, travel_dir: Path, travel_adapter: Path | None,
+               adapter_base: str) -> tuple[Path, Path | None, str]:
+    """The model lab 04 chats with: lab 03's, with its travel adapter, when lab 03 trained the profile's own model;
+    else (a laptop, where lab 03 trains the tiny model) lab 01's INT4 build of the profile's model. Lab 04.
+
+    Returns `(model folder, its adapter or None, one line saying which model does what)`."""
+    from ..making import build
+
+    prof = get_profile(profile)
+    if adapter_base == prof.text_model or prof.name == "cpu":
+        return travel_dir, travel_adapter, (f"chat model: {travel_dir} (lab 03's {adapter_base}, with its travel "
+                                            "adapter); the adapter sections use the same model")
+    chat = build.build(prof.text_model, "int4", prof.execution_provider, progress=False)
+    return chat.path, None, (f"chat model: {chat.path} (lab 01's INT4 build of {prof.text_model}, no adapter); the "
+                             f"adapter sections use lab 03's {adapter_base} model, which the adapters belong to: "
+                             f"{travel_dir}")
