@@ -161,6 +161,6 @@ def test_the_report_shows_each_labs_minutes_and_peak_memory_under_the_runs_limit
     assert list(table.index) == ["00_environment_check", "01_builder_quantization"]   # no "total" row
     lines = report.course_lines(data)
     assert lines[0].startswith("profile laptop, Phi-3.5 shadows (random weights") and "22.5 min" in lines[0]
-    assert lines[1] == "largest peak: 9.4 GB in 01_builder_quantization, under a limit of 16.0 GB"
+    assert lines[1] == "largest peak: 9.4 GB in 01_builder_quantization, of 16.0 GB (a memory limit)"
     assert len(report.plot_course(data).axes) == 2
     assert report.course_table({}).empty and "one by one" in report.course_lines({})[0]

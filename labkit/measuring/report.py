@@ -164,6 +164,15 @@ def course_table(data: dict):
     return pd.DataFrame(rows).set_index("lab") if rows else pd.DataFrame()
 
 
+def _ram_total() -> int:
+    """This machine's RAM in bytes (0 without psutil)."""
+    try:
+        import psutil
+    except ImportError:
+        return 0
+    return psutil.virtual_memory().total
+
+
 def course_lines(data: dict) -> list[str]:
     """What the run was: profile, shadows or real weights, total time, the memory limit it ran under. Lab 05."""
     course = data.get("course", {})
@@ -178,8 +187,10 @@ def course_lines(data: dict) -> list[str]:
              + f"; {seconds.get('total', 0) / 60:.1f} min up to the report"]
     if peaks:
         top = max(peaks, key=peaks.get)
+        ram = _ram_total()
+        bound = "the machine's RAM" if limit and ram and abs(limit - ram) < 2**20 else "a memory limit"
         lines.append(f"largest peak: {peaks[top] / 1e9:.1f} GB in {top}"
-                     + (f", under a limit of {limit / 1e9:.1f} GB" if limit else ""))
+                     + (f", of {limit / 1e9:.1f} GB ({bound})" if limit else ""))
     return lines
 
 

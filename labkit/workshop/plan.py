@@ -196,8 +196,8 @@ def chat_model(profile: str, travel_dir: Path, travel_adapter: Path | None,
 
     prof = get_profile(profile)
     if adapter_base == prof.text_model or prof.name == "cpu":
-        return travel_dir, travel_adapter, (f"chat model: {travel_dir} (lab 03's {adapter_base}, with its travel "
-                                            "adapter); the adapter sections use the same model")
+        return travel_dir, travel_adapter, (f"chat model: {travel_dir} (lab 03's {adapter_base} model, with its "
+                                            "travel adapter); the adapter sections use the same model")
     chat = build.build(prof.text_model, "int4", prof.execution_provider, progress=False)
     return chat.path, None, (f"chat model: {chat.path} (lab 01's INT4 build of {prof.text_model}, no adapter); the "
                              f"adapter sections use lab 03's {adapter_base} model, which the adapters belong to: "
