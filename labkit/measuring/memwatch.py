@@ -31,12 +31,17 @@ def _tree_rss(process) -> int:
     """Resident bytes of `process` and all its descendants (processes that vanish meanwhile count 0). Lab 01."""
     import psutil
 
-    total = 0
     try:
-        members = [process, *process.children(recursive=True)]
+        return _rss_sum([process, *process.children(recursive=True)])
     except psutil.Error:
         return 0
-    for member in members:
+
+
+def _rss_sum(processes) -> int:
+    import psutil
+
+    total = 0
+    for member in processes:
         try:
             total += member.memory_info().rss
         except psutil.Error:
@@ -93,13 +98,7 @@ class PeakWatch:
                 children = me.children(recursive=True)
             except psutil.Error:
                 children = []
-            total = 0
-            for child in children:
-                try:
-                    total += child.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak_children_bytes = max(self.peak_children_bytes, total)
+            self.peak_children_bytes = max(self.peak_children_bytes, _rss_sum(children))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakWatch:
