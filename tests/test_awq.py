@@ -106,3 +106,17 @@ def test_rtn_and_awq_keep_the_report_colours():
     legend = awq.plot_rtn_vs_awq(table).axes[0].get_legend()
     colours = {t.get_text(): to_hex(h.get_facecolor()) for h, t in zip(legend.legend_handles, legend.get_texts())}
     assert colours == {"rtn-int4": report.METHOD_COLOURS["rtn"], "awq-int4": report.METHOD_COLOURS["awq"]}
+
+
+def test_the_comparison_is_measured_once_per_builds_and_texts(tiny_dir, monkeypatch):
+    """compare_with_rtn reads its numbers back for the same builds and texts, and measures again for other texts."""
+    from labkit import bench
+
+    rows = data.travel("eval")
+    first = awq.compare_with_rtn(tiny_dir, group_size=32, eval_rows=rows[:3], samples=SAMPLES, progress=False)
+    assert first["awq-int4"]["kl"] > 0 and first["rtn-int4"]["kl"] > 0
+    monkeypatch.setattr(bench, "token_log_probs", lambda *_: pytest.fail("measured the same builds and texts again"))
+    assert awq.compare_with_rtn(tiny_dir, group_size=32, eval_rows=rows[:3], samples=SAMPLES,
+                                progress=False) == first
+    with pytest.raises(pytest.fail.Exception, match="measured the same"):
+        awq.compare_with_rtn(tiny_dir, group_size=32, eval_rows=rows[3:5], samples=SAMPLES, progress=False)

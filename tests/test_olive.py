@@ -266,3 +266,25 @@ def test_the_printed_command_shows_the_cache_and_no_temp_folder(tmp_path, monkey
                          "--data_files", str(paths.DATA / "travel" / "train.jsonl"), "--text_template", "a\nb"])
     assert line == ("$ olive finetune -m $LABKIT_CACHE/awq/m -o OUT/olive --data_files data/travel/train.jsonl "
                     "--text_template 'a\\nb'")
+
+
+def test_eval_loss_is_the_mean_per_token_loss_and_measured_once(tiny_dir, tmp_path, monkeypatch):
+    """Batched, right-padded: the same mean as one text at a time; read back for the same model and texts."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    rows = data.travel("eval")[:5]
+    loss = olive.eval_loss(tiny_dir, rows=rows)
+    tokenizer, net = AutoTokenizer.from_pretrained(tiny_dir), AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    total = count = 0
+    with torch.no_grad():
+        for text in data.chat_texts(tokenizer, rows):
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            total += torch.nn.functional.cross_entropy(net(ids).logits[0, :-1], ids[0, 1:], reduction="sum").item()
+            count += ids.shape[1] - 1
+    assert loss == pytest.approx(total / count, rel=1e-4)
+    monkeypatch.setattr(olive, "_eval_loss", lambda *_: pytest.fail("measured the same model and texts again"))
+    assert olive.eval_loss(tiny_dir, rows=rows) == loss
+    with pytest.raises(pytest.fail.Exception):
+        olive.eval_loss(tiny_dir, rows=rows[:4])

@@ -36,6 +36,7 @@ from ..making import models
 os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")
 
 _AWQ_FORMAT = "labkit-awq-v2"   # bump when the output of the same inputs changes
+_COMPARE_FORMAT = "labkit-rtn-vs-awq-v1"   # bump when compare_with_rtn measures differently
 
 
 def _patch_llmcompressor_for_cpu() -> None:
@@ -268,7 +269,9 @@ def compare_with_rtn(model: str | Path = "tiny", group_size: int = 32, eval_rows
     """RTN-INT4 vs AWQ-INT4 against FP32, as ONNX builds: perplexity and per-token KL. Lab 03.
 
     Both INT4 builds use the builder's RTN with the same group size and asymmetric levels; the
-    only difference is whether AWQ prepared the weights first.
+    only difference is whether AWQ prepared the weights first. The measurement is cached like the builds it
+    reads: the same builds (their folders are named by their inputs) on the same texts give the same numbers, so
+    a re-run of lab 03 reads them back instead of scoring the eval set six times again.
     """
     from ..making import build
     from ..measuring import bench
@@ -280,14 +283,21 @@ def compare_with_rtn(model: str | Path = "tiny", group_size: int = 32, eval_rows
     builds = {"fp32": build.build(model_dir, "fp32", progress=progress),
               "rtn-int4": build.build(model_dir, "int4", **int4),
               "awq-int4": build.build(quantize(model_dir, group_size=group_size, samples=samples), "int4", **int4)}
-    # One pass over the eval texts per build gives both its perplexity and its KL vs FP32.
-    log_probs = {name: bench.token_log_probs(b.path, texts) for name, b in builds.items()}
-    result = {}
-    for name, b in builds.items():
-        result[name] = {"perplexity": bench.perplexity_from_log_probs(log_probs[name]), "size_mb": b.size_bytes / 1e6}
-        if name != "fp32":
-            result[name]["kl"] = bench.kl_of(log_probs["fp32"], log_probs[name])
-    return result
+
+    def measure(tmp: Path, log: Path) -> dict:
+        # One pass over the eval texts per build gives both its perplexity and its KL vs FP32.
+        log_probs = {name: bench.token_log_probs(b.path, texts) for name, b in builds.items()}
+        result = {}
+        for name, b in builds.items():
+            result[name] = {"perplexity": bench.perplexity_from_log_probs(log_probs[name]),
+                            "size_mb": b.size_bytes / 1e6}
+            if name != "fp32":
+                result[name]["kl"] = bench.kl_of(log_probs["fp32"], log_probs[name])
+        return {"builds": {name: b.path.name for name, b in builds.items()}, "result": result}
+
+    key = ({name: b.path.name for name, b in builds.items()}, texts, _COMPARE_FORMAT)
+    return cache.cached_step("measured", f"{model_dir.name}-rtn-vs-awq-g{group_size}", key, measure,
+                             info_file="comparison.json", label="RTN vs AWQ comparison").info["result"]
 
 
 def rtn_vs_awq(model: str | Path = "tiny", group_size: int = 32, outlier_channels: int = 4,

@@ -392,25 +392,41 @@ def adapter_file(onnx_dir: Path) -> Path:
 
 
 _EVAL_BATCH = 16
+_EVAL_FORMAT = "labkit-eval-loss-v1"   # bump when eval_loss measures differently
 
 
 def eval_loss(model: str | Path, adapter: str | Path | None = None, rows: list[dict] | None = None) -> float:
-    """Mean next-token loss (nats) on travel Q&A in chat format, in PyTorch, with or without a LoRA. Lab 03."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    """Mean next-token loss (nats) on travel Q&A in chat format, in PyTorch, with or without a LoRA. Lab 03.
 
+    Cached like the steps it measures: the same model, adapter (both by content) and texts give the same loss, so
+    a re-run of lab 03 reads it back instead of running the eval set through PyTorch again."""
+    from transformers import AutoTokenizer
 
-    hf_logging.disable_progress_bar()     # a "Loading weights" bar per call would clutter the notebook
     model_dir = models.resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    texts = data.chat_texts(tokenizer, rows or data.travel("eval"))
+    adapter = Path(adapter) if adapter is not None else None
+
+    def measure(tmp: Path, log: Path) -> dict:
+        return {"loss": _eval_loss(model_dir, adapter, tokenizer, texts), "texts": len(texts)}
+
+    name = f"{model_dir.name}-eval-loss" + ("-adapter" if adapter else "")
+    return cache.cached_step("measured", name, (model_dir, adapter, texts, _EVAL_FORMAT), measure,
+                             info_file="eval_loss.json", label="eval loss").info["loss"]
+
+
+def _eval_loss(model_dir: Path, adapter: Path | None, tokenizer, texts: list[str]) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()     # a "Loading weights" bar per call would clutter the notebook
     net = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if adapter is not None:
         from peft import PeftModel
         net = PeftModel.from_pretrained(net, str(adapter))
     net.eval()
     tokenizer.padding_side = "right"      # Phi-3.5 pads left; right keeps every text at positions 0, 1, …
-    texts = data.chat_texts(tokenizer, rows or data.travel("eval"))
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(texts), _EVAL_BATCH):   # right-padded batches: the same sum as one by one
