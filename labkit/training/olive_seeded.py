@@ -6,6 +6,10 @@ global generator before the Hugging Face trainer seeds anything. So two `olive f
 arguments trained different adapters, and lab 03's answer rates moved by 20 points between identical runs. With
 the generators seeded the same command trains the same adapter: attendees, instructors and CI see one result.
 
+For `auto-opt` it installs labkit's memory-lean INT4 path in the model builder first (`labkit.making.lean`): the
+builder Olive calls would otherwise hold every weight in fp32 while it quantizes, ≈ 40 GB for Phi-3.5-mini, and the
+lean path makes the same graph with the checkpoint plus one weight in memory.
+
 It also ends itself when the process that started it is gone (`LABKIT_PARENT_PID`): a notebook kernel that
 dies or is killed must not leave a fine-tune training on, holding the CPU and gigabytes of memory.
 """
@@ -13,6 +17,7 @@ dies or is killed must not leave a fine-tune training on, holding the CPU and gi
 import os
 import random
 import runpy
+import sys
 import threading
 import time
 
@@ -40,4 +45,10 @@ if __name__ == "__main__":
     random.seed(_SEED)
     np.random.seed(_SEED)
     torch.manual_seed(_SEED)
-    runpy.run_module("olive", run_name="__main__", alter_sys=True)
+    if "auto-opt" in sys.argv[1:2]:
+        from labkit.making import lean
+
+        with lean.patched_builder():
+            runpy.run_module("olive", run_name="__main__", alter_sys=True)
+    else:
+        runpy.run_module("olive", run_name="__main__", alter_sys=True)
