@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course demo test test-gpu lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick laptop-sheet prefetch lock exercises wheelhouse clean
+.PHONY: install course demo test test-gpu lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick laptop-sheet laptop-training prefetch lock exercises wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -85,6 +85,12 @@ bench-scale-quick: install
 # shows for the laptop profile (docs/measured/laptop-course.json). About an hour on 2 cores; ~35 GB of disk.
 laptop-sheet: install
 	$(PY) tools/memory_limit.py 16G -- env LABKIT_SHADOWS=1 $(PY) -m labkit course --profile laptop --sheet docs/measured/laptop-course.json
+
+# Lab 03 with full_size_training=True (AWQ, LoRA and the export of Phi-3.5-mini itself, its full_size_recipe) and
+# lab 04 on the model it made, on full-size shadows inside the same 16 GB cgroup: the per-step minutes and peak memory
+# lab 00's and lab 03's plans show (docs/measured/laptop-training.json). About an hour on 2 cores.
+laptop-training: install
+	$(PY) tools/memory_limit.py 16G -- env LABKIT_SHADOWS=1 $(PY) -m labkit course --profile laptop --only 03 04 --full-size-training --sheet docs/measured/laptop-training.json
 
 # Download what a profile needs before the workshop (PROFILE=laptop|gpu) and print the sizes.
 PROFILE ?= laptop

@@ -123,3 +123,11 @@ def test_the_comparison_is_measured_once_per_builds_and_texts(tiny_dir, monkeypa
                                 progress=False) == first
     with pytest.raises(pytest.fail.Exception, match="measured the same"):
         awq.compare_with_rtn(tiny_dir, group_size=32, eval_rows=rows[3:5], samples=SAMPLES, progress=False)
+
+
+def test_a_grid_too_small_for_llmcompressor_fails_before_work(monkeypatch):
+    monkeypatch.setattr(models, "resolve_model", lambda *_: pytest.fail("resolved the model first"))
+    with pytest.raises(ValueError, match="n_grid=2: AWQ's scale search needs at least 3"):
+        awq.AwqStep("tiny", awq.awq_recipe(32, n_grid=2))
+    with pytest.raises(ValueError, match="dtype='float16'"):
+        awq.AwqStep("tiny", dtype="float16")

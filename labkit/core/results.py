@@ -74,7 +74,10 @@ class OliveFlow(LabRun):
     awq_dir: str
     onnx_dir: str
     adapter: str
-    rtn_vs_awq: list[RtnAwqRow]
+    rtn_vs_awq: list[RtnAwqRow]          # on the tiny model when lab 03 trains Phi-3.5-mini on a laptop
+    full_size_recipe: dict               # the settings used when it does (full_size_training), else {}
+    steps: list[dict]                    # AWQ, fine-tune, export: minutes, peak memory GB, made or cached
+    awq: dict                            # calibration_samples, grid, dtype
     finetune: dict
     onnx_eval_perplexity: dict[str, float]
     paraphrase_rates: dict[str, dict]    # base / travel adapter -> city_named, fact_stated, questions
@@ -166,10 +169,15 @@ def record(lab: str, values: dict, path: Path | None = None) -> Path:
     return path
 
 
-def find(lab: str, key: str):
-    """What `lab` recorded under `key` in this run's results.json, else in `runs/latest`'s (or None). All labs."""
+def find(lab: str, key: str, profile: str | None = None):
+    """What `lab` recorded under `key` in this run's results.json, else in `runs/latest`'s (or None). All labs.
+
+    With `profile`, only a record of a run in that profile counts (a laptop run must not take the cpu course's
+    tiny-model outputs from `runs/latest`)."""
     for path in (_results_path(), paths.runs_root() / "latest" / "results.json"):
-        value = read(path).get(lab, {}).get(key) if path.exists() else None
-        if value is not None:
-            return value
+        record = read(path).get(lab, {}) if path.exists() else {}
+        if profile is not None and record.get("profile", "cpu") != profile:
+            continue
+        if record.get(key) is not None:
+            return record[key]
     return None

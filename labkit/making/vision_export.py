@@ -172,11 +172,11 @@ def latest_export(profile=None) -> Path:
     from ..core import results
     from ..core.profiles import get_profile
 
-    recorded = results.find("02_vision_export", "exports") or {}
+    prof = get_profile(profile)
+    recorded = results.find("02_vision_export", "exports", profile=prof.name) or {}
     for folder in recorded.values():
         if Path(folder).exists():
             return Path(folder)
-    prof = get_profile(profile)
     return export(prof.vision_model, "int4", prof.execution_provider)
 
 

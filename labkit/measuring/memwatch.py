@@ -83,10 +83,12 @@ class PeakWatch:
     """`with PeakWatch() as watch:` samples the resident memory of every process this one starts meanwhile.
 
     `watch.peak_children_bytes` is the largest sum seen (this process itself excluded: `labkit course` only waits
-    for papermill's kernel). All labs (`make course` records it per notebook)."""
+    for papermill's kernel); `watch.peak_bytes` the largest with this process counted too (a lab's step that runs
+    partly here, partly in a child: what a memory limit sees). All labs (`make course` records it per notebook,
+    lab 03 per step)."""
 
     def __init__(self, interval: float = 0.25):
-        self.interval, self.peak_children_bytes = interval, 0
+        self.interval, self.peak_children_bytes, self.peak_bytes = interval, 0, 0
         self._stop = threading.Event()
 
     def _sample(self) -> None:
@@ -98,14 +100,24 @@ class PeakWatch:
                 children = me.children(recursive=True)
             except psutil.Error:
                 children = []
-            self.peak_children_bytes = max(self.peak_children_bytes, _rss_sum(children))
+            below = _rss_sum(children)
+            self.peak_children_bytes = max(self.peak_children_bytes, below)
+            self.peak_bytes = max(self.peak_bytes, below + _rss_sum([me]))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> PeakWatch:
+    def start(self) -> PeakWatch:
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> int:
+        """Stop sampling; return `peak_bytes`."""
         self._stop.set()
         self._thread.join()
+        return self.peak_bytes
+
+    def __enter__(self) -> PeakWatch:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -29,6 +29,7 @@ from pathlib import Path
 from ..core import cache, data, paths
 from ..core.errors import InputError
 from ..making import models
+from ..measuring import memwatch
 
 # llmcompressor's console log, set up when it is first imported (lab 03 imports it after labkit): at its INFO
 # level it warns "No accelerator available! Compressing model on CPU instead" three times on import, which on the
@@ -139,6 +140,10 @@ class AwqStep:
         if self.group_size not in (16, 32, 64, 128, 256):
             raise InputError(f"group_size={self.group_size} is invalid; use 16, 32, 64, 128 or 256 (the builder's "
                              "int4_block_size values), so the ONNX build lands on AWQ's grid.")
+        grid = _n_grid(self.recipe)
+        if grid is not None and grid < 3:
+            raise InputError(f"n_grid={grid}: AWQ's scale search needs at least 3 candidates (llmcompressor's "
+                             "duo-scaling grid divides by n_grid - 2); lab 03 uses 20, its full-size recipe 10.")
         self.model_dir, self.samples, self.seq_len, self.dtype = models.resolve_model(model), samples, seq_len, dtype
         described = [[type(m).__name__, m.model_dump(mode="json")] for m in self.recipe]
         self._name = f"{self.model_dir.name}-awq-g{self.group_size}"
@@ -148,6 +153,7 @@ class AwqStep:
         self._key = (self.model_dir, described, self._rows, seq_len, _AWQ_FORMAT, *([dtype] * (dtype != "float32")))
         self.path = paths.cache_dir() / "awq" / f"{self._name}-{cache.cache_key(*self._key)}"
         self.started = None      # when calibration_inputs ran: awq_info.json's seconds count from there
+        self._watch = None       # and its peak memory (this process and any it starts)
 
     @property
     def done(self) -> bool:
@@ -170,6 +176,7 @@ class AwqStep:
         logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
         logger.disable("llmcompressor")
         self.started = time.perf_counter()
+        self._watch = memwatch.PeakWatch().start()
         tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         net = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype))
         texts = data.chat_texts(tokenizer, self._rows)
@@ -225,8 +232,10 @@ def _save_into(tmp: Path, net, step: AwqStep, samples: int) -> dict:
                          "recipe on it before save_quantized.")
     _save_checkpoint(net, step.model_dir, tmp, step.dtype)
     models.copy_tokenizer(step.model_dir, tmp)
+    peak = step._watch.stop() if step._watch else 0
     return {"source": str(step.model_dir), "group_size": recipe_group_size(step.recipe), "symmetric": False,
-            "bits": 4, "calibration_samples": samples, "quantized_linears": quantized_layers, "dtype": step.dtype,
+            "bits": 4, "peak_rss_bytes": peak, "calibration_samples": samples, "quantized_linears": quantized_layers,
+            "dtype": step.dtype,
             "n_grid": _n_grid(step.recipe), "seconds": round(time.perf_counter() - started, 1), "format": _AWQ_FORMAT}
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from ..core import allocator, cache, data, paths
 from ..core.errors import InputError, LabkitError, MissingInput
 from ..making import models
+from ..measuring import memwatch
 from ..runtime import adapters
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
@@ -59,6 +60,7 @@ class FineTune:
     log: Path | None = None
     blocks: int = 0           # max_seq_len-token blocks Olive cut the training file into
     passes: float = 0.0       # passes over them, as the trainer counted its epochs
+    peak_rss_bytes: int = 0   # this process and Olive's together, while it trained
 
 
 def _check_architecture(model_dir: Path) -> None:
@@ -90,9 +92,9 @@ def _shown(args: list[str]) -> str:
     return "$ olive " + " ".join(shown)
 
 
-def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None, on_start=None) -> None:
+def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None, on_start=None) -> int:
     """Run `olive ARGS` (seeded, see labkit.training.olive_seeded) with its output in `log`; raise OliveStepError
-    unless it wrote `expect`.
+    unless it wrote `expect`. Returns the peak resident memory of this process and Olive's, together.
 
     Olive 0.13 logs "Pass run failed" and still exits 0 when a pass raises, so the exit code alone
     is not enough: the step succeeded only if its output exists."""
@@ -108,12 +110,14 @@ def _run_olive(step: str, args: list[str], log: Path, expect: Path, on_line=None
     if on_start:
         on_start()
     try:
-        code = _stream(command, workdir, log, on_line, _olive_env(args))
+        with memwatch.PeakWatch() as watch:
+            code = _stream(command, workdir, log, on_line, _olive_env(args))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if code != 0 or not expect.exists():
         raise OliveStepError(f"Olive step '{step}' failed (exit {code}, no {expect.name} written): "
                              f"{_last_error(log)}\nFull log: {log}")
+    return watch.peak_bytes
 
 
 def _remove_dead_workdirs(work_root: Path) -> None:
@@ -187,6 +191,7 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
                     **({"lora_layers": lora_layers} if lora_layers is not None else {}))
     if torch_dtype not in TORCH_DTYPES:
         raise InputError(f"torch_dtype={torch_dtype!r}: use one of {', '.join(TORCH_DTYPES)}.")
+    logging_steps = min(logging_steps, steps)      # a run shorter than one logging interval still logs its loss
     rows = data.validate_travel(train_file)            # file:line errors before any training
     model_dir = models.resolve_model(model)
     _check_architecture(model_dir)
@@ -206,15 +211,17 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
         settings["targets"] = lora_targets(model_dir, lora_layers)
 
     def make(tmp: Path, log: Path) -> dict:
-        seconds, losses, passes = _finetune_into(tmp, model_dir, train_file, settings, logging_steps, log, progress)
+        seconds, losses, passes, peak = _finetune_into(tmp, model_dir, train_file, settings, logging_steps, log,
+                                                       progress)
         return {"base_model": str(model_dir), "settings": settings, "train_pairs": len(rows), "losses": losses,
-                "passes": passes, "seconds": round(seconds, 1)}
+                "passes": passes, "seconds": round(seconds, 1), "peak_rss_bytes": peak}
 
     step = cache.cached_step("olive", f"{model_dir.name}-lora-r{lora_r}-s{steps}",
                              (model_dir, settings, cache.file_sha256(Path(train_file)), _OLIVE_FORMAT), make,
                              info_file="finetune_info.json", label="LoRA fine-tune", force=force)
     return FineTune(step.path / "adapter", model_dir, [tuple(x) for x in step.info["losses"]], step.info["seconds"],
-                    step.cached, step.log, settings["blocks"], step.info["passes"])
+                    step.cached, step.log, settings["blocks"], step.info["passes"],
+                    step.info.get("peak_rss_bytes", 0))
 
 
 def lora_targets(model_dir: Path, layers: int) -> str:
@@ -271,8 +278,9 @@ def pair_tokens(model_dir: Path, rows: list[dict]) -> tuple[list[int], int]:
 
 
 def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict, logging_steps: int, log: Path,
-                   progress: bool) -> tuple[float, list]:
-    """`olive finetune` into `tmp/adapter`; returns seconds, the (step, loss) pairs it logged and its passes."""
+                   progress: bool) -> tuple[float, list, float, int]:
+    """`olive finetune` into `tmp/adapter`; returns seconds, the (step, loss) pairs it logged, its passes and the
+    peak memory."""
     from tqdm.auto import tqdm
 
     steps = settings["steps"]
@@ -292,7 +300,7 @@ def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict,
 
     started = time.perf_counter()
     try:
-        _run_olive("fine-tune", [
+        peak = _run_olive("fine-tune", [
             "finetune", "--method", "lora", "-m", str(model_dir), "-o", str(tmp / "olive"),
             "--data_name", "json", "--data_files", str(train_file), "--text_template", PHI3_TEMPLATE,
             "--max_seq_len", str(settings["seq"]), "--torch_dtype", settings.get("dtype", "float32"),
@@ -310,7 +318,7 @@ def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict,
             bar.close()
     shutil.move(str(tmp / "olive" / "adapter"), str(tmp / "adapter"))
     shutil.rmtree(tmp / "olive")     # Olive also copies the base model; the adapter is what we keep
-    return time.perf_counter() - started, losses, round(epochs[-1], 3) if epochs else 0.0
+    return time.perf_counter() - started, losses, round(epochs[-1], 3) if epochs else 0.0, peak
 
 
 def export_with_adapter(model: str | Path, adapter: str | Path, precision: str = "int4",
@@ -333,7 +341,7 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
         raise InputError(f"execution_provider must be one of {list(providers)}")
 
     def make(tmp: Path, log: Path) -> dict:
-        _run_olive("ONNX export with adapter", [
+        peak = _run_olive("ONNX export with adapter", [
             "auto-opt", "-m", str(model_dir), "-a", str(adapter), "-o", str(tmp),
             "--device", "gpu" if execution_provider == "cuda" else "cpu", "--provider", providers[execution_provider],
             "--use_model_builder", "--use_ort_genai", "--precision", precision, "--log_level", "1"],
@@ -341,7 +349,7 @@ def export_with_adapter(model: str | Path, adapter: str | Path, precision: str =
         keep_source_tokenizer(model_dir, tmp)
         stamp_adapter(adapter_file(tmp), adapters.base_fingerprint(tmp))
         return {"base_model": str(model_dir), "adapter": str(adapter), "precision": precision,
-                "execution_provider": execution_provider}
+                "execution_provider": execution_provider, "peak_rss_bytes": peak}
 
     return cache.cached_step("olive", f"{model_dir.name}-onnx-{precision}",
                              (model_dir, adapter, precision, execution_provider, _EXPORT_FORMAT), make,
@@ -374,7 +382,11 @@ def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 600, learni
     onnx_dir = Path(onnx_dir)
     source = json.loads((onnx_dir / "labkit_export.json").read_text())
     rank = json.loads((Path(source["adapter"]) / "adapter_config.json").read_text())["r"]
+    # The first adapter's dtype, batch and layers: what made it fit this machine (lab 03's full-size recipe)
+    trained = json.loads((Path(source["adapter"]).parent / "finetune_info.json").read_text())["settings"]
+    layers = len(trained["targets"].split(",")) // 4 if "targets" in trained else None
     tuned = finetune(source["base_model"], steps=steps, lora_r=rank, learning_rate=learning_rate,
+                     batch_size=trained["bs"], torch_dtype=trained.get("dtype", "float32"), lora_layers=layers,
                      train_file=train_file, force=force, progress=progress)
     other = export_with_adapter(source["base_model"], tuned.adapter, source["precision"],
                                 source["execution_provider"], force=force)
@@ -464,3 +476,23 @@ def _eval_loss(model_dir: Path, adapter: Path | None, tokenizer, texts: list[str
             total += torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="sum").item()
             count += int((targets != -100).sum())
     return total / count
+
+
+def step_costs(awq_dir: Path, finetuned: FineTune, onnx_dir: Path, since: float):
+    """Minutes and peak memory (this process and its children) of lab 03's three steps, as a table. Lab 03.
+
+    A step made before `since` (a timestamp: the lab's start) came from the cache; its row says so and shows what it
+    cost when it was made."""
+    import pandas as pd
+
+    from ..core.sizing import GB
+
+    rows = []
+    for step, info_file in (("AWQ", Path(awq_dir) / "awq_info.json"),
+                            ("LoRA fine-tune", Path(finetuned.adapter).parent / "finetune_info.json"),
+                            ("ONNX export with adapter", Path(onnx_dir) / "labkit_export.json")):
+        info = json.loads(info_file.read_text())
+        rows.append({"step": step, "minutes": round(info["seconds"] / 60, 1),
+                     "peak memory GB": round(info.get("peak_rss_bytes", 0) / GB, 1),
+                     "this run": "made" if info_file.stat().st_mtime >= since else "cached (made earlier)"})
+    return pd.DataFrame(rows).set_index("step")

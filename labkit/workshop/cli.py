@@ -2,6 +2,7 @@
 
     labkit [--debug] COMMAND …                            --debug: a traceback instead of the one-line error
     labkit course [--only 00 01] [--profile cpu|laptop|gpu] [--demo | --parameters FILE] [--run-dir DIR] [--sheet F]
+                  [--full-size-training]
                                                          run the notebooks into runs/<timestamp>/
     labkit env                                           the environment check of lab 00
     labkit tiny                                          create (or show) the tiny Phi-3
@@ -54,6 +55,12 @@ def _course(args) -> int:
             parameters = read_json(Path(args.parameters), "write it as {\"NN_notebook\": {\"name\": value}}")
         except (FileNotFoundError, ValueError) as err:
             return _error(str(err), USAGE)
+    if args.full_size_training:
+        if args.profile != "laptop":
+            return _error("--full-size-training is the laptop profile's option (the gpu profile always trains "
+                          "Phi-3.5-mini): add --profile laptop.", USAGE)
+        lab03 = {**(parameters or {}).get("03_olive_awq_lora", {}), "full_size_training": True}
+        parameters = {**(parameters or {}), "03_olive_awq_lora": lab03}
     try:
         run_dir = run_course(args.only, parameters, profile=args.profile,
                              run_dir=Path(args.run_dir) if args.run_dir else None)
@@ -62,10 +69,12 @@ def _course(args) -> int:
         return 1
     if args.sheet:
         from ..core.paths import write_json_atomic
-        from .plan import run_sheet, sheet_markdown
+        from .plan import run_sheet, sheet_markdown, training_sheet_markdown
 
         sheet = run_sheet(run_dir)
         print(f"run sheet: {write_json_atomic(Path(args.sheet), sheet)}\n{sheet_markdown(sheet)}")
+        if "training" in sheet:
+            print(training_sheet_markdown(sheet))
     return 0
 
 
@@ -179,6 +188,8 @@ def _parser() -> argparse.ArgumentParser:
     course.add_argument("--parameters", help="a JSON file of notebook parameters: {\"03_olive_awq_lora\": "
                                              "{\"finetune_steps\": 300}, …}")
     course.add_argument("--run-dir", help="the run folder (default: a new runs/<timestamp>/)")
+    course.add_argument("--full-size-training", action="store_true",
+                        help="laptop profile: lab 03 trains Phi-3.5-mini itself (its full_size_recipe), lab 04 uses it")
     course.add_argument("--sheet", help="also write the run's minutes and peak memory per lab to this JSON file "
                                         "(lab 00's plan reads docs/measured/laptop-course.json)")
     env = command("env", _env, help="check this machine for the course")

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import allocator, paths, results, sizing
@@ -46,6 +46,7 @@ class Lab:
     name: str
     profile: object
     run_dir: Path
+    started: float = field(default_factory=time.time)   # when the lab began: what is older came from the cache
 
     @property
     def dir(self) -> Path:

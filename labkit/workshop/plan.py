@@ -29,6 +29,8 @@ _INT4_INFERENCE_RSS_BYTES = int(3.4 * GB)    # a plain og script: load + 64-toke
 # The laptop course on full-size Phi-3.5 shadows under a 16 GB memory limit (`make laptop-sheet` rewrites it):
 # per lab, the minutes and peak memory lab 00's plan shows for the laptop profile.
 LAPTOP_SHEET = paths.REPO / "docs" / "measured" / "laptop-course.json"
+# Lab 03 with full_size_training=True (and lab 04 on its model) under the same limit (`make laptop-training`).
+LAPTOP_TRAINING_SHEET = paths.REPO / "docs" / "measured" / "laptop-training.json"
 
 
 def run_sheet(run_dir: Path) -> dict:
@@ -45,10 +47,14 @@ def run_sheet(run_dir: Path) -> dict:
                        "peak_rss_bytes": course["peak_rss_bytes"].get(name, 0)}
             for name, seconds in course["notebook_seconds"].items() if name != "total"}
     here = sizing.machine()
-    return {"profile": course["profile"], "shadows": course.get("shadows", False),
-            "measured_on": time.strftime("%Y-%m-%d"), "cores": here["cores"],
-            "memory_limit_bytes": course.get("memory_limit_bytes", 0),
-            "total_minutes": round(course["notebook_seconds"]["total"] / 60, 1), "labs": labs}
+    sheet = {"profile": course["profile"], "shadows": course.get("shadows", False),
+             "measured_on": time.strftime("%Y-%m-%d"), "cores": here["cores"],
+             "memory_limit_bytes": course.get("memory_limit_bytes", 0),
+             "total_minutes": round(course["notebook_seconds"]["total"] / 60, 1), "labs": labs}
+    lab03 = recorded.get("03_olive_awq_lora", {})
+    if lab03.get("full_size_recipe") and lab03.get("steps"):      # lab 03 trained the profile's model itself
+        sheet["training"] = {"model": lab03["model"], "recipe": lab03["full_size_recipe"], "steps": lab03["steps"]}
+    return sheet
 
 
 def sheet_markdown(sheet: dict) -> str:
@@ -60,6 +66,35 @@ def sheet_markdown(sheet: dict) -> str:
                  f"{max(row['peak_rss_bytes'] for row in sheet['labs'].values()) / GB:.1f} GB "
                  f"(limit {sheet['memory_limit_bytes'] / GB:.1f} GB) |")
     return "\n".join(lines)
+
+
+def training_sheet_markdown(sheet: dict) -> str:
+    """Lab 03's three steps at full size, as the Markdown table docs/real-size.md shows. Lab 00."""
+    lines = ["| step | minutes | peak memory (process tree) |", "|---|---|---|"]
+    steps = sheet["training"]["steps"]
+    for row in steps:
+        lines.append(f"| {row['step']} | {row['minutes']:.1f} | {row['peak memory GB']:.1f} GB |")
+    peak, limit = max(row["peak memory GB"] for row in steps), sheet["memory_limit_bytes"] / GB
+    lines.append(f"| all three | {sum(row['minutes'] for row in steps):.1f} | {peak:.1f} GB (limit {limit:.1f} GB) |")
+    return "\n".join(lines)
+
+
+def full_size_training_lines(recipe: dict) -> str:
+    """What lab 03's flow on Phi-3.5-mini costs on a laptop CPU, per step, from the last `make laptop-training`. Lab 03.
+
+    Says when `recipe` differs from the measured one (the numbers then only indicate)."""
+    if not LAPTOP_TRAINING_SHEET.exists():
+        return "full-size training on this CPU: not measured yet (make laptop-training measures it)"
+    sheet = paths.read_json(LAPTOP_TRAINING_SHEET, "restore it with git or rerun `make laptop-training`")
+    training = sheet["training"]
+    steps = ", ".join(f"{row['step']} {row['minutes']:.0f} min ({row['peak memory GB']:.1f} GB)"
+                      for row in training["steps"])
+    total = sum(row["minutes"] for row in training["steps"])
+    same = "" if training["recipe"] == recipe else " (measured with another recipe: " + \
+        ", ".join(f"{k}={v}" for k, v in training["recipe"].items() if recipe.get(k) != v) + ")"
+    return (f"full-size training, measured on {'a full-size shadow' if sheet['shadows'] else 'Phi-3.5-mini'} "
+            f"({sheet['cores']} cores, {sheet['memory_limit_bytes'] / GB:.0f} GB limit, {sheet['measured_on']}): "
+            f"{steps}; {total:.0f} min in all{same}")
 
 
 def _measured_laptop() -> dict:
