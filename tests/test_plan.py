@@ -23,8 +23,9 @@ def test_lab03_takes_the_tiny_model_on_a_laptop_unless_asked():
     assert fewer < sizing.training_estimate(shadow.shadow_config("phi-3.5-mini"), 128, 120)["hours"]
 
 
-def test_lab00_plan_judges_each_lab_against_this_machine(monkeypatch):
+def test_lab00_plan_judges_each_lab_against_this_machine(monkeypatch, tmp_path):
     monkeypatch.setattr(plan, "_measured_laptop", lambda: {})     # the estimates, before any laptop course ran
+    monkeypatch.setattr(plan, "LAPTOP_TRAINING_SHEET", tmp_path / "absent.json")
     monkeypatch.setattr(sizing, "machine", lambda: {"cores": 8, "total_ram_bytes": int(16 * GB),
                                                     "available_ram_bytes": int(12 * GB),
                                                     "memory_limited_by": "RAM", "free_disk_bytes": int(100 * GB)})
@@ -56,6 +57,7 @@ def test_the_laptop_plan_shows_the_measured_course_one_row_per_lab(monkeypatch, 
     measured = {"01": {"minutes": 21.5, "peak_rss_bytes": int(9.4 * GB), "basis": "measured: test"},
                 "02": {"minutes": 18.0, "peak_rss_bytes": int(13.2 * GB), "basis": "measured: test"}}
     monkeypatch.setattr(plan, "_measured_laptop", lambda: measured)
+    monkeypatch.setattr(plan, "LAPTOP_TRAINING_SHEET", tmp_path / "absent.json")
     monkeypatch.setattr(sizing, "machine", lambda: {"cores": 2, "total_ram_bytes": int(16 * GB),
                                                     "available_ram_bytes": int(12 * GB),
                                                     "memory_limited_by": "RAM", "free_disk_bytes": int(100 * GB)})
@@ -80,3 +82,44 @@ def test_docs_show_the_committed_laptop_sheet_as_it_is():
 
     sheet = json.loads(plan.LAPTOP_SHEET.read_text())
     assert plan.sheet_markdown(sheet) in (paths.REPO / "docs" / "real-size.md").read_text()
+
+
+TRAINING_SHEET = {
+    "profile": "laptop", "shadows": True, "measured_on": "2026-12-02", "cores": 2, "memory_limit_bytes": int(16e9),
+    "total_minutes": 70.0,
+    "labs": {"03": {"notebook": "03_olive_awq_lora", "minutes": 41.0, "peak_rss_bytes": int(11.5 * GB)},
+             "04": {"notebook": "04_inference", "minutes": 29.0, "peak_rss_bytes": int(9.0 * GB)}},
+    "training": {"model": "microsoft/Phi-3.5-mini-instruct",
+                 "recipe": {"calibration_samples": 16, "awq_grid": 10, "finetune_steps": 100},
+                 "steps": [{"step": "AWQ", "minutes": 16.2, "peak memory GB": 10.9, "this run": "made"},
+                           {"step": "LoRA fine-tune", "minutes": 8.4, "peak memory GB": 11.6, "this run": "made"},
+                           {"step": "ONNX export with adapter", "minutes": 5.9, "peak memory GB": 9.2,
+                            "this run": "made"}]}}
+
+
+def test_full_size_training_is_planned_from_its_measured_sheet_and_never_refuses(monkeypatch, tmp_path):
+    sheet = tmp_path / "laptop-training.json"
+    sheet.write_text(json.dumps(TRAINING_SHEET))
+    monkeypatch.setattr(plan, "LAPTOP_TRAINING_SHEET", sheet)
+    monkeypatch.setattr(plan, "_measured_laptop", lambda: {})
+    small = {"cores": 2, "total_ram_bytes": int(8 * GB), "available_ram_bytes": int(8 * GB),
+             "memory_limited_by": "RAM", "free_disk_bytes": int(100 * GB)}
+    monkeypatch.setattr(sizing, "machine", lambda: small)
+    rows = plan.lab_plan("laptop")
+    optional = [r for r in rows if r["what"].startswith(plan.OPTIONAL)]
+    assert len(optional) == 1 and optional[0]["lab"] == "03" and optional[0]["minutes"] == 41.0
+    assert optional[0]["peak_ram_gb"] == 11.6 and optional[0]["fits_here"] == "no"
+    assert "AWQ 16 min, LoRA fine-tune 8 min, ONNX export with adapter 6 min" in optional[0]["basis"]
+    rows = [r for r in rows if r["what"].startswith(plan.OPTIONAL) or r["lab"] != "02"]   # the rest fits 8 GB
+    rows = [dict(r, fits_here="yes") if not r["what"].startswith(plan.OPTIONAL) else r for r in rows]
+    plan.refuse_unless_fits(rows, "laptop")            # a choice the default run does not make: no refusal
+    line = plan.full_size_training_lines(TRAINING_SHEET["training"]["recipe"])
+    assert "AWQ 16 min (10.9 GB), LoRA fine-tune 8 min (11.6 GB)" in line and "30 min in all" in line
+    assert "another recipe" not in line
+    assert "another recipe: finetune_steps=100" in plan.full_size_training_lines({**TRAINING_SHEET["training"]
+                                                                                 ["recipe"], "finetune_steps": 50})
+    assert "(30 min measured" in plan.training_model("laptop", "microsoft/Phi-3.5-mini-instruct", 128, 600)[1]
+    table = plan.training_sheet_markdown(TRAINING_SHEET)
+    assert "| LoRA fine-tune | 8.4 | 11.6 GB |" in table and "| all three | 30.5 | 11.6 GB (limit 16.0 GB) |" in table
+    monkeypatch.setattr(plan, "LAPTOP_TRAINING_SHEET", tmp_path / "absent.json")
+    assert "not measured yet (make laptop-training" in plan.full_size_training_lines({})

@@ -24,6 +24,10 @@ _CPU_LABS = {"00": (0.1, 0.5, 0.02), "01": (0.5, 1.0, 0.1), "02": (0.4, 1.0, 0.0
             "04": (1.8, 1.5, 0.02), "05": (0.1, 0.5, 0.0)}     # lab: (minutes, peak RAM GB, disk GB)
 VISION_PROMPT_RSS_BYTES = 8_718_000 * 1024   # one 1344x1008 image prompt on the full-size vision export
 _INT4_INFERENCE_RSS_BYTES = int(3.4 * GB)    # a plain og script: load + 64-token greedy run, INT4 shadow build
+OPTIONAL = "optional: "    # a plan row for a choice the default run does not make: never a reason to refuse
+# lab 03's full-size outputs: the AWQ checkpoint in bfloat16 (7.6 GB), the INT4 export with its adapter (2.5 GB), and
+# while it trains Olive's own copy of the base model (7.6 GB)
+_FULL_SIZE_TRAINING_DISK_BYTES = int(18 * GB)
 
 
 # The laptop course on full-size Phi-3.5 shadows under a 16 GB memory limit (`make laptop-sheet` rewrites it):
@@ -150,7 +154,29 @@ def lab_plan(profile: str | None = None) -> list[dict]:
         row("03", "AWQ + LoRA + Olive on CUDA", 20, 24 * GB, 20 * GB, "estimate")
         row("04", "inference on CUDA", 2, 8 * GB, 0, "estimate")
     row("05", "the report", 0.1, PROCESS_OVERHEAD_BYTES, 0, "measured")
-    return _with_measured(rows, _measured_laptop() if prof.name == "laptop" else {}, here)
+    if prof.name != "laptop":
+        return rows
+    return _with_measured(rows, _measured_laptop(), here) + _full_size_training_rows(here)
+
+
+def _full_size_training_rows(here: dict) -> list[dict]:
+    """Lab 03 with full_size_training=True, as `make laptop-training` measured it: a choice, not part of the plan's
+    default run (refuse_unless_fits does not count it)."""
+    if not LAPTOP_TRAINING_SHEET.exists():
+        return []
+    sheet = paths.read_json(LAPTOP_TRAINING_SHEET, "restore it with git or rerun `make laptop-training`")
+    lab03, steps = sheet["labs"].get("03"), sheet["training"]["steps"]
+    if not lab03:
+        return []
+    ram = max(lab03["peak_rss_bytes"], max(row["peak memory GB"] for row in steps) * GB)
+    disk = _FULL_SIZE_TRAINING_DISK_BYTES
+    basis = (f"measured: make laptop-training on {'full-size shadows' if sheet['shadows'] else 'Phi-3.5'}, "
+             f"{sheet['cores']} cores, {sheet['memory_limit_bytes'] / GB:.0f} GB limit, {sheet['measured_on']}; "
+             + ", ".join(f"{row['step']} {row['minutes']:.0f} min" for row in steps))
+    fits = ram <= here["available_ram_bytes"] and disk <= here["free_disk_bytes"]
+    return [{"lab": "03", "what": OPTIONAL + "full_size_training=True, AWQ + LoRA + export of Phi-3.5-mini itself",
+             "minutes": lab03["minutes"], "peak_ram_gb": round(ram / GB, 1), "disk_gb": round(disk / GB, 1),
+             "fits_here": "yes" if fits else "no", "basis": basis}]
 
 
 def _with_measured(rows: list[dict], measured: dict, here: dict) -> list[dict]:
@@ -185,7 +211,7 @@ def refuse_unless_fits(rows: list[dict], profile: str | None = None) -> None:
     The memory compared is what this process may really use: a cgroup's (container's) limit where one is set,
     not only the machine's RAM (`labkit.sizing.machine`). The cpu profile's needs are small: never refused."""
     prof = get_profile(profile)
-    short = [row for row in rows if row["fits_here"] == "no"]
+    short = [row for row in rows if row["fits_here"] == "no" and not row["what"].startswith(OPTIONAL)]
     if prof.name == "cpu" or not short:
         return
     here = sizing.machine()
@@ -214,11 +240,21 @@ def training_model(profile: str, model: str, calibration_pairs: int, lora_steps:
     if prof.name != "laptop" or model != prof.text_model or full_size_training:
         return model, ""
     cost = sizing.training_estimate(shadow.shadow_config("phi-3.5-mini"), calibration_pairs, lora_steps)
-    return "tiny", (f"AWQ ({calibration_pairs} pairs) + {lora_steps} LoRA steps of {model} on this CPU: about "
-                    f"{cost['hours']:.1f} h ({cost['basis']}). This lab runs on the tiny model instead, so its "
+    measured = _measured_training_minutes()
+    shorter = f" ({measured:.0f} min measured on this kind of CPU)" if measured else ""
+    return "tiny", (f"AWQ ({calibration_pairs} pairs) + {lora_steps} LoRA steps of {model} in float32 on this CPU: "
+                    f"about {cost['hours']:.1f} h ({cost['basis']}). This lab runs on the tiny model instead, so its "
                     "adapters belong to the tiny model (lab 04 uses them there, and chats with your INT4 "
-                    "Phi-3.5-mini from lab 01 apart); set full_size_training = True to run it on Phi-3.5-mini, or "
-                    "use the gpu profile.")
+                    "Phi-3.5-mini from lab 01 apart); set full_size_training = True to run it on Phi-3.5-mini "
+                    f"with full_size_recipe, a bfloat16 recipe that fits a laptop{shorter}, or use the gpu profile.")
+
+
+def _measured_training_minutes() -> float | None:
+    """AWQ + fine-tune + export of Phi-3.5-mini with the full-size recipe, from `make laptop-training`."""
+    if not LAPTOP_TRAINING_SHEET.exists():
+        return None
+    sheet = paths.read_json(LAPTOP_TRAINING_SHEET, "restore it with git or rerun `make laptop-training`")
+    return sum(row["minutes"] for row in sheet["training"]["steps"])
 
 
 def chat_model(profile: str, travel_dir: Path, travel_adapter: Path | None,
