@@ -1,5 +1,6 @@
 """Lab 00's plan and lab 03's model choice (labkit.plan)."""
 
+import ast
 import json
 
 import pytest
@@ -123,3 +124,22 @@ def test_full_size_training_is_planned_from_its_measured_sheet_and_never_refuses
     assert "| LoRA fine-tune | 8.4 | 11.6 GB |" in table and "| all three | 30.5 | 11.6 GB (limit 16.0 GB) |" in table
     monkeypatch.setattr(plan, "LAPTOP_TRAINING_SHEET", tmp_path / "absent.json")
     assert "not measured yet (make laptop-training" in plan.full_size_training_lines({})
+
+
+def test_the_committed_training_sheet_fits_16_gb_and_the_docs_show_it():
+    """`make laptop-training`'s sheet: lab 03's three steps on Phi-3.5-mini inside the limit, as docs/real-size.md
+    shows them (not typed numbers)."""
+    from labkit import paths
+
+    sheet = json.loads(plan.LAPTOP_TRAINING_SHEET.read_text())
+    assert sheet["profile"] == "laptop" and sheet["training"]["model"] == "microsoft/Phi-3.5-mini-instruct"
+    assert 0 < sheet["memory_limit_bytes"] <= 16e9
+    steps = sheet["training"]["steps"]
+    assert [row["step"] for row in steps] == ["AWQ", "LoRA fine-tune", "ONNX export with adapter"]
+    assert all(row["this run"] == "made" and 0 < row["peak memory GB"] * 1e9 <= sheet["memory_limit_bytes"]
+               for row in steps)
+    assert plan.training_sheet_markdown(sheet) in (paths.REPO / "docs" / "real-size.md").read_text()
+    notebook = json.loads((paths.NOTEBOOKS / "03_olive_awq_lora.ipynb").read_text())
+    cell = next("".join(c["source"]) for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
+    defaults = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell).body}
+    assert defaults["full_size_recipe"] == sheet["training"]["recipe"], "the sheet measured the lab's own recipe"

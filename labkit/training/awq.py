@@ -94,16 +94,21 @@ def recipe_group_size(recipe: list) -> int:
 
 
 def quantize(model: str | Path = "tiny", recipe: list | None = None, *, group_size: int = 32, samples: int = 128,
-             seq_len: int = 128, dtype: str = "float32", force: bool = False) -> Path:
+             seq_len: int = 128, dtype: str = "float32", in_child: bool = False, force: bool = False) -> Path:
     """Run an llmcompressor AWQ `recipe` (default `awq_recipe(group_size)`) with `oneshot` on travel text. Lab 03.
 
     Returns a float checkpoint folder holding the dequantized INT4 weights (see module docstring),
     cached by input model + recipe + settings and written atomically. `awq_info.json` inside records
     time and per-layer settings. Lab 03 runs the same steps in plain sight through `AwqStep`. `dtype="bfloat16"`
     loads, calibrates and saves the model in bfloat16: half the memory of float32 (a 3.8B model in 7.6 GB) and, on a
-    CPU with bfloat16 instructions, about half the time.
+    CPU with bfloat16 instructions, about half the time. `in_child=True` runs it in a Python process of its own
+    (`python -m labkit.training.awq`): llmcompressor keeps references to a model it compressed (its patched
+    `save_pretrained` and `forward`), so the calling process could never give back that model's memory — 7.6 GB
+    for Phi-3.5-mini in bfloat16, which the next step (the fine-tune, in Olive's process) needs.
     """
     step = AwqStep(model, recipe, group_size=group_size, samples=samples, seq_len=seq_len, dtype=dtype)
+    if in_child:
+        return _quantize_in_child(step, force)
 
     def make(tmp: Path, log: Path) -> dict:
         net, calibration = step.calibration_inputs()
@@ -210,6 +215,34 @@ def _own_weights(net) -> None:
     with torch.no_grad():
         for param in net.parameters():
             param.data = param.data.clone()
+
+
+def _quantize_in_child(step: AwqStep, force: bool) -> Path:
+    """`quantize` of `step`'s inputs in a fresh Python process; its output lands in the cache as `step.path`."""
+    import subprocess
+    import sys
+
+    if step.done and not force:
+        return step.path
+    grid = _n_grid(step.recipe)
+    if [type(m).__name__ for m in step.recipe] != ["AWQModifier", "QuantizationModifier"] or \
+            cache.cache_key(awq_recipe(step.group_size, grid)[0].model_dump(mode="json")) != \
+            cache.cache_key(step.recipe[0].model_dump(mode="json")):
+        raise InputError("in_child=True runs labkit's recipe (awq.awq_recipe(group_size, n_grid)) in the other "
+                         "process; run a recipe of your own in this one (in_child=False).")
+    log = step.path.parent / "logs" / f"{step.path.name}.child.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"AWQ of {step.model_dir.name} in a process of its own (it gives all its memory back when it ends); "
+          f"its log: {log}", flush=True)
+    with log.open("w") as out:
+        done = subprocess.run([sys.executable, "-m", "labkit.training.awq", str(step.model_dir), str(step.group_size),
+                               str(grid), str(step.samples), str(step.seq_len), step.dtype, "1" if force else "0"],
+                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if done.returncode != 0 or not step.done:
+        killed = " (killed: out of memory?)" if done.returncode in (-9, 137) else ""
+        raise InputError(f"AWQ of {step.model_dir.name} failed in its process (exit {done.returncode}{killed}). "
+                         f"Its log: {log}")
+    return step.path
 
 
 def _oneshot(net, calibration, recipe: list, seq_len: int) -> None:
@@ -410,3 +443,11 @@ def plot_rtn_vs_awq(table):
     ax.grid(axis="y", alpha=0.3)
     ax.figure.tight_layout()
     return ax.figure
+
+
+if __name__ == "__main__":      # the child of `quantize(in_child=True)`: MODEL GROUP GRID SAMPLES SEQ DTYPE FORCE
+    import sys
+
+    source, group, grid, pairs, length, kind, again = sys.argv[1:8]
+    print(quantize(source, awq_recipe(int(group), int(grid)), samples=int(pairs), seq_len=int(length), dtype=kind,
+                   force=again == "1"))
