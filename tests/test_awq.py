@@ -131,3 +131,14 @@ def test_a_grid_too_small_for_llmcompressor_fails_before_work(monkeypatch):
         awq.AwqStep("tiny", awq.awq_recipe(32, n_grid=2))
     with pytest.raises(ValueError, match="dtype='float16'"):
         awq.AwqStep("tiny", dtype="float16")
+
+
+def test_a_recipe_of_your_own_is_not_sent_to_the_child_process(tiny_dir, monkeypatch):
+    """in_child rebuilds labkit's recipe from its settings in the other process: another recipe would be lost."""
+    import subprocess
+
+    from llmcompressor.modifiers.transform.awq import AWQModifier
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("started the child process"))
+    mine = [AWQModifier(duo_scaling=False, n_grid=5), awq.awq_recipe(32)[1]]
+    with pytest.raises(ValueError, match="recipe of your own in this one"):
+        awq.quantize(tiny_dir, mine, samples=SAMPLES, in_child=True)

@@ -275,7 +275,7 @@ def test_eval_loss_is_the_mean_per_token_loss_and_measured_once(tiny_dir, tmp_pa
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
     rows = data.travel("eval")[:5]
-    loss = olive.eval_loss(tiny_dir, rows=rows)
+    loss = bench.eval_loss(tiny_dir, rows=rows)
     tokenizer, net = AutoTokenizer.from_pretrained(tiny_dir), AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
     total = count = 0
     with torch.no_grad():
@@ -284,7 +284,7 @@ def test_eval_loss_is_the_mean_per_token_loss_and_measured_once(tiny_dir, tmp_pa
             total += torch.nn.functional.cross_entropy(net(ids).logits[0, :-1], ids[0, 1:], reduction="sum").item()
             count += ids.shape[1] - 1
     assert loss == pytest.approx(total / count, rel=1e-4)
-    monkeypatch.setattr(olive, "_eval_loss", lambda *_: pytest.fail("measured the same model and texts again"))
-    assert olive.eval_loss(tiny_dir, rows=rows) == loss
+    monkeypatch.setattr(bench, "_eval_loss", lambda *_: pytest.fail("measured the same model and texts again"))
+    assert bench.eval_loss(tiny_dir, rows=rows) == loss
     with pytest.raises(pytest.fail.Exception):
-        olive.eval_loss(tiny_dir, rows=rows[:4])
+        bench.eval_loss(tiny_dir, rows=rows[:4])

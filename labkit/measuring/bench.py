@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import data, paths
+from ..core import cache, data, paths
 from ..core.errors import InputError
+from ..making import models
 from ..runtime import generate, loop
 
 _AGREEMENT_PROMPTS = [
@@ -384,3 +385,53 @@ def overhead_finding(cost: dict) -> str:
                 f"({noise:.1f} % between the fastest and the slowest): not measurable on this model.")
     return f"labkit decodes {overhead:.1f} % {'slower' if overhead > 0 else 'faster'} than the bare loop " \
            f"(the bare loop's runs spread over {noise:.1f} %)."
+
+
+_EVAL_BATCH = 16
+_EVAL_FORMAT = "labkit-eval-loss-v1"   # bump when eval_loss measures differently
+
+
+def eval_loss(model: str | Path, adapter: str | Path | None = None, rows: list[dict] | None = None) -> float:
+    """Mean next-token loss (nats) on travel Q&A in chat format, in PyTorch, with or without a LoRA. Lab 03.
+
+    Cached like the steps it measures: the same model, adapter (both by content) and texts give the same loss, so
+    a re-run of lab 03 reads it back instead of running the eval set through PyTorch again."""
+    from transformers import AutoTokenizer
+
+    model_dir = models.resolve_model(model)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    texts = data.chat_texts(tokenizer, rows or data.travel("eval"))
+    adapter = Path(adapter) if adapter is not None else None
+
+    def measure(tmp: Path, log: Path) -> dict:
+        return {"loss": _eval_loss(model_dir, adapter, tokenizer, texts), "texts": len(texts)}
+
+    name = f"{model_dir.name}-eval-loss" + ("-adapter" if adapter else "")
+    return cache.cached_step("measured", name, (model_dir, adapter, texts, _EVAL_FORMAT), measure,
+                             info_file="eval_loss.json", label="eval loss").info["loss"]
+
+
+def _eval_loss(model_dir: Path, adapter: Path | None, tokenizer, texts: list[str]) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()     # a "Loading weights" bar per call would clutter the notebook
+    # A bfloat16 checkpoint (lab 03's full-size AWQ output) stays bfloat16: 7.6 GB for Phi-3.5-mini, not 15.
+    config = paths.read_json(model_dir / "config.json", "restore the checkpoint")
+    dtype = torch.bfloat16 if (config.get("dtype") or config.get("torch_dtype")) == "bfloat16" else torch.float32
+    net = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    if adapter is not None:
+        from peft import PeftModel
+        net = PeftModel.from_pretrained(net, str(adapter))
+    net.eval()
+    tokenizer.padding_side = "right"      # Phi-3.5 pads left; right keeps every text at positions 0, 1, …
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(texts), _EVAL_BATCH):   # right-padded batches: the same sum as one by one
+            batch = tokenizer(texts[start:start + _EVAL_BATCH], return_tensors="pt", padding=True)
+            logits = net(**batch).logits[:, :-1].float()
+            targets = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
+            total += torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="sum").item()
+            count += int((targets != -100).sum())
+    return total / count

@@ -203,13 +203,9 @@ class AwqStep:
 
 
 def _own_weights(net) -> None:
-    """Give every weight memory of its own before AWQ rewrites them.
-
-    transformers maps a checkpoint whose dtype it keeps (bfloat16 -> bfloat16) straight from the file, copy on
-    write. AWQ writes every Linear's weights, layer after layer: the written pages become private copies that the
-    file mapping keeps alive beside the new weights, and memory grew by twice a layer's size per layer — a 3.8B
-    model in bfloat16 reached 15.4 GB by layer 29 of 32 and would not have fit 16 GB. Copied first, the model is
-    7.6 GB of ordinary memory and stays that size."""
+    """Give every weight memory of its own before AWQ rewrites them. transformers maps a checkpoint it keeps in its
+    dtype (bfloat16) from the file, copy on write; as AWQ wrote each layer, the mapping kept the old pages beside the
+    new weights: 15.4 GB by layer 29 of 32 for Phi-3.5-mini. Copied first, it stays 7.6 GB (+ AWQ's work)."""
     import torch
 
     with torch.no_grad():

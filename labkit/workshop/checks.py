@@ -121,7 +121,7 @@ def image_tokens(answer, folder: str | Path, images: list[str | Path]) -> Result
 # ------------------------------------------------------------------ lab 03
 def own_adapter(model_dir: str | Path, adapter: str | Path, rows: list[dict]) -> Result:
     """An adapter trained on your own pairs lowers their loss (and there are at least 20). Lab 03."""
-    from ..training.olive import eval_loss
+    from ..measuring.bench import eval_loss
 
     if len(rows) < 20 or not all(r.get("prompt") and r.get("response") for r in rows):
         return _report(False, "", f"{len(rows)} pairs: write at least 20, each with a prompt and a response.")

@@ -8,6 +8,7 @@ model or, on a laptop CPU where that takes hours, the tiny one; lab 04 asks `cha
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..core import paths, results, sizing
@@ -273,3 +274,21 @@ def chat_model(profile: str, travel_dir: Path, travel_adapter: Path | None,
     return chat.path, None, (f"chat model: {chat.path} (lab 01's INT4 build of {prof.text_model}, no adapter); the "
                              f"adapter sections use lab 03's {adapter_base} model, which the adapters belong to: "
                              f"{travel_dir}")
+
+
+def step_costs(awq_dir: Path, finetuned, onnx_dir: Path, since: float):
+    """Minutes and peak memory (this process and its children) of lab 03's three steps, as a table. Lab 03.
+
+    A step made before `since` (a timestamp: the lab's start) came from the cache; its row says so and shows what it
+    cost when it was made."""
+    import pandas as pd
+
+    rows = []
+    for step, info_file in (("AWQ", Path(awq_dir) / "awq_info.json"),
+                            ("LoRA fine-tune", Path(finetuned.adapter).parent / "finetune_info.json"),
+                            ("ONNX export with adapter", Path(onnx_dir) / "labkit_export.json")):
+        info = json.loads(info_file.read_text())
+        rows.append({"step": step, "minutes": round(info["seconds"] / 60, 1),
+                     "peak memory GB": round(info.get("peak_rss_bytes", 0) / GB, 1),
+                     "this run": "made" if info_file.stat().st_mtime >= since else "cached (made earlier)"})
+    return pd.DataFrame(rows).set_index("step")
