@@ -148,13 +148,15 @@ def test_the_progress_bar_ends_full_when_steps_are_not_a_multiple_of_logging(tin
             on_line(f"{{'loss': '{3.0 - i / 10}', 'epoch': '{i / 6}'}}")
         (expect.parent).mkdir(parents=True)
         expect.write_text("{}")
+        return 123 << 20           # the peak memory _run_olive reports
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
     monkeypatch.setattr(olive, "_run_olive", fake_olive)
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
     settings = {"steps": 32, "seq": 128, "r": 4, "alpha": 4, "lr": 1e-3, "bs": 8, "blocks": 10}
-    _, losses, passes = olive._finetune_into(tmp_path / "out", tiny_dir, tmp_path / "train.jsonl", settings, 5,
-                                     tmp_path / "log", True)
+    _, losses, passes, peak = olive._finetune_into(tmp_path / "out", tiny_dir, tmp_path / "train.jsonl", settings, 5,
+                                                   tmp_path / "log", True)
+    assert peak == 123 << 20
     assert [step for step, _ in losses] == [5, 10, 15, 20, 25, 30]
     assert bars and set(bars) == {(32, 32)}, bars
     assert passes == round(5 / 6 * 32 / 30, 3), "the whole run's passes, from the last logged epoch"
