@@ -36,8 +36,8 @@ from ..measuring import memwatch
 # course's CPU profile is the plan, not news. Errors still show; LLM_COMPRESSOR_LOG_LEVEL=INFO brings all back.
 os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")
 
-_AWQ_FORMAT = "labkit-awq-v3"
-DTYPES = ("float32", "bfloat16")   # bump when the output of the same inputs changes
+_AWQ_FORMAT = "labkit-awq-v3"   # bump when the output of the same inputs changes
+DTYPES = ("float32", "bfloat16")   # what AWQ and the LoRA fine-tune (labkit.training.olive) load and train in
 _COMPARE_FORMAT = "labkit-rtn-vs-awq-v1"   # bump when compare_with_rtn measures differently
 
 
@@ -155,7 +155,8 @@ class AwqStep:
         # The calibration pairs themselves, not only their count: rewritten training data must not reuse AWQ's
         # scales searched on the old pairs.
         self._rows = data.travel("train")[:samples]
-        self._key = (self.model_dir, described, self._rows, seq_len, _AWQ_FORMAT, *([dtype] * (dtype != "float32")))
+        in_dtype = () if dtype == "float32" else (dtype,)     # float32 outputs keep their keys from before the option
+        self._key = (self.model_dir, described, self._rows, seq_len, _AWQ_FORMAT, *in_dtype)
         self.path = paths.cache_dir() / "awq" / f"{self._name}-{cache.cache_key(*self._key)}"
         self.started = None      # when calibration_inputs ran: awq_info.json's seconds count from there
         self._watch = None       # and its peak memory (this process and any it starts)

@@ -35,10 +35,10 @@ from ..core.errors import InputError, LabkitError, MissingInput
 from ..making import models
 from ..measuring import memwatch
 from ..runtime import adapters
+from .awq import DTYPES
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 PHI3_LORA_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj"
-TORCH_DTYPES = ("float32", "bfloat16")
 _OLIVE_FORMAT = "labkit-olive-v3"   # bump when the output of the same inputs changes
 _EXPORT_FORMAT = "labkit-olive-export-v3"   # the export's adapter carries its base model's fingerprint
 ARCHITECTURES = ("Phi3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
@@ -60,7 +60,6 @@ class FineTune:
     log: Path | None = None
     blocks: int = 0           # max_seq_len-token blocks Olive cut the training file into
     passes: float = 0.0       # passes over them, as the trainer counted its epochs
-    peak_rss_bytes: int = 0   # this process and Olive's together, while it trained
 
 
 def _check_architecture(model_dir: Path) -> None:
@@ -189,8 +188,8 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
     _check_settings(steps=steps, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size,
                     logging_steps=logging_steps, learning_rate=learning_rate,
                     **({"lora_layers": lora_layers} if lora_layers is not None else {}))
-    if torch_dtype not in TORCH_DTYPES:
-        raise InputError(f"torch_dtype={torch_dtype!r}: use one of {', '.join(TORCH_DTYPES)}.")
+    if torch_dtype not in DTYPES:
+        raise InputError(f"torch_dtype={torch_dtype!r}: use one of {', '.join(DTYPES)}.")
     logging_steps = min(logging_steps, steps)      # a run shorter than one logging interval still logs its loss
     rows = data.validate_travel(train_file)            # file:line errors before any training
     model_dir = models.resolve_model(model)
@@ -220,8 +219,7 @@ def finetune(model: str | Path = "tiny", steps: int = 600, lora_r: int = 16, lor
                              (model_dir, settings, cache.file_sha256(Path(train_file)), _OLIVE_FORMAT), make,
                              info_file="finetune_info.json", label="LoRA fine-tune", force=force)
     return FineTune(step.path / "adapter", model_dir, [tuple(x) for x in step.info["losses"]], step.info["seconds"],
-                    step.cached, step.log, settings["blocks"], step.info["passes"],
-                    step.info.get("peak_rss_bytes", 0))
+                    step.cached, step.log, settings["blocks"], step.info["passes"])
 
 
 def lora_targets(model_dir: Path, layers: int) -> str:
