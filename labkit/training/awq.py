@@ -186,9 +186,9 @@ class AwqStep:
         tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         net = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype))
         _own_weights(net)
-        texts = data.chat_texts(tokenizer, self._rows)
-        calibration = Dataset.from_dict({"text": texts}).map(
-            lambda batch: tokenizer(batch["text"], truncation=True, max_length=self.seq_len), batched=True,
+        texts, seq_len = data.chat_texts(tokenizer, self._rows), self.seq_len   # `self` (its memory watch) can't be
+        calibration = Dataset.from_dict({"text": texts}).map(                    # hashed by datasets' fingerprint
+            lambda batch: tokenizer(batch["text"], truncation=True, max_length=seq_len), batched=True,
             remove_columns=["text"])
         return net, calibration
 
