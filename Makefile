@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course demo test test-gpu lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick laptop-sheet laptop-training prefetch lock exercises wheelhouse clean
+.PHONY: install course demo test test-gpu lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick bench-recipes laptop-sheet laptop-training prefetch lock exercises wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -91,6 +91,12 @@ laptop-sheet: install
 # lab 00's and lab 03's plans show (docs/measured/laptop-training.json). About an hour on 2 cores.
 laptop-training: install
 	$(PY) tools/memory_limit.py 16G -- env LABKIT_SHADOWS=1 $(PY) -m labkit course --profile laptop --only 03 04 --full-size-training --sheet docs/measured/laptop-training.json
+
+# Lab 03's full-size recipe (full_size_recipe) on the tiny course model, one change at a time from lab 03's default,
+# each judged on the 448 paraphrased travel questions -> docs/measured/recipes.json (lab 03 and docs/real-size.md
+# show it). About 25 minutes on 2 cores; steps another run made are cached.
+bench-recipes: install
+	$(PY) -m labkit bench-recipes --out docs/measured/recipes.json
 
 # Download what a profile needs before the workshop (PROFILE=laptop|gpu) and print the sizes.
 PROFILE ?= laptop

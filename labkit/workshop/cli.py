@@ -9,6 +9,7 @@
     labkit bench                                         the speed benchmark on a ~160M-param model
     labkit bench-scale [--layers N] [--precisions int4 …]  Phi-3.5-mini at real size (shadow) on this CPU
     labkit bench-peers [--engines ortgenai llamacpp openvino]  the course's builds vs llama.cpp / OpenVINO GenAI
+    labkit bench-recipes [--quick] [--every N] [--out F]   lab 03's full-size recipe on the course model: quality
     labkit prefetch [--profile laptop|gpu]                download what a profile needs, print sizes
     labkit export-vision MODEL [--precision P] [--json]    a Phi-3.5-vision export (cached), as lab 02 makes it
     labkit build MODEL [--precision P] [--force] [--json]  one model-builder build (cached), as lab 01 makes it
@@ -104,6 +105,12 @@ def _bench_scale(args) -> int:
     from ..measuring.scale import run_bench_scale
     run_bench_scale(args.layers, tuple(args.precisions), runs=args.runs,
                     out=Path(args.out) if args.out else None, vision=args.vision)
+    return 0
+
+
+def _bench_recipes(args) -> int:
+    from ..training.recipes import run_bench_recipes
+    run_bench_recipes(quick=args.quick, every=args.every, out=Path(args.out) if args.out else None)
     return 0
 
 
@@ -205,6 +212,12 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--vision", action="store_true",
                        help="also export the Phi-3.5-vision shadow and time image prompts (336x336, 1344x1008)")
     scale.add_argument("--out", default=None, help="JSON file (default runs/bench-scale.json)")
+    recipes = command("bench-recipes", _bench_recipes,
+                      help="lab 03's full-size recipe on the course model: answer quality, one change at a time")
+    recipes.add_argument("--quick", action="store_true",
+                         help="one row: lab 03 at a fifth of its steps, as the test suite trains it")
+    recipes.add_argument("--every", type=_positive, default=1, help="ask a random 1/N of the 448 questions")
+    recipes.add_argument("--out", default=None, help="also write the rows to this JSON file")
     peer = command("bench-peers", _bench_peers,
                    help="ONNX Runtime GenAI vs llama.cpp and OpenVINO GenAI (make bench-peers)")
     peer.add_argument("--engines", nargs="+", default=["ortgenai", "llamacpp", "openvino"])
