@@ -3,11 +3,11 @@
 import ast
 import json
 import subprocess
-import sys
 
+from helpers import makefile_recipe
 from parameters import TEST_PARAMETERS
 
-from labkit import paths, recipes
+from labkit import data, paths, plan, recipes
 
 
 def _lab03_defaults() -> dict:
@@ -34,8 +34,9 @@ def test_the_quick_bench_judges_the_adapter_the_suites_course_trained(course_run
     """`--quick` is lab 03 with the suite's settings: every step of it is the session course's own, from the cache."""
     course_run.lab("03_olive_awq_lora")
     out = tmp_path / "recipes.json"
-    done = subprocess.run([sys.executable, "-m", "labkit", "bench-recipes", "--quick", "--every", "112",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    command = makefile_recipe("bench-recipes")          # `make bench-recipes`, one row, 4 questions, its own file
+    command[command.index("--out") + 1] = str(out)
+    done = subprocess.run([*command, "--quick", "--every", "112"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     (name, row), = result["rows"].items()
@@ -47,3 +48,18 @@ def test_the_quick_bench_judges_the_adapter_the_suites_course_trained(course_run
     assert f"| {name} | {row['travel adapter']['city_named']:.0%} |" in done.stdout
     assert "+0, +0 points" in done.stdout          # the first row is the reference of the others
     assert "answering as" not in done.stdout + done.stderr     # one line per recipe, no progress bars
+
+
+def test_the_committed_sheet_measures_these_recipes_and_lab03_and_the_docs_show_it(monkeypatch, tmp_path):
+    """docs/measured/recipes.json is `make bench-recipes`' output for today's recipes; lab 03 and the docs read it."""
+    sheet = json.loads(plan.RECIPES_SHEET.read_text())
+    assert [(name, row["recipe"]) for name, row in sheet["rows"].items()] == list(recipes.RECIPES.items()), \
+        "the recipes changed since the sheet was measured: rerun `make bench-recipes`"
+    assert sheet["questions"] == len(data.paraphrases()) == 448
+    assert recipes.table(sheet["rows"]) in (paths.REPO / "docs" / "real-size.md").read_text()
+    default, *_, full = (row["travel adapter"] for row in sheet["rows"].values())
+    line = plan.full_size_quality_line()
+    assert f"names the city asked in {full['city_named']:.0%} and states the fact in {full['fact_stated']:.0%}" in line
+    assert f"lab 03's default recipe: {default['city_named']:.0%} and {default['fact_stated']:.0%}" in line
+    monkeypatch.setattr(plan, "RECIPES_SHEET", tmp_path / "absent.json")
+    assert "not measured yet (make bench-recipes" in plan.full_size_quality_line()

@@ -36,6 +36,8 @@ _FULL_SIZE_TRAINING_DISK_BYTES = int(18 * GB)
 LAPTOP_SHEET = paths.REPO / "docs" / "measured" / "laptop-course.json"
 # Lab 03 with full_size_training=True (and lab 04 on its model) under the same limit (`make laptop-training`).
 LAPTOP_TRAINING_SHEET = paths.REPO / "docs" / "measured" / "laptop-training.json"
+# Lab 03's default recipe and its full-size one on the tiny course model, judged (`make bench-recipes`).
+RECIPES_SHEET = paths.REPO / "docs" / "measured" / "recipes.json"
 
 
 def run_sheet(run_dir: Path) -> dict:
@@ -100,6 +102,21 @@ def full_size_training_lines(recipe: dict) -> str:
     return (f"full-size training, measured on {'a full-size shadow' if sheet['shadows'] else 'Phi-3.5-mini'} "
             f"({sheet['cores']} cores, {sheet['memory_limit_bytes'] / GB:.0f} GB limit, {sheet['measured_on']}): "
             f"{steps}; {total:.0f} min in all{same}")
+
+
+def full_size_quality_line() -> str:
+    """What `full_size_recipe` costs in answers: the course model trained with it and with lab 03's default, from
+    the last `make bench-recipes` (on a shadow the answers are noise, so only a model that learned can show it). Lab 03.
+    """
+    if not RECIPES_SHEET.exists():
+        return "its cost in answer quality: not measured yet (make bench-recipes measures it on the course model)"
+    sheet = paths.read_json(RECIPES_SHEET, "restore it with git or rerun `make bench-recipes`")
+    rows = list(sheet["rows"].values())
+    default, full = rows[0]["travel adapter"], rows[-1]["travel adapter"]
+    return (f"the same recipe on the tiny course model, {sheet['questions']} paraphrased travel questions "
+            f"(make bench-recipes, {sheet['measured_on']}): its adapter names the city asked in "
+            f"{full['city_named']:.0%} and states the fact in {full['fact_stated']:.0%}; lab 03's default recipe: "
+            f"{default['city_named']:.0%} and {default['fact_stated']:.0%}")
 
 
 def _measured_laptop() -> dict:
