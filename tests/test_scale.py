@@ -88,11 +88,12 @@ def test_plain_genai_script_generates_from_a_shadow_build(tmp_path):
 
 
 def test_vision_shadow_exports_and_times_image_prompts():
-    """The vision part of bench-scale on a 1-layer decoder, 1-layer CLIP shadow of Phi-3.5-vision."""
+    """The vision part of bench-scale on a 1-layer decoder, 1-layer CLIP shadow of Phi-3.5-vision: the export the
+    laptop profile's quick run makes in lab 02 (the same shadow, cached), the image prompts timed here."""
     config = shadow.shadow_config("phi-3.5-vision")
     assert shadow.count_parameters(config) == 4_146_621_440           # the published 4.2B
     assert "labkit_spec" not in config["img_processor"]               # exactly the published config keys
-    row = scale.measure_vision(layers=1, vision_layers=1, runs=1, warmup=False, progress=False)
+    row = scale.measure_vision(layers=1, vision_layers=1, runs=1, warmup=False, progress=False, fresh=False)
     assert row["peak_rss_bytes"] > 0 and row["build_seconds"] > 0 and row["size_bytes"] > 0.3 * GB
     images = row["images"]
     # genai's transform always pads to 16 crops + 1 global: a small square costs more than a 4:3 photo
