@@ -1,11 +1,20 @@
 """Helpers several test files share."""
 
+import ast
 import json
 import shlex
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def notebook_defaults(stem: str) -> dict:
+    """The literal defaults of a lab's parameters cell (what `make course` runs with, unless overridden)."""
+    notebook = json.loads((REPO / "notebooks" / f"{stem}.ipynb").read_text())
+    cell = next("".join(c["source"]) for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell).body
+            if isinstance(node, ast.Assign)}
 
 
 def makefile_recipe(target: str) -> list[str]:

@@ -5,11 +5,11 @@ parameters train longer than the suite's (tests/parameters.py), so rates are flo
 markdown states as a finding must hold in this run too.
 """
 
-import ast
 import re
 
 import nbformat
 import pytest
+from helpers import notebook_defaults
 from parameters import TEST_PARAMETERS
 
 from labkit import course, judge
@@ -22,14 +22,6 @@ TYPED_SPEED = re.compile(r"\d[\d,.]*\s*(tok/s|tokens/s|tokens per second)")
 
 def _executed(course_run, stem):
     return nbformat.read(course_run.run_dir / f"{stem}.ipynb", as_version=4)
-
-
-def _defaults(stem) -> dict:
-    """The literal defaults of a notebook's parameters cell (what `make course` runs with, unless overridden)."""
-    nb = nbformat.read(course.notebooks()[STEMS.index(stem)], as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
-            if isinstance(node, ast.Assign)}
 
 
 def _text(output) -> str:
@@ -65,7 +57,7 @@ def test_markdown_types_no_speed(stem):
 
 def test_lab04_answers_name_the_city_asked(course_run):
     nb, recorded = _executed(course_run, "04_inference"), course_run.lab("04_inference")
-    parameters = {**_defaults("04_inference"), **TEST_PARAMETERS["04_inference"]}
+    parameters = {**notebook_defaults("04_inference"), **TEST_PARAMETERS["04_inference"]}
     asked = judge.city_in(parameters["prompt"])
     bare = "".join(_text(o) for o in _cell_after(nb, "## 1. The bare loop").outputs)
     assert judge.names_city(bare, asked), f"the bare loop (travel adapter) answers about {asked}: {bare!r}"

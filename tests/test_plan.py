@@ -1,9 +1,9 @@
 """Lab 00's plan and lab 03's model choice (labkit.plan)."""
 
-import ast
 import json
 
 import pytest
+from helpers import notebook_defaults
 
 from labkit import plan, shadow, sizing
 
@@ -140,7 +140,5 @@ def test_the_committed_training_sheet_fits_16_gb_and_the_docs_show_it():
     assert all(0 < row["peak memory GB"] * 1e9 <= sheet["memory_limit_bytes"] for row in steps)
     assert sum(row["minutes"] for row in steps) <= 45, "the issue's goal for the three steps on 2 cores"
     assert plan.training_sheet_markdown(sheet) in (paths.REPO / "docs" / "real-size.md").read_text()
-    notebook = json.loads((paths.NOTEBOOKS / "03_olive_awq_lora.ipynb").read_text())
-    cell = next("".join(c["source"]) for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
-    defaults = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell).body}
+    defaults = notebook_defaults("03_olive_awq_lora")
     assert defaults["full_size_recipe"] == sheet["training"]["recipe"], "the sheet measured the lab's own recipe"

@@ -1,24 +1,17 @@
 """`make bench-recipes`: lab 03's full-size recipe on the course model, one change at a time (labkit.recipes)."""
 
-import ast
 import json
 import subprocess
 
-from helpers import makefile_recipe
+from helpers import makefile_recipe, notebook_defaults
 from parameters import TEST_PARAMETERS
 
 from labkit import data, paths, plan, recipes
 
 
-def _lab03_defaults() -> dict:
-    notebook = json.loads((paths.NOTEBOOKS / "03_olive_awq_lora.ipynb").read_text())
-    cell = next("".join(c["source"]) for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
-    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell).body}
-
-
 def test_the_rows_go_from_lab03s_default_to_its_full_size_recipe():
     """The bench measures the lab's own recipes: its defaults first, its full_size_recipe last."""
-    lab = _lab03_defaults()
+    lab = notebook_defaults("03_olive_awq_lora")
     first, *_, last = recipes.RECIPES.values()
     assert first == {key: lab[key] for key in first}
     full = lab["full_size_recipe"]

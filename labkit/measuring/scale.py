@@ -35,7 +35,7 @@ class ScaleError(LabkitError, RuntimeError):
 
 
 def _in_child(command: str, model_dir: Path, precision: str, force: bool = True) -> dict:
-    """`python -m labkit COMMAND MODEL --precision P --force --json` in a fresh process: its output folder,
+    """`python -m labkit COMMAND MODEL --precision P --json [--force]` in a fresh process: its output folder,
     size, wall time and the peak memory of its whole process tree (`force` False: a cached output is reused, and
     its time is the cache check's). Lab 01 (and lab 02)."""
     from . import memwatch

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..core import data
+from ..core import data, paths
 from ..measuring import judge
 from . import awq, olive
 
@@ -67,9 +67,7 @@ def table(rows: dict) -> str:
 
 
 def run_bench_recipes(quick: bool = False, every: int = 1, out: Path | None = None) -> dict:
-    """Every recipe in turn (`quick`: the one 5-step row), a line per recipe, the table; written to `out`. Lab 03."""
-    from ..core import paths
-
+    """Every recipe in turn (`quick`: the one QUICK row), a line per recipe, the table; written to `out`. Lab 03."""
     rows = {}
     for name, recipe in (QUICK if quick else RECIPES).items():
         rows[name] = run_recipe(recipe, every)
