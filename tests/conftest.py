@@ -197,7 +197,8 @@ def _start_laptop_course() -> None:
     # `make laptop-sheet` as the Makefile runs it (16 GB cgroup, LABKIT_SHADOWS=1), into this session's folders.
     command = makefile_recipe("laptop-sheet")
     command[command.index("--sheet") + 1] = str(folder / "sheet.json")
-    command += ["--parameters", str(folder / "parameters.json"), "--run-dir", str(run_dir)]
+    # The exercises' solutions are the same code on another model: the session's cpu course runs them.
+    command += ["--parameters", str(folder / "parameters.json"), "--run-dir", str(run_dir), "--no-exercises"]
     limited = CGROUPS_WRITABLE
     if not limited:    # a memory cgroup needs root: the same course without the limit
         command = command[command.index("--") + 1:]

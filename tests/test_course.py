@@ -124,6 +124,27 @@ def test_attendee_copies_keep_everything_but_the_solutions(notebook, tmp_path):
             assert after.source == before.source and after.metadata.get("tags") == before.metadata.get("tags")
 
 
+@pytest.mark.parametrize("notebook", course.notebooks(), ids=lambda p: p.stem)
+def test_a_lab_without_exercises_stops_at_its_your_turn_section(notebook):
+    """`labkit course --no-exercises` (the suite's quick laptop run): the lab whole up to "## Your turn"."""
+    original = nbformat.read(notebook, as_version=4).cells
+    kept = course.without_exercises(notebook).cells
+    assert [c.source for c in kept] == [c.source for c in original[:len(kept)]]
+    assert not any(course.SOLUTION_TAG in c.metadata.get("tags", []) for c in kept)
+    if notebook in LABS_WITH_EXERCISES:
+        assert original[len(kept)].source.startswith("## Your turn\n")
+    else:
+        assert len(kept) == len(original)
+
+
+def test_a_solution_outside_the_your_turn_section_is_refused(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["solution"]}),
+                                         nbformat.v4.new_markdown_cell("## Your turn\n")])
+    nbformat.write(nb, tmp_path / "09_lab.ipynb")
+    with pytest.raises(ValueError, match="09_lab.ipynb has a solution cell before its '## Your turn' section"):
+        course.without_exercises(tmp_path / "09_lab.ipynb")
+
+
 def test_make_lab_keeps_an_attendees_own_copy(tmp_path):
     """`make lab` writes the attendee copies with --keep: work an attendee saved in exercises/ survives it."""
     course.write_exercises(tmp_path)

@@ -5,7 +5,8 @@ decoder (and one CLIP) layer deep, at the real width and vocabulary: every path 
 (lab 01's INT4 of Phi-3.5-mini, lab 02's single image prompt, lab 03's full-size training in bfloat16 through
 Olive as `make laptop-training` runs it, lab 04 on the model it made, the per-lab memory in the report) runs in the
 suite. It runs in the background beside the session's cpu course (tests/conftest.py), as `make laptop-sheet` runs
-it: inside its 16 GB memory cgroup where the suite runs as root.
+it: inside its 16 GB memory cgroup where the suite runs as root, each lab up to its "Your turn" section (the
+exercises' solutions are the cpu course's).
 """
 
 import json
@@ -27,10 +28,13 @@ def test_every_lab_runs_and_records_the_laptop_profile_on_shadows(laptop_run):
     run_dir, results = laptop_run.run_dir, laptop_run.results
     assert {lab: (results[lab]["profile"], results[lab]["shadows"]) for lab in LABS} == \
         {lab: ("laptop", True) for lab in LABS}
+    assert results["course"]["exercises"] is False
     for lab in LABS:   # every executed lab says, once, that the weights are random
         nb = nbformat.read(run_dir / f"{lab}.ipynb", as_version=4)
         said = [out.get("text", "") for cell in nb.cells for out in cell.get("outputs", [])]
         assert sum(models.SHADOW_NOTICE in text for text in said) == 1, lab
+        assert not any(course.SOLUTION_TAG in cell.metadata.get("tags", []) for cell in nb.cells), lab
+        assert len(nb.cells) == len(course.without_exercises(course.notebooks()[LABS.index(lab)]).cells) + 1, lab
 
 
 @pytest.mark.notebook

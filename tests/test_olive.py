@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -290,3 +291,30 @@ def test_eval_loss_is_the_mean_per_token_loss_and_measured_once(tiny_dir, tmp_pa
     assert bench.eval_loss(tiny_dir, rows=rows) == loss
     with pytest.raises(pytest.fail.Exception):
         bench.eval_loss(tiny_dir, rows=rows[:4])
+
+
+
+HEARTBEAT_LOGGED = """
+from olive.telemetry import telemetry
+from labkit.training.olive_seeded import honour_telemetry_opt_out
+logged = []
+telemetry.Telemetry.log = lambda self, name, *args, **kwargs: logged.append(name)
+telemetry.Telemetry()
+telemetry.Telemetry._instance = None
+honour_telemetry_opt_out()
+telemetry.Telemetry()
+print(",".join(logged) or "nothing")
+"""
+
+
+def test_olive_commands_honour_the_telemetry_opt_out_outside_ci():
+    """Olive 0.13 logs its heartbeat before it reads OLIVE_DISABLE_TELEMETRY=1 (then waits up to 11 s at exit to
+    send it); with labkit's patch the second start logs nothing. Two heartbeats: the patch no longer works. None:
+    Olive fixed it, and the workaround can go."""
+    from olive.telemetry.telemetry import _CI_ENV_VARS
+
+    env = {k: v for k, v in os.environ.items() if k not in _CI_ENV_VARS} | {"OLIVE_DISABLE_TELEMETRY": "1"}
+    done = subprocess.run([sys.executable, "-c", HEARTBEAT_LOGGED], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["OliveHeartbeat"]

@@ -10,6 +10,10 @@ For `auto-opt` it installs labkit's memory-lean INT4 path in the model builder f
 builder Olive calls would otherwise hold every weight in fp32 while it quantizes, ≈ 40 GB for Phi-3.5-mini, and the
 lean path makes the same graph with the checkpoint plus one weight in memory.
 
+With `OLIVE_DISABLE_TELEMETRY=1` (labkit sets it) it also keeps Olive 0.13 from logging its start-up heartbeat:
+Olive logs that event before it reads the opt-out, then spends up to 11 s at exit trying to send it (measured on
+a machine without internet), in every Olive command outside CI.
+
 It also ends itself when the process that started it is gone (`LABKIT_PARENT_PID`): a notebook kernel that
 dies or is killed must not leave a fine-tune training on, holding the CPU and gigabytes of memory.
 """
@@ -37,11 +41,21 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def honour_telemetry_opt_out() -> None:
+    """No start-up heartbeat when `OLIVE_DISABLE_TELEMETRY=1`: Olive checks the opt-out only after logging it."""
+    if os.environ.get("OLIVE_DISABLE_TELEMETRY") != "1":
+        return
+    from olive.telemetry import telemetry
+
+    telemetry.Telemetry._log_heartbeat = lambda self, metadata=None: None
+
+
 if __name__ == "__main__":
     import numpy as np
     import torch
 
     exit_with_parent()
+    honour_telemetry_opt_out()
     random.seed(_SEED)
     np.random.seed(_SEED)
     torch.manual_seed(_SEED)

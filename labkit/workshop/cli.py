@@ -2,7 +2,7 @@
 
     labkit [--debug] COMMAND …                            --debug: a traceback instead of the one-line error
     labkit course [--only 00 01] [--profile cpu|laptop|gpu] [--demo | --parameters FILE] [--run-dir DIR] [--sheet F]
-                  [--full-size-training]
+                  [--full-size-training] [--no-exercises]
                                                          run the notebooks into runs/<timestamp>/
     labkit env                                           the environment check of lab 00
     labkit tiny                                          create (or show) the tiny Phi-3
@@ -64,7 +64,7 @@ def _course(args) -> int:
         parameters = {**(parameters or {}), "03_olive_awq_lora": lab03}
     try:
         run_dir = run_course(args.only, parameters, profile=args.profile,
-                             run_dir=Path(args.run_dir) if args.run_dir else None)
+                             run_dir=Path(args.run_dir) if args.run_dir else None, exercises=not args.no_exercises)
     except NotebookFailed as failure:
         print(failure, file=sys.stderr)
         return 1
@@ -195,6 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     course.add_argument("--parameters", help="a JSON file of notebook parameters: {\"03_olive_awq_lora\": "
                                              "{\"finetune_steps\": 300}, …}")
     course.add_argument("--run-dir", help="the run folder (default: a new runs/<timestamp>/)")
+    course.add_argument("--no-exercises", action="store_true",
+                        help="stop each lab before its \"Your turn\" section (solutions and checks)")
     course.add_argument("--full-size-training", action="store_true",
                         help="laptop profile: lab 03 trains Phi-3.5-mini itself (its full_size_recipe), lab 04 uses it")
     course.add_argument("--sheet", help="also write the run's minutes and peak memory per lab to this JSON file "

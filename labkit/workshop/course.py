@@ -28,6 +28,7 @@ DEMO_PARAMETERS = {
 }
 
 SOLUTION_TAG = "solution"   # cells holding an exercise's solution; attendee copies get a stub instead
+EXERCISES_HEADING = "## Your turn"   # every lab ends with its exercises under this heading
 
 
 def notebooks() -> list[Path]:
@@ -117,12 +118,30 @@ def cell_timeout(profile: str = "cpu") -> int:
     return int(os.environ.get("LABKIT_CELL_TIMEOUT") or get_profile(profile).cell_timeout_s)
 
 
+def without_exercises(notebook: Path):
+    """The notebook up to its "Your turn" section: the lab without its exercises' solutions and checks. All labs."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    start = next((i for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown"
+                  and cell.source.startswith(EXERCISES_HEADING)), len(nb.cells))
+    if any(SOLUTION_TAG in cell.metadata.get("tags", []) for cell in nb.cells[:start]):
+        raise ValueError(f"{notebook.name} has a solution cell before its {EXERCISES_HEADING!r} section: keep the "
+                         "exercises in that last section.")
+    nb.cells = nb.cells[:start]
+    return nb
+
+
 def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, profile: str = "cpu",
-                 timeout: int | None = None) -> Path:
+                 timeout: int | None = None, exercises: bool = True) -> Path:
     """Execute one notebook into `run_dir`; return the executed copy. Raises NotebookFailed. All labs.
 
-    `timeout` bounds each cell (default: `cell_timeout(profile)`), so a hung cell fails the run.
+    `timeout` bounds each cell (default: `cell_timeout(profile)`), so a hung cell fails the run. Without
+    `exercises` the lab stops before its "Your turn" section.
     """
+    import tempfile
+
+    import nbformat
     import papermill
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
@@ -132,6 +151,12 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
     run_dir.mkdir(parents=True, exist_ok=True)
     output = run_dir / notebook.name
     params = {"profile": profile, "run_dir": str(run_dir), **(parameters or {})}
+    source = notebook
+    if not exercises:
+        trimmed = tempfile.NamedTemporaryFile(suffix=notebook.name, delete=False)
+        trimmed.close()
+        source = Path(trimmed.name)
+        nbformat.write(without_exercises(notebook), source)
     try:
         # The kernel inherits this environment. The inline backend keeps plots in the executed notebook
         # even where MPLBACKEND=Agg is set for headless machines.
@@ -140,7 +165,7 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
         with _environment(**small, LABKIT_RUN_DIR=run_dir, LABKIT_PROFILE=profile, LABKIT_PLAIN_PROGRESS=1,
                           HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), OLIVE_DISABLE_TELEMETRY=1,
                           MPLBACKEND="module://matplotlib_inline.backend_inline"):
-            papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
+            papermill.execute_notebook(str(source), str(output), parameters=params, kernel_name="python3",
                                        cwd=str(notebook.parent), progress_bar=False, execution_timeout=timeout,
                                        # ipykernel 7 warns at every start that its loopback TCP is unencrypted:
                                        # one line per notebook in `make course`. Cell errors still show.
@@ -156,6 +181,8 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
             f"---- cell source ----\n{err.source}\n---- error ----\n{err.ename}: {err.evalue}\n"
             f"Executed copy with the full traceback: {output}") from None
     finally:
+        if source != notebook:
+            source.unlink(missing_ok=True)
         if output.exists():
             tidy_outputs(output)
     return output
@@ -195,13 +222,16 @@ def _last_state(line: str) -> str:
 
 
 def run_course(selection: list[str] | None = None, parameters: dict[str, dict] | None = None,
-               profile: str = "cpu", run_dir: Path | None = None) -> Path:
-    """Run every notebook (or those whose names start with `selection`) into a new run folder. All labs."""
+               profile: str = "cpu", run_dir: Path | None = None, exercises: bool = True) -> Path:
+    """Run every notebook (or those whose names start with `selection`) into a new run folder. All labs.
+
+    Without `exercises` each lab stops before its "Your turn" section (the suite's quick laptop run: the
+    exercises run in the cpu course)."""
     chosen = [nb for nb in notebooks() if not selection or any(nb.name.startswith(s) for s in selection)]
     if not chosen:
         raise SystemExit(f"No notebook matches {selection}; available: {[nb.name for nb in notebooks()]}")
     run_dir = Path(run_dir) if run_dir else paths.new_run_dir()
-    timings = _run_timed(chosen, run_dir, parameters or {}, profile)
+    timings = _run_timed(chosen, run_dir, parameters or {}, profile, exercises)
     report = _export_report(run_dir)
     print(json.dumps(timings, indent=2))
     print(f"\nDone. Executed notebooks, artifacts and results.json are in {run_dir}")
@@ -212,7 +242,8 @@ def run_course(selection: list[str] | None = None, parameters: dict[str, dict] |
     return run_dir
 
 
-def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], profile: str) -> dict:
+def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], profile: str,
+               exercises: bool = True) -> dict:
     """Run the notebooks in order; record each one's seconds in results.json as it finishes."""
     from tqdm.auto import tqdm
 
@@ -231,13 +262,14 @@ def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], p
         # The kernel papermill starts is a child of this process: the watch sums it and everything it starts.
         with memwatch.PeakWatch() as watch:
             run_notebook(nb, run_dir, {**COURSE_PARAMETERS.get(nb.stem, {}), **parameters.get(nb.stem, {})},
-                         profile)
+                         profile, exercises=exercises)
         timings.pop("total", None)
         timings[nb.stem] = round(time.perf_counter() - t, 1)
         timings["total"] = round(time.perf_counter() - started, 1)
         peaks[nb.stem] = watch.peak_children_bytes
         # Recorded after every notebook, so the report notebook sees the labs before it.
-        results.record("course", {"profile": profile, "shadows": shadows, "notebook_seconds": timings,
+        results.record("course", {"profile": profile, "shadows": shadows, "exercises": exercises,
+                                  "notebook_seconds": timings,
                                   "peak_rss_bytes": peaks, "memory_limit_bytes": sizing.memory_limit_bytes()},
                        run_dir / "results.json")
     return timings
