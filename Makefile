@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course demo test test-gpu lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick bench-recipes laptop-sheet laptop-training prefetch lock exercises wheelhouse clean
+.PHONY: install course demo test test-gpu lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick bench-recipes cpu-sheet laptop-sheet laptop-training prefetch lock exercises wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -82,9 +82,15 @@ bench-scale-quick: install
 
 # The laptop course, all six labs, on full-size Phi-3.5 shadows (random weights, real architecture) inside a 16 GB
 # memory cgroup (needs root: tools/memory_limit.py), writing the per-lab minutes and peak memory that lab 00's plan
-# shows for the laptop profile (docs/measured/laptop-course.json). About an hour on 2 cores; ~35 GB of disk.
+# shows for the laptop profile (docs/measured/laptop-course.json), as a first run: on an empty model cache with the
+# shadows linked in (they stand for `make prefetch`'s downloads). About an hour on 2 cores; ~35 GB of disk.
 laptop-sheet: install
-	$(PY) tools/memory_limit.py 16G -- env LABKIT_SHADOWS=1 $(PY) -m labkit course --profile laptop --sheet docs/measured/laptop-course.json
+	$(PY) tools/memory_limit.py 16G -- env LABKIT_SHADOWS=1 $(PY) -m labkit course --profile laptop --cold-cache --sheet docs/measured/laptop-course.json
+
+# The cpu course as an attendee's first run (an empty model cache, removed afterwards): the per-lab minutes, peak
+# memory and disk that lab 00's plan shows for the cpu profile (docs/measured/cpu-course.json). About 15 minutes.
+cpu-sheet: install
+	$(PY) -m labkit course --cold-cache --sheet docs/measured/cpu-course.json
 
 # Lab 03 with full_size_training=True (AWQ, LoRA and the export of Phi-3.5-mini itself, its full_size_recipe) and
 # lab 04 on the model it made, on full-size shadows inside the same 16 GB cgroup: the per-step minutes and peak memory

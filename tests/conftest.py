@@ -196,6 +196,7 @@ def _start_laptop_course() -> None:
     run_dir = folder / "runs" / "laptop"
     # `make laptop-sheet` as the Makefile runs it (16 GB cgroup, LABKIT_SHADOWS=1), into this session's folders.
     command = makefile_recipe("laptop-sheet")
+    command.remove("--cold-cache")     # here lab 03's tiny-model steps are the session course's, not made again
     command[command.index("--sheet") + 1] = str(folder / "sheet.json")
     # The exercises' solutions are the same code on another model: the session's cpu course runs them.
     command += ["--parameters", str(folder / "parameters.json"), "--run-dir", str(run_dir), "--no-exercises"]

@@ -83,6 +83,11 @@ def test_headless_runs_save_finished_text_progress_bars(tmp_path):
     assert "work: 100%" in text
 
 
+def test_a_finished_bar_keeps_its_last_state_without_padding():
+    refreshes = "building tiny int4:  50%|#####     | 15/30 [00:01]\rbuilding tiny int4: 100%|##| 30/30 [00:02]  "
+    assert course._last_state(refreshes) == "building tiny int4: 100%|##| 30/30 [00:02]"
+
+
 def test_executed_notebooks_keep_what_jupyter_shows(tmp_path):
     """A streamed answer is one output, a progress bar its last state: not one output per token or refresh."""
     nb = write_notebook(tmp_path / "stream.ipynb", 'profile = "cpu"\nrun_dir = ""',
@@ -199,3 +204,19 @@ def test_course_command_refuses_a_broken_parameters_file_before_running(tmp_path
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "parameters.json is not valid JSON (line 1" in run.stderr and "NN_notebook" in run.stderr
     assert not (tmp_path / "run").exists(), "nothing ran"
+
+
+def test_a_cold_cache_is_empty_but_for_the_downloads_and_goes_afterwards(tmp_path, monkeypatch):
+    """`labkit course --cold-cache`: a first run's work, on a cache holding only what `make prefetch` brings."""
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    (tmp_path / "shadows" / "phi-3.5-mini").mkdir(parents=True)
+    (tmp_path / "builds" / "tiny-int4").mkdir(parents=True)
+    with course.cold_cache() as cold:
+        assert paths.cache_dir() == cold and cold.parent == tmp_path
+        assert sorted(p.name for p in cold.iterdir()) == ["shadows"]
+        assert (cold / "shadows" / "phi-3.5-mini").is_dir()           # linked, not copied
+        (cold / "builds").mkdir()
+        (cold / "builds" / "model.onnx").write_bytes(b"x" * 1000)
+        assert paths.dir_size(cold) == 1000                          # a lab's disk: the links are not walked
+    assert paths.cache_dir() == tmp_path and not cold.exists()
+    assert (tmp_path / "shadows" / "phi-3.5-mini").is_dir() and (tmp_path / "builds" / "tiny-int4").is_dir()

@@ -142,3 +142,36 @@ def test_the_committed_training_sheet_fits_16_gb_and_the_docs_show_it():
     assert plan.training_sheet_markdown(sheet) in (paths.REPO / "docs" / "real-size.md").read_text()
     defaults = notebook_defaults("03_olive_awq_lora")
     assert defaults["full_size_recipe"] == sheet["training"]["recipe"], "the sheet measured the lab's own recipe"
+
+
+# ------------------------------------------------------------------ the cpu profile's plan: `make cpu-sheet`
+def test_the_cpu_plan_is_the_committed_first_run_sheet_and_the_docs_show_it():
+    """Lab 00's cpu rows are `make cpu-sheet`'s measurements (an empty cache), as docs/course-results.md shows them."""
+    from labkit import paths
+
+    sheet = json.loads(plan.CPU_SHEET.read_text())
+    assert (sheet["profile"], sheet["shadows"], sheet["cold_cache"]) == ("cpu", False, True)
+    assert sorted(sheet["labs"]) == ["00", "01", "02", "03", "04", "05"]
+    rows = {row["lab"]: row for row in plan.lab_plan("cpu")}
+    for lab, measured in sheet["labs"].items():
+        assert (rows[lab]["minutes"], rows[lab]["peak_ram_gb"], rows[lab]["disk_gb"]) == \
+            (measured["minutes"], round(measured["peak_rss_bytes"] / GB, 1), round(measured["cache_bytes"] / GB, 1))
+        assert rows[lab]["basis"].startswith("measured: make cpu-sheet (a first run, empty cache)")
+    assert plan.sheet_markdown(sheet) in (paths.REPO / "docs" / "course-results.md").read_text()
+    assert "disk written |" in plan.sheet_markdown(sheet)
+    laptop03 = next(row for row in plan.lab_plan("laptop") if row["lab"] == "03")   # the same tiny-model training
+    if not json.loads(plan.LAPTOP_SHEET.read_text()).get("cold_cache"):
+        assert laptop03["minutes"] == sheet["labs"]["03"]["minutes"]
+        assert laptop03["basis"].startswith("the cpu course's lab 03, measured: make cpu-sheet (a first run")
+
+
+def test_a_warm_laptop_sheet_leaves_lab03_to_the_cpu_sheet(monkeypatch, tmp_path):
+    """A laptop course run on a warm cache found lab 03's tiny-model outputs: its lab 03 minutes say nothing."""
+    warm = {"profile": "laptop", "shadows": True, "measured_on": "2026-12-02", "cores": 2,
+            "memory_limit_bytes": int(16e9), "labs": {"03": {"notebook": "03_olive_awq_lora", "minutes": 1.0,
+                                                              "peak_rss_bytes": int(2.9 * GB)}}}
+    monkeypatch.setattr(plan, "LAPTOP_SHEET", tmp_path / "laptop-course.json")
+    plan.LAPTOP_SHEET.write_text(json.dumps(warm))
+    assert "03" not in plan._measured_laptop()
+    plan.LAPTOP_SHEET.write_text(json.dumps({**warm, "cold_cache": True}))
+    assert plan._measured_laptop()["03"]["minutes"] == 1.0

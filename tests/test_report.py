@@ -21,7 +21,8 @@ RESULTS = {
                          "qa": {"fp32": {"image tokens": 1921, "prefill tok/s": 4000.0, "decode tok/s": 600.0}}},
     "03_olive_awq_lora": {
         "rtn_vs_awq": [
-            {"model": "lab model", "method": "rtn-int4", "perplexity": 1700, "kl_x1e3": 28, "size_mb": 3.3},
+            {"model": "lab model", "method": "rtn-int4", "perplexity": 1700, "kl_x1e3": 28, "size_mb": 3.3,
+             "fp32 perplexity": 1695, "fp32 size_mb": 7.5},
             {"model": "lab model", "method": "awq-int4", "perplexity": 1690, "kl_x1e3": 48, "size_mb": 3.3},
             {"model": "outliers (4 ch x30)", "method": "rtn-int4", "perplexity": 1670, "kl_x1e3": 150, "size_mb": 3.3},
             {"model": "outliers (4 ch x30)", "method": "awq-int4", "perplexity": 1685, "kl_x1e3": 48, "size_mb": 3.3}],
@@ -38,7 +39,9 @@ RESULTS = {
 
 def test_variants_table_has_every_variant():
     table = report.variants_table(RESULTS)
-    assert len(table) == 3 + 1 + 4 + 2
+    assert len(table) == 3 + 1 + 1 + 4 + 2
+    assert table.loc["fp32 (lab model)", ["ppl_travel", "kl_x1e3", "size_mb"]].tolist() == [1695, 0.0, 7.5]
+    assert "fp32 (outliers (4 ch x30))" not in table.index          # that row came without its FP32 measures
     assert table.loc["Phi-3.5-vision fp32", "decode_tok_s"] == 600.0
     assert list(table.columns[:4]) == ["lab", "method", "precision", "ep"]
     assert table.loc["int4-rtn-b32", "method"] == "rtn-b32"

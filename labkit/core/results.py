@@ -114,6 +114,9 @@ class Course(TypedDict):
     notebook_seconds: dict[str, float]
     peak_rss_bytes: dict[str, int]       # each notebook's kernel and every process it started, sampled
     memory_limit_bytes: int              # what this run's processes could use (a cgroup limit, else RAM); 0: unknown
+    exercises: bool                      # False: each lab stopped before its "Your turn" section
+    cold_cache: bool                     # ran on an empty model cache (`--cold-cache`): a first run
+    cache_bytes: dict[str, int]          # on a cold cache: what each notebook added to it
 
 
 SCHEMA: dict[str, type] = {

@@ -62,6 +62,11 @@ def variants_table(data: dict):
     lab03 = data.get("03_olive_awq_lora", {})
     for row in lab03.get("rtn_vs_awq", []):
         model, method = row["model"], row["method"]
+        if "fp32 perplexity" in row and f"fp32 ({model})" not in [r["variant"] for r in rows]:
+            # the reference both INT4 builds are measured against: which one stays closer to it is AWQ's question
+            rows.append({"lab": "03", "variant": f"fp32 ({model})", "method": "reference", "precision": "fp32",
+                         "ep": lab03.get("execution_provider", "cpu"), "size_mb": row.get("fp32 size_mb"),
+                         "ppl_travel": row["fp32 perplexity"], "kl_x1e3": 0.0, "adapter": "–"})
         rows.append({"lab": "03", "variant": f"{method} ({model})", "method": method.split("-")[0].upper(),
                      "precision": "int4", "ep": lab03.get("execution_provider", "cpu"), "size_mb": row.get("size_mb"),
                      "ppl_travel": row.get("perplexity"), "kl_x1e3": row.get("kl_x1e3"), "adapter": "–"})

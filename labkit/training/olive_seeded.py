@@ -42,7 +42,7 @@ def exit_with_parent() -> None:
 
 
 def honour_telemetry_opt_out() -> None:
-    """No start-up heartbeat when `OLIVE_DISABLE_TELEMETRY=1`: Olive checks the opt-out only after logging it."""
+    """No start-up heartbeat when `OLIVE_DISABLE_TELEMETRY=1`: Olive checks the opt-out after logging it. Lab 03."""
     if os.environ.get("OLIVE_DISABLE_TELEMETRY") != "1":
         return
     from olive.telemetry import telemetry

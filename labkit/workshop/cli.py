@@ -2,7 +2,7 @@
 
     labkit [--debug] COMMAND …                            --debug: a traceback instead of the one-line error
     labkit course [--only 00 01] [--profile cpu|laptop|gpu] [--demo | --parameters FILE] [--run-dir DIR] [--sheet F]
-                  [--full-size-training] [--no-exercises]
+                  [--full-size-training] [--no-exercises] [--cold-cache]
                                                          run the notebooks into runs/<timestamp>/
     labkit env                                           the environment check of lab 00
     labkit tiny                                          create (or show) the tiny Phi-3
@@ -64,7 +64,8 @@ def _course(args) -> int:
         parameters = {**(parameters or {}), "03_olive_awq_lora": lab03}
     try:
         run_dir = run_course(args.only, parameters, profile=args.profile,
-                             run_dir=Path(args.run_dir) if args.run_dir else None, exercises=not args.no_exercises)
+                             run_dir=Path(args.run_dir) if args.run_dir else None, exercises=not args.no_exercises,
+                             cold=args.cold_cache)
     except NotebookFailed as failure:
         print(failure, file=sys.stderr)
         return 1
@@ -197,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     course.add_argument("--run-dir", help="the run folder (default: a new runs/<timestamp>/)")
     course.add_argument("--no-exercises", action="store_true",
                         help="stop each lab before its \"Your turn\" section (solutions and checks)")
+    course.add_argument("--cold-cache", action="store_true",
+                        help="run on an empty model cache (shadows linked in), removed afterwards: a first run's "
+                             "minutes, memory and disk, as the run sheets record them")
     course.add_argument("--full-size-training", action="store_true",
                         help="laptop profile: lab 03 trains Phi-3.5-mini itself (its full_size_recipe), lab 04 uses it")
     course.add_argument("--sheet", help="also write the run's minutes and peak memory per lab to this JSON file "

@@ -216,22 +216,51 @@ def tidy_outputs(executed: Path) -> None:
 
 
 def _last_state(line: str) -> str:
-    """A terminal line as it ends up: the text after its last carriage return (a trailing one changes nothing)."""
+    """A terminal line as it ends up: the text after its last carriage return (a trailing one changes nothing),
+    without the blanks a progress bar pads a shorter refresh with."""
     states = [part for part in line.split("\r") if part]
-    return states[-1] if states else ""
+    return states[-1].rstrip(" ") if states else ""
+
+
+DOWNLOADS = ("shadows",)   # cache folders that stand for what `make prefetch` downloads: a first run finds them
+
+
+@contextmanager
+def cold_cache():
+    """An empty model cache for one course run, with the `DOWNLOADS` folders of today's cache linked in: what the
+    labs make, they make, as in an attendee's first run after `make prefetch`. Removed afterwards. All labs."""
+    import shutil
+    import tempfile
+
+    warm = paths.cache_dir()
+    cold = Path(tempfile.mkdtemp(prefix=".cold-", dir=warm))
+    try:
+        for name in DOWNLOADS:
+            (warm / name).mkdir(exist_ok=True)
+            (cold / name).symlink_to(warm / name, target_is_directory=True)
+        with _environment(LABKIT_CACHE=cold):
+            yield cold
+    finally:
+        shutil.rmtree(cold, ignore_errors=True)
 
 
 def run_course(selection: list[str] | None = None, parameters: dict[str, dict] | None = None,
-               profile: str = "cpu", run_dir: Path | None = None, exercises: bool = True) -> Path:
+               profile: str = "cpu", run_dir: Path | None = None, exercises: bool = True,
+               cold: bool = False) -> Path:
     """Run every notebook (or those whose names start with `selection`) into a new run folder. All labs.
 
     Without `exercises` each lab stops before its "Your turn" section (the suite's quick laptop run: the
-    exercises run in the cpu course)."""
+    exercises run in the cpu course). `cold` runs on an empty cache (`cold_cache`): the minutes, memory and disk
+    of a first run, which a run sheet records."""
     chosen = [nb for nb in notebooks() if not selection or any(nb.name.startswith(s) for s in selection)]
     if not chosen:
         raise SystemExit(f"No notebook matches {selection}; available: {[nb.name for nb in notebooks()]}")
     run_dir = Path(run_dir) if run_dir else paths.new_run_dir()
-    timings = _run_timed(chosen, run_dir, parameters or {}, profile, exercises)
+    if cold:
+        with cold_cache():
+            timings = _run_timed(chosen, run_dir, parameters or {}, profile, exercises, cold=True)
+    else:
+        timings = _run_timed(chosen, run_dir, parameters or {}, profile, exercises)
     report = _export_report(run_dir)
     print(json.dumps(timings, indent=2))
     print(f"\nDone. Executed notebooks, artifacts and results.json are in {run_dir}")
@@ -243,8 +272,9 @@ def run_course(selection: list[str] | None = None, parameters: dict[str, dict] |
 
 
 def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], profile: str,
-               exercises: bool = True) -> dict:
-    """Run the notebooks in order; record each one's seconds in results.json as it finishes."""
+               exercises: bool = True, cold: bool = False) -> dict:
+    """Run the notebooks in order; record each one's seconds and peak memory in results.json as it finishes (and on
+    a `cold` cache, the bytes it added to the cache)."""
     from tqdm.auto import tqdm
 
     from ..making.models import shadows_requested
@@ -256,9 +286,11 @@ def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], p
     same = before.get("profile") == profile and before.get("shadows", False) == shadows
     timings = {k: v for k, v in before.get("notebook_seconds", {}).items() if k != "total"} if same else {}
     peaks = dict(before.get("peak_rss_bytes", {})) if same else {}
+    grown = dict(before.get("cache_bytes", {})) if same and cold else {}
     started = time.perf_counter() - sum(timings.values())
     for nb in tqdm(chosen, desc="course", unit="notebook"):
         t = time.perf_counter()
+        cached_before = paths.dir_size(paths.cache_dir()) if cold else 0
         # The kernel papermill starts is a child of this process: the watch sums it and everything it starts.
         with memwatch.PeakWatch() as watch:
             run_notebook(nb, run_dir, {**COURSE_PARAMETERS.get(nb.stem, {}), **parameters.get(nb.stem, {})},
@@ -267,8 +299,11 @@ def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], p
         timings[nb.stem] = round(time.perf_counter() - t, 1)
         timings["total"] = round(time.perf_counter() - started, 1)
         peaks[nb.stem] = watch.peak_children_bytes
+        if cold:   # what this lab added to the empty cache (the linked downloads are not walked)
+            grown[nb.stem] = paths.dir_size(paths.cache_dir()) - cached_before
         # Recorded after every notebook, so the report notebook sees the labs before it.
         results.record("course", {"profile": profile, "shadows": shadows, "exercises": exercises,
+                                  "cold_cache": cold, **({"cache_bytes": grown} if cold else {}),
                                   "notebook_seconds": timings,
                                   "peak_rss_bytes": peaks, "memory_limit_bytes": sizing.memory_limit_bytes()},
                        run_dir / "results.json")

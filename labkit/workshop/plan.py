@@ -17,12 +17,10 @@ from ..core.profiles import get_profile
 from ..core.sizing import GB, PROCESS_OVERHEAD_BYTES
 from ..making import hub, shadow
 
-# What each lab of a profile needs, for lab 00's plan. cpu: measured `make course` on 2 cores (docs/course-results.md).
+# What each lab of a profile needs, for lab 00's plan. cpu: the cpu course on an empty cache (`make cpu-sheet`).
 # laptop: lab 01 from labkit.sizing's shadow measurements; inference from loading and running the INT4 shadow
-# build; lab 02 from the vision shadow's export; lab 03 runs the tiny model on a laptop CPU (AWQ and LoRA of 3.8B
-# parameters take hours there: labkit.sizing.training_estimate).
-_CPU_LABS = {"00": (0.1, 0.5, 0.02), "01": (0.5, 1.0, 0.1), "02": (0.4, 1.0, 0.03), "03": (5.1, 2.1, 0.1),
-            "04": (1.8, 1.5, 0.02), "05": (0.1, 0.5, 0.0)}     # lab: (minutes, peak RAM GB, disk GB)
+# build; lab 02 from the vision shadow's export; lab 03 runs the tiny model on a laptop CPU, as in the cpu course
+# (AWQ and LoRA of 3.8B parameters take hours there: labkit.sizing.training_estimate); then `make laptop-sheet`.
 VISION_PROMPT_RSS_BYTES = 8_718_000 * 1024   # one 1344x1008 image prompt on the full-size vision export
 _INT4_INFERENCE_RSS_BYTES = int(3.4 * GB)    # a plain og script: load + 64-token greedy run, INT4 shadow build
 OPTIONAL = "optional: "    # a plan row for a choice the default run does not make: never a reason to refuse
@@ -31,6 +29,9 @@ OPTIONAL = "optional: "    # a plan row for a choice the default run does not ma
 _FULL_SIZE_TRAINING_DISK_BYTES = int(18 * GB)
 
 
+# The cpu course on an empty cache (`make cpu-sheet` rewrites it): per lab, the minutes, peak memory and disk of a first
+# run, which lab 00's plan shows for the cpu profile (and for lab 03 on a laptop: the same tiny-model training).
+CPU_SHEET = paths.REPO / "docs" / "measured" / "cpu-course.json"
 # The laptop course on full-size Phi-3.5 shadows under a 16 GB memory limit (`make laptop-sheet` rewrites it):
 # per lab, the minutes and peak memory lab 00's plan shows for the laptop profile.
 LAPTOP_SHEET = paths.REPO / "docs" / "measured" / "laptop-course.json"
@@ -54,7 +55,10 @@ def run_sheet(run_dir: Path) -> dict:
                        "peak_rss_bytes": course["peak_rss_bytes"].get(name, 0)}
             for name, seconds in course["notebook_seconds"].items() if name != "total"}
     here = sizing.machine()
+    for name, grown in course.get("cache_bytes", {}).items():
+        labs[name[:2]]["cache_bytes"] = grown
     sheet = {"profile": course["profile"], "shadows": course.get("shadows", False),
+             "cold_cache": course.get("cold_cache", False),
              "measured_on": time.strftime("%Y-%m-%d"), "cores": here["cores"],
              "memory_limit_bytes": course.get("memory_limit_bytes", 0),
              "total_minutes": round(course["notebook_seconds"]["total"] / 60, 1), "labs": labs}
@@ -66,12 +70,16 @@ def run_sheet(run_dir: Path) -> dict:
 
 def sheet_markdown(sheet: dict) -> str:
     """A run sheet as the Markdown table docs/real-size.md shows (a test keeps the two equal). Lab 00."""
-    lines = ["| lab | minutes | peak memory (process tree) |", "|---|---|---|"]
+    disk = all("cache_bytes" in row for row in sheet["labs"].values())   # a first run: what each lab wrote
+    lines = ["| lab | minutes | peak memory (process tree) |" + (" disk written |" if disk else ""),
+             "|---|---|---|" + ("---|" if disk else "")]
     for _, row in sorted(sheet["labs"].items()):
-        lines.append(f"| {row['notebook']} | {row['minutes']:.1f} | {row['peak_rss_bytes'] / GB:.1f} GB |")
+        lines.append(f"| {row['notebook']} | {row['minutes']:.1f} | {row['peak_rss_bytes'] / GB:.1f} GB |"
+                     + (f" {row['cache_bytes'] / GB:.2f} GB |" if disk else ""))
     lines.append(f"| whole course | {sheet['total_minutes']:.1f} | "
                  f"{max(row['peak_rss_bytes'] for row in sheet['labs'].values()) / GB:.1f} GB "
-                 f"(limit {sheet['memory_limit_bytes'] / GB:.1f} GB) |")
+                 f"(limit {sheet['memory_limit_bytes'] / GB:.1f} GB) |"
+                 + (f" {sum(row['cache_bytes'] for row in sheet['labs'].values()) / GB:.2f} GB |" if disk else ""))
     return "\n".join(lines)
 
 
@@ -119,13 +127,24 @@ def full_size_quality_line() -> str:
             f"{default['city_named']:.0%} and {default['fact_stated']:.0%}")
 
 
+def _measured_cpu() -> dict:
+    if not CPU_SHEET.exists():
+        return {}
+    sheet = paths.read_json(CPU_SHEET, "restore it with git or rerun `make cpu-sheet`")
+    basis = f"measured: make cpu-sheet (a first run, empty cache), {sheet['cores']} cores, {sheet['measured_on']}"
+    return {lab: {**row, "basis": basis} for lab, row in sheet["labs"].items()}
+
+
 def _measured_laptop() -> dict:
     if not LAPTOP_SHEET.exists():
         return {}
     sheet = paths.read_json(LAPTOP_SHEET, "restore it with git or rerun `make laptop-sheet`")
     basis = (f"measured: laptop course on {'full-size shadows' if sheet['shadows'] else 'Phi-3.5'}, "
              f"{sheet['cores']} cores, {sheet['memory_limit_bytes'] / GB:.0f} GB limit, {sheet['measured_on']}")
-    return {lab: {**row, "basis": basis} for lab, row in sheet["labs"].items()}
+    labs = {lab: {**row, "basis": basis} for lab, row in sheet["labs"].items()}
+    if not sheet.get("cold_cache"):    # lab 03 found the cpu course's tiny-model outputs: its cpu-sheet row stands
+        labs.pop("03", None)
+    return labs
 
 
 def lab_plan(profile: str | None = None) -> list[dict]:
@@ -143,9 +162,14 @@ def lab_plan(profile: str | None = None) -> list[dict]:
                      "peak_ram_gb": round(ram_bytes / GB, 1), "disk_gb": round(disk_bytes / GB, 1),
                      "fits_here": "yes" if fits else "no", "basis": basis})
 
+    cpu = _measured_cpu()
     if prof.name == "cpu":
-        for lab, (minutes, ram, disk) in _CPU_LABS.items():
-            row(lab, "tiny models, CPU", minutes, ram * GB, disk * GB, "measured: make course, 2 cores")
+        unmeasured = {"minutes": None, "peak_rss_bytes": PROCESS_OVERHEAD_BYTES,
+                      "basis": "not measured yet: make cpu-sheet"}
+        for lab in ("00", "01", "02", "03", "04", "05"):
+            measured = cpu.get(lab, unmeasured)
+            row(lab, "tiny models, CPU", measured["minutes"], measured["peak_rss_bytes"],
+                measured.get("cache_bytes", 0), measured["basis"])
         return rows
     downloads = sum(item.approx_gb for item in hub.PROFILE_DOWNLOADS[prof.name]) * GB
     row("00", f"download {len(hub.PROFILE_DOWNLOADS[prof.name])} repositories (make prefetch)", None,
@@ -160,9 +184,10 @@ def lab_plan(profile: str | None = None) -> list[dict]:
         row("02", "export Phi-3.5-vision (fp32 vision, INT4 decoder), ask about images", export["minutes"] + 5,
             max(export["peak_rss_bytes"], VISION_PROMPT_RSS_BYTES), export["size_bytes"],
             export["basis"] + "; an image prompt: 8.9 GB, over a minute to the first token")
+        tiny = cpu.get("03", {"minutes": None, "peak_rss_bytes": 0, "basis": "not measured yet: make cpu-sheet"})
         row("03", "AWQ + LoRA on the tiny model (Phi-3.5-mini itself: full_size_training, the optional row)",
-            _CPU_LABS["03"][0], _CPU_LABS["03"][1] * GB, _CPU_LABS["03"][2] * GB,
-            "measured on the tiny model; full_size_training=True overrides")
+            tiny["minutes"], tiny["peak_rss_bytes"], tiny.get("cache_bytes", 0),
+            tiny["basis"].replace("measured: ", "the cpu course's lab 03, measured: "))
         row("04", "chat with the INT4 build", 5, _INT4_INFERENCE_RSS_BYTES, 0,
             "measured: INT4 shadow build loaded and generating")
     else:   # gpu: estimates (no GPU machine has run the course yet)
