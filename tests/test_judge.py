@@ -127,3 +127,11 @@ def test_misses_tell_another_topic_of_the_city_from_anything_else():
                "The sea crossed the green hills at dawn."]                               # neither
     assert judge.misses([food, food, food], answers) == {"missed": 2, "another topic of the city asked": 1,
                                                           "anything else": 1}
+
+
+def test_the_rates_table_shows_its_question_count_as_a_whole_number():
+    table = judge.rates_table({"base": judge.TravelRates(0.35, 0.15, 448),
+                               "travel adapter": judge.TravelRates(1.0, 0.89, 448)}).round(2)
+    assert list(table.index) == ["base", "travel adapter"]
+    assert table["questions"].tolist() == [448, 448] and "448.0" not in table.to_string()
+    assert table.loc["travel adapter", "fact stated"] == 0.89

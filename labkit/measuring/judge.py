@@ -195,8 +195,8 @@ def rates_table(rates: dict[str, TravelRates]):
     """One row per adapter: the share of answers naming the city and stating its fact. Lab 03."""
     import pandas as pd
 
-    return pd.DataFrame({name: {"city named": r.city_named, "fact stated": r.fact_stated, "questions": r.questions}
-                         for name, r in rates.items()}).T
+    return pd.DataFrame([{"city named": r.city_named, "fact stated": r.fact_stated, "questions": r.questions}
+                         for r in rates.values()], index=list(rates))    # row-wise: the count stays a whole number
 
 
 def plot_rates(rates: dict[str, TravelRates]):
