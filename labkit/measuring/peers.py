@@ -90,8 +90,29 @@ def _run_in(engine: Engine, command: list[str], what: str, timeout: float = 3600
         raise PeerError(f"{label(engine.name)}: {what} took over {timeout:.0f} s") from err
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-12:])
-        raise PeerError(f"{label(engine.name)}: {what} failed (exit {done.returncode}):\n{tail}")
+        raise PeerError(f"{label(engine.name)}: {what} failed (exit {done.returncode}):\n{tail}"
+                        + _known_crash(engine.name, done.returncode))
     return done.stdout
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux `/proc/cpuinfo`; empty elsewhere). Lab 01."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((set(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def _known_crash(engine: str, returncode: int) -> str:
+    """What a crash of a peer is known to mean here, or nothing."""
+    if engine == "llamacpp" and returncode == -11 and "amx_int8" in cpu_flags():
+        # Measured with llama-cpp-python 0.3.36 (built natively) on an AMX CPU: Q4_0, Q8_0 and Q4_K_M crashed in
+        # their first generation with weight repacking on (the default), Q4_0 ran with it off; F32 ran.
+        return ("\nThis CPU has AMX, and llama.cpp's AMX kernels crash on some of them (ggml-org/llama.cpp#20824): "
+                "its quantized models die at the first token. Run `make bench-peers` on a CPU without AMX; the "
+                "course's own labs do not use llama.cpp.")
+    return ""
 
 
 def measure(engine: Engine, variant: Variant, prompt_ids: list[int], new_tokens: int, threads: int,
