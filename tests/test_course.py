@@ -220,3 +220,18 @@ def test_a_cold_cache_is_empty_but_for_the_downloads_and_goes_afterwards(tmp_pat
         assert paths.dir_size(cold) == 1000                          # a lab's disk: the links are not walked
     assert paths.cache_dir() == tmp_path and not cold.exists()
     assert (tmp_path / "shadows" / "phi-3.5-mini").is_dir() and (tmp_path / "builds" / "tiny-int4").is_dir()
+
+
+def test_a_cold_course_run_records_what_each_lab_wrote_to_the_cache(tmp_path, monkeypatch):
+    """`labkit course --cold-cache` (make cpu-sheet): each lab's kernel sees the empty cache; its growth is recorded."""
+    warm = tmp_path / "cache"
+    warm.mkdir()
+    monkeypatch.setenv("LABKIT_CACHE", str(warm))
+    lab = write_notebook(tmp_path / "00_writes.ipynb", 'profile = "cpu"\nrun_dir = ""',
+                         "import os, pathlib\n"
+                         "pathlib.Path(os.environ['LABKIT_CACHE'], 'made.bin').write_bytes(b'x' * 5000)")
+    monkeypatch.setattr(course, "notebooks", lambda: [lab])
+    run_dir = course.run_course(run_dir=tmp_path / "run", cold=True)
+    recorded = json.loads((run_dir / "results.json").read_text())["course"]
+    assert recorded["cold_cache"] is True and recorded["cache_bytes"] == {"00_writes": 5000}
+    assert sorted(p.name for p in warm.iterdir()) == ["shadows"]       # the cold cache and what it held are gone

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -256,11 +256,8 @@ def run_course(selection: list[str] | None = None, parameters: dict[str, dict] |
     if not chosen:
         raise SystemExit(f"No notebook matches {selection}; available: {[nb.name for nb in notebooks()]}")
     run_dir = Path(run_dir) if run_dir else paths.new_run_dir()
-    if cold:
-        with cold_cache():
-            timings = _run_timed(chosen, run_dir, parameters or {}, profile, exercises, cold=True)
-    else:
-        timings = _run_timed(chosen, run_dir, parameters or {}, profile, exercises)
+    with cold_cache() if cold else nullcontext():
+        timings = _run_timed(chosen, run_dir, parameters or {}, profile, exercises, cold)
     report = _export_report(run_dir)
     print(json.dumps(timings, indent=2))
     print(f"\nDone. Executed notebooks, artifacts and results.json are in {run_dir}")
