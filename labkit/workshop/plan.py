@@ -32,6 +32,8 @@ _FULL_SIZE_TRAINING_DISK_BYTES = int(18 * GB)
 # The cpu course on an empty cache (`make cpu-sheet` rewrites it): per lab, the minutes, peak memory and disk of a first
 # run, which lab 00's plan shows for the cpu profile (and for lab 03 on a laptop: the same tiny-model training).
 CPU_SHEET = paths.REPO / "docs" / "measured" / "cpu-course.json"
+_CPU_NOT_MEASURED = {"minutes": None, "peak_rss_bytes": PROCESS_OVERHEAD_BYTES,
+                     "basis": "not measured yet: make cpu-sheet"}
 # The laptop course on full-size Phi-3.5 shadows under a 16 GB memory limit (`make laptop-sheet` rewrites it):
 # per lab, the minutes and peak memory lab 00's plan shows for the laptop profile.
 LAPTOP_SHEET = paths.REPO / "docs" / "measured" / "laptop-course.json"
@@ -164,10 +166,8 @@ def lab_plan(profile: str | None = None) -> list[dict]:
 
     cpu = _measured_cpu()
     if prof.name == "cpu":
-        unmeasured = {"minutes": None, "peak_rss_bytes": PROCESS_OVERHEAD_BYTES,
-                      "basis": "not measured yet: make cpu-sheet"}
         for lab in ("00", "01", "02", "03", "04", "05"):
-            measured = cpu.get(lab, unmeasured)
+            measured = cpu.get(lab, _CPU_NOT_MEASURED)
             row(lab, "tiny models, CPU", measured["minutes"], measured["peak_rss_bytes"],
                 measured.get("cache_bytes", 0), measured["basis"])
         return rows
@@ -184,7 +184,7 @@ def lab_plan(profile: str | None = None) -> list[dict]:
         row("02", "export Phi-3.5-vision (fp32 vision, INT4 decoder), ask about images", export["minutes"] + 5,
             max(export["peak_rss_bytes"], VISION_PROMPT_RSS_BYTES), export["size_bytes"],
             export["basis"] + "; an image prompt: 8.9 GB, over a minute to the first token")
-        tiny = cpu.get("03", {"minutes": None, "peak_rss_bytes": 0, "basis": "not measured yet: make cpu-sheet"})
+        tiny = cpu.get("03", _CPU_NOT_MEASURED)
         row("03", "AWQ + LoRA on the tiny model (Phi-3.5-mini itself: full_size_training, the optional row)",
             tiny["minutes"], tiny["peak_rss_bytes"], tiny.get("cache_bytes", 0),
             tiny["basis"].replace("measured: ", "the cpu course's lab 03, measured: "))
