@@ -11,7 +11,7 @@ layers; a layer imports only the layers above it in this list (tests/test_layeri
                 vision_encoder, vision_checkpoint, vision_export
     measuring   bench, judge, scale, memwatch, peers,              size, speed, quality and memory of what was made
                 peer_worker, vision_verify, report
-    training    awq, olive, olive_seeded, recipes                  AWQ and LoRA fine-tuning (measured with `measuring`)
+    training    awq, olive, olive_seeded, onnx_adapter, recipes    AWQ and LoRA fine-tuning (measured with `measuring`)
     workshop    course, checks, plan, env, gpu, cli                the notebooks, exercises and the `labkit` command
 
 Notebooks import modules by their short name, `from labkit import build, generate`: the names
@@ -28,7 +28,7 @@ LAYERS = {
     "making": ["models", "tokenizer", "build", "lean", "shadow", "hub", "vision_encoder", "vision_checkpoint",
                "vision_export"],
     "measuring": ["bench", "judge", "scale", "memwatch", "peers", "peer_worker", "vision_verify", "report"],
-    "training": ["awq", "olive", "olive_seeded", "recipes"],
+    "training": ["awq", "olive", "olive_seeded", "onnx_adapter", "recipes"],
     "workshop": ["course", "checks", "plan", "env", "gpu", "cli"],
 }
 _HOME = {module: layer for layer, modules in LAYERS.items() for module in modules}

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -130,6 +131,71 @@ def test_an_adapter_on_a_model_it_does_not_belong_to_names_its_model(onnx_dir, t
     with pytest.raises(generate.GenerationError, match=r"(?s)does not belong to the model in .*lora.*"
                                                          rf"exported with the model in {onnx_dir}"):
         generate.generate(tiny_builds["int4"].path, "Hi", adapter=adapter, max_new_tokens=2)
+
+
+def _tensors(adapter):
+    from labkit.runtime.adapters import read_adapter
+    read = read_adapter(adapter)
+    return {name: value.numpy().copy() for name, value in read.get_parameters().items()}, read.get_model_version()
+
+
+def test_lab04s_second_adapter_is_converted_without_an_export_as_olives_would_be(travel_export):
+    """The conversion repeats the export's steps: lab 03's own LoRA converts to exactly the file Olive wrote."""
+    from labkit import onnx_adapter
+
+    onnx_dir, travel, brief = travel_export
+    made = json.loads((brief.parent / "labkit_adapter.json").read_text())
+    assert made["model_dir"] == str(onnx_dir.resolve()) and onnx_adapter.how_made(brief).startswith("converted")
+    assert not list(brief.parent.glob("*.onnx")), "no second model was exported"
+    source = Path(json.loads((onnx_dir / "labkit_export.json").read_text())["adapter"])
+    wanted, version = _tensors(travel)
+    again = onnx_adapter.convert(source, source, travel)
+    assert again.keys() == wanted.keys() and all(again[k].tobytes() == wanted[k].tobytes() for k in wanted)
+    converted, brief_version = _tensors(brief)
+    assert converted.keys() == wanted.keys() and brief_version == version     # stamped for lab 03's model
+    assert any(converted[k].tobytes() != wanted[k].tobytes() for k in wanted)
+
+
+def test_a_conversion_that_does_not_reproduce_the_export_is_refused(travel_export, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from labkit.training import onnx_adapter
+
+    onnx_dir, travel, _ = travel_export
+    source = Path(json.loads((onnx_dir / "labkit_export.json").read_text())["adapter"])
+    wanted, version = _tensors(travel)
+    scale = next(name for name in wanted if name.endswith("_scales"))
+    onnx_adapter.write({**wanted, scale: wanted[scale] * 2}, tmp_path / "other.onnx_adapter", version)
+    with pytest.raises(onnx_adapter.AdapterMismatch, match=f"{scale} differs from the export's"):
+        onnx_adapter.convert(source, source, tmp_path / "other.onnx_adapter")
+    # an adapter of another rank does not fit the graph's LoRA inputs
+    narrow = tmp_path / "rank8"
+    narrow.mkdir()
+    config = json.loads((source / "adapter_config.json").read_text())
+    (narrow / "adapter_config.json").write_text(json.dumps({**config, "r": 8}))
+    save_file({name: (value[:8] if ".lora_A." in name else value[:, :8]).contiguous()
+               for name, value in load_file(str(source / "adapter_model.safetensors")).items()},
+              str(narrow / "adapter_model.safetensors"))
+    with pytest.raises(onnx_adapter.AdapterMismatch, match="another LoRA layout"):
+        onnx_adapter.convert(narrow, source, travel)
+
+
+def test_add_adapter_exports_again_when_the_conversion_is_refused(travel_export, monkeypatch, capsys):
+    from labkit.training import onnx_adapter
+
+    onnx_dir = travel_export[0]
+    source = json.loads((onnx_dir / "labkit_export.json").read_text())
+    monkeypatch.setattr(olive, "finetune", lambda *a, **k: olive.FineTune(Path(source["adapter"]), Path(".")))
+
+    def refuse(*args):
+        raise onnx_adapter.AdapterMismatch("x.weight_Q4 differs from the export's")
+
+    exported = []
+    monkeypatch.setattr(onnx_adapter, "convert", refuse)
+    monkeypatch.setattr(olive, "export_with_adapter", lambda *a, **k: exported.append(a) or onnx_dir)
+    assert olive.add_adapter(onnx_dir, paths.DATA / "travel" / "train_brief.jsonl") == \
+        olive.adapter_file(onnx_dir)
+    assert exported and "cannot be converted" in capsys.readouterr().out
 
 
 def test_the_progress_bar_ends_full_when_steps_are_not_a_multiple_of_logging(tiny_dir, tmp_path, monkeypatch):

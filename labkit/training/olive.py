@@ -35,6 +35,7 @@ from ..core.errors import InputError, LabkitError, MissingInput
 from ..making import models
 from ..measuring import memwatch
 from ..runtime import adapters
+from . import onnx_adapter
 from .awq import DTYPES
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
@@ -374,8 +375,9 @@ def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 600, learni
                 force: bool = False, progress: bool = True) -> Path:
     """Train another LoRA on the base model of `onnx_dir` and return an `.onnx_adapter` for it. Lab 04.
 
-    Olive writes adapters only through a full export, so we export again and keep the adapter; the
-    check that both exports have a byte-identical `model.onnx` guarantees the adapter fits `onnx_dir`.
+    The new adapter is converted for `onnx_dir`'s graph directly (labkit.training.onnx_adapter, checked against
+    the adapter Olive exported there); only if that check fails does Olive export the whole model again, and
+    the byte-identical `model.onnx` of both exports guarantees the adapter fits `onnx_dir`.
     """
     onnx_dir = Path(onnx_dir)
     source = json.loads((onnx_dir / "labkit_export.json").read_text())
@@ -386,6 +388,10 @@ def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 600, learni
     tuned = finetune(source["base_model"], steps=steps, lora_r=rank, learning_rate=learning_rate,
                      batch_size=trained["bs"], torch_dtype=trained.get("dtype", "float32"), lora_layers=layers,
                      train_file=train_file, force=force, progress=progress)
+    try:
+        return onnx_adapter.for_export(onnx_dir, tuned.adapter, force=force)
+    except onnx_adapter.AdapterMismatch as err:
+        print(f"the adapter cannot be converted for {onnx_dir.name} ({err}): exporting the model again for it")
     other = export_with_adapter(source["base_model"], tuned.adapter, source["precision"],
                                 source["execution_provider"], force=force)
     if cache.file_sha256(other / "model.onnx") != cache.file_sha256(onnx_dir / "model.onnx"):
