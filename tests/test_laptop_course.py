@@ -43,7 +43,8 @@ def test_lab03_trains_the_phi35_shadow_itself_in_bfloat16_and_measures_each_step
     lab03 = laptop_run.results["03_olive_awq_lora"]
     assert lab03["model"] == models.HUB_IDS["mini"] and lab03["full_size_recipe"] == LAPTOP_QUICK_RECIPE
     assert json.loads((Path(lab03["awq_dir"]) / "config.json").read_text())["dtype"] == "bfloat16"
-    assert lab03["awq"] == {"calibration_samples": 32, "grid": 3, "dtype": "bfloat16"}
+    assert lab03["awq"] == {"calibration_samples": LAPTOP_QUICK_RECIPE["calibration_samples"],
+                            "grid": LAPTOP_QUICK_RECIPE["awq_grid"], "dtype": "bfloat16"}
     tuned = lab03["finetune"]
     assert (tuned["batch_size"], tuned["lora_layers"], tuned["dtype"], tuned["eval_pairs"]) == (1, 1, "bfloat16", 4)
     assert len(tuned["train_losses"]) == 1 and tuned["eval_loss_after"] != tuned["eval_loss_before"]
