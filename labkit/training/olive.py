@@ -269,8 +269,14 @@ def pair_tokens(model_dir: Path, rows: list[dict]) -> tuple[list[int], int]:
     """Each pair's tokens as Olive's pre-processing makes them (the chat template, no BOS or EOS: `olive finetune`
     leaves --add_special_tokens off), and the tokens of the blank line Olive joins them with. Lab 03."""
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()     # transformers 5 warns about the published LongRoPE config's own fields
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     texts = [PHI3_TEMPLATE.format(**row) for row in rows]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     return lengths, len(tokenizer.encode("\n\n", add_special_tokens=False))
