@@ -84,3 +84,75 @@ def test_huge_images_and_short_relative_paths(exported, tmp_path, monkeypatch):
     monkeypatch.chdir(data.images()[0].parent)
     names = [p.name for p in data.images()[:3]]
     assert images._check_images(names) == [p.resolve() for p in data.images()[:3]]
+
+
+# ------------------------------------------------------------------ threads of every session
+def _intra_op_workers(profiles) -> set[int]:
+    """The numbers of intra-op worker threads (beside the caller's) ONNX Runtime's profiles show for the nodes run."""
+    counts = set()
+    for profile in profiles:
+        for event in json.loads(profile.read_text()):
+            if event.get("cat") == "Node":
+                stats = event["args"].get("thread_scheduling_stats") or {}    # "" without an intra-op pool
+                counts.add(len(stats.get("sub_threads", {})))
+    return counts
+
+
+_ASK = """
+import sys
+import onnxruntime_genai as og
+folder, loader, image = sys.argv[1:]
+if loader == "labkit":
+    from labkit import generate
+    model = generate.open_model(folder, threads=2)
+elif loader == "app.py":
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("app", "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    model = app.load_model(folder, threads=2)
+else:
+    model = og.Model(folder)
+inputs = model.create_multimodal_processor()("<|user|>\\n<|image_1|>\\nWhat is it?<|end|>\\n<|assistant|>\\n",
+                                             images=og.Images.open(image))
+params = og.GeneratorParams(model)
+params.set_search_options(max_length=inputs["input_ids"].shape()[-1] + 2)
+generator = og.Generator(model, params)
+generator.set_inputs(inputs)
+generator.generate_next_token()
+"""
+
+
+def _ask_profiled(exported, tmp_path, loader):
+    """One image prompt (in a child: ONNX Runtime writes its profiles as the process ends) on a copy of the export
+    whose sessions write profiles into tmp_path."""
+    import subprocess
+    import sys
+
+    from labkit import paths
+
+    folder = tmp_path / "export"
+    shutil.copytree(exported, folder)
+    config = json.loads((folder / "genai_config.json").read_text())
+    for part in ("decoder", "vision", "embedding"):
+        config["model"][part]["session_options"] = {**config["model"][part]["session_options"],
+                                                    "enable_profiling": str(tmp_path / f"profile-{part}")}
+    (folder / "genai_config.json").write_text(json.dumps(config))
+    done = subprocess.run([sys.executable, "-c", _ASK, str(folder), loader, str(data.images()[0])],
+                          cwd=paths.REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {part: sorted(tmp_path.glob(f"profile-{part}*.json")) for part in ("decoder", "vision")}
+
+
+@pytest.mark.parametrize("loader", ["labkit", "app.py"])
+def test_the_image_encoder_and_the_decoder_run_on_every_core(exported, tmp_path, loader):
+    """og's default runs each CPU session on one thread; labkit and app.py give every session the machine's cores."""
+    profiles = _ask_profiled(exported, tmp_path, loader)
+    assert profiles["vision"] and profiles["decoder"]
+    assert _intra_op_workers(profiles["vision"]) == _intra_op_workers(profiles["decoder"]) == {1}   # 2 threads
+
+
+def test_og_left_to_its_default_runs_the_image_encoder_on_one_thread(exported, tmp_path):
+    """Why labkit and app.py set the threads: when this fails, onnxruntime-genai's default uses the cores itself."""
+    profiles = _ask_profiled(exported, tmp_path, "og")
+    assert profiles["vision"] and _intra_op_workers(profiles["vision"]) == {0}

@@ -100,6 +100,16 @@ def test_export_matches_pytorch(exported):
     assert check["greedy_tokens_match"], check
 
 
+def test_the_decoder_computes_logits_for_the_last_position_only(exported):
+    """prune_lm_head: an image prompt's ~1,900 positions skip the LM head (the test above: same greedy tokens)."""
+    import onnx
+
+    graph = onnx.load(exported / images.TEXT_FILE, load_external_data=False).graph
+    logits = next(out for out in graph.output if out.name == "logits")
+    dims = [d.dim_param or d.dim_value for d in logits.type.tensor_type.shape.dim]
+    assert dims == ["batch_size", 1, 32064]
+
+
 def test_wrong_checkpoint_is_a_clear_error(tiny_dir):
     with pytest.raises(ValueError, match="not a Phi-3.5-vision checkpoint"):
         vision_checkpoint.read_checkpoint(tiny_dir)
