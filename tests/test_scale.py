@@ -99,7 +99,10 @@ def test_vision_shadow_exports_and_times_image_prompts():
     # genai's transform always pads to 16 crops + 1 global: a small square costs more than a 4:3 photo
     assert images["1344x1008"]["image_tokens"] == 1921                 # (3*4 + 1) * 144 + 1 + 4 * 12
     assert images["336x336"]["image_tokens"] == 2509
-    assert all(image["vision_prefill_seconds"] > 0 for image in images.values())
+    assert all(image["vision_prefill_seconds"] > 0 and image["vision_seconds"] > 0 for image in images.values())
+    assert all(image["embedding_prefill_seconds"] == pytest.approx(max(image["vision_prefill_seconds"]
+                                                                       - image["vision_seconds"], 0))
+               for image in images.values())
     assert "1921 image tokens" in "\n".join(scale.vision_lines(row))
 
 
