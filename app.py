@@ -20,7 +20,8 @@ import onnxruntime_genai as og
 
 
 def load_model(folder, threads=None):
-    """`og.Model` of a folder with every ONNX Runtime session on all of this machine's cores.
+    """`og.Model` of a folder with every ONNX Runtime session on all of this machine's cores (labkit's
+    `generate.open_model` does the same; this file stays free of labkit).
 
     Left to its default, onnxruntime-genai runs each CPU session on one thread (measured on a 2-core machine:
     decode 130 vs 205 tok/s); an `intra_op_num_threads` already in the folder's genai_config.json wins."""

@@ -104,7 +104,7 @@ def measure_vision(layers: int | None = None, vision_layers: int | None = None, 
             answers = [images.ask(row["dir"], "What is in the picture?", [image], max_new_tokens=1)
                        for _ in range(runs + warmup)][warmup:]
             first_token = statistics.median(a.time_to_first_token for a in answers)
-            encoder = images.vision_seconds(row["dir"], image, runs=max(runs, 1))
+            encoder = images.vision_seconds(row["dir"], image, runs=runs)
             # The split: the image encoder alone (timed apart, on the same threads), the rest of the first token
             # (the embedding step and the prefill of the whole prompt)
             row["images"][label] = {
