@@ -1,10 +1,16 @@
 # Phi on-device lab. Two commands matter: `make course` and `make test`.
 # Every target is a thin wrapper: the README shows the `python …` command behind each one.
-PYTHON ?= python3.11
-# Without Python 3.11, say how to get it (make alone prints "python3.11: No such file or directory", Error 127).
+# tools/install.py finds a Python the course supports (3.11, 3.12, 3.13) by itself; PYTHON=... picks one.
+PYTHON ?=
+# Any python3 runs the stdlib-only tools; they check the Python the venv is built with.
+BOOT := $(or $(PYTHON),$(shell command -v python3 || command -v python))
+PYTHON_ARG := $(if $(PYTHON),--python $(PYTHON))
+# Without it, say how to get one (make alone prints "No such file or directory", Error 127).
 define need_python
-	@command -v $(PYTHON) >/dev/null || { echo "make $@: $(PYTHON) was not found. The course's locks are for Python 3.11: install it with 'uv python install 3.11', then run 'make $@ PYTHON=\$$(uv python find 3.11)'. Nothing was installed."; exit 2; }
+	@command -v $(or $(BOOT),python3) >/dev/null || { echo "make $@: $(or $(PYTHON),python3) was not found. The course needs Python 3.11, 3.12 or 3.13: install one with 'uv python install 3.12' (or python.org), then run 'make $@' again. Nothing was installed."; exit 2; }
 endef
+# The peer engines' venvs (make bench-peers) are pinned for Python 3.11.
+PEERS_PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 GPU_VENV := .venv-gpu
@@ -21,7 +27,7 @@ export TOKENIZERS_PARALLELISM := false
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
 	$(need_python)
-	@$(PYTHON) tools/install.py --flavour cpu --venv $(VENV) --python $(PYTHON)
+	@$(BOOT) tools/install.py --flavour cpu --venv $(VENV) $(PYTHON_ARG)
 
 course: install
 	$(PY) -m labkit course
@@ -39,7 +45,7 @@ test: install
 # stops before downloading anything, with one message and exit code 3.
 test-gpu:
 	$(need_python)
-	@$(PYTHON) tools/install.py --flavour gpu --venv $(GPU_VENV) --python $(PYTHON)
+	@$(BOOT) tools/install.py --flavour gpu --venv $(GPU_VENV) $(PYTHON_ARG)
 	@$(GPU_PY) -m labkit gpu-probe
 	LABKIT_PROFILE=gpu LABKIT_TEST_MODELS=$(MODELS) $(GPU_PY) -m pytest
 
@@ -60,8 +66,7 @@ bench: install
 # bench checkpoint -> runs/bench-peers.json. Each engine gets its own venv in .venv-peers/ (the first time
 # 15-20 min: llama-cpp-python compiles); later runs about a minute on 2 cores.
 bench-peers: install
-	$(need_python)
-	@$(PYTHON) tools/install_peers.py --python $(PYTHON)
+	@$(PY) tools/install_peers.py --python $(PEERS_PYTHON)
 	$(PY) -m labkit bench-peers
 
 # Phi-3.5-mini at its real size on this CPU (random-weight shadow): INT4/INT8/FP32 build time, peak RAM,
@@ -117,7 +122,8 @@ exercises: install
 # Every locked wheel for PLATFORM=linux|macos|windows in wheelhouse/<platform>/, for an offline venue.
 PLATFORM ?= linux
 wheelhouse:
-	$(PYTHON) tools/wheelhouse.py --platform $(PLATFORM)
+	$(need_python)
+	$(BOOT) tools/wheelhouse.py --platform $(PLATFORM) $(if $(WHEELHOUSE_PYTHON),--python-version $(WHEELHOUSE_PYTHON))
 
 # Recompile every lock from requirements/requirements.in (needs the package index).
 lock: install

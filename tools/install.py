@@ -24,44 +24,143 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LOCKS = REPO / "requirements" / "locks"
-PYTHON = (3, 11)
 NO_GPU = 3  # exit code: the machine has no usable NVIDIA GPU (make test-gpu reports it as such)
+# Preferred first: 3.11 is what the GPU runner and Linux's CPU torch wheel are locked for (see tools/lock.py).
+PREFERRED = ("3.11", "3.12", "3.13")
+# Each supported Python has a folder of locks (tools/lock.py makes them); nothing else is supported.
+TESTED = "Linux x86_64 with Python 3.11, 3.12 and 3.13 (README, \"Supported machines\")"
+# Why a Python outside the locks is refused, where a pinned package says so (`python tools/lock.py --check-python`).
+NO_WHEELS = {"3.10": "onnxruntime 1.32.0 publishes no wheels for Python 3.10 (its oldest is 3.11)"}
+
+# What the interpreter reports about itself: version, OS, CPU, pointer size, free-threading, macOS version.
+PROBE = ("import platform, struct, sys, sysconfig; "
+         "print(*sys.version_info[:2], platform.system(), platform.machine().lower(), struct.calcsize('P') * 8, "
+         "int(bool(sysconfig.get_config_var('Py_GIL_DISABLED'))), platform.mac_ver()[0] or '-')")
 
 
 class InstallError(Exception):
     """What is missing and how to fix it; printed without a traceback."""
 
 
-def locks_for(flavour: str, system: str | None = None) -> list[Path]:
-    """The lock files to install, in order, for a flavour on this (or the named) OS."""
+def supported_pythons() -> list[str]:
+    return sorted((d.name[2:] for d in LOCKS.glob("py3.*") if (d / "cpu-linux.txt").exists()),
+                  key=lambda v: tuple(map(int, v.split("."))))
+
+
+def locks_for(flavour: str, system: str | None = None, python: str = "3.11") -> list[Path]:
+    """The lock files to install, in order, for a flavour, OS and Python version ("3.12")."""
     system = (system or platform.system()).lower()
+    folder = LOCKS / f"py{python}"
+    if not folder.is_dir():
+        raise InstallError(f"No locks for Python {python}: the course is locked for Python "
+                           f"{', '.join(supported_pythons())}.")
     if flavour == "gpu":
         if system != "linux":
             raise InstallError("The gpu flavour (CUDA) is locked for Linux x86_64 only. On Windows laptops "
                                "use the cpu flavour (DirectML builds run with onnxruntime-genai-directml; "
                                "see the README).")
-        return [LOCKS / "gpu-linux.txt"]
+        if not (folder / "gpu-linux.txt").exists():
+            raise InstallError(f"The gpu flavour is locked for Python 3.11 only (the GPU runner's), not {python}: "
+                               "`make test-gpu PYTHON=python3.11` (`uv python install 3.11` gets one).")
+        return [folder / "gpu-linux.txt"]
     if system == "linux":
-        return [LOCKS / "torch-cpu-linux.txt", LOCKS / "cpu-linux.txt"]
+        torch = folder / "torch-cpu-linux.txt"   # absent where the lock pins PyPI's torch (tools/lock.py)
+        return [torch, folder / "cpu-linux.txt"] if torch.exists() else [folder / "cpu-linux.txt"]
     if system == "darwin":
-        return [LOCKS / "cpu-macos.txt"]
+        return [folder / "cpu-macos.txt"]
     if system == "windows":
-        return [LOCKS / "cpu-windows.txt"]
+        return [folder / "cpu-windows.txt"]
     raise InstallError(f"No lock for {system}: the course is locked for Linux, macOS and Windows.")
 
 
-def check_python(python: str) -> None:
+def probe(python: list[str]) -> dict | None:
+    """Facts about one interpreter (a command: ["py", "-3.12"] on Windows), or None if it does not run."""
     try:
-        out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True,
-                             text=True, check=True).stdout.split()
-    except (OSError, subprocess.CalledProcessError):
-        raise InstallError(f"{python} was not found. The course needs Python 3.11: install it with "
-                           "`uv python install 3.11` (or your OS's package manager), then run "
-                           "`make install PYTHON=python3.11`.") from None
-    if tuple(map(int, out)) != PYTHON:
-        raise InstallError(f"{python} is Python {'.'.join(out)}; the locks are compiled and tested for Python "
-                           "3.11. Shortest way to one: `uv python install 3.11`, then "
-                           "`make install PYTHON=$(uv python find 3.11)`.")
+        run = subprocess.run([*python, "-c", PROBE], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    out = run.stdout.split()
+    if run.returncode or len(out) != 7:
+        return None
+    return {"version": f"{out[0]}.{out[1]}", "system": out[2], "machine": out[3], "bits": int(out[4]),
+            "free_threaded": out[5] == "1", "macos": out[6]}
+
+
+def platform_problem(facts: dict) -> str | None:
+    """Why the stack has no wheels for this interpreter's platform, with what to use instead; None if it has."""
+    system, machine = facts["system"], facts["machine"]
+    alternative = ("Use a Linux x86_64, Apple-silicon Mac or Windows x64 machine, or a GitHub Codespace "
+                   "(.devcontainer/, README \"No suitable laptop\").")
+    if facts["bits"] != 64:
+        return (f"this Python is {facts['bits']}-bit; torch and ONNX Runtime publish 64-bit wheels only. "
+                "Install a 64-bit Python 3.11-3.13 (python.org's \"Windows installer (64-bit)\").")
+    if facts["free_threaded"]:
+        return ("this is a free-threaded Python (3.13t); onnxruntime-genai 0.12.2 has no wheels for it. "
+                "Use the regular build (`uv python install 3.13`).")
+    if system == "Linux" and machine not in ("x86_64", "amd64"):
+        return (f"Linux on {machine}: onnxruntime-genai 0.12.2 publishes Linux wheels for x86_64 only. " + alternative)
+    if system == "Darwin":
+        if machine != "arm64":
+            return ("an Intel Mac: torch 2.13 and onnxruntime 1.32 publish macOS wheels for Apple silicon only. "
+                    + alternative)
+        if facts["macos"] != "-" and int(facts["macos"].split(".")[0]) < 14:
+            return (f"macOS {facts['macos']}: onnxruntime 1.32's macOS wheels need macOS 14 or later. "
+                    "Update macOS, or " + alternative[0].lower() + alternative[1:])
+    if system == "Windows" and machine not in ("amd64", "x86_64"):
+        return (f"Windows on {machine}: torch 2.13 publishes Windows wheels for x64 only. Install the x64 build of "
+                "Python (it runs under emulation on Windows on Arm), or " + alternative[0].lower() + alternative[1:])
+    if system not in ("Linux", "Darwin", "Windows"):
+        return f"{system}: the course is locked for Linux, macOS and Windows. " + alternative
+    return None
+
+
+def check_python(python: list[str], facts: dict | None = None) -> dict:
+    """The facts of `python`, or InstallError naming why it cannot hold the course and what to do instead."""
+    facts = facts or probe(python)
+    shown = " ".join(python)
+    if facts is None:
+        raise InstallError(f"{shown} was not found (or does not run). The course needs Python "
+                           f"{', '.join(supported_pythons())}: install one (`uv python install 3.12`, python.org, "
+                           "or your OS's package manager) and run `make install` again. Nothing was installed.")
+    problem = platform_problem(facts)
+    if problem:
+        raise InstallError(f"{shown} cannot hold the course: {problem} Nothing was downloaded.")
+    version = facts["version"]
+    if version not in supported_pythons():
+        why = NO_WHEELS.get(version, f"the course's locks are made and tested for Python "
+                                     f"{', '.join(supported_pythons())}, not {version}")
+        raise InstallError(f"{shown} is Python {version}: {why}. Install a supported one (`uv python install "
+                           f"3.12`), then `make install` finds it by itself (or pass PYTHON=...). "
+                           "Nothing was downloaded.")
+    return facts
+
+
+def candidates() -> list[list[str]]:
+    """Interpreters to try, preferred first: python3.X on the PATH, the Windows launcher, then python3/python."""
+    found = [[path] for v in PREFERRED if (path := shutil.which(f"python{v}"))]
+    if os.name == "nt" and shutil.which("py"):
+        found += [["py", f"-{v}"] for v in PREFERRED]
+    found += [[path] for name in ("python3", "python") if (path := shutil.which(name))]
+    return found + [[sys.executable]]
+
+
+def find_python(requested: str | None = None) -> tuple[list[str], dict]:
+    """The interpreter to build the venv with: `requested` (checked), else the first supported one found.
+
+    Without a request, an attendee with only python3.13 on the PATH gets it; if nothing fits, the error
+    names each interpreter seen and why it does not."""
+    if requested:
+        python = [requested]
+        return python, check_python(python)
+    refused = []
+    for python in candidates():
+        try:
+            return python, check_python(python)
+        except InstallError as exc:
+            refused.append(str(exc).split(" Nothing was")[0])
+    raise InstallError("no Python here can hold the course:\n  " + "\n  ".join(dict.fromkeys(refused)) +
+                       f"\nThe course is tested on {TESTED}; install one of those (`uv python install 3.12`) and run "
+                       "`make install` again. Nothing was installed.")
 
 
 def check_nvidia_gpu() -> str:
@@ -81,6 +180,10 @@ def check_nvidia_gpu() -> str:
     return run.stdout.strip().splitlines()[0]
 
 
+# The header line tools/lock.py writes into a cpu-linux lock that pins PyPI's (CUDA) torch.
+PYPI_TORCH = "# torch: PyPI's Linux build, with its CUDA libraries"
+
+
 def venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
@@ -92,16 +195,37 @@ def stamp_text(flavour: str, locks: list[Path]) -> str:
     return f"{flavour} {digest.hexdigest()}\n"
 
 
-def install(flavour: str, venv: Path, python: str, quiet: bool = True, wheelhouse: Path | None = None) -> None:
-    locks = locks_for(flavour)
+def venv_version(venv: Path) -> str | None:
+    """The Python version of an existing venv ("3.12"), from its pyvenv.cfg; None if there is none."""
+    cfg = venv / "pyvenv.cfg"
+    if not cfg.exists():
+        return None
+    match = re.search(r"(?m)^version(?:_info)?\s*=\s*(\d+\.\d+)", cfg.read_text())
+    return match.group(1) if match else None
+
+
+def install(flavour: str, venv: Path, python: str | None = None, quiet: bool = True,
+            wheelhouse: Path | None = None) -> None:
     if flavour == "gpu":
         print(f"GPU: {check_nvidia_gpu()}")
+    existing = venv_version(venv) if venv_python(venv).exists() else None
+    if existing and not python:   # keep the venv's Python: `make install` again must not switch it
+        interpreter, facts = [str(venv_python(venv))], check_python([str(venv_python(venv))])
+    else:
+        interpreter, facts = find_python(python)
+    locks = locks_for(flavour, facts["system"], facts["version"])
     stamp = venv / ".installed"
-    if stamp.exists() and stamp.read_text() == stamp_text(flavour, locks):
+    if existing == facts["version"] and stamp.exists() and stamp.read_text() == stamp_text(flavour, locks):
         return
-    check_python(python)
+    if existing and existing != facts["version"]:
+        raise InstallError(f"{venv} is Python {existing}, and {' '.join(interpreter)} is {facts['version']}: "
+                           f"remove {venv} first (`rm -rf {venv}`) to switch Pythons, or drop PYTHON=.")
+    if any(PYPI_TORCH in lock.read_text() for lock in locks):
+        print(f"note: for Python {facts['version']} on Linux the lock has PyPI's torch, the CUDA build (about 4 GB "
+              "more to download than the CPU wheel Python 3.11 gets; it runs on the CPU all the same).")
     if not venv_python(venv).exists():
-        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+        print(f"creating {venv} with Python {facts['version']} ({' '.join(interpreter)})")
+        subprocess.run([*interpreter, "-m", "venv", str(venv)], check=True)
     py = str(venv_python(venv))
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check"] + (["--quiet"] if quiet else [])
     if wheelhouse:   # offline, from `make wheelhouse`; the hashes are checked all the same
@@ -132,7 +256,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flavour", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--venv", type=Path, help="default: .venv (cpu) or .venv-gpu (gpu)")
-    parser.add_argument("--python", default=os.environ.get("PYTHON", "python3.11"))
+    parser.add_argument("--python", default=os.environ.get("PYTHON") or None,
+                        help="the Python to build the venv with (default: the first of python3.11, python3.12, "
+                             "python3.13, python3, python that the course supports)")
     parser.add_argument("--check-gpu", action="store_true", help="only check for an NVIDIA GPU and driver")
     parser.add_argument("--wheelhouse", type=Path, help="install offline from this folder (make wheelhouse)")
     parser.add_argument("--verbose", action="store_true")

@@ -1,6 +1,7 @@
 """Download every locked wheel for a platform, for installs without network: `make wheelhouse PLATFORM=…`.
 
     python tools/wheelhouse.py --platform linux            # -> wheelhouse/linux/, prints the total size
+    python tools/wheelhouse.py --platform windows --python-version 3.13   # attendees' Python 3.13
     python tools/wheelhouse.py --platform windows --print  # just show the pip commands
     python tools/install.py --wheelhouse wheelhouse/linux  # at the venue: no network needed
 
@@ -44,19 +45,25 @@ def only(lock_text: str, packages: list[str]) -> str:
     return "\n".join(keep) + "\n"
 
 
-def commands(platform: str, out: Path, packages: list[str] | None = None, tmp: Path | None = None) -> list[list[str]]:
-    """The pip download command for each lock of `platform`."""
+def commands(platform: str, out: Path, packages: list[str] | None = None, tmp: Path | None = None,
+             python: str = "3.11") -> list[list[str]]:
+    """The pip download command for each lock of `platform` and Python version."""
     locks, tags = PLATFORMS[platform]
+    folder = LOCKS / f"py{python}"
+    if not folder.is_dir():
+        raise SystemExit(f"no locks for Python {python} (requirements/locks/py*/ has the supported ones)")
     result = []
     for name in locks:
-        lock = LOCKS / f"{name}.txt"
+        lock = folder / f"{name}.txt"
+        if not lock.exists():   # torch-cpu-linux: absent where the Linux lock pins PyPI's torch
+            continue
         if packages:
             if not only(lock.read_text(), packages).strip(" \n-"):
                 continue
             lock = Path(tmp or tempfile.mkdtemp()) / lock.name
-            lock.write_text(only((LOCKS / f"{name}.txt").read_text(), packages))
+            lock.write_text(only((folder / f"{name}.txt").read_text(), packages))
         result.append([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
-                       "--require-hashes", "--no-deps", "--only-binary", ":all:", "--python-version", "3.11",
+                       "--require-hashes", "--no-deps", "--only-binary", ":all:", "--python-version", python,
                        "--implementation", "cp", *[a for t in tags for a in ("--platform", t)],
                        "-r", str(lock), "-d", str(out)])
     return result
@@ -65,13 +72,15 @@ def commands(platform: str, out: Path, packages: list[str] | None = None, tmp: P
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--platform", choices=sorted(PLATFORMS), default="linux")
-    parser.add_argument("--out", type=Path, help="default: wheelhouse/<platform>")
+    parser.add_argument("--out", type=Path, help="default: wheelhouse/<platform>-py<version>")
+    parser.add_argument("--python-version", default="3.11", help="the attendees' Python (3.11, 3.12, 3.13)")
     parser.add_argument("--packages", nargs="+", help="only these locked packages (a quick check of the command)")
     parser.add_argument("--print", action="store_true", help="print the pip commands instead of running them")
     args = parser.parse_args(argv)
-    out = args.out or REPO / "wheelhouse" / args.platform
+    out = args.out or REPO / "wheelhouse" / f"{args.platform}-py{args.python_version}"
     with tempfile.TemporaryDirectory() as tmp:
-        planned = commands(args.platform, out, [p.lower() for p in args.packages or []], Path(tmp))
+        planned = commands(args.platform, out, [p.lower() for p in args.packages or []], Path(tmp),
+                           args.python_version)
         for command in planned:
             if args.print:
                 print(" ".join(command))
@@ -83,7 +92,7 @@ def main(argv=None) -> int:
     if not args.print:
         wheels = list(out.glob("*.whl"))
         print(f"{len(wheels)} wheels, {sum(w.stat().st_size for w in wheels) / 1e9:.2f} GB in {out}\n"
-              f"install at the venue: python3.11 tools/install.py --wheelhouse {out}")
+              f"install at the venue with Python {args.python_version}: python tools/install.py --wheelhouse {out}")
     return 0
 
 
