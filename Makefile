@@ -3,7 +3,7 @@
 # tools/install.py finds a Python the course supports (3.11, 3.12, 3.13) by itself; PYTHON=... picks one.
 PYTHON ?=
 # Any python3 runs the stdlib-only tools; they check the Python the venv is built with.
-BOOT := $(or $(PYTHON),$(shell command -v python3 || command -v python))
+BOOT := $(or $(PYTHON),$(shell for p in python3 python python3.13 python3.12 python3.11; do command -v $$p && break; done))
 PYTHON_ARG := $(if $(PYTHON),--python $(PYTHON))
 # Without it, say how to get one (make alone prints "No such file or directory", Error 127).
 define need_python
