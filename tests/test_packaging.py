@@ -13,10 +13,12 @@ import pytest
 from labkit import env, paths
 
 sys.path.insert(0, str(paths.REPO / "tools"))
-import lock  # noqa: E402  (tools/ is not a package)
+import install  # noqa: E402  (tools/ is not a package)
+import lock  # noqa: E402
 
 LOCKS = paths.REPO / "requirements" / "locks"
-ALL_LOCKS = ["torch-cpu-linux", "cpu-linux", "cpu-macos", "cpu-windows", "gpu-linux"]
+PYTHON = ".".join(map(str, sys.version_info[:2]))   # this venv's: its locks are what is installed here
+ALL_LOCKS = [(python, path.stem) for python in lock.PYTHONS for path in sorted((LOCKS / f"py{python}").glob("*.txt"))]
 
 
 def norm(name: str) -> str:
@@ -33,9 +35,9 @@ def pinned(package: str, flavour: str = "cpu") -> str:
     raise AssertionError(f"requirements.in pins no {package} for the {flavour} flavour")
 
 
-def lock_versions(name: str) -> dict[str, str]:
+def lock_versions(name: str, python: str = "3.11") -> dict[str, str]:
     """{package: version} of one lock file; fails on any line that is not an exact, hashed pin."""
-    text = (LOCKS / f"{name}.txt").read_text()
+    text = (LOCKS / f"py{python}" / f"{name}.txt").read_text()
     pins = dict(re.findall(r"(?m)^([A-Za-z0-9_.\-]+)==(\S+) \\$", text))
     requirement_lines = re.findall(r"(?m)^[A-Za-z0-9]\S*", text)
     assert len(requirement_lines) == len(pins), f"{name}: a line is not an exact pin with hashes"
@@ -44,19 +46,35 @@ def lock_versions(name: str) -> dict[str, str]:
     return {norm(k): v for k, v in pins.items()}
 
 
-@pytest.mark.parametrize("name", ALL_LOCKS)
-def test_every_lock_is_exact_and_hashed_and_has_the_input_pins(name):
-    versions = lock_versions(name)
+def test_every_supported_python_has_its_locks():
+    assert [python for python, name in ALL_LOCKS if name == "cpu-linux"] == list(lock.PYTHONS) == ["3.11", "3.12",
+                                                                                                     "3.13"]
+    for python in lock.PYTHONS:
+        names = {name for p, name in ALL_LOCKS if p == python}
+        assert {"cpu-linux", "cpu-macos", "cpu-windows"} <= names
+        assert ("gpu-linux" in names) == (python in lock.GPU_PYTHONS)
+        header = (LOCKS / f"py{python}" / "cpu-linux.txt").read_text().splitlines()
+        assert any(f"Python {python}," in line for line in header[:4]), "each lock says which Python it is for"
+
+
+@pytest.mark.parametrize("python, name", ALL_LOCKS)
+def test_every_lock_is_exact_and_hashed_and_has_the_input_pins(python, name):
+    versions = lock_versions(name, python)
+    text = (LOCKS / f"py{python}" / f"{name}.txt").read_text()
     if name == "torch-cpu-linux":
         assert versions == {"torch": f"{pinned('torch')}+cpu"}
-        assert "--extra-index-url https://download.pytorch.org/whl/cpu" in (LOCKS / f"{name}.txt").read_text()
+        assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
         return
     flavour = name.split("-")[0]
+    torch_apart = (LOCKS / f"py{python}" / "torch-cpu-linux.txt").exists()
     for requirement in lock.flavour_requirements(flavour):
         package, _, version = re.sub(r"\[.*\]", "", requirement).partition("==")
         package = norm(package)
         if name == "cpu-linux" and package == "torch":
-            assert "torch" not in versions, "Linux CPU torch comes from torch-cpu-linux.txt"
+            if torch_apart:
+                assert "torch" not in versions, "Linux CPU torch comes from torch-cpu-linux.txt"
+            else:   # PyPI's CUDA build: the lock says so, and tools/install.py warns before installing it
+                assert text.startswith(lock.PYPI_TORCH_NOTE) and versions["torch"] == version
             continue
         assert package in versions, f"{name} lacks {package}"
         assert not version or versions[package] == version, f"{name}: {package}=={versions[package]} != {version}"
@@ -64,6 +82,11 @@ def test_every_lock_is_exact_and_hashed_and_has_the_input_pins(name):
 
 def test_the_flavours_never_mix_cpu_and_gpu_onnxruntime():
     cpu, gpu = lock_versions("cpu-linux"), lock_versions("gpu-linux")
+    for python in lock.PYTHONS:
+        for name in ("cpu-linux", "cpu-macos", "cpu-windows"):
+            names = set(lock_versions(name, python))
+            assert {"onnxruntime", "onnxruntime-genai"} <= names and not {"onnxruntime-gpu",
+                                                                          "onnxruntime-genai-cuda"} & names
     cpu_names, gpu_names = {"onnxruntime", "onnxruntime-genai"}, {"onnxruntime-gpu", "onnxruntime-genai-cuda"}
     assert cpu_names <= set(cpu) and not gpu_names & set(cpu)
     assert gpu_names <= set(gpu) and not cpu_names & set(gpu)
@@ -104,9 +127,14 @@ def test_every_labkit_import_is_a_direct_requirement_in_every_lock():
         dists = {norm(d) for d in distributions.get(module, [])}
         assert dists, f"labkit imports {module}, which no installed package provides"
         assert dists & direct, f"labkit imports {module} ({dists}): add it to requirements/requirements.in"
-        for name in ("cpu-macos", "cpu-windows", "gpu-linux"):
-            versions = lock_versions(name)
-            assert any(gpu_names.get(d, d) in versions or d in versions for d in dists), f"{module} not in {name}"
+        for python, name in ALL_LOCKS:
+            if name == "torch-cpu-linux":
+                continue
+            versions = lock_versions(name, python)
+            if name == "cpu-linux" and (LOCKS / f"py{python}" / "torch-cpu-linux.txt").exists():
+                versions |= lock_versions("torch-cpu-linux", python)
+            assert any(gpu_names.get(d, d) in versions or d in versions for d in dists), \
+                f"{module} not in py{python}/{name}"
 
 
 def test_the_peer_worker_imports_only_what_the_peer_pins_install():
@@ -129,8 +157,8 @@ def test_the_peer_worker_imports_only_what_the_peer_pins_install():
 def test_environment_yml_installs_the_linux_lock():
     text = (paths.REPO / "environment.yml").read_text()
     assert re.search(r"python=3\.11", text)
-    assert re.findall(r"-r (requirements/locks/\S+)", text) == ["requirements/locks/torch-cpu-linux.txt",
-                                                                "requirements/locks/cpu-linux.txt"]
+    assert re.findall(r"-r (requirements/locks/\S+)", text) == ["requirements/locks/py3.11/torch-cpu-linux.txt",
+                                                                "requirements/locks/py3.11/cpu-linux.txt"]
 
 
 def test_pyproject_reads_dependencies_from_the_input():
@@ -141,9 +169,10 @@ def test_pyproject_reads_dependencies_from_the_input():
 def test_installed_packages_match_this_machines_lock():
     """Every package of the lock is installed at its locked version (the venv is the lock)."""
     if Path(sys.prefix).name == ".venv-gpu":
-        wanted = lock_versions("gpu-linux")
+        wanted = lock_versions("gpu-linux", PYTHON)
     else:
-        wanted = {**lock_versions("cpu-linux"), **lock_versions("torch-cpu-linux")}
+        names = [p.stem for p in install.locks_for("cpu", "Linux", PYTHON)]
+        wanted = {k: v for name in names for k, v in lock_versions(name, PYTHON).items()}
     wrong = {p: (v, env._version(p)) for p, v in wanted.items() if env._version(p) != v}
     assert not wrong, f"installed != lock (run `make install`): {wrong}"
 
@@ -158,4 +187,4 @@ def test_make_without_python_311_names_the_fix(target):
     run = subprocess.run(["make", target, "PYTHON=python3.99-missing"], cwd=paths.REPO, capture_output=True,
                          text=True)
     assert run.returncode == 2
-    assert "python3.99-missing was not found" in run.stdout and "uv python install 3.11" in run.stdout
+    assert "python3.99-missing was not found" in run.stdout and "uv python install 3.12" in run.stdout

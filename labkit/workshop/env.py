@@ -72,8 +72,9 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
     prof = get_profile(profile)
     rows = []
     venv = Path(sys.prefix) != Path(sys.base_prefix)
-    rows.append(_row("python", sys.version_info[:2] == (3, 11), sys.version.split()[0],
-                     "The course is pinned for Python 3.11: `make install` creates .venv with python3.11."))
+    locked = sorted(d.name[2:] for d in (paths.REPO / "requirements" / "locks").glob("py3.*"))
+    rows.append(_row("python", "{}.{}".format(*sys.version_info[:2]) in locked, sys.version.split()[0],
+                     f"The course is locked for Python {', '.join(locked)}: `make install` creates .venv with one."))
     course_venv = venv and Path(sys.prefix).name in (".venv", ".venv-gpu")
     rows.append(_row("kernel is the course venv", course_venv, sys.executable,
                      "Select the 'Python (labkit)' kernel in JupyterLab (registered by `make install`).", warn=True))
