@@ -3,6 +3,7 @@
 import functools
 import ipaddress
 import json
+import multiprocessing
 import os
 import shutil
 import socket
@@ -27,6 +28,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # The suite's models are tiny or 1- and 2-layer shadows: its subprocesses (the course, Olive, builds) keep freed
 # memory for reuse (labkit.allocator: LoRA steps 40 % faster). Run pytest itself this way with `make test`.
 os.environ.update(allocator.keep_freed_memory(dict(os.environ)))
+# Every child process the suite starts runs as on macOS and Windows: multiprocessing spawns, os.fork fails
+# (tests/spawn/sitecustomize.py). So does this process's multiprocessing.
+SPAWN_ONLY = Path(__file__).parent / "spawn"
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SPAWN_ONLY), os.environ.get("PYTHONPATH")]))
+multiprocessing.set_start_method("spawn", force=True)
 
 PROFILE = os.environ.get("LABKIT_PROFILE", "cpu")
 # Root on Linux with a cgroup memory controller: tools/memory_limit.py can put a run under a hard memory limit.
