@@ -70,6 +70,13 @@ def pytest_collection_modifyitems(config, items):
     # outputs go last.
     items.sort(key=lambda item: (_uses_course(item) or "laptop_run" in getattr(item, "fixturenames", ()),
                                  "laptop_run" in getattr(item, "fixturenames", ())))
+    # So that `-m "not course and not bench"` (CI's platform jobs: unit tests only) starts no background run.
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if (_uses_course(item) or "laptop_run" in fixtures) and item.get_closest_marker("course") is None:
+            item.add_marker("course")
+        if "bench_scale_quick" in fixtures and item.get_closest_marker("bench") is None:
+            item.add_marker("bench")
     if not any("cuda" in item.keywords for item in items) or has_cuda():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU: run `make test-gpu` on a machine with one "

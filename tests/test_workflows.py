@@ -65,3 +65,29 @@ def test_gpu_workflow_runs_make_test_gpu_only_on_a_gpu_runner():
     assert "make test-gpu" in readme_commands() and "make test-gpu" in steps(job)
     assert "gpu" in job["runs-on"] and "self-hosted" in job["runs-on"], "GitHub's hosted runners have no GPU"
     assert "contains(github.event.pull_request.labels.*.name, 'gpu')" in job["if"], "opt-in on pull requests"
+
+
+def test_ci_matrix_covers_the_attendees_platforms_from_their_locks():
+    import tomllib
+
+    jobs = load("ci.yml")["jobs"]
+    full = next(s for s in jobs["test"]["steps"] if s.get("uses", "").startswith("actions/setup-python"))
+    platforms = jobs["platforms"]
+    assert platforms["strategy"]["fail-fast"] is False, "one platform failing must not cancel the others"
+    cells = {(c["os"], c["python"]) for c in platforms["strategy"]["matrix"]["include"]}
+    linux = {python for os_, python in cells if os_.startswith("ubuntu")} | {full["with"]["python-version"]}
+    assert linux == {"3.11", "3.12", "3.13"}, "Linux runs every supported Python"
+    assert any(os_ == "macos-14" for os_, _ in cells) and any(os_.startswith("windows") for os_, _ in cells)
+    for _, python in cells:
+        assert (paths.REPO / "requirements" / "locks" / f"py{python}" / "cpu-linux.txt").exists()
+    text = steps(platforms)
+    assert "python tools/install.py" in text and "labkit course --only 00 01" in text and "make " not in text
+    # The unit-test selection names only markers pyproject.toml declares (a typo would select everything).
+    selection = next(s["run"] for s in platforms["steps"] if "pytest" in s.get("run", ""))
+    declared = {m.split(":")[0] for m in tomllib.loads((paths.REPO / "pyproject.toml").read_text())["tool"]["pytest"]
+                ["ini_options"]["markers"]}
+    import re
+    assert set(re.findall(r"not (\w+)", selection)) == declared
+    upload = next(s for s in platforms["steps"] if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert upload["if"] == "always()" and "matrix.os" in upload["with"]["name"]
+    assert platforms["steps"][1]["with"]["cache-dependency-path"] == "requirements/locks/py${{ matrix.python }}/*.txt"
