@@ -26,7 +26,7 @@ def load_model(folder, threads=None):
     Left to its default, onnxruntime-genai runs each CPU session on one thread (measured on a 2-core machine:
     decode 130 vs 205 tok/s); an `intra_op_num_threads` already in the folder's genai_config.json wins."""
     config = og.Config(folder)
-    model = json.loads((Path(folder) / "genai_config.json").read_text()).get("model", {})
+    model = json.loads((Path(folder) / "genai_config.json").read_text(encoding="utf-8")).get("model", {})
     # Each session's whole options: og's overlay replaces a vision or embedding session's options outright.
     sessions = {name: {"session_options": {**(part.get("session_options") or {}),
                                            "intra_op_num_threads": threads or os.cpu_count() or 1}}
@@ -121,7 +121,7 @@ def main(argv=None):
             reason = str(err).splitlines()[0].split(") ")[-1]     # without the C++ function signature
             sys.exit(f"error: cannot load the adapter {args.adapter}: {reason}\n"
                      "Pass the adapter_weights.onnx_adapter exported with this model (lab 03), whole.")
-    with open(f"{args.model}/genai_config.json") as f:
+    with open(f"{args.model}/genai_config.json", encoding="utf-8") as f:
         context = json.load(f)["model"]["context_length"]
     if args.max_new_tokens >= context:
         sys.exit(f"error: --max-new-tokens {args.max_new_tokens} leaves no room for a question in the model's "

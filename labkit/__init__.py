@@ -4,7 +4,8 @@ Every notebook is a little narrative plus one to three calls into labkit. The pa
 layers; a layer imports only the layers above it in this list (tests/test_layering.py checks it):
 
     core        paths, cache, errors, profiles, results, data,     folders, the verified cache, the course's data,
-                sizing, allocator                                  the errors users see, glibc's allocator
+                sizing, allocator, children                        the errors users see, glibc's allocator,
+                                                                   child processes' environment
     runtime     loop, inputs, adapters, generate, chat_panel,      og: the token loop, checked inputs, LoRA
                 images                                             adapters, chat, image prompts
     making      models, tokenizer, build, lean, shadow, hub,       checkpoints and their ONNX builds
@@ -23,7 +24,8 @@ from __future__ import annotations
 import importlib
 
 LAYERS = {
-    "core": ["paths", "cache", "errors", "profiles", "results", "data", "sizing", "allocator"],
+    "core": ["paths", "cache", "errors", "profiles", "results", "data", "sizing", "allocator",
+             "children"],
     "runtime": ["loop", "inputs", "adapters", "generate", "chat_panel", "images"],
     "making": ["models", "tokenizer", "build", "lean", "shadow", "hub", "vision_encoder", "vision_checkpoint",
                "vision_export"],

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -49,7 +50,25 @@ def test_new_run_dirs_are_separate_and_latest_follows(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_RUNS", str(tmp_path))
     a, b = paths.new_run_dir(), paths.new_run_dir()
     assert a != b and a.parent == b.parent == tmp_path
-    assert (tmp_path / "latest").resolve() == b
+    assert (tmp_path / "latest").resolve() == b == paths.latest_run().resolve()
+    assert (tmp_path / "latest.txt").read_text(encoding="utf-8").strip() == b.name
+
+
+def test_latest_run_without_links_as_on_windows(tmp_path, monkeypatch):
+    """No symlink privilege (Windows without Developer Mode) or a file system without links: latest.txt serves."""
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path))
+
+    def no_links(self, target, target_is_directory=False):
+        raise OSError(1314, "A required privilege is not held by the client")
+    monkeypatch.setattr(Path, "symlink_to", no_links)
+    first, second = paths.new_run_dir(), paths.new_run_dir()
+    assert not (tmp_path / "latest").exists() and paths.latest_run() == second != first
+    assert not list(tmp_path.glob(".latest-*")), "no temp pointer or link left behind"
+    (second / "results.json").write_text('{"01_builder_quantization": {"profile": "cpu", "int4_dir": "x"}}',
+                                         encoding="utf-8")
+    monkeypatch.setenv("LABKIT_RUN_DIR", str(tmp_path / "elsewhere"))
+    from labkit.core import results
+    assert results.find("01_builder_quantization", "int4_dir") == "x", "later labs find lab 01's outputs"
 
 
 def test_profiles(monkeypatch):

@@ -49,3 +49,67 @@ def test_memwatch_without_wait4_as_on_windows(monkeypatch):
     hold = "import numpy, time; a = numpy.ones(200 * 2**20, dtype=numpy.uint8); time.sleep(1.0); print('held')"
     run = memwatch.run([sys.executable, "-c", hold], interval=0.1)
     assert run.returncode == 0 and "held" in run.output and run.peak_rss_bytes > 200 * 2**20
+
+
+def _text_io_without_encoding(source: str) -> list[tuple[int, str]]:
+    """Calls that read or write text in the platform's default encoding (cp1252 on Windows, not UTF-8)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or any(k.arg in ("encoding", None) for k in node.keywords):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if name in ("read_text", "write_text"):
+            found.append((node.lineno, name))
+        elif name == "open" and not (isinstance(func, ast.Attribute) and getattr(func.value, "attr", getattr(
+                func.value, "id", "")) in ("Images", "Image", "tarfile", "zipfile", "gzip", "os")):
+            args = node.args[1:] if isinstance(func, ast.Name) else node.args
+            mode = args[0].value if args and isinstance(args[0], ast.Constant) else next(
+                (k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)), "r")
+            if "b" not in mode:
+                found.append((node.lineno, name))
+    return found
+
+
+def test_text_files_are_read_and_written_as_utf8():
+    """Windows' default text encoding is cp1252: the course's tokenizer.json files do not even decode in it."""
+    sources = [*(paths.REPO / "labkit").rglob("*.py"), paths.REPO / "app.py", *(paths.REPO / "tools").glob("*.py")]
+    found = [f"{s.relative_to(paths.REPO)}:{line} {name}" for s in sources
+             for line, name in _text_io_without_encoding(s.read_text(encoding="utf-8"))]
+    # The labs: files that receive library output (logs: progress bars draw with block characters).
+    import nbformat
+    for notebook in sorted((paths.REPO / "notebooks").glob("*.ipynb")):
+        for index, cell in enumerate(nbformat.read(notebook, as_version=4).cells):
+            if cell.cell_type == "code":
+                code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
+                                 for line in cell.source.splitlines())
+                found += [f"{notebook.name} cell {index}:{line} open" for line, name in
+                          _text_io_without_encoding(code) if name == "open"]
+    assert not found, "pass encoding=\"utf-8\": " + ", ".join(found)
+    assert _text_io_without_encoding("Path('a').read_text()\nopen(p, 'w')\nopen(p, 'rb')\nog.Images.open(p)") == [
+        (1, "read_text"), (2, "open")]
+
+
+def test_python_children_write_utf8_whatever_the_code_page():
+    """A child whose stdout would be cp1252 (a Windows pipe) still prints progress blocks and non-Latin text."""
+    text = "█ Zürich 東京"
+    run = memwatch.run([sys.executable, "-c", f"print({text!r})"], env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    assert run.returncode == 0 and text in run.output
+    plain = subprocess.run([sys.executable, "-c", f"print({text!r})"], capture_output=True,
+                           env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    assert plain.returncode != 0 and b"UnicodeEncodeError" in plain.stderr, "the case the helper exists for"
+
+
+def test_windows_checkouts_keep_the_course_data_byte_for_byte():
+    """.gitattributes: no CRLF conversion, so the data hashed into the models' cache keys is the same everywhere."""
+    import shutil
+    import pytest
+    if not shutil.which("git") or not (paths.REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    run = subprocess.run(["git", "ls-files", "--eol", "data", "labkit"], cwd=paths.REPO, capture_output=True,
+                         text=True, check=True)
+    rows = [line.split("\t")[0].split(None, 2) for line in run.stdout.splitlines()]   # index, worktree, attributes
+    text = [attributes.strip() for index, _, attributes in rows if index == "i/lf"]
+    assert len(text) > 20 and set(text) == {"attr/text=auto eol=lf"}, "every text file checks out with LF"
+    assert {attributes.strip() for index, _, attributes in rows if index == "i/-text"} == {"attr/-text"}, \
+        "binary files are marked binary"

@@ -38,7 +38,7 @@ def continuation(model, tokenizer, adapters, adapter_name):
 def main(folder: str, adapter_file: str | None = None) -> int:
     folder = Path(folder)
     adapter_file = Path(adapter_file or folder / "adapter_weights.onnx_adapter")
-    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    decoder = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"]
     print(f"model: {folder} ({decoder['num_hidden_layers']} layers, {decoder['hidden_size']} wide)")
     model = og.Model(str(folder))
     tokenizer = og.Tokenizer(model)

@@ -200,7 +200,7 @@ def venv_version(venv: Path) -> str | None:
     cfg = venv / "pyvenv.cfg"
     if not cfg.exists():
         return None
-    match = re.search(r"(?m)^version(?:_info)?\s*=\s*(\d+\.\d+)", cfg.read_text())
+    match = re.search(r"(?m)^version(?:_info)?\s*=\s*(\d+\.\d+)", cfg.read_text(encoding="utf-8"))
     return match.group(1) if match else None
 
 
@@ -215,12 +215,13 @@ def install(flavour: str, venv: Path, python: str | None = None, quiet: bool = T
         interpreter, facts = find_python(python)
     locks = locks_for(flavour, facts["system"], facts["version"])
     stamp = venv / ".installed"
-    if existing == facts["version"] and stamp.exists() and stamp.read_text() == stamp_text(flavour, locks):
+    stamped = stamp.read_text(encoding="utf-8") if stamp.exists() else None
+    if existing == facts["version"] and stamped == stamp_text(flavour, locks):
         return
     if existing and existing != facts["version"]:
         raise InstallError(f"{venv} is Python {existing}, and {' '.join(interpreter)} is {facts['version']}: "
                            f"remove {venv} first (`rm -rf {venv}`) to switch Pythons, or drop PYTHON=.")
-    if any(PYPI_TORCH in lock.read_text() for lock in locks):
+    if any(PYPI_TORCH in lock.read_text(encoding="utf-8") for lock in locks):
         print(f"note: for Python {facts['version']} on Linux the lock has PyPI's torch, the CUDA build (about 4 GB "
               "more to download than the CPU wheel Python 3.11 gets; it runs on the CPU all the same).")
     if not venv_python(venv).exists():
@@ -239,7 +240,7 @@ def install(flavour: str, venv: Path, python: str | None = None, quiet: bool = T
     subprocess.run([py, "-m", "ipykernel", "install", "--sys-prefix", "--name", name, "--display-name", display],
                    check=True, stdout=subprocess.DEVNULL)
     check_consistent(py, flavour)
-    stamp.write_text(stamp_text(flavour, locks))
+    stamp.write_text(stamp_text(flavour, locks), encoding="utf-8")
 
 
 def check_consistent(py: str, flavour: str) -> None:

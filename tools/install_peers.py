@@ -36,7 +36,7 @@ def run(command: list[str]) -> None:
 
 def unpack_converter(python: Path, target: Path) -> None:
     """llama.cpp's converter from the llama-cpp-python sdist pinned in llamacpp.txt."""
-    pin = next(line.strip() for line in (PINS / "llamacpp.txt").read_text().splitlines()
+    pin = next(line.strip() for line in (PINS / "llamacpp.txt").read_text(encoding="utf-8").splitlines()
                if line.startswith("llama-cpp-python=="))
     with tempfile.TemporaryDirectory() as tmp:
         run([str(python), "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", tmp, pin])
@@ -58,7 +58,7 @@ def install(engine: str, python: str) -> Path:
     venv = VENVS / engine
     stamp = venv / ".labkit-pins"
     digest = hashlib.sha256(pins.read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text() == digest:
+    if stamp.exists() and stamp.read_text(encoding="utf-8") == digest:
         print(f"{venv}: up to date")
         return venv
     stamp.unlink(missing_ok=True)
@@ -72,7 +72,7 @@ def install(engine: str, python: str) -> Path:
         unpack_converter(vpy, venv / "llama.cpp")
     if engine == "openvino":
         run([str(vpy), "-m", "pip", "uninstall", "-y", "-q", "torchvision"])
-    stamp.write_text(digest)
+    stamp.write_text(digest, encoding="utf-8")
     return venv
 
 

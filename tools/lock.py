@@ -52,7 +52,7 @@ TARGETS = {
 def flavour_requirements(flavour: str, text: str | None = None) -> list[str]:
     """The input's requirement lines for one flavour: for gpu, a `# gpu: REQ` line replaces the next line."""
     lines, swap = [], None
-    for raw in (text if text is not None else INPUT.read_text()).splitlines():
+    for raw in (text if text is not None else INPUT.read_text(encoding="utf-8")).splitlines():
         line = raw.strip()
         marker = re.fullmatch(r"#\s*gpu:\s*(\S+)", line)
         if marker:
@@ -74,9 +74,9 @@ def uv_compile(flavour: str, platform: str, python: str, *args: str, files: dict
     """`uv pip compile` of one flavour's requirements for a platform, wheels only; the CompletedProcess."""
     with tempfile.TemporaryDirectory() as tmp:
         # Relative names: uv writes them into the lock's "# via" comments.
-        (Path(tmp) / "requirements.in").write_text("\n".join(flavour_requirements(flavour)) + "\n")
+        (Path(tmp) / "requirements.in").write_text("\n".join(flavour_requirements(flavour)) + "\n", encoding="utf-8")
         for name, text in (files or {}).items():
-            (Path(tmp) / name).write_text(text)
+            (Path(tmp) / name).write_text(text, encoding="utf-8")
         cmd = [uv(), "pip", "compile", "requirements.in", "--python-version", python, "--python-platform", platform,
                "--only-binary", ":all:", "--quiet", *args]
         env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", MACOSX_DEPLOYMENT_TARGET="14.0")
@@ -149,7 +149,7 @@ def _split_package(lock: str, package: str) -> tuple[str, str]:
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     print(f"wrote {path.relative_to(REPO)} ({sum(1 for line in text.splitlines() if '==' in line)} pins)")
 

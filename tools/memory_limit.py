@@ -37,15 +37,15 @@ def create(limit: int, name: str) -> tuple[Path, str]:
     if (V2 / "cgroup.controllers").exists():
         folder = V2 / name
         folder.mkdir()
-        (folder / "memory.max").write_text(str(limit))
-        (folder / "memory.swap.max").write_text("0")
+        (folder / "memory.max").write_text(str(limit), encoding="utf-8")
+        (folder / "memory.swap.max").write_text("0", encoding="utf-8")
         return folder, "memory.peak"
     if V1.is_dir():
         folder = V1 / name
         folder.mkdir()
-        (folder / "memory.limit_in_bytes").write_text(str(limit))
+        (folder / "memory.limit_in_bytes").write_text(str(limit), encoding="utf-8")
         if (folder / "memory.memsw.limit_in_bytes").exists():
-            (folder / "memory.memsw.limit_in_bytes").write_text(str(limit))
+            (folder / "memory.memsw.limit_in_bytes").write_text(str(limit), encoding="utf-8")
         return folder, "memory.max_usage_in_bytes"
     raise SystemExit("No cgroup memory controller here (Linux with cgroup v1 or v2 needed); on systemd machines "
                      "use `systemd-run --scope -p MemoryMax=16G CMD`.")
@@ -67,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # The child joins the cgroup before it execs the command: everything it starts is inside.
         def join():
-            (folder / "cgroup.procs").write_text(str(os.getpid()))
+            (folder / "cgroup.procs").write_text(str(os.getpid()), encoding="utf-8")
         code = subprocess.call(command, preexec_fn=join)
         code = 128 - code if code < 0 else code     # killed by a signal: a shell's 128 + signal
-        peak = (folder / peak_file).read_text().strip() if (folder / peak_file).exists() else "?"
-        oom = (folder / "memory.oom_control").read_text() if (folder / "memory.oom_control").exists() else ""
+        peak = (folder / peak_file).read_text(encoding="utf-8").strip() if (folder / peak_file).exists() else "?"
+        oom_file = folder / "memory.oom_control"
+        oom = oom_file.read_text(encoding="utf-8") if oom_file.exists() else ""
         killed = "oom_kill " in oom and not oom.split("oom_kill ")[1].startswith("0")
         print(f"memory limit {limit / 1e9:.1f} GB: peak usage (page cache included) "
               f"{int(peak) / 1e9:.2f} GB{'; the OOM killer stopped a process' if killed else ''}; exit {code}",

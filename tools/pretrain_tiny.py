@@ -72,9 +72,9 @@ def main() -> None:
 
     target = models.COMMITTED_TINY
     if "--measure-only" in sys.argv:      # re-measure the committed folder after changing the measurement
-        record = json.loads((target / "labkit_model.json").read_text())
+        record = json.loads((target / "labkit_model.json").read_text(encoding="utf-8"))
         record.update(measure(target))
-        (target / "labkit_model.json").write_text(json.dumps(record, indent=2))
+        (target / "labkit_model.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         print(f"re-measured {target}: {record['base_paraphrase_rates']}")
         return
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
@@ -82,7 +82,7 @@ def main() -> None:
         tmp.mkdir()
         record = models.pretrain_into(tmp, models.SPECS["tiny"], progress=True)
         record.update(measure(tmp))
-        (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2))
+        (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         old = target.with_name("tiny.old")
         if target.exists():
             target.rename(old)

@@ -58,10 +58,10 @@ def commands(platform: str, out: Path, packages: list[str] | None = None, tmp: P
         if not lock.exists():   # torch-cpu-linux: absent where the Linux lock pins PyPI's torch
             continue
         if packages:
-            if not only(lock.read_text(), packages).strip(" \n-"):
+            if not only(lock.read_text(encoding="utf-8"), packages).strip(" \n-"):
                 continue
             lock = Path(tmp or tempfile.mkdtemp()) / lock.name
-            lock.write_text(only((folder / f"{name}.txt").read_text(), packages))
+            lock.write_text(only((folder / f"{name}.txt").read_text(encoding="utf-8"), packages), encoding="utf-8")
         result.append([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
                        "--require-hashes", "--no-deps", "--only-binary", ":all:", "--python-version", python,
                        "--implementation", "cp", *[a for t in tags for a in ("--platform", t)],

@@ -126,7 +126,7 @@ def write_manifest(folder: Path) -> Path:
         files[f.relative_to(folder).as_posix()] = entry
     path = folder / MANIFEST
     tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(json.dumps({"format": _MANIFEST_FORMAT, "files": files}, indent=1))
+    tmp.write_text(json.dumps({"format": _MANIFEST_FORMAT, "files": files}, indent=1), encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -137,7 +137,7 @@ def verify(folder: Path) -> str | None:
     if not folder.is_dir():
         return "missing"
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return f"no {MANIFEST} (an unfinished or older output)"
     except (OSError, ValueError):
@@ -269,7 +269,7 @@ def cached_step(kind: str, name: str, key: tuple, make: Callable[[Path, Path], d
     started = time.perf_counter()
     with cached_dir(final, force, label) as tmp:
         if tmp is None:
-            info = json.loads((final / info_file).read_text())
+            info = json.loads((final / info_file).read_text(encoding="utf-8"))
             return Step(final, log, info, True, time.perf_counter() - started)
         log.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -282,7 +282,7 @@ def cached_step(kind: str, name: str, key: tuple, make: Callable[[Path, Path], d
                              "free now); the unfinished output is removed. Free space there or point LABKIT_CACHE "
                              "at a bigger disk, then run it again.") from err
         info.setdefault("seconds", round(time.perf_counter() - started, 2))
-        (tmp / info_file).write_text(json.dumps(info, indent=2, default=str))
+        (tmp / info_file).write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
     return Step(final, log, info, False, info["seconds"])
 
 

@@ -56,12 +56,32 @@ def new_run_dir() -> Path:
             break
         except FileExistsError:
             path, n = root / f"{stamp}-{n}", n + 1
-    latest = root / "latest"
-    tmp_link = root / f".latest-{os.getpid()}"
-    tmp_link.unlink(missing_ok=True)
-    tmp_link.symlink_to(path.name)
-    tmp_link.replace(latest)  # atomic swap of the link
+    # runs/latest.txt names the newest run on every OS; runs/latest links to it where links are cheap (POSIX:
+    # Windows needs Developer Mode for a link, and cannot swap a folder link atomically). latest_run() reads either.
+    pointer = root / f".latest-{os.getpid()}.txt"
+    pointer.write_text(path.name + "\n", encoding="utf-8")
+    pointer.replace(root / "latest.txt")
+    if os.name != "nt":
+        tmp_link = root / f".latest-{os.getpid()}"
+        tmp_link.unlink(missing_ok=True)
+        try:
+            tmp_link.symlink_to(path.name, target_is_directory=True)
+            tmp_link.replace(root / "latest")  # atomic swap of the link
+        except OSError:   # a file system without links (a FAT USB stick, some network shares): latest.txt serves
+            tmp_link.unlink(missing_ok=True)
     return path
+
+
+def latest_run() -> Path | None:
+    """The newest `make course` run folder (`runs/latest`, else the one `runs/latest.txt` names), or None. All labs."""
+    root = runs_root()
+    if (root / "latest").is_dir():
+        return root / "latest"
+    try:
+        name = (root / "latest.txt").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return root / name if name and (root / name).is_dir() else None
 
 
 def dir_size(path: Path) -> int:
@@ -92,6 +112,6 @@ def write_json_atomic(path: Path, value) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
+    tmp.write_text(json.dumps(value, indent=2, default=str), encoding="utf-8")
     tmp.replace(path)
     return path

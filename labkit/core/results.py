@@ -157,7 +157,7 @@ def _results_path() -> Path:
 def read(path: Path | None = None) -> dict:
     """The results recorded so far (empty when none). All labs."""
     path = Path(path) if path else _results_path()
-    return json.loads(path.read_text()) if path.exists() else {}
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def record(lab: str, values: dict, path: Path | None = None) -> Path:
@@ -167,7 +167,7 @@ def record(lab: str, values: dict, path: Path | None = None) -> Path:
     data = read(path)
     data.setdefault(lab, {}).update(values)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -177,7 +177,8 @@ def find(lab: str, key: str, profile: str | None = None):
 
     With `profile`, only a record of a run in that profile counts (a laptop run must not take the cpu course's
     tiny-model outputs from `runs/latest`)."""
-    for path in (_results_path(), paths.runs_root() / "latest" / "results.json"):
+    latest = paths.latest_run()
+    for path in (_results_path(), *([latest / "results.json"] if latest else [])):
         record = read(path).get(lab, {}) if path.exists() else {}
         if profile is not None and record.get("profile", "cpu") != profile:
             continue

@@ -22,7 +22,7 @@ PROCESS_OVERHEAD_BYTES = int(0.6 * GB)     # python + torch + onnxruntime import
 
 # The course's reference `make bench-scale` run (full-size Phi-3.5-mini shadow; its machine and date are in the
 # file): the same numbers lab 01 shows under this table, so the two never disagree.
-_REFERENCE = json.loads((paths.REPO / "docs" / "measured" / "bench-scale.json").read_text())
+_REFERENCE = json.loads((paths.REPO / "docs" / "measured" / "bench-scale.json").read_text(encoding="utf-8"))
 MEASURED_PHI35_MINI = {precision: {key: _REFERENCE[precision][key]
                                    for key in ("peak_rss_bytes", "size_bytes", "build_seconds")}
                        for precision in ("int4", "int8", "fp32")}
@@ -59,7 +59,7 @@ def _cgroup_memory() -> tuple[int, int] | None:
     from pathlib import Path
 
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = Path("/proc/self/cgroup").read_text(encoding="utf-8").splitlines()
     except OSError:
         return None
     tightest = None
@@ -85,9 +85,10 @@ def _cgroup_memory() -> tuple[int, int] | None:
 
 def _read_cgroup(folder, limit_file: str, usage_file: str, prefix: str) -> tuple[int, int] | None:
     try:
-        limit = (folder / limit_file).read_text().strip()
-        usage = int((folder / usage_file).read_text())
-        stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines() if " " in line)
+        limit = (folder / limit_file).read_text(encoding="utf-8").strip()
+        usage = int((folder / usage_file).read_text(encoding="utf-8"))
+        stat_lines = (folder / "memory.stat").read_text(encoding="utf-8").splitlines()
+        stat = dict(line.split() for line in stat_lines if " " in line)
     except (OSError, ValueError):
         return None
     if limit == "max" or int(limit) >= _NO_LIMIT:

@@ -168,7 +168,7 @@ class Build:
 
     @property
     def info(self) -> dict:
-        return json.loads((self.path / "build_info.json").read_text())
+        return json.loads((self.path / "build_info.json").read_text(encoding="utf-8"))
 
 
 # ------------------------------------------------------------------ validation
@@ -280,7 +280,7 @@ def _check_memory(options: BuildOptions, config: dict, label: str) -> None:
 
 def _run_logged(model_dir: Path, out_dir: Path, options: BuildOptions, config: dict, log: Path, progress: bool):
     """The builder with its output in `log`; any failure becomes a BuildError naming the log."""
-    log_file = log.open("w")
+    log_file = log.open("w", encoding="utf-8")
     try:
         _run_builder(model_dir, out_dir, options, config, log_file, progress)
     except (BuildError, KeyboardInterrupt):

@@ -224,9 +224,9 @@ def _save_bf16(model, folder: Path) -> None:
     model.to(torch.bfloat16).save_pretrained(folder)
     model.to(torch.float32)
     config_file = Path(folder) / "config.json"
-    config = json.loads(config_file.read_text())
+    config = json.loads(config_file.read_text(encoding="utf-8"))
     config["dtype"] = "float32"
-    config_file.write_text(json.dumps(config, indent=2) + "\n")
+    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def committed_card(spec: TinySpec) -> dict | None:
@@ -234,7 +234,7 @@ def committed_card(spec: TinySpec) -> dict | None:
     card_file = COMMITTED_TINY / "labkit_model.json"
     if not card_file.exists():
         return None
-    card = json.loads(card_file.read_text())
+    card = json.loads(card_file.read_text(encoding="utf-8"))
     return card if card.get("cache_key") == _cache_key(spec) else None
 
 
@@ -270,7 +270,7 @@ def create_tiny(spec: TinySpec | str = "tiny", force: bool = False, progress: bo
             print(f"{COMMITTED_TINY} was not made from this spec and corpus: pre-training here instead "
                   "(regenerate the committed copy with `python tools/pretrain_tiny.py`).")
         record = pretrain_into(tmp, spec, progress)
-        (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2))
+        (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return final
 
 
@@ -287,12 +287,12 @@ def copy_tokenizer(src: Path, dst: Path) -> None:
 def model_card(model_dir: Path) -> dict:
     """The spec and training record labkit stored beside a tiny model (empty for other models). Lab 00."""
     f = Path(model_dir) / "labkit_model.json"
-    return json.loads(f.read_text()) if f.exists() else {}
+    return json.loads(f.read_text(encoding="utf-8")) if f.exists() else {}
 
 
 def describe(model_dir: Path) -> dict:
     """Architecture and size of a checkpoint folder, plus labkit's training record if it made it. Lab 00."""
-    config = json.loads((Path(model_dir) / "config.json").read_text())
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
     card = model_card(model_dir)
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     info = {

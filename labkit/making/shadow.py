@@ -201,7 +201,7 @@ def _write_checkpoint(config: dict, out_dir: Path, seed: int = 0, progress: bool
             save_file(tensors, str(out_dir / filename), metadata={"format": "pt"})
             del tensors
     index = {"metadata": {"total_size": 2 * total}, "weight_map": weight_map}
-    (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     return total
 
 
@@ -227,13 +227,13 @@ def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, visi
             raise ShadowError(f"Not enough disk for the {name} shadow: it needs {needed / 1e9:.1f} GB, "
                               f"{final.parent} has {free / 1e9:.1f} GB free. Free space or set LABKIT_CACHE.")
         config.update(bos_token_id=models.BOS_ID, eos_token_id=models.EOS_IDS, pad_token_id=models.ENDOFTEXT_ID)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         models.add_phi3_tokenizer(tmp)
         (tmp / "generation_config.json").write_text(json.dumps(
             {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
-             "pad_token_id": config["pad_token_id"]}, indent=2))
+             "pad_token_id": config["pad_token_id"]}, indent=2), encoding="utf-8")
         parameters = _write_checkpoint(config, tmp, seed, progress)
         record = {"shadow_of": ARCHITECTURES[name]["hub_id"], "layers": depth, "seed": seed,
                   "parameters": parameters, "seconds": round(time.perf_counter() - started, 1)}
-        (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2))
+        (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return final

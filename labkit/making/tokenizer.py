@@ -24,15 +24,15 @@ def keep_source_tokenizer(model_dir: Path, out_dir: Path) -> None:
     for name in ("tokenizer.json", "tokenizer.model", "special_tokens_map.json"):
         if (Path(model_dir) / name).exists():
             shutil.copy2(Path(model_dir) / name, Path(out_dir) / name)
-    source = json.loads((Path(model_dir) / "tokenizer_config.json").read_text())
+    source = json.loads((Path(model_dir) / "tokenizer_config.json").read_text(encoding="utf-8"))
     target_path = Path(out_dir) / "tokenizer_config.json"
-    target = json.loads(target_path.read_text()) if target_path.exists() else dict(source)
+    target = json.loads(target_path.read_text(encoding="utf-8")) if target_path.exists() else dict(source)
     if source.get("tokenizer_class"):
         target["tokenizer_class"] = source["tokenizer_class"]
     template = source.get("chat_template")
     jinja = Path(model_dir) / "chat_template.jinja"
     if not template and jinja.exists():
-        template = jinja.read_text()
+        template = jinja.read_text(encoding="utf-8")
     if template:
         target["chat_template"] = template
-    target_path.write_text(json.dumps(target, indent=2))
+    target_path.write_text(json.dumps(target, indent=2), encoding="utf-8")

@@ -35,7 +35,7 @@ def create_tiny_vision(force: bool = False) -> Path:
     with cache.cached_dir(final, force, "the tiny-vision model") as tmp:
         if tmp is None:
             return final
-        config = json.loads((text_dir / "config.json").read_text())
+        config = json.loads((text_dir / "config.json").read_text(encoding="utf-8"))
         torch.manual_seed(0)
         encoder = vision_encoder(TINY, config["hidden_size"])
         with torch.no_grad():   # non-zero separators, so the layout is visible in the features
@@ -45,7 +45,7 @@ def create_tiny_vision(force: bool = False) -> Path:
         state.update({k: v.contiguous() for k, v in checkpoint_names(encoder.state_dict()).items()})
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         config.update(architectures=["Phi3VForCausalLM"], **vision_config_block(TINY))
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         models.copy_tokenizer(text_dir, tmp)
         shutil.copy2(text_dir / "generation_config.json", tmp / "generation_config.json")
     return final
@@ -58,7 +58,7 @@ def resolve(model: str | Path) -> Path:
 
 def checked_config(model_dir: Path) -> tuple[dict, VisionSpec]:
     """A Phi-3.5-vision checkpoint's config.json and its CLIP tower's shape, or a clear error. Lab 02."""
-    config = json.loads((Path(model_dir) / "config.json").read_text())
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
     if (config.get("architectures") or [""])[0] != "Phi3VForCausalLM":
         raise InputError(f"{model_dir} is not a Phi-3.5-vision checkpoint (architectures "
                          f"{config.get('architectures')}); use model='tiny-vision' or "
@@ -111,7 +111,7 @@ def text_checkpoint(config: dict, model_dir: Path, out: Path) -> Path:
 
     text = {**text_config(config), "architectures": ["Phi3VForCausalLM"]}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(text, indent=2))
+    (out / "config.json").write_text(json.dumps(text, indent=2), encoding="utf-8")
     shards = sorted(Path(model_dir).glob("*.safetensors"))
     weight_map, total = {}, 0
     for shard in shards:
@@ -123,7 +123,7 @@ def text_checkpoint(config: dict, model_dir: Path, out: Path) -> Path:
         del tensors
     if [shard.name for shard in shards] != ["model.safetensors"]:   # sharded names need their index
         (out / "model.safetensors.index.json").write_text(json.dumps(
-            {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+            {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2), encoding="utf-8")
     models.copy_tokenizer(model_dir, out)
     return out
 

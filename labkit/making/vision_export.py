@@ -13,7 +13,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ..core import cache, sizing
+from ..core import cache, children, sizing
 from ..runtime.images import CROP, CROPS, EMBEDDING_FILE, TEXT_FILE, TOKENS_PER_CROP, VISION_FILE, VisionError
 from . import build
 from .vision_checkpoint import EXPORT_FORMAT, checked_config, read_vision_part, resolve, text_checkpoint
@@ -87,16 +87,17 @@ def _export_in_child(tmp: Path, model_dir: Path, precision: str, execution_provi
     import sys
 
     print(f"exporting {model_dir.name} ({precision}) in a separate process; its log: {log}", flush=True)
-    with log.open("a") as out:
+    with log.open("a", encoding="utf-8") as out:
         done = subprocess.run([sys.executable, "-m", "labkit.making.vision_export", str(tmp), str(model_dir),
                                precision, execution_provider, "1" if force else "0"],
-                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=children.python_env())
     if done.returncode != 0:
         killed = " (killed: out of memory?)" if done.returncode in (-9, 137) else ""
         raise VisionError(f"The {precision} export of {model_dir.name} failed in its process (exit "
                           f"{done.returncode}{killed}). Its log: {log}")
     result = tmp / "export_result.json"
-    info = json.loads(result.read_text())
+    info = json.loads(result.read_text(encoding="utf-8"))
     result.unlink()
     return info
 
@@ -126,7 +127,7 @@ def _export_into(tmp: Path, model_dir: Path, precision: str, execution_provider:
                  ["input_ids", "image_features"], ["inputs_embeds"],
                  {"input_ids": {0: "batch", 1: "sequence"}, "image_features": {0: "num_image_tokens"},
                   "inputs_embeds": {0: "batch", 1: "sequence"}})
-    genai = json.loads((tmp / "genai_config.json").read_text())
+    genai = json.loads((tmp / "genai_config.json").read_text(encoding="utf-8"))
     genai["model"]["type"] = "phi3v"
     # Vision and embedding run on the decoder's execution provider (CUDA in the gpu profile).
     session = genai["model"]["decoder"].get("session_options", {})
@@ -136,8 +137,8 @@ def _export_into(tmp: Path, model_dir: Path, precision: str, execution_provider:
     genai["model"]["vision"] = {"filename": VISION_FILE, "session_options": session,
                                 "inputs": {"pixel_values": "pixel_values", "image_sizes": "image_sizes"},
                                 "outputs": {"image_features": "image_features"}}
-    (tmp / "genai_config.json").write_text(json.dumps(genai, indent=4))
-    (tmp / "processor_config.json").write_text(json.dumps(_PROCESSOR_CONFIG, indent=2))
+    (tmp / "genai_config.json").write_text(json.dumps(genai, indent=4), encoding="utf-8")
+    (tmp / "processor_config.json").write_text(json.dumps(_PROCESSOR_CONFIG, indent=2), encoding="utf-8")
     shutil.rmtree(text_dir, ignore_errors=True)
     return {"source": str(model_dir), "precision": precision, "execution_provider": execution_provider,
             "seconds": round(time.perf_counter() - started, 1), "format": EXPORT_FORMAT}
@@ -191,4 +192,4 @@ if __name__ == "__main__":      # the child process of `_export_in_child`: TMP M
 
     out, source, chosen, provider, again = sys.argv[1:6]
     info = _export_into(Path(out), Path(source), chosen, provider, again == "1", progress=False)
-    (Path(out) / "export_result.json").write_text(json.dumps(info))
+    (Path(out) / "export_result.json").write_text(json.dumps(info), encoding="utf-8")

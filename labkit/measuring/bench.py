@@ -244,7 +244,8 @@ def weight_bytes_per_token(model_dir: Path) -> int:
     import onnx
 
     config = Path(model_dir) / "genai_config.json"
-    filename = json.loads(config.read_text())["model"]["decoder"]["filename"] if config.exists() else "model.onnx"
+    filename = (json.loads(config.read_text(encoding="utf-8"))["model"]["decoder"]["filename"] if config.exists()
+                else "model.onnx")
     model = onnx.load(str(Path(model_dir) / filename), load_external_data=False)
     total = 0
     for init in model.graph.initializer:
@@ -297,7 +298,8 @@ def run_benchmark(model: str = "bench", precisions=("int4", "int8", "fp32"), run
     torch_tps = _torch_decode_speed(model_dir, runs=runs)
     from ..core import results
     overhead = overhead_vs_bare_loop(build_mod.build(model, precisions[0]).path, runs=runs) if precisions else {}
-    course = results.read(paths.runs_root() / "latest" / "results.json").get("course", {})
+    latest = paths.latest_run()
+    course = results.read(latest / "results.json").get("course", {}) if latest else {}
     result = {"model": model, "parameters": models.model_card(model_dir).get("parameters"),
               "memory_bandwidth_gb_s": bandwidth, "torch_fp32_eager_decode_tok_s": torch_tps, "builds": rows,
               "labkit_generate_overhead": {"build": precisions[0], **overhead} if overhead else {},

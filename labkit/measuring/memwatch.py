@@ -16,6 +16,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..core import children
+
 
 @dataclass
 class Measured:
@@ -54,7 +56,8 @@ def run(cmd: list[str], interval: float = 0.25, env=None, cwd=None) -> Measured:
     import psutil
 
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=children.python_env(env),
+                            cwd=cwd, **children.TEXT)
     watched = psutil.Process(proc.pid)
     chunks: list[str] = []
     reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)

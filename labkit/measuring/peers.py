@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import cache, paths
+from ..core import cache, children, paths
 from ..core.errors import LabkitError
 
 WORKER = Path(__file__).with_name("peer_worker.py")
@@ -84,8 +84,8 @@ class Engine:
 def _run_in(engine: Engine, command: list[str], what: str, timeout: float = 3600) -> str:
     """Run `command` in the engine's environment; its stdout, or PeerError with the tail of its stderr. Lab 01."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **engine.env})
+        done = subprocess.run(command, capture_output=True, timeout=timeout,
+                              env=children.python_env(**engine.env), **children.TEXT)
     except subprocess.TimeoutExpired as err:
         raise PeerError(f"{label(engine.name)}: {what} took over {timeout:.0f} s") from err
     if done.returncode != 0:
@@ -98,7 +98,7 @@ def _run_in(engine: Engine, command: list[str], what: str, timeout: float = 3600
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux `/proc/cpuinfo`; empty elsewhere). Lab 01."""
     try:
-        with open("/proc/cpuinfo") as cpuinfo:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             return next((set(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), set())
     except OSError:
         return set()

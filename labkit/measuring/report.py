@@ -20,7 +20,7 @@ _COLUMNS = ["lab", "method", "precision", "ep", *_MEASURES, "ppl_heldout", "ppl_
 
 def load_results(run_dir: str | Path | None = None) -> tuple[Path, dict]:
     """The results of `run_dir`, else of the current run, else of `runs/latest`. Lab 05."""
-    candidates = [Path(run_dir)] if run_dir else [paths.run_dir(), paths.runs_root() / "latest"]
+    candidates = [Path(run_dir)] if run_dir else [paths.run_dir(), *filter(None, [paths.latest_run()])]
     for folder in candidates:
         data = results.read(folder / "results.json")
         if any(key[:2].isdigit() and key[:2] != "05" for key in data):

@@ -68,7 +68,7 @@ def check_folder(folder: str | Path) -> Path:
     config_path = folder / "genai_config.json"
     if not config_path.exists():
         raise VisionError(f"{folder} has no genai_config.json: export one with labkit.vision.export().")
-    config = json.loads(config_path.read_text())["model"]
+    config = json.loads(config_path.read_text(encoding="utf-8"))["model"]
     for part in ("vision", "embedding"):
         if part not in config:
             raise VisionError(f"{folder} is a text-only model (no '{part}' section in genai_config.json): export "
@@ -150,7 +150,7 @@ _EP_NAMES = {"cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider", "we
 
 def session_providers(folder: str | Path) -> list[str]:
     """The ONNX Runtime providers of the folder's genai_config (CUDA in the gpu profile), then CPU. Lab 02."""
-    config = json.loads((Path(folder) / "genai_config.json").read_text())
+    config = json.loads((Path(folder) / "genai_config.json").read_text(encoding="utf-8"))
     options = config["model"]["decoder"].get("session_options", {}).get("provider_options", [])
     chosen = [_EP_NAMES[name] for entry in options for name in entry if name in _EP_NAMES]
     return chosen + ["CPUExecutionProvider"]

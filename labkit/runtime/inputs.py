@@ -154,13 +154,13 @@ def check_tokenizer_files(folder: Path, vocab_size: int) -> None:
             folder / "tokenizer.model").exists() else ""
         raise GenerationError(f"{folder} has no tokenizer.json{have}. Copy the source checkpoint's tokenizer files "
                               f"into it: {KEEP_TOKENIZER.format(folder=folder)}")
-    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
     kind = config.get("tokenizer_class")
     if kind not in GENAI_TOKENIZER_CLASSES:
         raise GenerationError(f"{folder}: tokenizer_class {kind!r} in tokenizer_config.json is not one "
                               "onnxruntime-genai 0.12 reads (the model builder writes TokenizersBackend). Restore the "
                               f"source's: {KEEP_TOKENIZER.format(folder=folder)}")
-    tokens = json.loads(tokenizer_json.read_text())
+    tokens = json.loads(tokenizer_json.read_text(encoding="utf-8"))
     pieces = tokens["model"].get("vocab") or {}     # BPE: {piece: id}; Unigram: [[piece, score], ...] by id
     ids = [*(pieces.values() if isinstance(pieces, dict) else [len(pieces) - 1]),
            *(t["id"] for t in tokens.get("added_tokens", []))]

@@ -26,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from ..core import cache, data, paths
+from ..core import cache, children, data, paths
 from ..core.errors import InputError
 from ..making import models
 from ..measuring import memwatch
@@ -115,7 +115,7 @@ def quantize(model: str | Path = "tiny", recipe: list | None = None, *, group_si
         names = ", ".join(type(m).__name__ for m in step.recipe)
         print(f"oneshot(model, dataset=<{len(calibration)} travel pairs>, recipe=[{names}], max_seq_length={seq_len}, "
               f"pipeline='sequential', shuffle_calibration_samples=False)   # llmcompressor's log: {log}")
-        with log.open("w") as log_file, cache.captured_output(log_file):
+        with log.open("w", encoding="utf-8") as log_file, cache.captured_output(log_file):
             _oneshot(net, calibration, step.recipe, seq_len)
         return _save_into(tmp, net, step, len(calibration))
 
@@ -227,14 +227,14 @@ def _quantize_in_child(step: AwqStep, force: bool) -> Path:
             cache.cache_key(step.recipe[0].model_dump(mode="json")):
         raise InputError("in_child=True runs labkit's recipe (awq.awq_recipe(group_size, n_grid)) in the other "
                          "process; run a recipe of your own in this one (in_child=False).")
-    log = step.path.parent / "logs" / f"{step.path.name}.child.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    (log := step.path.parent / "logs" / f"{step.path.name}.child.log").parent.mkdir(parents=True, exist_ok=True)
     print(f"AWQ of {step.model_dir.name} in a process of its own (it gives all its memory back when it ends); "
           f"its log: {log}", flush=True)
-    with log.open("w") as out:
+    with log.open("w", encoding="utf-8") as out:
         done = subprocess.run([sys.executable, "-m", "labkit.training.awq", str(step.model_dir), str(step.group_size),
                                str(grid), str(step.samples), str(step.seq_len), step.dtype, "1" if force else "0"],
-                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=children.python_env())
     if done.returncode != 0 or not step.done:
         killed = " (killed: out of memory?)" if done.returncode in (-9, 137) else ""
         raise InputError(f"AWQ of {step.model_dir.name} failed in its process (exit {done.returncode}{killed}). "
@@ -313,12 +313,12 @@ def _save_checkpoint(net, source: Path, out: Path, dtype: str) -> None:
         save_file({name: tensors[name] for name in shard_names}, out / file, metadata={"format": "pt"})
     if shards.is_sharded:
         (out / "model.safetensors.index.json").write_text(json.dumps(
-            {"metadata": {}, "weight_map": shards.tensor_to_filename}, indent=2))
-    config = json.loads((source / "config.json").read_text())
+            {"metadata": {}, "weight_map": shards.tensor_to_filename}, indent=2), encoding="utf-8")
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     config["dtype"] = dtype
     if "torch_dtype" in config:
         config["torch_dtype"] = dtype
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     for extra in ("generation_config.json",):
         if (source / extra).exists():
             (out / extra).write_bytes((source / extra).read_bytes())
@@ -355,7 +355,7 @@ def add_outlier_channels(model: str | Path = "tiny", channels: int = 4, factor: 
         net.save_pretrained(tmp)
         models.copy_tokenizer(model_dir, tmp)
         (tmp / "outliers.json").write_text(json.dumps({"source": str(model_dir), "channels": channels,
-                                                       "factor": factor}))
+                                                       "factor": factor}), encoding="utf-8")
     return final
 
 

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import allocator, cache, data, paths
+from ..core import allocator, cache, children, data, paths
 from ..core.errors import InputError, LabkitError, MissingInput
 from ..making import models
 from ..measuring import memwatch
@@ -64,7 +64,7 @@ class FineTune:
 
 
 def _check_architecture(model_dir: Path) -> None:
-    config = json.loads((model_dir / "config.json").read_text())
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     arch = (config.get("architectures") or ["<none>"])[0]
     if arch not in ARCHITECTURES:
         raise OliveStepError(f"Lab 03's Olive flow is set up for {', '.join(ARCHITECTURES)}; {model_dir} is "
@@ -129,13 +129,10 @@ def _remove_dead_workdirs(work_root: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:      # another user's process (a shared workshop cache): alive
-        return True
-    return True
+    """Whether a process runs (another user's counts). Not `os.kill(pid, 0)`: on Windows that sends Ctrl-C."""
+    import psutil
+
+    return psutil.pid_exists(pid)
 
 
 def _stream(command: list[str], workdir: Path, log: Path, on_line, env: dict | None = None) -> int:
@@ -143,12 +140,12 @@ def _stream(command: list[str], workdir: Path, log: Path, on_line, env: dict | N
 
     An interrupt (Jupyter's stop button) stops the child too; a killed parent is noticed by the child itself
     (`LABKIT_PARENT_PID`, see labkit.training.olive_seeded)."""
-    with log.open("w") as out:
+    with log.open("w", encoding="utf-8") as out:
         out.write("$ " + " ".join(command) + "\n\n")
         out.flush()
-        env = dict(env or _olive_env(), LABKIT_PARENT_PID=str(os.getpid()))
+        env = children.python_env(env or _olive_env(), LABKIT_PARENT_PID=str(os.getpid()))
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1)
+                                   bufsize=1, **children.TEXT)
         try:
             for line in process.stdout:
                 out.write(line)
@@ -162,7 +159,7 @@ def _stream(command: list[str], workdir: Path, log: Path, on_line, env: dict | N
 
 
 def _last_error(log: Path) -> str:
-    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    lines = [line.strip() for line in log.read_text(errors="replace", encoding="utf-8").splitlines() if line.strip()]
     errors = [line for line in lines if re.search(r"(Error|Exception)\b", line) and not line.startswith("File ")]
     return errors[-1] if errors else (lines[-1] if lines else "no output")
 
@@ -386,10 +383,11 @@ def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 600, learni
     the byte-identical `model.onnx` of both exports guarantees the adapter fits `onnx_dir`.
     """
     onnx_dir = Path(onnx_dir)
-    source = json.loads((onnx_dir / "labkit_export.json").read_text())
-    rank = json.loads((Path(source["adapter"]) / "adapter_config.json").read_text())["r"]
+    source = json.loads((onnx_dir / "labkit_export.json").read_text(encoding="utf-8"))
+    rank = json.loads((Path(source["adapter"]) / "adapter_config.json").read_text(encoding="utf-8"))["r"]
     # The first adapter's dtype, batch and layers: what made it fit this machine (lab 03's full-size recipe)
-    trained = json.loads((Path(source["adapter"]).parent / "finetune_info.json").read_text())["settings"]
+    info = Path(source["adapter"]).parent / "finetune_info.json"
+    trained = json.loads(info.read_text(encoding="utf-8"))["settings"]
     layers = len(trained["targets"].split(",")) // 4 if "targets" in trained else None
     tuned = finetune(source["base_model"], steps=steps, lora_r=rank, learning_rate=learning_rate,
                      batch_size=trained["bs"], torch_dtype=trained.get("dtype", "float32"), lora_layers=layers,

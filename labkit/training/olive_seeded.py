@@ -34,10 +34,24 @@ def exit_with_parent() -> None:
     if not parent.isdigit():
         return
 
+    import psutil
+
+    try:
+        started = psutil.Process(int(parent)).create_time()
+    except psutil.Error:
+        os._exit(1)
+
+    def alive() -> bool:   # not os.getppid(): Windows never re-parents an orphan, so its parent id stays
+        try:
+            process = psutil.Process(int(parent))   # a new process with a reused id, or a dead one, is not it
+            return process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
     def watch():
-        while os.getppid() == int(parent):
+        while alive():
             time.sleep(1)
-        os._exit(1)         # re-parented: whoever started this fine-tune is gone
+        os._exit(1)         # whoever started this fine-tune is gone
     threading.Thread(target=watch, daemon=True).start()
 
 

@@ -43,7 +43,7 @@ def for_export(onnx_dir: Path, peft_dir: str | Path, force: bool = False) -> Pat
 
     Raises AdapterMismatch when the conversion does not reproduce that export's own adapter."""
     onnx_dir, peft_dir = Path(onnx_dir), Path(peft_dir)
-    source = json.loads((onnx_dir / "labkit_export.json").read_text())
+    source = json.loads((onnx_dir / "labkit_export.json").read_text(encoding="utf-8"))
     reference = onnx_dir / ADAPTER_FILE
 
     def make(tmp: Path, log: Path) -> dict:
@@ -123,7 +123,7 @@ def _convert(peft_dir: Path, layout: dict) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    config = json.loads((peft_dir / "adapter_config.json").read_text())
+    config = json.loads((peft_dir / "adapter_config.json").read_text(encoding="utf-8"))
     if config.get("peft_type") != "LORA" or config.get("use_dora") or config.get("use_rslora"):
         raise AdapterMismatch("only plain LoRA adapters are converted (not DoRA or rsLoRA)")
     scaling = config["lora_alpha"] / config["r"]

@@ -261,7 +261,7 @@ def run_course(selection: list[str] | None = None, parameters: dict[str, dict] |
     report = _export_report(run_dir)
     print(json.dumps(timings, indent=2))
     print(f"\nDone. Executed notebooks, artifacts and results.json are in {run_dir}")
-    if run_dir.parent == paths.runs_root():
+    if run_dir.parent == paths.runs_root() and (paths.runs_root() / "latest").is_dir():
         print(f"(also reachable as {paths.runs_root() / 'latest'})")
     if report:
         print(f"report: {report}")

@@ -37,7 +37,7 @@ def lock_pins(requirements: Path | None = None) -> dict[str, str]:
     """
     requirements = requirements or paths.REPO / "requirements" / "requirements.in"
     pins = {}
-    for line in requirements.read_text().splitlines():
+    for line in requirements.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             name, version = line.split("==", 1)

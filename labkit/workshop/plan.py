@@ -330,7 +330,7 @@ def step_costs(awq_dir: Path, finetuned, onnx_dir: Path, since: float):
     for step, info_file in (("AWQ", Path(awq_dir) / "awq_info.json"),
                             ("LoRA fine-tune", Path(finetuned.adapter).parent / "finetune_info.json"),
                             ("ONNX export with adapter", Path(onnx_dir) / "labkit_export.json")):
-        info = json.loads(info_file.read_text())
+        info = json.loads(info_file.read_text(encoding="utf-8"))
         rows.append({"step": step, "minutes": round(info["seconds"] / 60, 1),
                      "peak memory GB": round(info.get("peak_rss_bytes", 0) / GB, 1),
                      "this run": "made" if info_file.stat().st_mtime >= since else "cached (made earlier)"})
