@@ -103,6 +103,7 @@ def test_python_children_write_utf8_whatever_the_code_page():
 def test_windows_checkouts_keep_the_course_data_byte_for_byte():
     """.gitattributes: no CRLF conversion, so the data hashed into the models' cache keys is the same everywhere."""
     import shutil
+
     import pytest
     if not shutil.which("git") or not (paths.REPO / ".git").exists():
         pytest.skip("not a git checkout")
@@ -113,3 +114,53 @@ def test_windows_checkouts_keep_the_course_data_byte_for_byte():
     assert len(text) > 20 and set(text) == {"attr/text=auto eol=lf"}, "every text file checks out with LF"
     assert {attributes.strip() for index, _, attributes in rows if index == "i/-text"} == {"attr/-text"}, \
         "binary files are marked binary"
+
+
+def _flaky_rename(monkeypatch, failures: int):
+    """Path.rename refuses `failures` times with PermissionError, as Windows does while a scanner reads a file."""
+    from pathlib import Path
+
+    from labkit.core import cache
+    real, calls = Path.rename, []
+
+    def rename(self, target):
+        calls.append(self.name)
+        if len(calls) <= failures:
+            raise PermissionError(13, "The process cannot access the file because it is being used")
+        return real(self, target)
+    monkeypatch.setattr(Path, "rename", rename)
+    monkeypatch.setattr(cache, "_RENAME_WAITS_S", (0, 0, 0, 0))
+    return calls
+
+
+def test_an_output_folder_is_moved_into_place_despite_brief_refusals(tmp_path, monkeypatch):
+    from labkit.core import cache
+    _flaky_rename(monkeypatch, failures=2)
+    with cache.atomic_dir(tmp_path / "build") as tmp:
+        (tmp / "model.onnx").write_bytes(b"new")
+    assert (tmp_path / "build" / "model.onnx").read_bytes() == b"new"
+
+
+def test_a_folder_in_use_keeps_the_old_output_and_names_the_fix(tmp_path, monkeypatch):
+    import pytest
+
+    from labkit.core import cache
+    from labkit.core.errors import CacheError
+    final = tmp_path / "build"
+    with cache.atomic_dir(final) as tmp:
+        (tmp / "model.onnx").write_bytes(b"old")
+    calls = _flaky_rename(monkeypatch, failures=100)
+    with pytest.raises(CacheError, match=r"in use.*Restart the kernels"):
+        with cache.atomic_dir(final) as tmp:
+            (tmp / "model.onnx").write_bytes(b"new")
+    assert len(calls) == 5, "four waits, then the error"
+    assert (final / "model.onnx").read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+
+
+def test_venv_paths_follow_the_os():
+    from pathlib import Path
+
+    from labkit.core import paths as core_paths
+    expected = Path("v") / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    assert core_paths.venv_python(Path("v")) == expected
+    assert core_paths.venv_python(Path(sys.prefix)).samefile(sys.executable)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def install(engine: str, python: str) -> Path:
         return venv
     stamp.unlink(missing_ok=True)
     run([python, "-m", "venv", str(venv)])
-    vpy = venv / "bin" / "python"
+    vpy = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     run([str(vpy), "-m", "pip", "install", "-q", "--upgrade", "pip"])
     if engine == "llamacpp":
         print("compiling llama-cpp-python: about 11 minutes on 2 cores the first time (pip caches the wheel)")

@@ -190,13 +190,40 @@ def atomic_dir(final: Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():   # only a damaged or forced output is replaced; readers of valid ones never see a gap
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
+    try:
+        if final.exists():   # only a damaged or forced output is replaced; readers of valid ones never see a gap
+            old = final.with_name(f".old-{final.name}-{os.getpid()}")
+            _rename(final, old)
+            try:
+                _rename(tmp, final)
+            except CacheError:
+                _rename(old, final)   # put the previous output back
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            _rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+_RENAME_WAITS_S = (0.1, 0.3, 1.0, 3.0)
+
+
+def _rename(source: Path, target: Path) -> None:
+    """Rename a folder, waiting out Windows' brief refusals (a virus scanner reading a new file: PermissionError).
+
+    A folder that stays in use (a model loaded in a kernel) ends in CacheError naming the fix."""
+    for wait in (*_RENAME_WAITS_S, None):
+        try:
+            source.rename(target)
+            return
+        except PermissionError as err:
+            if wait is None:
+                raise CacheError(f"Could not move {source.name} to {target} ({err.strerror or err}): a file in it is "
+                                 "in use, by a model loaded in a notebook or a virus scanner. Restart the kernels "
+                                 "that loaded it (Kernel > Restart) and run the cell again.") from None
+            time.sleep(wait)
 
 
 @contextlib.contextmanager

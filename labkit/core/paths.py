@@ -84,6 +84,16 @@ def latest_run() -> Path | None:
     return root / name if name and (root / name).is_dir() else None
 
 
+def venv_python(venv: Path) -> Path:
+    """A virtual environment's Python: `bin/python`, on Windows `Scripts\\python.exe`. All labs."""
+    return venv_script(venv, "python")
+
+
+def venv_script(venv: Path, name: str) -> Path:
+    """A console script a virtual environment installed (`optimum-cli`), where this OS puts it. All labs."""
+    return Path(venv) / ("Scripts" if os.name == "nt" else "bin") / (f"{name}.exe" if os.name == "nt" else name)
+
+
 def dir_size(path: Path) -> int:
     """Total bytes of the files under `path`. All labs."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

@@ -194,7 +194,7 @@ def prepare_llamacpp(bench_dir: Path, workdir: Path, engine: Engine) -> list[Var
 
 def _prepare_openvino(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
     """`optimum-cli export openvino --weight-format int4|int8|fp32` (int4: group 32, every layer). Lab 01."""
-    cli = str(Path(engine.python).with_name("optimum-cli"))
+    cli = str(Path(engine.python).with_name("optimum-cli.exe" if os.name == "nt" else "optimum-cli"))
     out = []
     for precision in PRECISIONS:
         # Group 32 on every layer, like the builder's INT4 blocks and GGUF's Q4_0 (OpenVINO's own default keeps
@@ -211,8 +211,8 @@ def _prepare_openvino(bench_dir: Path, workdir: Path, engine: Engine) -> list[Va
 def default_engines(names=tuple(_LABELS)) -> list[Engine]:
     """The three engines: the course's Python for ONNX Runtime GenAI, `.venv-peers/<engine>` for the others. Lab 01."""
     known = {"ortgenai": Engine("ortgenai", Path(sys.executable), _prepare_ortgenai),
-             "llamacpp": Engine("llamacpp", VENVS / "llamacpp" / "bin" / "python", prepare_llamacpp),
-             "openvino": Engine("openvino", VENVS / "openvino" / "bin" / "python", _prepare_openvino)}
+             "llamacpp": Engine("llamacpp", paths.venv_python(VENVS / "llamacpp"), prepare_llamacpp),
+             "openvino": Engine("openvino", paths.venv_python(VENVS / "openvino"), _prepare_openvino)}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise PeerError(f"Unknown engine(s) {unknown}; choose from {', '.join(known)}.")
