@@ -105,6 +105,11 @@ def main(argv=None):
     parser.add_argument("--max-new-tokens", type=positive, default=128)
     parser.add_argument("--prompt", action="append", help="ask this instead of reading the terminal (repeatable)")
     args = parser.parse_args(argv)
+    if not sys.stdout.isatty():   # a pipe on Windows is cp1252: an answer in any script must still print
+        sys.stdout.reconfigure(encoding="utf-8", errors="replace")
+    if os.name == "nt" and not str(Path(args.model).resolve()).isascii():   # onnxruntime-genai issue 1262
+        sys.exit(f"error: onnxruntime-genai cannot open a model under {Path(args.model).resolve()} on Windows (a "
+                 "path with non-ASCII characters): copy the folder to a plain path such as C:\\phi-lab\\model.")
 
     try:
         model = load_model(args.model)

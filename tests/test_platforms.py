@@ -164,3 +164,40 @@ def test_venv_paths_follow_the_os():
     expected = Path("v") / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     assert core_paths.venv_python(Path("v")) == expected
     assert core_paths.venv_python(Path(sys.prefix)).samefile(sys.executable)
+
+
+def test_a_model_under_a_path_with_spaces_and_accents(tiny_builds, tmp_path, monkeypatch):
+    """C:\\Users\\José Núñez\\…: labkit and app.py load and answer there (Linux, macOS); on Windows, where
+    onnxruntime-genai cannot open such a path (its issue 1262), both refuse before loading, naming the fix."""
+    import shutil
+
+    import pytest
+
+    from labkit.runtime import generate, inputs
+    folder = tmp_path / "José Núñez" / "course models" / "tiny int4"
+    shutil.copytree(tiny_builds["int4"].path, folder)
+    answer = generate.generate(folder, "Where is Rome?", max_new_tokens=4)
+    assert answer.new_tokens == 4
+    run = subprocess.run([sys.executable, str(paths.REPO / "app.py"), "-m", str(folder), "--max-new-tokens", "4",
+                          "--prompt", "Where is Rome?"], capture_output=True, encoding="utf-8")
+    assert run.returncode == 0 and run.stdout.strip(), run.stderr
+    monkeypatch.setattr(inputs, "PATHS_MUST_BE_ASCII", True)
+    with pytest.raises(inputs.GenerationError, match=r"\(éúñ: its issue 1262\).*LABKIT_CACHE="):
+        generate.open_model(folder)
+
+
+def test_copied_commands_say_how_to_run_them_on_windows():
+    """A `\\` line continuation is bash: every markdown cell that shows one says what PowerShell needs instead."""
+    import re
+
+    import nbformat
+    texts = {f"{nb.name} cell {i}": cell.source for nb in sorted((paths.REPO / "notebooks").glob("*.ipynb"))
+             for i, cell in enumerate(nbformat.read(nb, as_version=4).cells) if cell.cell_type == "markdown"}
+    texts["README.md"] = (paths.REPO / "README.md").read_text(encoding="utf-8")
+    continued = [where for where, text in texts.items()
+                 if any(re.search(r"\\\n", code) for code in re.findall(r"```\w*\n(.*?)```", text, re.S))]
+    assert continued, "the labs show multi-line commands (lab 02's builder, lab 03's Olive commands)"
+    missing = [where for where in continued if "PowerShell" not in texts[where]]
+    assert not missing, f"bash continuations with no word for Windows: {missing}"
+    readme = texts["README.md"]
+    assert "```powershell" in readme and r".venv\Scripts\python -m labkit course --profile laptop" in readme

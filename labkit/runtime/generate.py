@@ -24,6 +24,7 @@ from .inputs import (
     REBUILD,
     GenerationError,
     check_control_tokens,
+    check_model_path,
     check_search_options,
     check_text,
     check_token_counts,
@@ -65,6 +66,7 @@ def open_model(model_dir: str | Path, threads: int | None = None):
     import onnxruntime_genai as og
 
     folder = Path(model_dir)
+    check_model_path(folder)
     config = model_config(folder)
     check_tokenizer_files(folder, config["vocab_size"])
     # The whole session_options of each: og's overlay replaces a vision or embedding session's options outright.

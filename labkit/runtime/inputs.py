@@ -8,6 +8,7 @@ Every check here raises a GenerationError that names the value and the fix, befo
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -141,6 +142,21 @@ def check_control_tokens(text: str, model_dir: str | Path, what: str = "message"
 GENAI_TOKENIZER_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "GPT2Tokenizer", "GPT2TokenizerFast",
                            "PreTrainedTokenizerFast", "CodeGenTokenizer", "Qwen2Tokenizer", "T5Tokenizer")
 KEEP_TOKENIZER = "python -m labkit keep-tokenizer SOURCE_CHECKPOINT {folder}"
+
+
+# onnxruntime-genai on Windows cannot open a tokenizer under a path with non-ASCII characters ("tokenizer.json:
+# does not exist": microsoft/onnxruntime-genai issue 1262, open in 0.12), e.g. under C:\\Users\\José Núñez.
+PATHS_MUST_BE_ASCII = os.name == "nt"
+
+
+def check_model_path(folder: Path) -> None:
+    """A folder og can open on this OS, or a GenerationError naming the fix (Windows: ASCII paths only). Lab 04."""
+    text = str(Path(folder).resolve())
+    if PATHS_MUST_BE_ASCII and not text.isascii():
+        odd = "".join(dict.fromkeys(c for c in text if not c.isascii()))
+        raise GenerationError(f"{text} has characters onnxruntime-genai cannot open on Windows ({odd}: its issue "
+                              "1262). Keep the course and its models under a plain path: clone the course to "
+                              "C:\\phi-lab, or set LABKIT_CACHE=C:\\phi-lab-models before starting JupyterLab.")
 
 
 def check_tokenizer_files(folder: Path, vocab_size: int) -> None:
