@@ -201,3 +201,15 @@ def test_copied_commands_say_how_to_run_them_on_windows():
     assert not missing, f"bash continuations with no word for Windows: {missing}"
     readme = texts["README.md"]
     assert "```powershell" in readme and r".venv\Scripts\python -m labkit course --profile laptop" in readme
+
+
+def test_lab00_warns_windows_attendees_of_cache_paths_that_will_break(monkeypatch):
+    from pathlib import Path
+
+    from labkit.workshop import env
+    accented, deep = Path("/home/José Núñez/phi-lab/models"), Path("/srv/" + "x" * 120)
+    assert env.cache_path_problem(accented) is None and env.cache_path_problem(deep) is None   # not Windows
+    monkeypatch.setattr(env, "WINDOWS", True)
+    assert "issue 1262" in env.cache_path_problem(accented) and "LABKIT_CACHE=" in env.cache_path_problem(accented)
+    assert "260-character" in env.cache_path_problem(deep)
+    assert env.cache_path_problem(Path("/phi-lab/models")) is None

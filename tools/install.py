@@ -219,8 +219,9 @@ def install(flavour: str, venv: Path, python: str | None = None, quiet: bool = T
     if existing == facts["version"] and stamped == stamp_text(flavour, locks):
         return
     if existing and existing != facts["version"]:
+        remove = f"Remove-Item -Recurse -Force {venv}" if os.name == "nt" else f"rm -rf {venv}"
         raise InstallError(f"{venv} is Python {existing}, and {' '.join(interpreter)} is {facts['version']}: "
-                           f"remove {venv} first (`rm -rf {venv}`) to switch Pythons, or drop PYTHON=.")
+                           f"remove {venv} first (`{remove}`) to switch Pythons, or drop PYTHON=.")
     if any(PYPI_TORCH in lock.read_text(encoding="utf-8") for lock in locks):
         print(f"note: for Python {facts['version']} on Linux the lock has PyPI's torch, the CUDA build (about 4 GB "
               "more to download than the CPU wheel Python 3.11 gets; it runs on the CPU all the same).")

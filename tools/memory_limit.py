@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command after --, e.g. 16G -- make course")
+    if not sys.platform.startswith("linux"):
+        raise SystemExit("A hard memory limit needs Linux's cgroups. On macOS or Windows run the command as it is and "
+                         "read lab 00's and `make course`'s peak-memory figures instead.")
     if os.geteuid() != 0:
         raise SystemExit("Creating a memory cgroup needs root: run with sudo, or use "
                          f"`systemd-run --user --scope -p MemoryMax={args.limit} {' '.join(command)}`.")

@@ -84,6 +84,7 @@ def main() -> None:
         record.update(measure(tmp))
         (tmp / "labkit_model.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         old = target.with_name("tiny.old")
+        shutil.rmtree(old, ignore_errors=True)   # a rename onto an existing folder fails on Windows
         if target.exists():
             target.rename(old)
         tmp.rename(target)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import allocator, paths, results, sizing
+from ..core.errors import LabkitError
 
 # Headless runs (`make course`, tests) have no one to type into the chat panel.
 COURSE_PARAMETERS = {"04_inference": {"interactive": False}}
@@ -237,7 +238,12 @@ def cold_cache():
     try:
         for name in DOWNLOADS:
             (warm / name).mkdir(exist_ok=True)
-            (cold / name).symlink_to(warm / name, target_is_directory=True)
+            try:
+                (cold / name).symlink_to(warm / name, target_is_directory=True)
+            except OSError as err:
+                raise LabkitError(f"--cold-cache links the downloads into an empty cache, and this system refused a "
+                                  f"link ({err.strerror or err}): on Windows turn on Developer Mode, or measure on "
+                                  "Linux or macOS.") from None
         with _environment(LABKIT_CACHE=cold):
             yield cold
     finally:

@@ -107,7 +107,8 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
     rows.append(_row("free disk for models", disk >= need["disk_gb"],
                      f"{disk:.1f} GB at {cache} (need {need['disk_gb']} GB)",
                      "Free space, or point LABKIT_CACHE at a bigger disk."))
-    rows.append(_row("model cache", True, str(cache)))
+    rows.append(_row("model cache", cache_path_problem(cache) is None, str(cache), cache_path_problem(cache) or "",
+                     warn=True))
     rows.append(_row("run folder", True, str(paths.run_dir())))
     hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
     rows.append(_row("Hugging Face cache", True, hf_home))
@@ -121,6 +122,27 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
                      f"The {prof.name} profile downloads microsoft/Phi-3.5-* once: connect, or pre-download them with "
                      f"`make prefetch PROFILE={prof.name}` and set HF_HUB_OFFLINE=1.", warn=True))
     return rows
+
+
+WINDOWS = os.name == "nt"
+# The deepest cache entries (lab 03's adapter in its temp folder while it is written) add about 150 characters to
+# the cache path; Windows refuses paths over 260 unless long paths are turned on.
+_WINDOWS_CACHE_PATH_MAX = 100
+
+
+def cache_path_problem(cache: Path) -> str | None:
+    """On Windows, why the model cache's path will break (non-ASCII or too long) and the fix; else None. Lab 00."""
+    text = str(Path(cache).resolve())
+    if not WINDOWS:
+        return None
+    if not text.isascii():
+        return ("onnxruntime-genai cannot open models under a path with non-ASCII characters on Windows (its issue "
+                "1262): set LABKIT_CACHE=C:\\phi-lab-models before starting JupyterLab, or clone the course to "
+                "C:\\phi-lab.")
+    if len(text) > _WINDOWS_CACHE_PATH_MAX:
+        return (f"the path has {len(text)} characters, and the deepest model files add about 150 more: over Windows' "
+                "260-character limit. Set LABKIT_CACHE=C:\\phi-lab-models, or turn on long paths (LongPathsEnabled).")
+    return None
 
 
 def _can_reach(host: str, port: int = 443, timeout: float = 2.0) -> bool:
