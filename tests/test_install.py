@@ -35,6 +35,10 @@ def test_installer_picks_the_lock_per_platform_and_python():
         assert all(p.exists() for p in install.locks_for("cpu", "Linux", python))
 
 
+# The fake interpreters below are shell scripts: POSIX only (the Windows CI job runs the real installer instead).
+shell_scripts = pytest.mark.skipif(os.name == "nt", reason="fakes an interpreter with a shell script")
+
+
 def fake_python(folder, name, version="3.13", system="Linux", machine="x86_64", bits=64, free_threaded=0,
                 macos="-"):
     """An executable that answers install.py's probe like an interpreter of that kind (and does nothing else)."""
@@ -46,6 +50,7 @@ def fake_python(folder, name, version="3.13", system="Linux", machine="x86_64", 
     return path
 
 
+@shell_scripts
 def test_an_attendee_with_only_python313_gets_it_without_naming_it(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     fake_python(bin_dir, "python3.13")
@@ -57,6 +62,7 @@ def test_an_attendee_with_only_python313_gets_it_without_naming_it(tmp_path, mon
     assert install.find_python(None)[0] == [str(bin_dir / "python3.11")]
 
 
+@shell_scripts
 def test_make_runs_the_installer_with_whatever_python_there_is(tmp_path):
     if not shutil.which("make"):
         pytest.skip("make is not installed")
@@ -71,6 +77,7 @@ def test_make_runs_the_installer_with_whatever_python_there_is(tmp_path):
     assert "--python" not in run.stdout, "no PYTHON given: install.py picks the course's Python itself"
 
 
+@shell_scripts
 @pytest.mark.parametrize("facts, says", [
     ({"machine": "aarch64"}, "Linux on aarch64: onnxruntime-genai 0.12.2 publishes Linux wheels for x86_64 only"),
     ({"system": "Darwin", "machine": "x86_64", "macos": "14.5"}, "an Intel Mac"),
@@ -91,6 +98,7 @@ def test_unsupported_pythons_and_platforms_are_refused_before_any_download(tmp_p
     assert not venv.exists()
 
 
+@shell_scripts
 def test_nothing_suitable_names_every_python_it_saw(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     fake_python(bin_dir, "python3.12", machine="aarch64")

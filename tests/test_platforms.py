@@ -213,3 +213,23 @@ def test_lab00_warns_windows_attendees_of_cache_paths_that_will_break(monkeypatc
     assert "issue 1262" in env.cache_path_problem(accented) and "LABKIT_CACHE=" in env.cache_path_problem(accented)
     assert "260-character" in env.cache_path_problem(deep)
     assert env.cache_path_problem(Path("/phi-lab/models")) is None
+
+
+def test_the_course_runners_kernels_run_spawn_only(tmp_path):
+    """The kernel papermill starts for each lab is a child too: it runs as on macOS and Windows."""
+    import json
+
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from labkit.workshop import course
+    nb = new_notebook(cells=[new_code_cell('profile = "cpu"\nrun_dir = ""'), new_code_cell(
+        "import json, multiprocessing, os\n"
+        "try:\n    os.fork()\n    forked = True\nexcept RuntimeError:\n    forked = False\n"
+        "print(json.dumps({'start_method': multiprocessing.get_start_method(), 'forked': forked}))")])
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "probe.ipynb")
+    executed = nbformat.read(course.run_notebook(tmp_path / "probe.ipynb", tmp_path / "run"), as_version=4)
+    recorded = json.loads(executed.cells[-1].outputs[0]["text"])
+    assert recorded["start_method"] == "spawn" and recorded["forked"] is False
