@@ -10,11 +10,11 @@ from labkit import paths
 
 CONFIG = paths.REPO / ".devcontainer" / "devcontainer.json"
 SCHEMA = paths.REPO / "tests" / "schemas" / "devContainer.base.schema.json"
-CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
+CHECK_JSONSCHEMA = [sys.executable, "-m", "check_jsonschema"]   # the venv's bin/ or Scripts/, either OS
 
 
 def validate(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CHECK_JSONSCHEMA), "--schemafile", str(SCHEMA), str(path)], capture_output=True,
+    return subprocess.run([*CHECK_JSONSCHEMA, "--schemafile", str(SCHEMA), str(path)], capture_output=True,
                           text=True)
 
 

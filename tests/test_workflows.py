@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -10,7 +9,7 @@ import yaml
 from labkit import paths
 
 WORKFLOWS = sorted((paths.REPO / ".github" / "workflows").glob("*.yml"))
-CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
+CHECK_JSONSCHEMA = [sys.executable, "-m", "check_jsonschema"]   # the venv's bin/ or Scripts/, either OS
 
 
 def load(name):
@@ -22,7 +21,7 @@ def load(name):
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_matches_githubs_schema(workflow):
-    run = subprocess.run([str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.github-workflows", str(workflow)],
+    run = subprocess.run([*CHECK_JSONSCHEMA, "--builtin-schema", "vendor.github-workflows", str(workflow)],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
 
@@ -30,7 +29,7 @@ def test_workflow_matches_githubs_schema(workflow):
 def test_schema_check_catches_a_typo(tmp_path):
     broken = tmp_path / "ci.yml"
     broken.write_text(WORKFLOWS[0].read_text().replace("timeout-minutes:", "timeout-minutez:"))
-    run = subprocess.run([str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.github-workflows", str(broken)],
+    run = subprocess.run([*CHECK_JSONSCHEMA, "--builtin-schema", "vendor.github-workflows", str(broken)],
                          capture_output=True, text=True)
     assert run.returncode != 0
 
