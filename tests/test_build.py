@@ -269,7 +269,7 @@ def test_each_build_gives_the_builder_a_cache_folder_of_its_own(tiny_dir, tmp_pa
 def test_a_full_disk_does_not_hide_the_build_error_behind_the_log(monkeypatch):
     """On a full disk the log's last write fails when it is closed; the error the user sees is the build's."""
     class FullDiskLog:
-        def open(self, mode):
+        def open(self, mode, encoding=None):
             return self
 
         def write(self, text):

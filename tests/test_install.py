@@ -70,8 +70,10 @@ def test_make_runs_the_installer_with_whatever_python_there_is(tmp_path):
     fake_python(bin_dir, "python3.13")
     for tool in ("make", "sh"):
         (bin_dir / tool).symlink_to(shutil.which(tool))
+    # Not the make (or its PYTHON=) this suite may run under: MAKEFLAGS would hand that down.
+    outer = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON")
     run = subprocess.run(["make", "-n", "install"], cwd=paths.REPO, capture_output=True, text=True,
-                         env=dict(os.environ, PATH=str(bin_dir)))
+                         env={**{k: v for k, v in os.environ.items() if k not in outer}, "PATH": str(bin_dir)})
     assert run.returncode == 0, run.stderr
     assert f"{bin_dir / 'python3.13'} tools/install.py --flavour cpu --venv .venv" in run.stdout
     assert "--python" not in run.stdout, "no PYTHON given: install.py picks the course's Python itself"

@@ -384,3 +384,17 @@ def test_olive_commands_honour_the_telemetry_opt_out_outside_ci():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["OliveHeartbeat"]
+
+
+def test_the_steps_error_is_not_hidden_by_shutdown_noise(tmp_path):
+    """Python 3.12 prints an "Exception ignored in atexit callback" after Olive's own error (OpenTelemetry's log
+    handler starting a thread at shutdown): the error shown is still the step's."""
+    log = tmp_path / "step.log"
+    log.write_text("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                   "datasets.exceptions.DatasetGenerationError: An error occurred while generating the dataset\n"
+                   "No output model produced. Please check the log for details.\n"
+                   "Exception ignored in atexit callback: <function shutdown at 0x7f>\n"
+                   "Traceback (most recent call last):\n  File \"threading.py\", line 992, in start\n"
+                   "    _start_new_thread(self._bootstrap, ())\n"
+                   "RuntimeError: can't create new thread at interpreter shutdown\n", encoding="utf-8")
+    assert olive._last_error(log).startswith("datasets.exceptions.DatasetGenerationError")

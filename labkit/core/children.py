@@ -15,5 +15,6 @@ TEXT = {"encoding": "utf-8", "errors": "replace"}
 
 
 def python_env(base: dict | None = None, **extra: str) -> dict:
-    """`base` (default: this process's environment) with UTF-8 mode and I/O for a Python child, plus `extra`."""
+    """`base` (default: this process's environment) with UTF-8 mode and I/O for a Python child, plus `extra`.
+    All labs."""
     return {**(os.environ if base is None else base), "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8", **extra}

@@ -159,7 +159,16 @@ def _stream(command: list[str], workdir: Path, log: Path, on_line, env: dict | N
 
 
 def _last_error(log: Path) -> str:
-    lines = [line.strip() for line in log.read_text(errors="replace", encoding="utf-8").splitlines() if line.strip()]
+    lines, ignored = [], False
+    for line in log.read_text(errors="replace", encoding="utf-8").splitlines():
+        # Python's "Exception ignored in atexit callback" at interpreter shutdown (Python 3.12: OpenTelemetry's log
+        # handler starting a thread) is noise after the step's own error: skip it up to its error line.
+        if line.startswith("Exception ignored in"):
+            ignored = True
+        elif ignored and re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", line):
+            ignored = False
+        elif not ignored and line.strip():
+            lines.append(line.strip())
     errors = [line for line in lines if re.search(r"(Error|Exception)\b", line) and not line.startswith("File ")]
     return errors[-1] if errors else (lines[-1] if lines else "no output")
 
