@@ -48,3 +48,13 @@ def test_offline_install_uses_only_the_wheelhouse(monkeypatch, tmp_path):
     pip_installs = [c for c in calls if "install" in c and "-r" in c]
     assert pip_installs and all(c[c.index("--find-links") + 1] == str(tmp_path / "wh") and "--no-index" in c
                                 for c in pip_installs)
+
+
+def test_a_wheelhouse_for_another_python_is_refused_before_anything(monkeypatch, tmp_path):
+    facts = {"version": "3.13", "system": "Linux", "machine": "x86_64", "bits": 64, "free_threaded": False,
+             "macos": "-"}
+    monkeypatch.setattr(install, "find_python", lambda python: (["python3.13"], facts))
+    with pytest.raises(install.InstallError, match=r"Python 3.11, and the venv would be Python 3.13.*"
+                                                   r"WHEELHOUSE_PYTHON=3.13"):
+        install.install("cpu", tmp_path / "venv", None, wheelhouse=tmp_path / "linux-py3.11")
+    assert not (tmp_path / "venv").exists()

@@ -214,6 +214,12 @@ def install(flavour: str, venv: Path, python: str | None = None, quiet: bool = T
     else:
         interpreter, facts = find_python(python)
     locks = locks_for(flavour, facts["system"], facts["version"])
+    made_for = re.search(r"-py(3\.\d+)$", wheelhouse.name) if wheelhouse else None   # make wheelhouse's naming
+    if made_for and made_for.group(1) != facts["version"]:
+        raise InstallError(f"{wheelhouse} holds the wheels for Python {made_for.group(1)}, and the venv would be "
+                           f"Python {facts['version']}: pass PYTHON=python{made_for.group(1)} (or --python), or make "
+                           f"a wheelhouse for {facts['version']} "
+                           f"(`make wheelhouse WHEELHOUSE_PYTHON={facts['version']}`). Nothing was installed.")
     stamp = venv / ".installed"
     stamped = stamp.read_text(encoding="utf-8") if stamp.exists() else None
     if existing == facts["version"] and stamped == stamp_text(flavour, locks):
