@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lock import PYPI_TORCH_NOTE  # tools/lock.py, beside this file (stdlib only too)
+
 REPO = Path(__file__).resolve().parents[1]
 LOCKS = REPO / "requirements" / "locks"
 NO_GPU = 3  # exit code: the machine has no usable NVIDIA GPU (make test-gpu reports it as such)
@@ -180,8 +182,6 @@ def check_nvidia_gpu() -> str:
     return run.stdout.strip().splitlines()[0]
 
 
-# The header line tools/lock.py writes into a cpu-linux lock that pins PyPI's (CUDA) torch.
-PYPI_TORCH = "# torch: PyPI's Linux build, with its CUDA libraries"
 
 
 def venv_python(venv: Path) -> Path:
@@ -228,7 +228,7 @@ def install(flavour: str, venv: Path, python: str | None = None, quiet: bool = T
         remove = f"Remove-Item -Recurse -Force {venv}" if os.name == "nt" else f"rm -rf {venv}"
         raise InstallError(f"{venv} is Python {existing}, and {' '.join(interpreter)} is {facts['version']}: "
                            f"remove {venv} first (`{remove}`) to switch Pythons, or drop PYTHON=.")
-    if any(PYPI_TORCH in lock.read_text(encoding="utf-8") for lock in locks):
+    if any(PYPI_TORCH_NOTE in lock.read_text(encoding="utf-8") for lock in locks):
         print(f"note: for Python {facts['version']} on Linux the lock has PyPI's torch, the CUDA build (about 4 GB "
               "more to download than the CPU wheel Python 3.11 gets; it runs on the CPU all the same).")
     if not venv_python(venv).exists():
