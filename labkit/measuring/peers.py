@@ -194,7 +194,7 @@ def prepare_llamacpp(bench_dir: Path, workdir: Path, engine: Engine) -> list[Var
 
 def _prepare_openvino(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
     """`optimum-cli export openvino --weight-format int4|int8|fp32` (int4: group 32, every layer). Lab 01."""
-    cli = str(Path(engine.python).with_name("optimum-cli.exe" if os.name == "nt" else "optimum-cli"))
+    cli = str(paths.venv_script(Path(engine.python).parents[1], "optimum-cli"))   # beside its python
     out = []
     for precision in PRECISIONS:
         # Group 32 on every layer, like the builder's INT4 blocks and GGUF's Q4_0 (OpenVINO's own default keeps
