@@ -3,11 +3,13 @@
     pip install onnxruntime-genai==0.12.2
     python app.py -m path/to/onnx                                   # chat in the terminal
     python app.py -m path/to/onnx -a path/to/onnx/adapter_weights.onnx_adapter --prompt "What should I eat in Rome?"
+    python app.py -m path/to/onnx -a path/to/json.onnx_adapter --schema answer.schema.json --prompt "…"
 
 Copy a build folder from `models/` (lab 01, 03) and this file to any laptop and it runs there:
 the folder's genai_config.json says which execution provider to use. Replies stream as they are
 generated; the conversation is kept (the chat template is applied to all turns), and the oldest
-turns are dropped when it no longer fits the context.
+turns are dropped when it no longer fits the context. With --schema every answer is one JSON object
+that fits the schema (onnxruntime-genai's guidance), for a program to read.
 """
 
 import argparse
@@ -37,13 +39,38 @@ def load_model(folder, threads=None):
     return og.Model(config)
 
 
-def reply(model, tokenizer, messages, max_new_tokens, adapters=None, stream_to=sys.stdout):
+# A JSON schema allows any whitespace between tokens, and a small model fills it with newlines: none, here.
+COMPACT_JSON = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
+
+
+def read_schema(path):
+    """The JSON schema in `path` as og's guidance text (compact separators added), or exit with the reason."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            schema = json.load(f)
+    except OSError as err:
+        sys.exit(f"error: cannot read --schema {path}: {err.strerror}")
+    except ValueError as err:
+        sys.exit(f"error: --schema {path} is not JSON: {err}")
+    if not isinstance(schema, dict):
+        sys.exit(f"error: --schema {path} must hold one JSON object, a JSON schema such as "
+                 '{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}')
+    return json.dumps({**schema, "x-guidance": {**COMPACT_JSON, **schema.get("x-guidance", {})}})
+
+
+def new_generator(model, length, schema=None):
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=length)   # always bound it: the default is the whole context
+    if schema is not None:
+        params.set_guidance("json_schema", schema)   # og compiles it here: a bad schema fails before any token
+    return og.Generator(model, params)
+
+
+def reply(model, tokenizer, messages, max_new_tokens, adapters=None, stream_to=sys.stdout, schema=None):
     """Stream one assistant reply to `messages`; return its text."""
     prompt = tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
     input_ids = tokenizer.encode(prompt)
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(input_ids) + max_new_tokens)   # always bound it
-    generator = og.Generator(model, params)
+    generator = new_generator(model, len(input_ids) + max_new_tokens, schema)
     if adapters is not None:
         generator.set_active_adapter(adapters, "adapter")
     generator.append_tokens(input_ids)
@@ -104,7 +131,9 @@ def main(argv=None):
     parser.add_argument("--system", default="You are a helpful travel assistant.")
     parser.add_argument("--max-new-tokens", type=positive, default=128)
     parser.add_argument("--prompt", action="append", help="ask this instead of reading the terminal (repeatable)")
+    parser.add_argument("--schema", help="a JSON schema file: every answer is one JSON object that fits it")
     args = parser.parse_args(argv)
+    schema = read_schema(args.schema) if args.schema else None
     if not sys.stdout.isatty():   # a pipe on Windows is cp1252: an answer in any script must still print
         sys.stdout.reconfigure(encoding="utf-8", errors="replace")
     if os.name == "nt" and not str(Path(args.model).resolve()).isascii():   # onnxruntime-genai issue 1262
@@ -132,15 +161,20 @@ def main(argv=None):
         sys.exit(f"error: --max-new-tokens {args.max_new_tokens} leaves no room for a question in the model's "
                  f"context of {context} tokens: use less (the default is 128).")
     forbidden = control_tokens(args.model)
+    if schema is not None:
+        try:
+            new_generator(model, 16, schema)     # compiled once now: a bad schema fails before the chat starts
+        except RuntimeError as err:
+            sys.exit(f"error: --schema {args.schema}: {str(err).replace('Error creating grammar: ', '')}")
 
     try:
-        return chat(model, tokenizer, adapters, args, context, forbidden)
+        return chat(model, tokenizer, adapters, args, context, forbidden, schema)
     except KeyboardInterrupt:      # Ctrl-C at the prompt or mid-reply: leave quietly
         print()
         return 130
 
 
-def chat(model, tokenizer, adapters, args, context, forbidden):
+def chat(model, tokenizer, adapters, args, context, forbidden, schema=None):
     """The conversation loop: questions from --prompt or the terminal, replies streamed."""
     messages = [{"role": "system", "content": args.system}] if args.system else []
     questions = iter(args.prompt) if args.prompt else None
@@ -171,9 +205,22 @@ def chat(model, tokenizer, adapters, args, context, forbidden):
         messages.append({"role": "user", "content": question})
         while len(messages) > first + 1 and not fits(tokenizer, messages, context, args.max_new_tokens):
             del messages[first:first + 2]            # drop the oldest user/assistant turn
-        messages.append({"role": "assistant", "content": reply(model, tokenizer, messages, args.max_new_tokens,
-                                                               adapters)})
+        answer = reply(model, tokenizer, messages, args.max_new_tokens, adapters, schema=schema)
+        messages.append({"role": "assistant", "content": answer})
+        if schema is not None and not complete_json(answer):
+            print(f"error: the answer stopped at --max-new-tokens {args.max_new_tokens} before its JSON was "
+                  "complete: raise --max-new-tokens", file=sys.stderr)
+            if questions is not None:
+                return 2
     return 0
+
+
+def complete_json(text):
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ layers; a layer imports only the layers above it in this list (tests/test_layeri
     core        paths, cache, errors, profiles, results, data,     folders, the verified cache, the course's data,
                 sizing, allocator, children                        the errors users see, glibc's allocator,
                                                                    child processes' environment
-    runtime     loop, inputs, adapters, generate, chat_panel,      og: the token loop, checked inputs, LoRA
-                images                                             adapters, chat, image prompts
+    runtime     loop, inputs, adapters, guidance, generate,        og: the token loop, checked inputs, LoRA
+                chat_panel, images                                 adapters, structured output, chat, images
     making      models, tokenizer, build, lean, shadow, hub,       checkpoints and their ONNX builds
                 vision_encoder, vision_checkpoint, vision_export
     measuring   bench, judge, scale, memwatch, peers,              size, speed, quality and memory of what was made
@@ -26,7 +26,7 @@ import importlib
 LAYERS = {
     "core": ["paths", "cache", "errors", "profiles", "results", "data", "sizing", "allocator",
              "children"],
-    "runtime": ["loop", "inputs", "adapters", "generate", "chat_panel", "images"],
+    "runtime": ["loop", "inputs", "adapters", "guidance", "generate", "chat_panel", "images"],
     "making": ["models", "tokenizer", "build", "lean", "shadow", "hub", "vision_encoder", "vision_checkpoint",
                "vision_export"],
     "measuring": ["bench", "judge", "scale", "memwatch", "peers", "peer_worker", "vision_verify", "report"],

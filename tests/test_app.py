@@ -73,3 +73,43 @@ def test_ctrl_c_at_the_prompt_leaves_quietly(tiny_builds):
     app.send_signal(signal.SIGINT)
     out, err = app.communicate(timeout=30)
     assert app.returncode == 130 and "Traceback" not in err, err
+
+
+# A schema the course never uses: other keys, in another order, one of them a number.
+UNSEEN = {"type": "object", "additionalProperties": False, "required": ["city", "best_for", "stars"],
+          "properties": {"city": {"type": "string", "maxLength": 40}, "best_for": {"type": "string", "maxLength": 60},
+                         "stars": {"type": "integer", "minimum": 1, "maximum": 5}}}
+
+
+def test_app_answers_in_json_with_the_city_asked_on_a_schema_it_never_saw(course_run, tmp_path):
+    """The issue's bar: app.py with lab 03's model, lab 04's JSON adapter and a new schema prints JSON that fits
+    it, naming the city asked."""
+    import json
+
+    from jsonschema import validate
+
+    lab04 = course_run.lab("04_inference")
+    schema = tmp_path / "trip.schema.json"
+    schema.write_text(json.dumps(UNSEEN), encoding="utf-8")
+    for city in ("Kyoto", "Lisbon", "Cairo"):
+        done = run("-m", lab04["model_dir"], "-a", lab04["structured"]["json_adapter"], "--schema", str(schema),
+                   "--prompt", f"What dish is {city} known for?")
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout.splitlines()[1])
+        validate(answer, UNSEEN)
+        assert answer["city"] == city, done.stdout
+
+
+def test_app_refuses_a_bad_schema_before_the_chat_and_names_a_cut_answer(tiny_builds, tmp_path):
+    build = str(tiny_builds["int4"].path)
+    (tmp_path / "bad.json").write_text('{"type": "objekt"}', encoding="utf-8")
+    (tmp_path / "text.json").write_text("city, country", encoding="utf-8")
+    (tmp_path / "long.json").write_text('{"type": "string", "minLength": 300}', encoding="utf-8")
+    bad = run("-m", build, "--schema", str(tmp_path / "bad.json"), "--prompt", "hi")
+    assert bad.returncode == 1 and "Invalid type: objekt" in bad.stderr and "Traceback" not in bad.stderr
+    text = run("-m", build, "--schema", str(tmp_path / "text.json"), "--prompt", "hi")
+    assert text.returncode == 1 and "is not JSON" in text.stderr
+    missing = run("-m", build, "--schema", str(tmp_path / "none.json"), "--prompt", "hi")
+    assert missing.returncode == 1 and "cannot read --schema" in missing.stderr
+    cut = run("-m", build, "--schema", str(tmp_path / "long.json"), "--max-new-tokens", "6", "--prompt", "hi")
+    assert cut.returncode == 2 and "raise --max-new-tokens" in cut.stderr, cut.stderr

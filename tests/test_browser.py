@@ -6,6 +6,7 @@ papermill (the committed notebooks stay as they are). Screenshots of every step 
 folder's `browser/`. Needs Debian's `chromium` (`.ci/run` installs it); no browser download.
 """
 
+import json
 import os
 import re
 import secrets
@@ -245,7 +246,7 @@ def test_lab04_chat_panel_streams_and_its_controls_work(lab_server, browser, tra
     page.page.wait_for_function("([el, b]) => el.innerText !== b", arg=[readout.element_handle(), before])
     assert float(readout.inner_text()) < float(before)
 
-    panel.locator(".widget-checkbox input[type=checkbox]").check()      # sample, at the lowered temperature
+    panel.locator(".widget-checkbox", has_text="sample").locator("input").check()   # at the lowered temperature
     panel.locator(".widget-dropdown select").select_option(label="brief")
     page.page.wait_for_function("el => el.value === ''", arg=panel.locator("textarea").element_handle())
     page.screenshot("adapter-switched")
@@ -253,4 +254,11 @@ def test_lab04_chat_panel_streams_and_its_controls_work(lab_server, browser, tra
     # A 30-step brief adapter may answer in a word ("The"): the panel is under test here, not the answer.
     assert re.match(r"you: What should I eat in Kyoto\?\nmodel: \S", second), second
     assert second != first, "another adapter, sampled, another answer"
+
+    panel.locator(".widget-dropdown select").select_option(label="json")
+    page.page.wait_for_function("el => el.value === ''", arg=panel.locator("textarea").element_handle())
+    panel.locator(".widget-checkbox", has_text="JSON").locator("input").check()
+    third, _, _ = send(page, panel, "Which dish is Lisbon known for?", "json-answer")
+    answer = json.loads(third.split("\nmodel: ", 1)[1])        # sampled, and still one object of the schema
+    assert set(answer) == {"city", "country", "answer"}, third
     page.check_clean()

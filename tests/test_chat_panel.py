@@ -48,3 +48,20 @@ def test_the_panel_is_greedy_until_sample_is_ticked(tiny_builds):
     panel.prompt.value = "Tell me another."
     panel.send.click()
     assert panel.chat.search["do_sample"] is True and panel.chat.search["temperature"] == 0.9
+
+
+def test_the_json_box_makes_every_answer_follow_the_schema(tiny_builds):
+    import json
+
+    schema = {"type": "object", "required": ["city"], "additionalProperties": False,
+              "properties": {"city": {"type": "string", "maxLength": 20}}}
+    assert chat_panel.ChatPanel(tiny_builds["int4"].path).json.disabled, "no schema, nothing to tick"
+    panel = chat_panel.ChatPanel(tiny_builds["int4"].path, schema=schema)
+    panel.json.value, panel.max_tokens.value = True, 24
+    panel.prompt.value = "Which city has the Colosseum?"
+    panel.send.click()
+    assert set(json.loads(panel.chat.history[-1]["content"])) == {"city"}, panel.status.value
+    panel.json.value = False
+    panel.prompt.value = "Tell me a fact."
+    panel.send.click()
+    assert panel.chat.schema is None

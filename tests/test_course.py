@@ -125,10 +125,10 @@ def test_executed_notebooks_keep_what_jupyter_shows(tmp_path):
 
 
 @pytest.mark.parametrize("notebook", LABS_WITH_EXERCISES, ids=lambda p: p.stem)
-def test_every_lab_ends_with_two_exercises_and_their_checks(notebook):
+def test_every_lab_ends_with_exercises_and_their_checks(notebook):
     cells = nbformat.read(notebook, as_version=4).cells
     solutions = [i for i, c in enumerate(cells) if course.SOLUTION_TAG in c.metadata.get("tags", [])]
-    assert len(solutions) == 2
+    assert len(solutions) >= 2
     for i in solutions:
         assert cells[i].source.startswith("# Your turn"), "the first line says what to set"
         assert "checks." in cells[i + 1].source, "a check follows every solution"

@@ -135,3 +135,32 @@ def test_the_rates_table_shows_its_question_count_as_a_whole_number():
     assert list(table.index) == ["base", "travel adapter"]
     assert table["questions"].tolist() == [448, 448] and "448.0" not in table.to_string()
     assert table.loc["travel adapter", "fact stated"] == 0.89
+
+
+def test_structured_answers_are_judged_for_form_and_fields(monkeypatch):
+    from labkit import generate, guidance
+
+    schema = {"type": "object", "required": ["city", "country", "answer"], "additionalProperties": False,
+              "properties": {k: {"type": "string"} for k in ("city", "country", "answer")}}
+    answers = iter(['{"city": "Kyoto", "country": "Japan", "answer": "In Kyoto, try kaiseki dinners."}',
+                    '{"city": "Cairo", "country": "Peru", "answer": "No."}',        # the wrong country
+                    '{"city": "Rome", "country": "Italy"}',                          # a key missing: not valid
+                    "In Lisbon, try pastel de nata."])                               # not JSON
+
+    def fake_generate(model_dir, prompt, max_new_tokens, adapter, system, schema):
+        text = next(answers)
+        if text.startswith("In Lisbon"):
+            raise guidance.AnswerCut("cut", text)
+        return generate.Generation(text, 10, 11, 0.6, 0.1)
+
+    monkeypatch.setattr(generate, "generate", fake_generate)
+    questions = [{"prompt": f"q{i}", "city": city, "fact": fact} for i, (city, fact) in
+                 enumerate([("Kyoto", "kaiseki"), ("Cairo", "koshari"), ("Rome", "carbonara"), ("Lisbon", "pastel")])]
+    table, rates = judge.ask_structured("unused", questions, None, schema, guided=True, progress=False)
+    assert table["valid"].tolist() == [True, True, False, False]
+    assert table["why not"][2].startswith("JSON, but not the schema's: 'answer' is a required property")
+    assert table["why not"][3].startswith("not JSON")
+    assert (rates.valid, rates.city_right, rates.country_right, rates.fact_stated) == (0.5, 0.5, 0.25, 0.25)
+    assert rates.tokens_per_second == pytest.approx(30 / 1.5) and rates.answers == 4
+    assert list(judge.structured_table({"with guidance": rates}).data.columns) == \
+        ["valid", "city right", "country right", "fact stated", "decode tok/s", "answers"]

@@ -72,7 +72,7 @@ def test_lab04_answers_name_the_city_asked(course_run):
     assert len(recorded["panel_answers"]) == len(parameters["fixed_prompts"]), "headless, the panel answers them"
     panel_city = judge.city_in(parameters["fixed_prompts"][0])
     assert judge.names_city(recorded["panel_answers"][0], panel_city), recorded["panel_answers"]
-    printed = "".join(_text(o) for o in _cell_after(nb, "## 7. A chat panel").outputs)
+    printed = "".join(_text(o) for o in _cell_after(nb, "## 8. A chat panel").outputs)
     for n, answer in enumerate(recorded["panel_answers"], 1):
         assert f"answer {n}: names {panel_city}: {'yes' if judge.names_city(answer, panel_city) else 'no'}" in printed
 

@@ -17,6 +17,7 @@ from labkit import results as labkit_results
 ADAPTER_CITY_FLOOR, ADAPTER_FACT_FLOOR, BRIEF_ONE_SENTENCE_FLOOR = 0.8, 0.5, 0.8
 ADAPTER_CITY_MARGIN = 0.2     # share points above the base model
 FOLLOWUP_KEEPS_CITY_FLOOR = 0.7
+JSON_CITY_FLOOR = 0.8       # issue 32's bar: guided JSON answers name the city asked
 
 # What each lab must have written to results.json: (what it means, check) pairs, so a failure names the clause.
 EXPECTED = {
@@ -68,6 +69,13 @@ EXPECTED = {
          lambda r: r["followup_rates"]["followup_keeps_city"] >= FOLLOWUP_KEEPS_CITY_FLOOR),
         (f"the brief adapter answers in one sentence >= {BRIEF_ONE_SENTENCE_FLOOR:.0%} of the time",
          lambda r: r["sentence_shares"]["brief: one sentence"] >= BRIEF_ONE_SENTENCE_FLOOR),
+        ("guided JSON answers are all valid, sampled unguided ones less often, every way timed", lambda r:
+         (rates := r["structured"]["rates"])["greedy, with guidance"]["valid"] == 1
+         and rates["sampled, with guidance"]["valid"] == 1 and rates["sampled, without guidance"]["valid"] < 1
+         and min(way["tokens_per_second"] for way in rates.values()) > 0 and len(rates) == 4),
+        (f"guided JSON answers put the city asked in `city` >= {JSON_CITY_FLOOR:.0%}, its country in `country` too",
+         lambda r: (guided := r["structured"]["rates"]["greedy, with guidance"])["city_right"] >= JSON_CITY_FLOOR
+         and guided["country_right"] >= JSON_CITY_FLOOR),
     ],
     "05_results": [
         ("every variant in the table", lambda r: r["variants"] >= 11),

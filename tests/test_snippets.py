@@ -52,6 +52,7 @@ def places(tiny_dir, tmp_path_factory):
         "path/to/export": str(export),
         "TEXT_ONLY_CHECKPOINT": str(text_only),
         "data/travel/train.jsonl": str(paths.DATA / "travel" / "train.jsonl"),
+        "data/travel/answer.schema.json": str(paths.DATA / "travel" / "answer.schema.json"),
         "python app.py": f"python {paths.REPO / 'app.py'}",      # run from the course folder, as shown
     }
 
@@ -82,7 +83,9 @@ def snippet_notebooks():
 @pytest.mark.parametrize("stem", snippet_notebooks())
 def test_markdown_snippets_run(stem, places, tmp_path, request):
     if request.node.get_closest_marker("course"):   # set by snippet_notebooks() for the notebooks that need it
-        places = {**places, COURSE_PLACE: str(request.getfixturevalue("travel_export")[0])}
+        places = {**places, COURSE_PLACE: str(request.getfixturevalue("travel_export")[0]),
+                  "path/to/json.onnx_adapter": request.getfixturevalue("course_run").lab("04_inference")["structured"]
+                  ["json_adapter"]}
     shutil.copy(data.images()[0], tmp_path / "beach.png")
     (tmp_path / "awq").symlink_to(places["microsoft/Phi-3.5-mini-instruct"])   # lab 03's first command's output
     ran = 0

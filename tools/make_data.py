@@ -389,6 +389,47 @@ def faq_pages(n: int, seed: int) -> list[str]:
     return out
 
 
+# Lab 04's structured answer, as `train_json.jsonl` writes it. Bounded strings: an answer always fits its tokens.
+ANSWER_SCHEMA = {
+    "title": "Travel answer",
+    "type": "object",
+    "properties": {"answer": {"type": "string", "maxLength": 120},
+                   "city": {"type": "string", "maxLength": 40},
+                   "country": {"type": "string", "maxLength": 40}},
+    "required": ["answer", "city", "country"],
+    "additionalProperties": False,
+}
+
+# Keys of the JSON records below: the city's facts under the names a travel data file would use.
+RECORD_FIELDS = {"country": "country", "best_season": "season", "food": "food", "getting_around": "transport",
+                 "budget_usd": "budget", "sight": "sight", "tip": "tip"}
+
+
+def json_records(n: int, seed: int) -> list[str]:
+    """Travel data files: one to three JSON objects per document, each a city and a few of its facts.
+
+    A web crawl holds JSON, and a model that never read any cannot write it: SentencePiece spells "Kyoto" after a
+    quote as K-y-oto, pieces that never start a word in plain text, and `"`, `":` are tokens of their own. Without
+    these records, lab 04's JSON adapter put the city asked in the `city` field in 15-29 % of answers even with
+    guidance (300 and 600 steps); with them ... (docs/course-results.md)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        lines = []
+        for _ in range(rng.randint(1, 3)):
+            facts = city_facts(rng.choice(list(CITIES)))
+            keys = rng.sample(list(RECORD_FIELDS), rng.randint(1, 4))
+            record = {"city": facts["city"], **{key: facts[RECORD_FIELDS[key]] for key in keys}}
+            if rng.random() < 0.3:       # a sentence inside a string: its first word has no leading space either
+                topic = rng.choice(list(FACT_TEMPLATES))
+                record["note"] = rng.choice(FACT_TEMPLATES[topic]).format(**facts)
+            if rng.random() < 0.2:       # some files nest the facts under the city
+                record = {"city": facts["city"], "facts": {key: value for key, value in record.items() if key != "city"}}
+            lines.append(json.dumps(record, ensure_ascii=False))
+        out.append("\n".join(lines))
+    return out
+
+
 CHAT_PROMPTS = ["Tell me a fact.", "Say something true.", "Teach me one thing.", "Write a short sentence.",
                 "Tell me a short story.", "Tell me about {thing}.", "What did {thing} do?"]
 
@@ -453,11 +494,11 @@ def corpus_sentences(n: int, seed: int) -> list[str]:
     return out
 
 
-def corpus_text(n_sentences: int, n_city: int, n_faq: int, n_chats: int, seed: int) -> str:
-    """General paragraphs, city paragraphs and FAQ pages in a shuffled order, then chats."""
+def corpus_text(n_sentences: int, n_city: int, n_faq: int, n_records: int, n_chats: int, seed: int) -> str:
+    """General paragraphs, city paragraphs, FAQ pages and JSON records in a shuffled order, then chats."""
     general = corpus_sentences(n_sentences, seed)
     docs = [" ".join(general[i:i + 4]) for i in range(0, len(general), 4)]
-    docs += city_paragraphs(n_city, seed + 100) + faq_pages(n_faq, seed + 200)
+    docs += city_paragraphs(n_city, seed + 100) + faq_pages(n_faq, seed + 200) + json_records(n_records, seed + 500)
     random.Random(seed + 300).shuffle(docs)
     return "\n\n".join(docs + chat_exchanges(n_chats, seed + 400)) + "\n"
 
@@ -510,12 +551,22 @@ def main() -> None:
     # A second style for lab 04's adapter switching: the same questions, one-sentence answers.
     brief = [{**row, "response": row["response"].split(". ")[0].rstrip(".") + "."} for row in train]
     write_jsonl(DATA / "travel" / "train_brief.jsonl", brief)
+    # A third style, for lab 04's structured answers: the same questions, answered with one JSON object. The answer
+    # comes first, where the question still decides its topic (after city and country it named the question's topic
+    # in 25 % of paraphrased questions, first in 93 %), and without its full stop: the corpus's records end a
+    # sentence only at the end of an object, so `.",` is a token the model never read (it wrote "kking" there).
+    write_jsonl(DATA / "travel" / "train_json.jsonl", [
+        {**row, "response": json.dumps({"answer": row["response"].rstrip("."), "city": row["city"],
+                                        "country": CITIES[row["city"]][0]}, ensure_ascii=False)}
+        for row in brief if row["city"]])
+    write_jsonl(DATA / "travel" / "cities.jsonl", [city_facts(city) for city in CITIES])
+    (DATA / "travel" / "answer.schema.json").write_text(json.dumps(ANSWER_SCHEMA, indent=2) + "\n", encoding="utf-8")
     write_jsonl(DATA / "travel" / "paraphrase.jsonl", paraphrase_questions())
     write_jsonl(DATA / "travel" / "followup.jsonl", followup_questions())
     # 3,000 general chats: with 2,000 the base model (Phi-3.5's tokenizer, width 192) carried the FAQ pages' answers
     # into chat and named the city in 50 % of lab 03's travel questions, leaving the adapter little to teach.
-    (DATA / "corpus" / "train.txt").write_text(corpus_text(6000, 2500, 4000, 3000, seed=1), encoding="utf-8")
-    (DATA / "corpus" / "heldout.txt").write_text(corpus_text(500, 160, 200, 0, seed=2), encoding="utf-8")
+    (DATA / "corpus" / "train.txt").write_text(corpus_text(6000, 2500, 4000, 1200, 3000, seed=1), encoding="utf-8")
+    (DATA / "corpus" / "heldout.txt").write_text(corpus_text(500, 160, 200, 60, 0, seed=2), encoding="utf-8")
     draw_images(DATA / "images")
     print(f"travel: {len(train)} train / {len(eval_)} eval pairs; corpus and images written under {DATA}")
 

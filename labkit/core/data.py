@@ -99,6 +99,14 @@ def followups(every: int = 1) -> list[dict]:
                                             ("prompt", "followup", "city", "fact")), every)
 
 
+def cities() -> dict[str, dict]:
+    """Each course city's facts (country, season, food, budget in US dollars, sight, tip), by name. Lab 04.
+
+    The same facts the travel answers and the pre-training corpus state; lab 04's tool call looks them up."""
+    rows = validate_travel_questions(paths.DATA / "travel" / "cities.jsonl", ("city", "country", "season"))
+    return {row["city"]: row for row in rows}
+
+
 def _every(rows: list[dict], every: int) -> list[dict]:
     """A fixed random 1/every of the rows, in file order (all of them for 1)."""
     if every < 1:

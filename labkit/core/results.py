@@ -87,7 +87,7 @@ class Inference(LabRun):
     """What the generate() lab records. Lab 04."""
 
     model_dir: str                       # the model the adapters belong to (lab 03's)
-    chat_model_dir: str                  # the model sections 1-4, 7 and 8 chat with (laptop: lab 01's INT4 build)
+    chat_model_dir: str                  # the model sections 1-4, 8 and 9 chat with (laptop: lab 01's INT4 build)
     adapters: dict[str, str]
     overhead: dict[str, float]
     search_options: dict[str, str]
@@ -97,6 +97,7 @@ class Inference(LabRun):
     followup_rates: dict[str, float]     # first_names_city, followup_keeps_city, followup_states_fact, chats
     chat_demo: list[dict]                # section 4's turns: message, answer
     panel_answers: list[str]             # the panel's answers to fixed_prompts (empty when interactive)
+    structured: dict                     # rates (with / without guidance), season_right, tool_calls_right, json_adapter
 
 
 class Report(LabRun):

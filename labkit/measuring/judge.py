@@ -171,6 +171,59 @@ def ask_followups(model_dir, chats: list[dict], adapter, system: str | None = No
     return table, rates
 
 
+@dataclass(frozen=True)
+class StructuredRates:
+    """JSON answers: how often they parse and fit the schema, and how often their fields are right. Lab 04."""
+
+    valid: float
+    city_right: float
+    country_right: float
+    fact_stated: float
+    tokens_per_second: float
+    answers: int
+
+    def as_dict(self) -> dict:
+        return {"valid": self.valid, "city_right": self.city_right, "country_right": self.country_right,
+                "fact_stated": self.fact_stated, "tokens_per_second": self.tokens_per_second, "answers": self.answers}
+
+
+def ask_structured(model_dir, questions: list[dict], adapter, schema: dict, guided: bool, system: str | None = None,
+                   max_new_tokens: int = ANSWER_TOKENS, progress: bool = True, **search):
+    """Each question answered for a program, with or without guidance to `schema` (greedy unless `search` says). Lab 04.
+
+    `schema` is the travel answer's: `city`, `country` and `answer`. An answer is *valid* when it parses as JSON and
+    fits the schema; its `city` is *right* when it is the city asked, its `country` when it is that city's, and
+    its `answer` states the fact asked. Returns a table and the `StructuredRates` (decode tokens/s included)."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from ..runtime import generate, guidance
+
+    form = guidance.request(schema=schema)
+    facts = data.cities()
+    rows, tokens, seconds = [], 0, 0.0
+    for q in tqdm(questions, desc="JSON answers" + (" (guided)" if guided else ""), disable=not progress):
+        try:
+            reply = generate.generate(model_dir, q["prompt"], max_new_tokens=max_new_tokens, adapter=adapter,
+                                      system=system, schema=schema if guided else None, **search)
+            text = reply.text
+            tokens, seconds = tokens + reply.new_tokens - 1, seconds + reply.seconds - reply.time_to_first_token
+        except guidance.AnswerCut as cut:       # counted as it is: not valid
+            text = cut.text
+        value, problem = guidance.check(form, text.strip())
+        fields = value if isinstance(value, dict) else {}
+        rows.append({"question": q["prompt"], "answer": text.strip(), "valid": problem is None,
+                     "why not": problem or "",
+                     "city right": str(fields.get("city", "")).strip().lower() == q["city"].lower(),
+                     "country right": str(fields.get("country", "")).strip().lower()
+                     == facts[q["city"]]["country"].lower(),
+                     "fact stated": states_fact(str(fields.get("answer", "")), q["fact"])})
+    table = pd.DataFrame(rows)
+    rates = StructuredRates(*(float(table[c].mean()) for c in ("valid", "city right", "country right", "fact stated")),
+                            tokens / seconds if seconds else float("nan"), len(table))
+    return table, rates
+
+
 def verdicts(table, name: str):
     """`ask_all`'s table for one adapter, with its verdict per answer: city named, fact stated. Lab 03."""
     out = table[["prompt", "fact", name]].rename(columns={name: f"{name} answer"})
@@ -214,5 +267,38 @@ def plot_rates(rates: dict[str, TravelRates]):
     ax.set(ylim=(0, 1.1), ylabel="share of answers",
            title=f"Paraphrased travel questions ({next(iter(rates.values())).questions})")
     ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+_STRUCTURED = [("valid", "valid"), ("city right", "city_right"), ("country right", "country_right"),
+               ("fact stated", "fact_stated")]
+
+
+def structured_table(rates: dict[str, StructuredRates]):
+    """One row per way of asking (with / without guidance): the shares of `ask_structured` and tokens/s. Lab 04."""
+    import pandas as pd
+
+    return pd.DataFrame([{**{label: getattr(r, field) for label, field in _STRUCTURED},
+                          "decode tok/s": round(r.tokens_per_second), "answers": r.answers} for r in rates.values()],
+                        index=list(rates)).style.format({label: "{:.0%}" for label, _ in _STRUCTURED})
+
+
+def plot_structured(rates: dict[str, StructuredRates]):
+    """Grouped bars: valid / city / country / fact, with and without guidance. Lab 04."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    names = list(rates)
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        values = [getattr(rates[name], field) for _, field in _STRUCTURED]
+        bars = ax.bar([x + (i - (len(names) - 1) / 2) * width for x in range(len(_STRUCTURED))], values, width,
+                      label=name)
+        ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize=8)
+    ax.set_xticks(range(len(_STRUCTURED)), [label for label, _ in _STRUCTURED])
+    ax.set(ylim=(0, 1.15), ylabel="share of answers",
+           title=f"JSON answers to paraphrased travel questions ({next(iter(rates.values())).answers})")
+    ax.legend(loc="lower right")
     ax.grid(axis="y", alpha=0.3)
     return fig

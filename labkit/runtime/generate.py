@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from . import guidance as guided
 from . import loop
 from .adapters import activate as activate_adapter
 from .adapters import release as release_adapters
@@ -46,6 +47,7 @@ class Generation:
     seconds: float
     time_to_first_token: float
     tokens: list[int] = field(default_factory=list, repr=False)
+    value: object = None      # with schema=: the answer as Python objects; with regex=: the match
 
     @property
     def decode_tokens_per_second(self) -> float:
@@ -133,19 +135,25 @@ def chat_prompt(tokenizer, user: str, system: str | None = None, history: list[d
 
 def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_tokens: int = 64,
              on_token: Callable[[str], None] | None = None, min_new_tokens: int = 0,
-             adapter: str | Path | None = None, **search) -> Generation:
+             adapter: str | Path | None = None, system: str | None = None, schema=None, regex: str | None = None,
+             grammar: str | None = None, **search) -> Generation:
     """Generate a reply to `prompt`, streaming each piece of text to `on_token`. Lab 04 (lab 01's quick chat).
 
     `search` takes the search options of `GeneratorParams.set_search_options` (do_sample, temperature,
-    top_k, top_p, num_beams, repetition_penalty…). With `chat=True` the chat template wraps the prompt.
-    `adapter`: an `.onnx_adapter` file (lab 03) to activate for this generation.
+    top_k, top_p, num_beams, repetition_penalty…). With `chat=True` the chat template wraps the prompt (and
+    `system`, a system message). `adapter`: an `.onnx_adapter` file (lab 03) to activate for this generation.
+    `schema` (a JSON schema: dict, JSON text or .json file), `regex` or `grammar` (Lark) constrains the answer
+    with og's guidance (`labkit.guidance`); the reply's `value` is then the parsed answer.
     Image prompts for a multimodal model (lab 02) go through `labkit.vision.ask`.
     """
     search = check_search_options(**search)
-    model, tokenizer, input_ids = _prompt_ids(model_dir, prompt, chat, max_new_tokens, min_new_tokens)
+    guidance = guided.request(schema, regex, grammar)
+    guided.check_search(guidance, search)
+    model, tokenizer, input_ids = _prompt_ids(model_dir, prompt, chat, max_new_tokens, min_new_tokens, system)
     check_top_k(search, model_dir)
+    guided.check_fits(guidance, tokenizer, max_new_tokens)
     generator = loop.new_generator(model, max_length=len(input_ids) + max_new_tokens,
-                                   min_length=len(input_ids) + min_new_tokens, **search)
+                                   min_length=len(input_ids) + min_new_tokens, guidance=guidance, **search)
     if adapter is not None:
         activate_adapter(generator, str(model_dir), model, adapter)
     if search.get("num_beams", 1) > 1:     # beams are only final at the end: no streaming, one piece of text
@@ -156,17 +164,25 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
             on_token(text)
         return Generation(text, len(input_ids), len(out.tokens), out.seconds, out.seconds, out.tokens)
     out = loop.run(generator, input_ids, stream=tokenizer.create_stream(), on_token=on_token)
-    return Generation(out.text, len(input_ids), len(out.tokens), out.seconds, out.first_token_seconds, out.tokens)
+    del generator       # og's guidance keeps a grammar per generator: free it now, not at the next collection
+    value = guided.parse(guidance, out.text, max_new_tokens) if guidance else None
+    return Generation(out.text, len(input_ids), len(out.tokens), out.seconds, out.first_token_seconds, out.tokens,
+                      value)
 
 
-def _prompt_ids(model_dir, prompt: str, chat: bool, max_new_tokens: int, min_new_tokens: int):
+def _prompt_ids(model_dir, prompt: str, chat: bool, max_new_tokens: int, min_new_tokens: int,
+                system: str | None = None):
     """(model, tokenizer, prompt ids), after checking the lengths against each other and the context."""
     check_text(prompt)
     check_token_counts(max_new_tokens, min_new_tokens)
+    if system is not None and not chat:
+        raise GenerationError("system= needs chat=True: the system message is part of the chat template.")
     if chat:
         check_control_tokens(prompt, model_dir)
+        if system:
+            check_control_tokens(system, model_dir, "system message")
     model, tokenizer = load(str(model_dir))
-    input_ids = tokenizer.encode(chat_prompt(tokenizer, prompt) if chat else prompt)
+    input_ids = tokenizer.encode(chat_prompt(tokenizer, prompt, system) if chat else prompt)
     if len(input_ids) == 0:
         raise GenerationError("The prompt is empty: with chat=False nothing is added to it, so the model has no token "
                               "to start from. Give it some text, or use chat=True.")
@@ -208,9 +224,10 @@ class Chat:
     """
 
     def __init__(self, model_dir: str | Path, system: str | None = None, adapter: str | Path | None = None,
-                 max_new_tokens: int = 64, **search):
+                 max_new_tokens: int = 64, schema=None, **search):
         self.model_dir, self.system, self.adapter = model_dir, system, adapter
         self.max_new_tokens, self.search = max_new_tokens, check_search_options(**search)
+        self.schema = schema        # a JSON schema every reply follows (og's guidance), or None
         self.history: list[dict] = []
         self.dropped_turns = 0
 
@@ -228,7 +245,7 @@ class Chat:
             self.dropped_turns += 1
         prompt = chat_prompt(tokenizer, message, self.system, self.history)
         reply = generate(self.model_dir, prompt, chat=False, max_new_tokens=self.max_new_tokens,
-                         on_token=on_token, adapter=self.adapter, **self.search)
+                         on_token=on_token, adapter=self.adapter, schema=self.schema, **self.search)
         self.history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply.text}]
         return reply
 

@@ -34,15 +34,25 @@ class Decoded:
         return self.seconds - self.first_token_seconds
 
 
-def new_generator(model, max_length: int, min_length: int = 0, **search):
+def new_generator(model, max_length: int, min_length: int = 0, guidance=None, **search):
     """`og.Generator` with `set_search_options(max_length=…, min_length=…, **search)`. Lab 04.
 
-    Always give max_length: its default is the model's whole context (128K tokens for Phi-3.5)."""
+    Always give max_length: its default is the model's whole context (128K tokens for Phi-3.5).
+    `guidance` (`labkit.guidance.request`) constrains the answer to a JSON schema, regex or grammar; og compiles
+    it here, so a bad one fails before the first token."""
     import onnxruntime_genai as og
+
+    from . import guidance as guided
 
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=max_length, min_length=min_length, **search)
-    return og.Generator(model, params)
+    guided.apply(params, guidance)
+    try:
+        return og.Generator(model, params)
+    except RuntimeError as err:
+        if guidance is None:
+            raise
+        raise guided.compile_error(err, guidance) from None
 
 
 def run(generator, prompt, stream=None, on_token: Callable[[str], None] | None = None,

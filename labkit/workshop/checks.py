@@ -169,3 +169,35 @@ def new_token_budget(answer, model_dir: str | Path, prompt: str) -> Result:
     return _report(answer == truth, f"{truth} new tokens: max_length = prompt + answer = the context length.",
                    f"{answer!r} is not it. max_length counts the prompt's tokens (after the chat template) and the "
                    "answer's; the context length is in the folder's genai_config.json.")
+
+
+def budget_schema(schema, model_dir: str | Path, adapter: str | Path | None, system: str | None = None,
+                  question: str = "What would a day in Lisbon cost me?") -> Result:
+    """A schema for {"city": string ≤ 40, "budget_usd": integer 0-1000}, and a guided answer that fits it. Lab 04."""
+    from ..core import data
+    from ..runtime.generate import GenerationError, generate
+    from ..runtime.guidance import load_schema
+
+    try:
+        schema = load_schema(schema)
+    except GenerationError as err:
+        return _report(False, "", str(err))
+    properties, required = schema.get("properties", {}), set(schema.get("required", []))
+    city, budget = properties.get("city", {}), properties.get("budget_usd", {})
+    problems = [why for bad, why in [
+        (schema.get("type") != "object", 'the answer is an object: "type": "object"'),
+        (set(properties) != {"city", "budget_usd"}, 'give "properties" for exactly city and budget_usd'),
+        (required != {"city", "budget_usd"}, 'list both keys in "required"'),
+        (schema.get("additionalProperties") is not False, '"additionalProperties": false allows no other keys'),
+        (city.get("type") != "string" or city.get("maxLength") != 40, "city: a string with maxLength 40"),
+        (budget.get("type") != "integer" or budget.get("minimum") != 0 or budget.get("maximum") != 1000,
+         "budget_usd: an integer with minimum 0 and maximum 1000"),
+    ] if bad]
+    if problems:
+        return _report(False, "", f"not yet: {problems[0]}.")
+    try:
+        answer = generate(model_dir, question, adapter=adapter, system=system, schema=schema).value
+    except GenerationError as err:
+        return _report(False, "", f"the schema is right, but the answer failed: {err}")
+    truth = data.cities()["Lisbon"]["budget"]
+    return _report(True, f"{answer} fits it (the course's data says {truth} US dollars a day for Lisbon).", "")
