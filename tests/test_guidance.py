@@ -63,22 +63,11 @@ def test_a_schema_answer_parses_fits_and_has_no_free_whitespace(tiny_builds):
     assert said.text in ("yes", "no") and said.value == said.text
 
 
-def test_without_compact_separators_the_tiny_model_fills_the_schema_with_whitespace(tiny_builds):
-    """Why labkit adds them: the schema as written leaves the model free to pick newlines, and it does."""
-    free = {**ANSWER, "x-guidance": {"whitespace_flexible": True}}
-    try:
-        text = generate.generate(tiny_builds["int4"].path, "Which country is Kyoto in?", max_new_tokens=24,
-                                 schema=free).text
-    except guidance.AnswerCut as cut:
-        text = cut.text
-    assert sum(c.isspace() for c in text) > 10, text
-
-
 def test_guidance_errors_come_before_any_token(tiny_builds):
     folder = tiny_builds["int4"].path
-    with pytest.raises(generate.GenerationError, match=r"cannot use this regex: .*unclosed group"):
+    with pytest.raises(generate.GenerationError, match=r"(?s)cannot use this regex: .*unclosed group"):
         generate.generate(folder, "Hi", regex="(spring")
-    with pytest.raises(generate.GenerationError, match=r"cannot use this grammar: .*unknown name"):
+    with pytest.raises(generate.GenerationError, match=r"(?s)cannot use this grammar: .*unknown name"):
         generate.generate(folder, "Hi", grammar="start: foo")
     with pytest.raises(generate.GenerationError, match="num_beams=2 with schema=: onnxruntime-genai applies guidance"):
         generate.generate(folder, "Hi", schema=ANSWER, num_beams=2)

@@ -6,8 +6,8 @@ Lark grammar (`lark_grammar`): whatever the model prefers, the answer has that f
 and `grammar=` options become that call, checked first:
 
 - a schema must be a valid JSON schema (checked with jsonschema) and gets LLGuidance's compact separators: a JSON
-  schema allows any whitespace between its tokens, and the course model filled that room with newlines (80 of
-  them and not one field, measured with the pinned og 0.12.2);
+  schema allows any whitespace between its tokens, and a small model may fill that room with newlines (the course
+  model did, 80 of them and not one field, before its pre-training read JSON);
 - og compiles a regex or grammar when the generator is created, before the first token: its error is passed on
   with the option named;
 - the shortest answer a schema allows must fit `max_new_tokens`, and beams are refused: og 0.12.2 applies
@@ -30,7 +30,7 @@ COMPACT = {"whitespace_flexible": False, "key_separator": ": ", "item_separator"
 
 @dataclass(frozen=True)
 class Guidance:
-    """One guidance request: which option, the text og's `set_guidance` receives, and the schema it came from."""
+    """One guidance request: the option, the text og's `set_guidance` receives, the schema it came from. Lab 04."""
 
     option: str                 # schema, regex or grammar
     text: str
@@ -95,7 +95,7 @@ def load_schema(schema) -> dict:
 def shortest_answer(schema: dict):
     """The smallest value `schema` allows (required keys only, empty strings, lowest numbers), or None if unknown.
 
-    Its token count is a floor: an answer cut before it can never be valid."""
+    Its token count is a floor: an answer cut before it can never be valid. Lab 04."""
     if "const" in schema:
         return schema["const"]
     if "enum" in schema:
@@ -170,7 +170,7 @@ def apply(params, guidance: Guidance | None) -> None:
 
 
 def compile_error(err: RuntimeError, guidance: Guidance) -> GenerationError:
-    """og's grammar error (raised when the generator is created) as a GenerationError naming the option."""
+    """og's grammar error (raised when the generator is created) as a GenerationError naming the option. Lab 04."""
     reason = str(err).strip().replace("Error creating grammar: ", "")
     return GenerationError(f"onnxruntime-genai cannot use this {guidance.option}: {reason}\nFix the "
                            f"{'JSON schema' if guidance.option == 'schema' else guidance.option} and try again.")
@@ -196,7 +196,7 @@ def parse(guidance: Guidance, text: str, max_new_tokens: int):
 
 
 def check(guidance: Guidance, text: str):
-    """(value, None) when `text` has the guided form, else (None, why not): for answers made without guidance too."""
+    """(value, None) when `text` has the guided form, else (None, why not); for unguided answers too. Lab 04."""
     if guidance.option == "schema":
         from jsonschema import ValidationError, validate
 
