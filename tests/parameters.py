@@ -67,5 +67,6 @@ LAPTOP_QUICK_PARAMETERS = {
                           "calibration_samples": TEST_PARAMETERS["03_olive_awq_lora"]["calibration_samples"]},
     "04_inference": {**TEST_PARAMETERS["04_inference"], "bench_runs": 1, "max_new_tokens": 8,
                      "full_size_settings": {"brief_steps": 2, "followup_every": 112, "sentence_every": 224,
-                                            "json_steps": 0, "json_every": 224, "city_every": 32}},
+                                            "json_steps": 0, "json_every": 224, "city_every": 32,
+                                            "json_sampling": {}}},
 }
