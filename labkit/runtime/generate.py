@@ -164,7 +164,6 @@ def generate(model_dir: str | Path, prompt: str, *, chat: bool = True, max_new_t
             on_token(text)
         return Generation(text, len(input_ids), len(out.tokens), out.seconds, out.seconds, out.tokens)
     out = loop.run(generator, input_ids, stream=tokenizer.create_stream(), on_token=on_token)
-    del generator       # og's guidance keeps a grammar per generator: free it now, not at the next collection
     value = guided.parse(guidance, out.text, max_new_tokens) if guidance else None
     return Generation(out.text, len(input_ids), len(out.tokens), out.seconds, out.first_token_seconds, out.tokens,
                       value)

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import guidance as guided
+
 
 @dataclass
 class Decoded:
@@ -41,8 +43,6 @@ def new_generator(model, max_length: int, min_length: int = 0, guidance=None, **
     `guidance` (`labkit.guidance.request`) constrains the answer to a JSON schema, regex or grammar; og compiles
     it here, so a bad one fails before the first token."""
     import onnxruntime_genai as og
-
-    from . import guidance as guided
 
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=max_length, min_length=min_length, **search)
