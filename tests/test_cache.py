@@ -323,3 +323,51 @@ def test_a_folders_key_is_its_content_not_its_manifest(tmp_path):
     assert cache.model_fingerprint(folder) == before
     (folder / "weights.bin").write_bytes(b"v" * 100)
     assert cache.model_fingerprint(folder) != before
+
+
+# ------------------------------------------------------------------ a workshop's shared, read-only cache
+def test_shared_cache_is_read_in_place_and_misses_are_made_in_the_own_cache(tmp_path, monkeypatch):
+    shared, own = tmp_path / "shared", tmp_path / "own"
+    made = []
+
+    def make(tmp, log):
+        made.append(tmp)
+        (tmp / "weights.bin").write_bytes(b"w" * 64)
+        return {"made_by": str(paths.cache_dir())}
+
+    monkeypatch.setenv("LABKIT_CACHE", str(shared))           # the instructor fills the shared cache
+    filled = cache.cached_step("builds", "tiny-int4", ("tiny", 4), make, info_file="info.json", label="int4 build")
+    shared.chmod(0o555)                                        # read-only, as for an attendee
+    for folder in shared.rglob("*"):
+        if folder.is_dir():
+            folder.chmod(0o555)
+    try:
+        monkeypatch.setenv("LABKIT_CACHE", str(own))
+        monkeypatch.setenv("LABKIT_SHARED_CACHE", str(shared))
+        hit = cache.cached_step("builds", "tiny-int4", ("tiny", 4), make, info_file="info.json", label="int4 build")
+        assert hit.cached and hit.path == filled.path and len(made) == 1
+        assert cache.output_dir("builds", filled.path.name) == filled.path
+        # another setting is the attendee's own output, in the own cache
+        mine = cache.cached_step("builds", "tiny-int4", ("tiny", 8), make, info_file="info.json", label="int4 build")
+        assert not mine.cached and mine.path.is_relative_to(own) and len(made) == 2
+        # force makes an own copy; the shared one is never written
+        forced = cache.cached_step("builds", "tiny-int4", ("tiny", 4), make, info_file="info.json",
+                                   label="int4 build", force=True)
+        assert forced.path.is_relative_to(own) and cache.verify(filled.path) is None
+        with pytest.raises(cache.CacheError, match="never writes"), cache.cached_dir(filled.path, force=True):
+            pass
+    finally:
+        for folder in [shared, *shared.rglob("*")]:
+            if folder.is_dir():
+                folder.chmod(0o755)
+
+
+def test_a_damaged_shared_copy_is_not_used(tmp_path, monkeypatch):
+    shared = finished(tmp_path / "shared" / "builds" / "x-1", {"w.bin": b"a" * 32})
+    (shared / "w.bin").write_bytes(b"b" * 32)
+    monkeypatch.setenv("LABKIT_SHARED_CACHE", str(tmp_path / "shared"))
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "own"))
+    assert cache.output_dir("builds", "x-1") == tmp_path / "own" / "builds" / "x-1"
+    monkeypatch.setenv("LABKIT_SHARED_CACHE", str(tmp_path / "nowhere"))
+    with pytest.raises(cache.CacheError, match="LABKIT_SHARED_CACHE=.*not a folder"):
+        cache.output_dir("builds", "x-1")

@@ -19,9 +19,11 @@ Every cached output (tiny models, shadows, builds, AWQ, Olive, vision exports) i
   any write after the manifest is caught at the cost of milliseconds; what it misses is a change of
   fewer than 1/64 of the bytes, between samples, that also kept the file's time. A hit that does not
   match is rebuilt, with one line saying why.
-- **Shared caches.** Workshops share one `LABKIT_CACHE` on a JupyterHub server. A lock file per
-  output (`filelock`, which works on Linux, macOS and Windows) makes concurrent processes that
-  want the same output wait for the first one and then reuse it: each output is built once.
+- **Shared caches.** A lock file per output (`filelock`, which works on Linux, macOS and Windows)
+  makes concurrent processes that want the same output wait for the first one and then reuse it:
+  each output is built once. On a workshop server the instructor fills one cache beforehand and
+  attendees read it as `LABKIT_SHARED_CACHE` (read-only for them): `output_dir` returns its verified
+  copy, and anything it lacks (an attendee's own settings) is made in the attendee's own `LABKIT_CACHE`.
 - **Never half-moved.** The new folder is filled under a temp name and renamed into place. An
   existing folder is only replaced when it failed verification (or `force`); a reader never sees
   a missing folder for a valid output.
@@ -163,6 +165,25 @@ def verify(folder: Path) -> str | None:
     return None
 
 
+# ------------------------------------------------------------------ where an output lives
+def output_dir(*parts: str, force: bool = False) -> Path:
+    """The folder of one cached output, `<cache>/<parts...>`: the shared cache's copy when it verifies, else the
+    own cache's (made there when missing). `force` always means the own cache. All labs."""
+    from .paths import cache_dir, shared_cache_dir
+
+    shared = shared_cache_dir()
+    if shared is not None and not force and verify(shared.joinpath(*parts)) is None:
+        return shared.joinpath(*parts)
+    return cache_dir().joinpath(*parts)
+
+
+def _in_shared_cache(folder: Path) -> bool:
+    from .paths import shared_cache_dir
+
+    shared = shared_cache_dir()
+    return shared is not None and Path(folder).resolve().is_relative_to(shared.resolve())
+
+
 # ------------------------------------------------------------------ locking and atomic replacement
 def lock_for(final: Path):
     """The inter-process lock guarding one output folder (a `.lock` file beside it). All labs."""
@@ -230,6 +251,14 @@ def _rename(source: Path, target: Path) -> None:
 def cached_dir(final: Path, force: bool = False, label: str | None = None):
     """Yield None when `final` is a verified output; else a temp folder to fill (see module doc). All labs."""
     final = Path(final)
+    if _in_shared_cache(final):   # someone else's cache: used as it is, never written
+        problem = verify(final)
+        if problem is None and not force:
+            yield None
+            return
+        raise CacheError(f"{final} is in the shared cache (LABKIT_SHARED_CACHE), which labkit never writes"
+                         f"{f': {problem}' if problem else ''}. Ask whoever fills it to remake it "
+                         "(`make hub-warm`), or unset LABKIT_SHARED_CACHE to make your own copy.")
     try:
         lock = lock_for(final)
         lock.acquire()
@@ -289,9 +318,7 @@ def cached_step(kind: str, name: str, key: tuple, make: Callable[[Path, Path], d
     `info_file` with the seconds it took. Builds, AWQ, Olive's fine-tune and export and the vision export
     all run through here.
     """
-    from .paths import cache_dir
-
-    final = cache_dir() / kind / f"{name}-{cache_key(*key)}"
+    final = output_dir(kind, f"{name}-{cache_key(*key)}", force=force)
     log = final.parent / "logs" / f"{final.name}.log"
     started = time.perf_counter()
     with cached_dir(final, force, label) as tmp:

@@ -28,6 +28,20 @@ def cache_dir() -> Path:
     return path
 
 
+def shared_cache_dir() -> Path | None:
+    """A read-only model cache someone else filled (`LABKIT_SHARED_CACHE`: a workshop server's), or None. All labs.
+
+    Its verified outputs are used in place; whatever it lacks is made in `cache_dir()` (see `cache.output_dir`)."""
+    value = os.environ.get("LABKIT_SHARED_CACHE")
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise CacheError(f"LABKIT_SHARED_CACHE={path} is not a folder: point it at the workshop's shared model cache "
+                         "(the instructor's `make hub-warm` fills it), or unset it.")
+    return path
+
+
 def runs_root() -> Path:
     """Where run folders go: `runs/` or `$LABKIT_RUNS`. All labs."""
     return Path(os.environ.get("LABKIT_RUNS", REPO / "runs")).expanduser()

@@ -258,7 +258,7 @@ def create_tiny(spec: TinySpec | str = "tiny", force: bool = False, progress: bo
     """
     spec = SPECS[spec] if isinstance(spec, str) else spec
     spec.validate()
-    final = paths.cache_dir() / f"{spec.name}-{_cache_key(spec)}"
+    final = cache.output_dir(f"{spec.name}-{_cache_key(spec)}", force=force)
     with cache.cached_dir(final, force, f"the {spec.name} model") as tmp:
         if tmp is None:
             return final

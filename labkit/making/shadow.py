@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ..core import cache, paths
+from ..core import cache
 from ..core.errors import LabkitError
 from . import models
 
@@ -215,7 +215,7 @@ def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, visi
     config = shadow_config(name, layers, vision_layers)
     depth = config["num_hidden_layers"]
     key = cache.cache_key(config, seed, _SHADOW_FORMAT, models.MODEL_FORMAT)
-    final = paths.cache_dir() / "shadows" / f"{name}-{depth}L-{key}"
+    final = cache.output_dir("shadows", f"{name}-{depth}L-{key}", force=force)
     final.parent.mkdir(parents=True, exist_ok=True)
     needed = int(2.05 * count_parameters(config))
     free = shutil.disk_usage(final.parent).free

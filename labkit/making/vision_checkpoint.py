@@ -7,7 +7,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from ..core import cache, paths
+from ..core import cache
 from ..core.errors import InputError
 from . import models
 from .vision_encoder import (
@@ -31,7 +31,7 @@ def create_tiny_vision(force: bool = False) -> Path:
 
     text_dir = models.create_tiny("tiny")
     key = cache.cache_key(text_dir, asdict(TINY), EXPORT_FORMAT)
-    final = paths.cache_dir() / f"tiny-vision-{key}"
+    final = cache.output_dir(f"tiny-vision-{key}", force=force)
     with cache.cached_dir(final, force, "the tiny-vision model") as tmp:
         if tmp is None:
             return final

@@ -26,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from ..core import cache, children, data, paths
+from ..core import cache, children, data
 from ..core.errors import InputError
 from ..making import models
 from ..measuring import memwatch
@@ -157,7 +157,7 @@ class AwqStep:
         self._rows = data.travel("train")[:samples]
         in_dtype = () if dtype == "float32" else (dtype,)     # float32 outputs keep their keys from before the option
         self._key = (self.model_dir, described, self._rows, seq_len, _AWQ_FORMAT, *in_dtype)
-        self.path = paths.cache_dir() / "awq" / f"{self._name}-{cache.cache_key(*self._key)}"
+        self.path = cache.output_dir("awq", f"{self._name}-{cache.cache_key(*self._key)}")
         self.started = None      # when calibration_inputs ran: awq_info.json's seconds count from there
         self._watch = None       # and its peak memory (this process and any it starts)
 
@@ -338,7 +338,7 @@ def add_outlier_channels(model: str | Path = "tiny", channels: int = 4, factor: 
 
     model_dir = models.resolve_model(model)
     key = cache.cache_key(model_dir, channels, factor, _AWQ_FORMAT)
-    final = paths.cache_dir() / "awq" / f"{model_dir.name}-outliers-{key}"
+    final = cache.output_dir("awq", f"{model_dir.name}-outliers-{key}", force=force)
     with cache.cached_dir(final, force, "outlier-channel variant") as tmp:
         if tmp is None:
             return final
