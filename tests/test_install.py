@@ -18,12 +18,12 @@ from helpers import SMI_HEADER, SMI_QUERY, fake_nvidia_smi
 def test_installer_picks_the_lock_per_platform_and_python():
     def names(flavour, system, python="3.11"):
         return [str(p.relative_to(install.LOCKS)) for p in install.locks_for(flavour, system, python)]
-    assert names("cpu", "Linux") == ["py3.11/torch-cpu-linux.txt", "py3.11/cpu-linux.txt"]
+    assert names("cpu", "Linux") == ["py3.11/torch-cpu-linux.txt", "py3.11/cpu-linux.txt", "py3.11/hub-linux.txt"]
     assert names("cpu", "Darwin") == ["py3.11/cpu-macos.txt"] and names("cpu", "Windows") == ["py3.11/cpu-windows.txt"]
     assert names("gpu", "Linux") == ["py3.11/gpu-linux.txt"]
     assert names("cpu", "Darwin", "3.13") == ["py3.13/cpu-macos.txt"]
     assert names("cpu", "Windows", "3.12") == ["py3.12/cpu-windows.txt"]
-    assert names("cpu", "Linux", "3.13")[-1] == "py3.13/cpu-linux.txt"
+    assert names("cpu", "Linux", "3.13")[-2:] == ["py3.13/cpu-linux.txt", "py3.13/hub-linux.txt"]
     with pytest.raises(install.InstallError, match="DirectML"):
         install.locks_for("gpu", "Windows")
     with pytest.raises(install.InstallError, match="Python 3.11 only"):

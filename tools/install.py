@@ -67,7 +67,8 @@ def locks_for(flavour: str, system: str | None = None, python: str = "3.11") -> 
         return [folder / "gpu-linux.txt"]
     if system == "linux":
         torch = folder / "torch-cpu-linux.txt"   # absent where the lock pins PyPI's torch (tools/lock.py)
-        return [torch, folder / "cpu-linux.txt"] if torch.exists() else [folder / "cpu-linux.txt"]
+        # then the workshop server's JupyterHub (`make hub`), locked to the same pins (requirements/hub.in)
+        return [*([torch] if torch.exists() else []), folder / "cpu-linux.txt", folder / "hub-linux.txt"]
     if system == "darwin":
         return [folder / "cpu-macos.txt"]
     if system == "windows":
