@@ -16,6 +16,7 @@
     labkit gpu-probe                                     is there a usable GPU? (exit 3 if not)
     labkit keep-tokenizer MODEL BUILD...                 the builder CLI's missing step (lab 01)
     labkit exercises [--out DIR] [--keep]                attendee copies without solutions -> exercises/
+    labkit hub [--port 8000] [--profile cpu] [--seats N]  the workshop server: JupyterHub, one Unix user each (root)
 """
 
 from __future__ import annotations
@@ -168,6 +169,12 @@ def _exercises(args) -> int:
     return 0
 
 
+def _hub(args) -> int:
+    from .server import prepare, serve
+    settings = prepare(args.port, args.profile, state=args.state, exercises=args.exercises, seats=args.seats)
+    return serve(settings)
+
+
 def _gpu_probe(args) -> int:
     from .gpu import NO_GPU_EXIT, probe
     found = probe()
@@ -253,6 +260,16 @@ def _parser() -> argparse.ArgumentParser:
     exercises = command("exercises", _exercises, help="write attendee copies of the labs, solutions removed")
     exercises.add_argument("--out", default=None, help="folder (default: exercises/ in the course folder)")
     exercises.add_argument("--keep", action="store_true", help="leave copies that exist untouched (make lab)")
+    hub = command("hub", _hub, help="serve the course to a room: JupyterHub, one Unix user and cgroup per attendee "
+                                    "(root; make hub)")
+    hub.add_argument("--port", type=_positive, default=8000)
+    hub.add_argument("--profile", default=os.environ.get("LABKIT_PROFILE", "cpu"), choices=PROFILES)
+    hub.add_argument("--seats", type=_positive, default=None,
+                     help="attendees at most (default and ceiling: what this machine's RAM holds)")
+    hub.add_argument("--state", type=Path, default=None,
+                     help="the labs handed out, the hub's database and log (default /srv/phi-lab-hub)")
+    hub.add_argument("--exercises", type=Path, default=None,
+                     help="the notebooks each attendee gets (default: the labs, solutions removed)")
     command("gpu-probe", _gpu_probe, help="nvidia-smi plus a real ONNX Runtime session on CUDA (exit 3 if none)")
     return parser
 
