@@ -410,7 +410,8 @@ class HubSettings:
     internal_ports: tuple[int, int] = (8081, 8001)   # the hub's API and the proxy's, on 127.0.0.1
 
     def environ(self) -> dict[str, str]:
-        return {"LABKIT_HUB_PORT": str(self.port), "LABKIT_HUB_INTERNAL_PORTS": "%d,%d" % self.internal_ports, "LABKIT_HUB_PASSWORD": self.password,
+        return {"LABKIT_HUB_PORT": str(self.port), "LABKIT_HUB_PASSWORD": self.password,
+                "LABKIT_HUB_INTERNAL_PORTS": ",".join(map(str, self.internal_ports)),
                 "LABKIT_HUB_PROFILE": self.profile, "LABKIT_HUB_EXERCISES": str(self.exercises),
                 "LABKIT_HUB_SHARED_CACHE": str(self.shared_cache), "LABKIT_HUB_PYTHON": str(self.python),
                 "LABKIT_HUB_SEATS": str(self.seats), "LABKIT_HUB_PROXY": str(proxy_command()),
