@@ -221,6 +221,7 @@ class Cgroup:
             return []
 
     def memory_limit(self) -> int:
+        """The limit as the kernel keeps it (rounded down to a whole page)."""
         folder = self.folders()[0]
         return int((folder / ("memory.max" if _v2() else "memory.limit_in_bytes")).read_text())
 
@@ -242,6 +243,10 @@ class Cgroup:
                     if time.time() > deadline:
                         raise HubError(f"Could not remove {folder}: processes {self.pids()} are still in it.") from None
                     time.sleep(0.2)
+            try:
+                folder.parent.rmdir()            # the last attendee's: labkit-hub/ goes too
+            except OSError:
+                pass
 
 
 def attendees_running() -> list[str]:
@@ -259,6 +264,7 @@ def remove_all_cgroups() -> None:
             for folder in root.iterdir():
                 if folder.is_dir():
                     Cgroup(folder.name).remove()
+        if root.is_dir():
             root.rmdir()
 
 
