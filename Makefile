@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course demo test test-gpu lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick bench-recipes cpu-sheet laptop-sheet laptop-training prefetch lock exercises wheelhouse clean
+.PHONY: install course demo test test-gpu hub lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick bench-recipes cpu-sheet laptop-sheet laptop-training prefetch lock exercises wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -108,6 +108,13 @@ laptop-training: install
 # show it). About 25 minutes on 2 cores; steps another run made are cached.
 bench-recipes: install
 	$(PY) -m labkit bench-recipes --out docs/measured/recipes.json
+
+# The workshop server on this machine: JupyterHub on port 8000 for a room (root: each attendee gets a Unix user and a
+# memory cgroup of their own). Run `make course` first: its model cache is what attendees read. Prints the URL and the
+# room's password (LABKIT_HUB_PASSWORD=... sets it); Ctrl+C stops the hub and every attendee's server. SEATS=N: fewer
+# attendees than the machine's RAM holds.
+hub: install
+	$(PY) -m labkit hub --profile $(or $(LABKIT_PROFILE),cpu) $(if $(SEATS),--seats $(SEATS))
 
 # Download what a profile needs before the workshop (PROFILE=laptop|gpu) and print the sizes.
 PROFILE ?= laptop

@@ -72,6 +72,15 @@ def open_tmp():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def test_the_readmes_sizes_are_the_hubs():
+    limits, readme = server.attendee_limits("cpu"), (paths.REPO / "README.md").read_text()
+    assert f"{limits.memory_bytes / 1e9:g} GB and {limits.cores:g} cores per attendee" in readme
+    for seats, ram_gb in re.findall(r"\n\| (\d+) \| (\d+) GB of RAM", readme) + \
+            re.findall(r"\n\| (\d+) \| (\d+) GB, ", readme):
+        assert server.capacity(limits, int(ram_gb) * 10**9) >= int(seats), (seats, ram_gb)
+    assert re.search(r"\n\| 30 \| 192 GB", readme), "the table the test reads"
+
+
 def test_folders_others_cannot_enter_are_named(open_tmp):
     tmp_path = open_tmp
     private = tmp_path / "private"
@@ -129,6 +138,44 @@ def test_a_full_server_refuses_the_next_attendee_with_its_size():
             group.remove()
         for sleeper in sleepers:
             sleeper.wait()
+
+
+# ------------------------------------------------------------------ beyond one server: Zero to JupyterHub
+KUBERNETES = paths.REPO / "deploy" / "kubernetes"
+
+
+def merged(defaults: dict, values: dict) -> dict:
+    """Helm's merge of a values file over the chart's defaults (maps merge, everything else is replaced)."""
+    out = dict(defaults)
+    for key, value in values.items():
+        both = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+        out[key] = merged(defaults[key], value) if both else value
+    return out
+
+
+def test_the_kubernetes_values_pass_the_charts_schema_and_match_the_hub():
+    import jsonschema
+    import yaml
+
+    schema = json.loads((KUBERNETES / "values.schema.json").read_text())
+    defaults = yaml.safe_load((KUBERNETES / "chart-values.yaml").read_text())
+    values = yaml.safe_load((KUBERNETES / "values.yaml").read_text())
+    jsonschema.validate(merged(defaults, values), schema)
+    typo = merged(defaults, {**values, "singleuser": {**values["singleuser"], "memory": {"limitt": "6G"}}})
+    with pytest.raises(jsonschema.ValidationError, match="'limitt' was unexpected"):
+        jsonschema.validate(typo, schema)
+    # the same attendee as the one-server hub: limits, name rule, environment, authenticator
+    limits, user = server.attendee_limits("cpu"), values["singleuser"]
+    assert user["memory"]["limit"] == user["memory"]["guarantee"] == f"{limits.memory_bytes / 1e9:g}G"
+    assert user["cpu"]["limit"] == limits.cores
+    assert values["hub"]["config"]["Authenticator"]["username_pattern"] == f"^{server.NAME_PATTERN}$"
+    assert values["hub"]["config"]["JupyterHub"]["authenticator_class"] == "shared-password"
+    home = Path(user["storage"]["homeMountPath"])
+    person = server.Attendee("ada", "jovyan", home)
+    assert {k: v for k, v in user["extraEnv"].items() if k in person.env(Path("x"))} == \
+        person.env(Path(user["extraEnv"]["LABKIT_SHARED_CACHE"]))
+    mounts = {m["mountPath"]: m for m in user["storage"]["extraVolumeMounts"]}
+    assert mounts[user["extraEnv"]["LABKIT_SHARED_CACHE"]]["readOnly"] is True
 
 
 # ------------------------------------------------------------------ three attendees in a browser

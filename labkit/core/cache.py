@@ -258,7 +258,7 @@ def cached_dir(final: Path, force: bool = False, label: str | None = None):
             return
         raise CacheError(f"{final} is in the shared cache (LABKIT_SHARED_CACHE), which labkit never writes"
                          f"{f': {problem}' if problem else ''}. Ask whoever fills it to remake it "
-                         "(`make hub-warm`), or unset LABKIT_SHARED_CACHE to make your own copy.")
+                         "(`make course` on the server), or unset LABKIT_SHARED_CACHE to make your own copy.")
     try:
         lock = lock_for(final)
         lock.acquire()

@@ -38,7 +38,7 @@ def shared_cache_dir() -> Path | None:
     path = Path(value).expanduser()
     if not path.is_dir():
         raise CacheError(f"LABKIT_SHARED_CACHE={path} is not a folder: point it at the workshop's shared model cache "
-                         "(the instructor's `make hub-warm` fills it), or unset it.")
+                         "(the instructor fills it with `make course`), or unset it.")
     return path
 
 

@@ -6,8 +6,8 @@ into JupyterHub's LocalProcessSpawner:
 - **Attendees.** A hub name `ada` is the Unix user `phi-ada` (the prefix keeps a login from ever naming `root` or
   another account of the server), created on first login with a private home (0700). Their copy of the labs
   (`~/phi-lab/`) is written on first login; a later login adds labs that are new and never overwrites one.
-- **One shared, read-only model cache.** The instructor fills the course's cache beforehand (`make hub-warm`: the
-  course, once); attendees read it as `LABKIT_SHARED_CACHE` and make what it lacks (their own settings) in their
+- **One shared, read-only model cache.** The instructor fills the course's cache beforehand (`make course` on the
+  server, once); attendees read it as `LABKIT_SHARED_CACHE` and make what it lacks (their own settings) in their
   own `~/phi-lab/models`, their runs in `~/phi-lab/runs`.
 - **Limits from the course's measurements.** Each attendee's memory is the largest per-lab peak of the profile's
   measured first run (docs/measured/<profile>-course.json) plus a quarter, and their CPU the cores it was measured
