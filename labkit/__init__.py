@@ -13,7 +13,8 @@ layers; a layer imports only the layers above it in this list (tests/test_layeri
     measuring   bench, judge, scale, memwatch, peers,              size, speed, quality and memory of what was made
                 peer_worker, vision_verify, report
     training    awq, olive, olive_seeded, onnx_adapter, recipes    AWQ and LoRA fine-tuning (measured with `measuring`)
-    workshop    course, checks, plan, env, gpu, cli                the notebooks, exercises and the `labkit` command
+    workshop    course, checks, plan, env, gpu, attendees,         the notebooks, exercises, the `labkit` command and
+                server, cli                                        the workshop server (JupyterHub)
 
 Notebooks import modules by their short name, `from labkit import build, generate`: the names
 below resolve to the module in its layer on first use. ARCHITECTURE.md draws the layers.
@@ -31,7 +32,7 @@ LAYERS = {
                "vision_export"],
     "measuring": ["bench", "judge", "scale", "memwatch", "peers", "peer_worker", "vision_verify", "report"],
     "training": ["awq", "olive", "olive_seeded", "onnx_adapter", "recipes"],
-    "workshop": ["course", "checks", "plan", "env", "gpu", "cli"],
+    "workshop": ["course", "checks", "plan", "env", "gpu", "attendees", "server", "cli"],
 }
 _HOME = {module: layer for layer, modules in LAYERS.items() for module in modules}
 

@@ -28,22 +28,22 @@ from parameters import TEST_PARAMETERS
 
 from labkit import course, paths
 from labkit.core import sizing
-from labkit.workshop import server
+from labkit.workshop import attendees, server
 
-ROOT_WITH_CGROUPS = pytest.mark.skipif(not CGROUPS_WRITABLE or server.cgroups_available() is not None,
+ROOT_WITH_CGROUPS = pytest.mark.skipif(not CGROUPS_WRITABLE or attendees.cgroups_available() is not None,
                                        reason="the hub creates Unix users and cgroups: run as root on Linux")
 
 
 # ------------------------------------------------------------------ the pieces
 def test_attendee_names_become_prefixed_unix_users_and_nothing_else():
-    assert server.unix_name("ada") == "phi-ada" and server.unix_name("team7") == "phi-team7"
+    assert attendees.unix_name("ada") == "phi-ada" and attendees.unix_name("team7") == "phi-team7"
     for bad in ("root", "Ada", "ada-admin", "../etc", "", "7up", "a" * 21):
         if bad == "root":      # a valid name, and never the server's root: always prefixed
-            assert server.unix_name(bad) == "phi-root"
+            assert attendees.unix_name(bad) == "phi-root"
             continue
-        with pytest.raises(server.HubError, match="lower-case letters and digits"):
-            server.unix_name(bad)
-    person = server.attendee("ada")
+        with pytest.raises(attendees.HubError, match="lower-case letters and digits"):
+            attendees.unix_name(bad)
+    person = attendees.attendee("ada")
     env = person.env(Path("/srv/cache"))
     assert env["LABKIT_CACHE"] == "/home/phi-ada/phi-lab/models" and env["LABKIT_SHARED_CACHE"] == "/srv/cache"
     assert env["LABKIT_RUNS"] == "/home/phi-ada/phi-lab/runs"
@@ -52,15 +52,15 @@ def test_attendee_names_become_prefixed_unix_users_and_nothing_else():
 def test_limits_come_from_the_measured_course_and_capacity_never_overcommits():
     sheet = json.loads((paths.REPO / "docs" / "measured" / "cpu-course.json").read_text())
     peak = max(row["peak_rss_bytes"] for row in sheet["labs"].values())
-    limits = server.attendee_limits("cpu")
-    assert peak * server.HEADROOM <= limits.memory_bytes < peak * server.HEADROOM + 0.5 * sizing.GB
+    limits = attendees.attendee_limits("cpu")
+    assert peak * attendees.HEADROOM <= limits.memory_bytes < peak * attendees.HEADROOM + 0.5 * sizing.GB
     assert limits.cores == sheet["cores"] and "lab 03" in limits.basis
-    assert server.capacity(limits, 64 * 10**9) == (64 * 10**9 - server.RESERVE_BYTES) // limits.memory_bytes
-    assert server.capacity(limits, limits.memory_bytes) == 0
-    line = server.capacity_line(limits, 3, 24 * 10**9)
+    assert attendees.capacity(limits, 64 * 10**9) == (64 * 10**9 - attendees.RESERVE_BYTES) // limits.memory_bytes
+    assert attendees.capacity(limits, limits.memory_bytes) == 0
+    line = attendees.capacity_line(limits, 3, 24 * 10**9)
     assert line.startswith("3 attendees at most") and f"{limits.memory_bytes / 1e9:.1f} GB" in line
-    with pytest.raises(server.InputError, match="No measured course for the 'phone' profile"):
-        server.attendee_limits("phone")
+    with pytest.raises(attendees.InputError, match="No measured course for the 'phone' profile"):
+        attendees.attendee_limits("phone")
 
 
 @pytest.fixture
@@ -73,11 +73,11 @@ def open_tmp():
 
 
 def test_the_readmes_sizes_are_the_hubs():
-    limits, readme = server.attendee_limits("cpu"), (paths.REPO / "README.md").read_text()
+    limits, readme = attendees.attendee_limits("cpu"), (paths.REPO / "README.md").read_text()
     assert f"{limits.memory_bytes / 1e9:g} GB and {limits.cores:g} cores per attendee" in readme
     for seats, ram_gb in re.findall(r"\n\| (\d+) \| (\d+) GB of RAM", readme) + \
             re.findall(r"\n\| (\d+) \| (\d+) GB, ", readme):
-        assert server.capacity(limits, int(ram_gb) * 10**9) >= int(seats), (seats, ram_gb)
+        assert attendees.capacity(limits, int(ram_gb) * 10**9) >= int(seats), (seats, ram_gb)
     assert re.search(r"\n\| 30 \| 192 GB", readme), "the table the test reads"
 
 
@@ -102,8 +102,8 @@ def test_settings_come_from_make_hub():
 
 @ROOT_WITH_CGROUPS
 def test_an_attendee_cgroup_enforces_its_memory_limit():
-    group = server.Cgroup(f"pytest{os.getpid()}")
-    limits = server.Limits("cpu", 200 * 10**6, 1, "test")
+    group = attendees.Cgroup(f"pytest{os.getpid()}")
+    limits = attendees.Limits("cpu", 200 * 10**6, 1, "test")
     group.create(limits)
     try:
         assert 0 <= 200 * 10**6 - group.memory_limit() < 4096      # whole pages
@@ -120,19 +120,19 @@ def test_an_attendee_cgroup_enforces_its_memory_limit():
 
 @ROOT_WITH_CGROUPS
 def test_a_full_server_refuses_the_next_attendee_with_its_size():
-    limits = server.Limits("cpu", 6 * 10**9, 2, "test")
-    groups = [server.Cgroup(f"pytest{os.getpid()}x{i}") for i in range(2)]
+    limits = attendees.Limits("cpu", 6 * 10**9, 2, "test")
+    groups = [attendees.Cgroup(f"pytest{os.getpid()}x{i}") for i in range(2)]
     sleepers = []
     try:
         for group in groups:
             group.create(limits)
             sleepers.append(subprocess.Popen(["sleep", "60"], preexec_fn=group.join))
-        running = server.attendees_running()
+        running = attendees.attendees_running()
         assert {g.unix for g in groups} <= set(running)
-        with pytest.raises(server.HubError, match=rf"full: {len(running)} attendees are running, and it holds "
+        with pytest.raises(attendees.HubError, match=rf"full: {len(running)} attendees are running, and it holds "
                                                   rf"{len(running)} \(6.0 GB each\)"):
-            server.check_seat("phi-newcomer", len(running), limits)
-        server.check_seat(groups[0].unix, len(running), limits)     # a restart of one's own server is no new seat
+            attendees.check_seat("phi-newcomer", len(running), limits)
+        attendees.check_seat(groups[0].unix, len(running), limits)     # a restart of one's own server is no new seat
     finally:
         for group in groups:
             group.remove()
@@ -165,13 +165,13 @@ def test_the_kubernetes_values_pass_the_charts_schema_and_match_the_hub():
     with pytest.raises(jsonschema.ValidationError, match="'limitt' was unexpected"):
         jsonschema.validate(typo, schema)
     # the same attendee as the one-server hub: limits, name rule, environment, authenticator
-    limits, user = server.attendee_limits("cpu"), values["singleuser"]
+    limits, user = attendees.attendee_limits("cpu"), values["singleuser"]
     assert user["memory"]["limit"] == user["memory"]["guarantee"] == f"{limits.memory_bytes / 1e9:g}G"
     assert user["cpu"]["limit"] == limits.cores
-    assert values["hub"]["config"]["Authenticator"]["username_pattern"] == f"^{server.NAME_PATTERN}$"
+    assert values["hub"]["config"]["Authenticator"]["username_pattern"] == f"^{attendees.NAME_PATTERN}$"
     assert values["hub"]["config"]["JupyterHub"]["authenticator_class"] == "shared-password"
     home = Path(user["storage"]["homeMountPath"])
-    person = server.Attendee("ada", "jovyan", home)
+    person = attendees.Attendee("ada", "jovyan", home)
     assert {k: v for k, v in user["extraEnv"].items() if k in person.env(Path("x"))} == \
         person.env(Path(user["extraEnv"]["LABKIT_SHARED_CACHE"]))
     mounts = {m["mountPath"]: m for m in user["storage"]["extraVolumeMounts"]}
@@ -287,7 +287,7 @@ def cell_index(nb, starts):
 def processes_in(unix):
     uid = pwd.getpwnam(unix).pw_uid
     found = {}
-    for pid in server.Cgroup(unix).pids():
+    for pid in attendees.Cgroup(unix).pids():
         try:
             status = Path(f"/proc/{pid}/status").read_text()
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -311,7 +311,7 @@ def test_three_attendees_each_get_an_answer_in_their_own_server(open_tmp, travel
 
     state = open_tmp
     for name in ATTENDEES + ("testdan",):
-        server.remove_attendee(name)
+        attendees.remove_attendee(name)
     cache = paths.cache_dir()
     before = {p.name for p in cache.glob("olive/*")}
     hub = Hub(state, free_port())
@@ -366,23 +366,23 @@ def test_three_attendees_each_get_an_answer_in_their_own_server(open_tmp, travel
             for answer in answers.values():
                 assert answer.startswith("you: What should I eat in Kyoto?\nmodel: ") and len(answer) > 45, answer
 
-            limits = server.attendee_limits("cpu")
+            limits = attendees.attendee_limits("cpu")
             for name in ATTENDEES:
-                unix = server.unix_name(name)
+                unix = attendees.unix_name(name)
                 uid, procs = processes_in(unix)
-                assert 0 <= limits.memory_bytes - server.Cgroup(unix).memory_limit() < 4096
+                assert 0 <= limits.memory_bytes - attendees.Cgroup(unix).memory_limit() < 4096
                 servers = [pid for pid, (_, cmd) in procs.items() if "jupyterhub.singleuser" in cmd]
                 kernels = [pid for pid, (_, cmd) in procs.items() if "ipykernel_launcher" in cmd]
                 assert len(servers) == 1 and len(kernels) == 2, procs     # lab 00's kernel and lab 04's
                 assert {u for u, _ in procs.values()} == {uid}, f"{unix}'s processes run as {unix} only: {procs}"
-                home = server.attendee(name).home
+                home = attendees.attendee(name).home
                 assert (home.stat().st_mode & 0o777) == 0o700 and home.stat().st_uid == uid
                 ran = {p.name for p in (home / "phi-lab" / "runs" / "interactive").iterdir()}
                 assert "results.json" in ran, f"{name}'s run outputs are in their own folder"
                 own = [p for p in (home / "phi-lab" / "models").rglob("manifest.json")]
                 assert not own, f"{name} made models the shared cache holds: {own}"
-            ana, ben = (server.unix_name(n) for n in ATTENDEES[:2])
-            ben_home = server.attendee(ATTENDEES[1]).home
+            ana, ben = (attendees.unix_name(n) for n in ATTENDEES[:2])
+            ben_home = attendees.attendee(ATTENDEES[1]).home
             assert as_user(ana, "cat", str(ben_home / "phi-lab" / "04_inference.ipynb")).returncode != 0
             assert as_user(ana, "touch", str(ben_home / "phi-lab" / "from-ana")).returncode != 0
             assert as_user(ana, "ls", str(ben_home)).returncode != 0
@@ -393,9 +393,9 @@ def test_three_attendees_each_get_an_answer_in_their_own_server(open_tmp, travel
         log = hub.stop()
         (shots / "labkit-hub.log").write_text(log)
         for name in ATTENDEES + ("testdan",):
-            server.remove_attendee(name)
+            attendees.remove_attendee(name)
     assert "The hub and every attendee's server are stopped." in log, log[-3000:]
     assert hub.process.returncode == 0
-    assert server.attendees_running() == []
+    assert attendees.attendees_running() == []
     leftover = subprocess.run(["pgrep", "-f", f"jupyterhub -f {server.CONFIG}"], capture_output=True, text=True)
     assert not leftover.stdout.strip(), "stopping the hub leaves nothing running"

@@ -11,7 +11,7 @@ import os
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 
-from labkit.workshop import server
+from labkit.workshop import attendees, server
 
 settings = server.settings_from_environ()
 c = get_config()  # noqa: F821  (JupyterHub's config loader provides it)
@@ -32,24 +32,24 @@ c.JupyterHub.cleanup_proxy = True
 c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.user_password = settings.password
 c.Authenticator.allow_all = True
-c.Authenticator.username_pattern = f"^{server.NAME_PATTERN}$"
+c.Authenticator.username_pattern = f"^{attendees.NAME_PATTERN}$"
 
 
 class CourseSpawner(LocalProcessSpawner):
     """LocalProcessSpawner as the attendee's own Unix user, in their cgroup, on their copy of the labs."""
 
     def _attendee(self):
-        return server.attendee(self.user.name)
+        return attendees.attendee(self.user.name)
 
     async def start(self):
-        person = server.ensure_attendee(self.user.name, settings.exercises)
-        server.check_seat(person.unix, settings.seats, settings.limits)
-        server.Cgroup(person.unix).create(settings.limits)
+        person = attendees.ensure_attendee(self.user.name, settings.exercises)
+        attendees.check_seat(person.unix, settings.seats, settings.limits)
+        attendees.Cgroup(person.unix).create(settings.limits)
         self.notebook_dir = str(person.labs)
         return await super().start()
 
     def make_preexec_fn(self, name):
-        cgroup, drop_root = server.Cgroup(self._attendee().unix), set_user_setuid(self._attendee().unix)
+        cgroup, drop_root = attendees.Cgroup(self._attendee().unix), set_user_setuid(self._attendee().unix)
 
         def preexec():       # in the child, as root: join the cgroup first, then become the attendee
             cgroup.join()
@@ -67,7 +67,7 @@ class CourseSpawner(LocalProcessSpawner):
 
     async def stop(self, now=False):
         await super().stop(now=now)
-        server.Cgroup(self._attendee().unix).remove()
+        attendees.Cgroup(self._attendee().unix).remove()
 
 
 c.JupyterHub.spawner_class = CourseSpawner

@@ -1,28 +1,16 @@
-"""The workshop server: one JupyterHub for a room, each attendee a Unix user of their own inside a memory cgroup.
+"""The workshop server: `make hub` (`labkit hub`) runs JupyterHub for a room. All labs.
 
-`make hub` (`labkit hub`) starts JupyterHub with deploy/jupyterhub/jupyterhub_config.py, which wires this module
-into JupyterHub's LocalProcessSpawner:
-
-- **Attendees.** A hub name `ada` is the Unix user `phi-ada` (the prefix keeps a login from ever naming `root` or
-  another account of the server), created on first login with a private home (0700). Their copy of the labs
-  (`~/phi-lab/`) is written on first login; a later login adds labs that are new and never overwrites one.
-- **One shared, read-only model cache.** The instructor fills the course's cache beforehand (`make course` on the
-  server, once); attendees read it as `LABKIT_SHARED_CACHE` and make what it lacks (their own settings) in their
-  own `~/phi-lab/models`, their runs in `~/phi-lab/runs`.
-- **Limits from the course's measurements.** Each attendee's memory is the largest per-lab peak of the profile's
-  measured first run (docs/measured/<profile>-course.json) plus a quarter, and their CPU the cores it was measured
-  on. Enforced by the kernel: these servers have neither systemd nor Docker, and LocalProcessSpawner ignores
-  `mem_limit`, so each single-user server joins a cgroup of its own before it drops root (cgroup v1 or v2).
-- **Capacity.** Attendees x memory must fit the machine's RAM less a reserve for the hub: the hub says how many
-  attendees that is when it starts and refuses the next server, with that number, rather than let the machine swap.
+JupyterHub starts with deploy/jupyterhub/jupyterhub_config.py, which applies `labkit.workshop.attendees` to its
+LocalProcessSpawner: one Unix user, private home, copy of the labs and memory cgroup per attendee, the course's
+model cache shared read-only. This module does what comes before and after: every check before the hub starts
+(root, cgroups, a course attendees' users can read, the machine's capacity, the password), a readable copy of a
+course installed privately, starting JupyterHub with its proxy, and stopping it with every attendee's server.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import secrets
 import shutil
 import stat
@@ -32,254 +20,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import paths, sizing
-from ..core.errors import InputError, LabkitError
-
-PREFIX = "phi-"                        # Unix names of attendees: phi-<hub name>
-NAME_PATTERN = r"[a-z][a-z0-9]{0,19}"  # hub names JupyterHub accepts (Authenticator.username_pattern)
-HOME_ROOT = Path("/home")
-LABS = "phi-lab"                       # the attendee's folder in their home
-CGROUP = "labkit-hub"                  # every attendee's cgroup lives under this one
-HEADROOM = 1.25                        # memory limit = measured peak x this
-RESERVE_BYTES = int(2 * sizing.GB)     # kept for the hub, the proxy and the system
-V2, V1 = Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup")
-
-
-class HubError(LabkitError):
-    """The workshop server cannot start or serve an attendee; the message names the fix."""
-
-
-# ------------------------------------------------------------------ limits and capacity
-@dataclass(frozen=True)
-class Limits:
-    """What one attendee may use, and where the numbers come from."""
-
-    profile: str
-    memory_bytes: int
-    cores: float
-    basis: str
-
-
-def attendee_limits(profile: str = "cpu") -> Limits:
-    """Memory and CPU for one attendee of `profile`, from the course's measured first run of that profile."""
-    sheet_path = paths.REPO / "docs" / "measured" / f"{profile}-course.json"
-    if not sheet_path.exists():
-        measured = sorted(p.name.removesuffix("-course.json") for p in sheet_path.parent.glob("*-course.json"))
-        raise InputError(f"No measured course for the {profile!r} profile ({sheet_path.name}): the hub sizes attendees "
-                         f"from one. Measured: {', '.join(measured)}.")
-    sheet = paths.read_json(sheet_path)
-    lab, peak = max(((lab, row["peak_rss_bytes"]) for lab, row in sheet["labs"].items()), key=lambda x: x[1])
-    half_gb = 0.5 * sizing.GB
-    memory = int(math.ceil(peak * HEADROOM / half_gb) * half_gb)
-    return Limits(profile, memory, float(sheet.get("cores", 2)),
-                  f"lab {lab}'s peak {peak / sizing.GB:.1f} GB in the measured {profile} course "
-                  f"({sheet['measured_on']}) + {HEADROOM - 1:.0%}, on {sheet.get('cores', 2)} cores")
-
-
-def capacity(limits: Limits, total_bytes: int | None = None) -> int:
-    """How many attendees this machine holds at `limits` without swapping."""
-    total = total_bytes if total_bytes is not None else sizing.memory_limit_bytes()
-    return max(0, (total - RESERVE_BYTES) // limits.memory_bytes)
-
-
-def capacity_line(limits: Limits, seats: int, total_bytes: int | None = None) -> str:
-    total = total_bytes if total_bytes is not None else sizing.memory_limit_bytes()
-    return (f"{seats} attendees at most: {limits.memory_bytes / sizing.GB:.1f} GB and {limits.cores:g} cores each "
-            f"({limits.profile} profile: {limits.basis}) on {total / sizing.GB:.1f} GB of RAM, "
-            f"{RESERVE_BYTES / sizing.GB:.0f} GB kept for the hub")
-
-
-# ------------------------------------------------------------------ attendees
-@dataclass(frozen=True)
-class Attendee:
-    name: str          # the hub's
-    unix: str          # the server's
-    home: Path
-
-    @property
-    def labs(self) -> Path:
-        return self.home / LABS
-
-    def env(self, shared_cache: Path) -> dict[str, str]:
-        """The course's environment variables in this attendee's server: their own cache and runs, the shared one."""
-        return {"LABKIT_CACHE": str(self.labs / "models"), "LABKIT_RUNS": str(self.labs / "runs"),
-                "LABKIT_SHARED_CACHE": str(shared_cache), "HF_HUB_OFFLINE": "1"}
-
-
-def unix_name(hub_name: str) -> str:
-    """`phi-<name>` for a hub name of lower-case letters and digits; anything else is refused."""
-    if not re.fullmatch(NAME_PATTERN, hub_name):
-        raise HubError(f"{hub_name!r} is not an attendee name here: use 1-20 lower-case letters and digits, starting "
-                       "with a letter (ada, team7).")
-    return PREFIX + hub_name
-
-
-def attendee(hub_name: str) -> Attendee:
-    unix = unix_name(hub_name)
-    return Attendee(hub_name, unix, HOME_ROOT / unix)
-
-
-def ensure_attendee(hub_name: str, exercises: Path) -> Attendee:
-    """The attendee's Unix user (created the first time), private home, and their own copy of every lab."""
-    import pwd
-
-    person = attendee(hub_name)
-    try:
-        pwd.getpwnam(person.unix)
-    except KeyError:
-        run = subprocess.run(["useradd", "--create-home", "--home-dir", str(person.home), "--shell", "/bin/bash",
-                              "--user-group", "--comment", f"workshop attendee {hub_name}", person.unix],
-                             capture_output=True, text=True)
-        if run.returncode:
-            raise HubError(f"Could not create the Unix user {person.unix} ({run.stderr.strip()}): the hub runs as root "
-                           "(`sudo make hub`).") from None
-    entry = pwd.getpwnam(person.unix)
-    person.home.mkdir(mode=0o700, exist_ok=True)
-    os.chown(person.home, entry.pw_uid, entry.pw_gid)
-    person.home.chmod(0o700)                     # useradd's default may be 0755: homes are private
-    for folder in (person.labs, person.labs / "models", person.labs / "runs"):
-        folder.mkdir(exist_ok=True)
-        os.chown(folder, entry.pw_uid, entry.pw_gid)
-    for notebook in sorted(Path(exercises).glob("*.ipynb")):
-        copy = person.labs / notebook.name
-        if copy.exists():                        # their own work: never overwritten
-            continue
-        tmp = copy.with_name(f".{copy.name}.tmp")
-        shutil.copyfile(notebook, tmp)
-        os.chown(tmp, entry.pw_uid, entry.pw_gid)
-        tmp.replace(copy)
-    return person
-
-
-def remove_attendee(hub_name: str) -> None:
-    """Delete the attendee's Unix user and home (after the workshop; the hub never does it by itself)."""
-    subprocess.run(["userdel", "--remove", attendee(hub_name).unix], capture_output=True)
-
-
-# ------------------------------------------------------------------ cgroups
-def _v2() -> bool:
-    return (V2 / "cgroup.controllers").exists()
-
-
-def cgroups_available() -> str | None:
-    """None when attendees' servers can be put in cgroups here, else why not and the fix."""
-    if not sys.platform.startswith("linux"):
-        return "memory limits need Linux cgroups"
-    if os.geteuid() != 0:
-        return "creating cgroups needs root: start the hub with sudo (`sudo make hub`)"
-    if _v2():
-        has_memory = "memory" in (V2 / "cgroup.controllers").read_text()
-        return None if has_memory else "cgroup v2 without its memory controller"
-    if not (V1 / "memory").is_dir() or not (V1 / "cpu").is_dir():
-        return "no cgroup memory and cpu controllers are mounted under /sys/fs/cgroup"
-    return None
-
-
-class Cgroup:
-    """One attendee's cgroup (memory and CPU), under `labkit-hub/`."""
-
-    def __init__(self, unix: str):
-        self.unix = unix
-
-    def folders(self) -> list[Path]:
-        if _v2():
-            return [V2 / CGROUP / self.unix]
-        return [V1 / "memory" / CGROUP / self.unix, V1 / "cpu" / CGROUP / self.unix]
-
-    def create(self, limits: Limits) -> None:
-        memory, quota_us, period_us = str(limits.memory_bytes), int(limits.cores * 100_000), 100_000
-        if _v2():
-            parent = V2 / CGROUP
-            parent.mkdir(exist_ok=True)
-            (V2 / "cgroup.subtree_control").write_text("+memory +cpu")
-            (parent / "cgroup.subtree_control").write_text("+memory +cpu")
-            folder = parent / self.unix
-            folder.mkdir(exist_ok=True)
-            (folder / "memory.max").write_text(memory)
-            (folder / "memory.swap.max").write_text("0")
-            (folder / "cpu.max").write_text(f"{quota_us} {period_us}")
-            return
-        memory_dir, cpu_dir = self.folders()
-        for folder in (memory_dir, cpu_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-        (memory_dir / "memory.limit_in_bytes").write_text(memory)
-        if (memory_dir / "memory.memsw.limit_in_bytes").exists():     # no swapping past the limit either
-            (memory_dir / "memory.memsw.limit_in_bytes").write_text(memory)
-        (cpu_dir / "cpu.cfs_period_us").write_text(str(period_us))
-        (cpu_dir / "cpu.cfs_quota_us").write_text(str(quota_us))
-
-    def join(self, pid: int = 0) -> None:
-        """Move `pid` (0: this process) in; its children are born inside. Runs before the server drops root."""
-        for folder in self.folders():
-            (folder / "cgroup.procs").write_text(str(pid or os.getpid()))
-
-    def pids(self) -> list[int]:
-        folder = self.folders()[0]
-        try:
-            return [int(p) for p in (folder / "cgroup.procs").read_text().split()]
-        except FileNotFoundError:
-            return []
-
-    def memory_limit(self) -> int:
-        """The limit as the kernel keeps it (rounded down to a whole page)."""
-        folder = self.folders()[0]
-        return int((folder / ("memory.max" if _v2() else "memory.limit_in_bytes")).read_text())
-
-    def remove(self, timeout_s: float = 10) -> None:
-        """Kill what is left inside and remove the cgroup."""
-        import signal
-
-        deadline = time.time() + timeout_s
-        for folder in self.folders():
-            while folder.exists():
-                for pid in self.pids():
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                try:
-                    folder.rmdir()
-                except OSError:
-                    if time.time() > deadline:
-                        raise HubError(f"Could not remove {folder}: processes {self.pids()} are still in it.") from None
-                    time.sleep(0.2)
-            try:
-                folder.parent.rmdir()            # the last attendee's: labkit-hub/ goes too
-            except OSError:
-                pass
-
-
-def attendees_running() -> list[str]:
-    """Unix names of the attendees whose cgroup holds a live process."""
-    root = (V2 if _v2() else V1 / "memory") / CGROUP
-    if not root.is_dir():
-        return []
-    return sorted(f.name for f in root.iterdir() if f.is_dir() and Cgroup(f.name).pids())
-
-
-def remove_all_cgroups() -> None:
-    roots = [V2 / CGROUP] if _v2() else [V1 / "memory" / CGROUP, V1 / "cpu" / CGROUP]
-    for root in roots:
-        if root.is_dir():
-            for folder in root.iterdir():
-                if folder.is_dir():
-                    Cgroup(folder.name).remove()
-        if root.is_dir():
-            root.rmdir()
-
-
-def check_seat(unix: str, seats: int, limits: Limits) -> None:
-    """Refuse a server beyond the machine's capacity (the attendee's own restart is not a new seat)."""
-    others = [name for name in attendees_running() if name != unix]
-    if len(others) >= seats:
-        raise HubError(f"The workshop server is full: {len(others)} attendees are running, and it holds {seats} "
-                       f"({limits.memory_bytes / sizing.GB:.1f} GB each). Ask the instructor to stop an idle server "
-                       "(Admin page) or to run the hub on a bigger machine.")
+from ..core import paths
+from .attendees import HubError, Limits, attendee_limits, capacity, capacity_line, cgroups_available, remove_all_cgroups
 
 
 # ------------------------------------------------------------------ can attendees read the course?
 def unreadable_by_others(targets: list[Path]) -> list[str]:
-    """For each path attendees need, the first folder on its way that other users cannot enter or read."""
+    """For each path attendees need, the first folder on its way that other users cannot enter or read. All labs."""
     problems = []
     for target in targets:
         target = Path(target).resolve()
@@ -296,7 +43,8 @@ def unreadable_by_others(targets: list[Path]) -> list[str]:
 
 
 def check_attendees_can_run(python: Path, shared_cache: Path) -> None:
-    """Attendees run the course's Python and read its files and cache as their own users: check it as `nobody`."""
+    """Attendees run the course's Python and read its files and cache as their own users: checked as `nobody`.
+    All labs."""
     targets = [Path(python).resolve().parent, Path(python).parent, paths.REPO, shared_cache]
     problems = unreadable_by_others(targets)
     probe = None
@@ -335,7 +83,7 @@ def _link_tree(source: Path, target: Path, skip=lambda path: False) -> None:
 
 
 def system_python() -> Path:
-    """A Python of this environment's version that every user can run (Debian's /usr/bin/python3.11, for one)."""
+    """A Python of this environment's version every user can run (Debian's /usr/bin/python3.11, say). All labs."""
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     for folder in ("/usr/bin", "/usr/local/bin", "/opt/python/bin"):
         candidate = Path(folder) / version
@@ -349,7 +97,7 @@ def system_python() -> Path:
 def publish(dest: Path, cache: Path) -> tuple[Path, Path]:
     """A copy of the course every user can read, for a course installed privately (a home folder, a Python under
     /root): its files, its environment's packages on a system Python of the same version, and its model cache, all
-    hardlinked (seconds, no extra disk on one file system). Returns (its Python, its model cache)."""
+    hardlinked (seconds, no extra disk on one file system). Returns (its Python, its model cache). All labs."""
     base = system_python()
     tmp = dest.with_name(f".{dest.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -385,7 +133,7 @@ PROXY_DIR = paths.REPO / "deploy" / "jupyterhub"
 
 
 def proxy_command() -> Path:
-    """configurable-http-proxy (npm), installed beside the config with `npm ci` the first time."""
+    """configurable-http-proxy (npm), installed beside the config with `npm ci` the first time. All labs."""
     proxy = PROXY_DIR / "node_modules" / ".bin" / "configurable-http-proxy"
     if proxy.exists():
         return proxy
@@ -402,7 +150,7 @@ def proxy_command() -> Path:
 
 @dataclass
 class HubSettings:
-    """What `labkit hub` hands the config file (as LABKIT_HUB_* variables)."""
+    """What `labkit hub` hands the config file (as LABKIT_HUB_* variables). All labs."""
 
     port: int
     password: str
@@ -425,7 +173,7 @@ class HubSettings:
 
 
 def settings_from_environ() -> HubSettings:
-    """The config file's side of `HubSettings.environ`."""
+    """The config file's side of `HubSettings.environ`. All labs."""
     env = os.environ
     missing = [k for k in ("LABKIT_HUB_PASSWORD", "LABKIT_HUB_EXERCISES", "LABKIT_HUB_SHARED_CACHE") if k not in env]
     if missing:
@@ -440,7 +188,8 @@ def settings_from_environ() -> HubSettings:
 
 def prepare(port: int = 8000, profile: str = "cpu", state: Path | None = None, exercises: Path | None = None,
             seats: int | None = None, password: str | None = None) -> HubSettings:
-    """Every check before JupyterHub starts (root, cgroups, a readable course, capacity, the password); the labs."""
+    """Every check before JupyterHub starts (root, cgroups, a readable course, capacity, the password), and the
+    labs to hand out. All labs."""
     from .course import write_exercises
 
     why = cgroups_available()
@@ -486,7 +235,8 @@ def _free_port() -> int:
 
 
 def serve(settings: HubSettings) -> int:
-    """Run JupyterHub until Ctrl+C (or SIGTERM); then stop every attendee's server and remove their cgroups."""
+    """Run JupyterHub until Ctrl+C (or SIGTERM); then stop every attendee's server and remove their cgroups.
+    All labs."""
     import signal
 
     env = dict(os.environ, **settings.environ())
