@@ -248,7 +248,8 @@ def wait_for_lab(page, timeout_s=150):
 
 
 def open_notebook(page, user, name):
-    page.goto(f"{page.url.split('/user/')[0]}/user/{user}/lab/tree/{name}")
+    # a workspace of its own, reset: only this notebook open (the other's kernel keeps running on the server)
+    page.goto(f"{page.url.split('/user/')[0]}/user/{user}/lab/workspaces/{Path(name).stem}/tree/{name}?reset")
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
     page.wait_for_function("() => [...document.querySelectorAll('.jp-Toolbar-kernelName')]"
                            ".some(e => e.innerText.trim() === 'Python (labkit)')", timeout=90_000)
@@ -256,28 +257,27 @@ def open_notebook(page, user, name):
 
 
 def queue_cells(page, indices):
-    """Select each cell with the keyboard, as an attendee steps through, and run it (Ctrl+Enter)."""
-    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.locator(".jp-InputPrompt").click()
-    page.keyboard.press("Escape")
-    at = 0
+    """Select each cell by its prompt and run it (Ctrl+Enter), as an attendee steps through to the chat panel."""
+    cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell")
     for index in indices:
-        for _ in range(index - at):
-            page.keyboard.press("ArrowDown")
-        at = index
+        cells.nth(index).locator(".jp-InputPrompt").click()
         page.keyboard.press("Control+Enter")
 
 
-def wait_idle_after(page, selector_text, timeout_s):
-    """Until every queued cell has run; fail on a traceback."""
+def wait_idle_after(page, selector_text, timeout_s, shot: Path):
+    """Until every queued cell has run; fail on a traceback, with a screenshot."""
     deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        outputs = str(page.locator(".jp-OutputArea").all_inner_texts())
-        assert "Traceback (most recent call last)" not in outputs, outputs[-3000:]
-        prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+    while True:
+        panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+        outputs = str(panel.locator(".jp-OutputArea").all_inner_texts())
+        prompts = panel.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        if "Traceback (most recent call last)" in outputs or time.time() > deadline:
+            page.screenshot(path=str(shot))
+            pytest.fail(f"cells did not finish in {timeout_s} s or raised (screenshot {shot}); prompts {prompts}, "
+                        f"outputs {outputs[-3000:]}")
         if not any("*" in p for p in prompts) and selector_text(page):
             return
         time.sleep(1)
-    pytest.fail(f"cells did not finish in {timeout_s} s")
 
 
 def cell_index(nb, starts):
@@ -345,14 +345,15 @@ def test_three_attendees_each_get_an_answer_in_their_own_server(open_tmp, travel
                 page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
             for name, page in pages.items():
                 wait_idle_after(page, lambda pg: "this machine is ready for the course" in str(
-                    pg.locator(".jp-OutputArea").all_inner_texts()), 180)
+                    pg.locator(".jp-OutputArea").all_inner_texts()), 180, shots / f"{name}-lab00-failed.png")
                 page.screenshot(path=str(shots / f"{name}-lab00.png"))
             for name, page in pages.items():                         # lab 04 down to its chat panel
                 open_notebook(page, name, "04_inference.ipynb")
                 queue_cells(page, cells)
             answers = {}
             for name, page in pages.items():
-                wait_idle_after(page, lambda pg: pg.locator("button", has_text="Send").count() > 0, 240)
+                wait_idle_after(page, lambda pg: pg.locator("button", has_text="Send").count() > 0, 240,
+                                shots / f"{name}-lab04-failed.png")
                 panel = page.locator(".widget-vbox").filter(has=page.locator("button", has_text="Send")).last
                 panel.scroll_into_view_if_needed()
                 before_text = panel.locator(".widget-html").inner_text()

@@ -10,6 +10,7 @@ wires it into JupyterHub. Zero to JupyterHub (Kubernetes) takes the same setting
 import os
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
+from tornado import web
 
 from labkit.workshop import attendees, server
 
@@ -43,7 +44,12 @@ class CourseSpawner(LocalProcessSpawner):
 
     async def start(self):
         person = attendees.ensure_attendee(self.user.name, settings.exercises)
-        attendees.check_seat(person.unix, settings.seats, settings.limits)
+        try:
+            attendees.check_seat(person.unix, settings.seats, settings.limits)
+        except attendees.RoomFull as full:      # an HTTPError's jupyterhub_message is what the attendee reads
+            refused = web.HTTPError(503, str(full))
+            refused.jupyterhub_message = str(full)
+            raise refused from None
         attendees.Cgroup(person.unix).create(settings.limits)
         self.notebook_dir = str(person.labs)
         return await super().start()
@@ -73,6 +79,7 @@ class CourseSpawner(LocalProcessSpawner):
 c.JupyterHub.spawner_class = CourseSpawner
 c.Spawner.cmd = [str(settings.python), "-m", "jupyterhub.singleuser"]
 c.Spawner.default_url = "/lab"
+c.Spawner.args = [f"--LabApp.app_settings_dir={settings.lab_settings}"]
 c.Spawner.http_timeout = 120          # several attendees' first logins at once on a small server
 c.Spawner.start_timeout = 120
 c.Spawner.mem_limit = settings.limits.memory_bytes      # shown to JupyterLab (MEM_LIMIT); the cgroup enforces it

@@ -177,6 +177,23 @@ def output_dir(*parts: str, force: bool = False) -> Path:
     return cache_dir().joinpath(*parts)
 
 
+def relocated(recorded: str | Path) -> Path:
+    """A path a cached record holds (Olive's export names its base model and adapter), found again where this
+    process sees the cache: a workshop's served copy or a copied cache has other roots than the one that made it.
+    All labs."""
+    from .paths import cache_dir, shared_cache_dir
+
+    path = Path(recorded)
+    if os.access(path, os.R_OK):
+        return path
+    for root in filter(None, (shared_cache_dir(), cache_dir())):
+        for start in range(1, len(path.parts)):      # the longest tail of the recorded path under this root
+            candidate = root.joinpath(*path.parts[start:])
+            if candidate.exists():
+                return candidate
+    return path
+
+
 def _in_shared_cache(folder: Path) -> bool:
     from .paths import shared_cache_dir
 

@@ -393,9 +393,10 @@ def add_adapter(onnx_dir: Path, train_file: str | Path, steps: int = 600, learni
     """
     onnx_dir = Path(onnx_dir)
     source = json.loads((onnx_dir / "labkit_export.json").read_text(encoding="utf-8"))
-    rank = json.loads((Path(source["adapter"]) / "adapter_config.json").read_text(encoding="utf-8"))["r"]
+    source.update(adapter=cache.relocated(source["adapter"]), base_model=cache.relocated(source["base_model"]))
+    rank = json.loads((source["adapter"] / "adapter_config.json").read_text(encoding="utf-8"))["r"]
     # The first adapter's dtype, batch and layers: what made it fit this machine (lab 03's full-size recipe)
-    info = Path(source["adapter"]).parent / "finetune_info.json"
+    info = source["adapter"].parent / "finetune_info.json"
     trained = json.loads(info.read_text(encoding="utf-8"))["settings"]
     layers = len(trained["targets"].split(",")) // 4 if "targets" in trained else None
     tuned = finetune(source["base_model"], steps=steps, lora_r=rank, learning_rate=learning_rate,

@@ -47,7 +47,7 @@ def for_export(onnx_dir: Path, peft_dir: str | Path, force: bool = False) -> Pat
     reference = onnx_dir / ADAPTER_FILE
 
     def make(tmp: Path, log: Path) -> dict:
-        parameters = convert(peft_dir, Path(source["adapter"]), reference)
+        parameters = convert(peft_dir, cache.relocated(source["adapter"]), reference)
         write(parameters, tmp / ADAPTER_FILE, adapters.base_fingerprint(onnx_dir))
         return {"adapter": str(peft_dir.resolve()), "model_dir": str(onnx_dir.resolve()),
                 "base_model": source["base_model"], "converted_like": str(reference.resolve())}

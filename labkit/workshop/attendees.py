@@ -44,6 +44,10 @@ class HubError(LabkitError):
     """The workshop server cannot start or serve an attendee; the message names the fix. All labs."""
 
 
+class RoomFull(HubError):
+    """No seat left on the server: the hub shows the attendee this message. All labs."""
+
+
 # ------------------------------------------------------------------ limits and capacity
 @dataclass(frozen=True)
 class Limits:
@@ -272,6 +276,6 @@ def check_seat(unix: str, seats: int, limits: Limits) -> None:
     """Refuse a server beyond the machine's capacity (the attendee's own restart is not a new seat). All labs."""
     others = [name for name in attendees_running() if name != unix]
     if len(others) >= seats:
-        raise HubError(f"The workshop server is full: {len(others)} attendees are running, and it holds {seats} "
+        raise RoomFull(f"The workshop server is full: {len(others)} attendees are running, and it holds {seats} "
                        f"({limits.memory_bytes / sizing.GB:.1f} GB each). Ask the instructor to stop an idle server "
                        "(Admin page) or to run the hub on a bigger machine.")

@@ -75,7 +75,10 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
     locked = sorted(d.name[2:] for d in (paths.REPO / "requirements" / "locks").glob("py3.*"))
     rows.append(_row("python", "{}.{}".format(*sys.version_info[:2]) in locked, sys.version.split()[0],
                      f"The course is locked for Python {', '.join(locked)}: `make install` creates .venv with one."))
-    course_venv = venv and Path(sys.prefix).name in (".venv", ".venv-gpu")
+    # The course's environments register its kernel in themselves (tools/install.py): .venv, .venv-gpu, a workshop
+    # server's served copy, an image's venv, wherever they live.
+    course_venv = venv and any((Path(sys.prefix) / "share" / "jupyter" / "kernels" / name / "kernel.json").exists()
+                               for name in ("labkit", "labkit-gpu"))
     rows.append(_row("kernel is the course venv", course_venv, sys.executable,
                      "Select the 'Python (labkit)' kernel in JupyterLab (registered by `make install`).", warn=True))
 

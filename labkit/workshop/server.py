@@ -112,10 +112,11 @@ def publish(dest: Path, cache: Path) -> tuple[Path, Path]:
     target = next((env / "lib").glob("python3*")) / "site-packages"
     _link_tree(packages, target, skip=lambda p: "__editable__" in p.name and "labkit" in p.name)
     (target / "labkit-course.pth").write_text(str(dest / "course") + "\n")
-    kernels = Path(sys.prefix) / "share" / "jupyter" / "kernels"
-    for spec in kernels.glob("*/kernel.json"):
+    for data in ("etc", "share"):     # JupyterLab's assets and server extensions, the kernel specs
+        if (Path(sys.prefix) / data).is_dir():
+            _link_tree(Path(sys.prefix) / data, env / data)
+    for spec in (Path(sys.prefix) / "share" / "jupyter" / "kernels").glob("*/kernel.json"):
         out = env / "share" / "jupyter" / "kernels" / spec.parent.name
-        _link_tree(spec.parent, out)
         kernel = json.loads(spec.read_text())
         kernel["argv"][0] = str(dest / "env" / "bin" / "python")
         (out / "kernel.json").unlink()
@@ -162,10 +163,18 @@ class HubSettings:
     limits: Limits
     state: Path          # the hub's database, cookie secret and logs
     internal_ports: tuple[int, int] = (8081, 8001)   # the hub's API and the proxy's, on 127.0.0.1
+    course: Path = paths.REPO                        # the course attendees' servers read (the served copy, if any)
+
+    @property
+    def lab_settings(self) -> Path:
+        """JupyterLab's defaults for attendees (deploy/jupyterhub/lab-settings/overrides.json): every cell rendered,
+        so the browser's find and the keyboard reach all of a lab; no news or update prompts over the notebook."""
+        return self.course / "deploy" / "jupyterhub" / "lab-settings"
 
     def environ(self) -> dict[str, str]:
         return {"LABKIT_HUB_PORT": str(self.port), "LABKIT_HUB_PASSWORD": self.password,
                 "LABKIT_HUB_INTERNAL_PORTS": ",".join(map(str, self.internal_ports)),
+                "LABKIT_HUB_COURSE": str(self.course),
                 "LABKIT_HUB_PROFILE": self.profile, "LABKIT_HUB_EXERCISES": str(self.exercises),
                 "LABKIT_HUB_SHARED_CACHE": str(self.shared_cache), "LABKIT_HUB_PYTHON": str(self.python),
                 "LABKIT_HUB_SEATS": str(self.seats), "LABKIT_HUB_PROXY": str(proxy_command()),
@@ -183,7 +192,8 @@ def settings_from_environ() -> HubSettings:
                        env.get("LABKIT_HUB_PROFILE", "cpu"), Path(env["LABKIT_HUB_EXERCISES"]),
                        Path(env["LABKIT_HUB_SHARED_CACHE"]), Path(env.get("LABKIT_HUB_PYTHON", sys.executable)),
                        int(env["LABKIT_HUB_SEATS"]), Limits(**json.loads(env["LABKIT_HUB_LIMITS"])), Path.cwd(),
-                       tuple(int(p) for p in env.get("LABKIT_HUB_INTERNAL_PORTS", "8081,8001").split(",")))
+                       tuple(int(p) for p in env.get("LABKIT_HUB_INTERNAL_PORTS", "8081,8001").split(",")),
+                       Path(env.get("LABKIT_HUB_COURSE", paths.REPO)))
 
 
 def prepare(port: int = 8000, profile: str = "cpu", state: Path | None = None, exercises: Path | None = None,
@@ -198,12 +208,13 @@ def prepare(port: int = 8000, profile: str = "cpu", state: Path | None = None, e
     state = Path(state or DEFAULT_STATE)
     state.mkdir(parents=True, exist_ok=True)
     state.chmod(0o755)
-    shared, python = paths.cache_dir(), Path(sys.executable)
+    shared, python, course = paths.cache_dir(), Path(sys.executable), paths.REPO
     private = unreadable_by_others([python.resolve().parent, python.parent, paths.REPO, shared])
     if private:
         print(f"The course is private to its owner ({private[0]}): attendees get a readable copy in {state / 'served'} "
               "(hardlinks).", flush=True)
         python, shared = publish(state / "served", shared)
+        course = state / "served" / "course"
     check_attendees_can_run(python, shared)
     limits = attendee_limits(profile)
     fits = capacity(limits)
@@ -222,7 +233,7 @@ def prepare(port: int = 8000, profile: str = "cpu", state: Path | None = None, e
         exercises = state / "labs"
         write_exercises(exercises)
     return HubSettings(port, password, profile, Path(exercises), shared, python, seats or fits, limits, hub_state,
-                       (_free_port(), _free_port()))
+                       (_free_port(), _free_port()), course)
 
 
 def _free_port() -> int:
@@ -232,6 +243,23 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _wait_until_up(hub: subprocess.Popen, url: str, log: Path, timeout_s: float = 120) -> None:
+    """Until JupyterHub answers through its proxy: the URL printed is one that works."""
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}hub/api", timeout=2)
+            return
+        except OSError:
+            if hub.poll() is not None or time.time() > deadline:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                hub.kill()
+                raise HubError(f"JupyterHub did not start (its log, {log}, ends):\n{tail}") from None
+            time.sleep(0.3)
 
 
 def serve(settings: HubSettings) -> int:
@@ -249,7 +277,8 @@ def serve(settings: HubSettings) -> int:
         stop["now"] = True
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    url = f"http://{'127.0.0.1'}:{settings.port}/"
+    url = f"http://127.0.0.1:{settings.port}/"
+    _wait_until_up(hub, url, log)
     print(f"The workshop hub: {url}  (attendees log in with any name of lower-case letters and digits)")
     print(f"password: {settings.password}")
     print(capacity_line(settings.limits, settings.seats))
