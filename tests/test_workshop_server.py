@@ -247,9 +247,9 @@ def wait_for_lab(page, timeout_s=150):
     page.wait_for_selector(".jp-LauncherCard, .jp-NotebookPanel", timeout=timeout_s * 1000)
 
 
-def open_notebook(page, user, name):
+def open_notebook(page, base, user, name):
     # a workspace of its own, reset: only this notebook open (the other's kernel keeps running on the server)
-    page.goto(f"{page.url.split('/user/')[0]}/user/{user}/lab/workspaces/{Path(name).stem}/tree/{name}?reset")
+    page.goto(f"{base}/user/{user}/lab/workspaces/{Path(name).stem}/tree/{name}?reset")
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
     page.wait_for_function("() => [...document.querySelectorAll('.jp-Toolbar-kernelName')]"
                            ".some(e => e.innerText.trim() === 'Python (labkit)')", timeout=90_000)
@@ -340,7 +340,7 @@ def test_three_attendees_each_get_an_answer_in_their_own_server(open_tmp, travel
             full.context.close()
 
             for name, page in pages.items():                         # lab 00, Run All, in each server at once
-                open_notebook(page, name, "00_environment_check.ipynb")
+                open_notebook(page, hub.base, name, "00_environment_check.ipynb")
                 page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
                 page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
             for name, page in pages.items():
@@ -348,7 +348,7 @@ def test_three_attendees_each_get_an_answer_in_their_own_server(open_tmp, travel
                     pg.locator(".jp-OutputArea").all_inner_texts()), 180, shots / f"{name}-lab00-failed.png")
                 page.screenshot(path=str(shots / f"{name}-lab00.png"))
             for name, page in pages.items():                         # lab 04 down to its chat panel
-                open_notebook(page, name, "04_inference.ipynb")
+                open_notebook(page, hub.base, name, "04_inference.ipynb")
                 queue_cells(page, cells)
             answers = {}
             for name, page in pages.items():
