@@ -245,6 +245,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _stop_with_parent() -> None:
+    """In JupyterHub's process: a SIGTERM when `labkit hub` dies, however it dies (a closed terminal, SIGKILL), so the
+    hub stops the attendees' servers and its proxy instead of running on unseen (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def _wait_until_up(hub: subprocess.Popen, url: str, log: Path, timeout_s: float = 120) -> None:
     """Until JupyterHub answers through its proxy: the URL printed is one that works."""
     import urllib.request
@@ -270,7 +279,8 @@ def serve(settings: HubSettings) -> int:
     env = dict(os.environ, **settings.environ())
     log = settings.state / "jupyterhub.log"
     hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(CONFIG)], cwd=settings.state, env=env,
-                           stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
+                           stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
+                           preexec_fn=_stop_with_parent)
     stop = {"now": False}
 
     def on_signal(signum, frame):
@@ -279,7 +289,10 @@ def serve(settings: HubSettings) -> int:
         signal.signal(sig, on_signal)
     url = f"http://127.0.0.1:{settings.port}/"
     _wait_until_up(hub, url, log)
-    print(f"The workshop hub: {url}  (attendees log in with any name of lower-case letters and digits)")
+    import socket
+
+    print(f"The workshop hub: {url} here, http://{socket.getfqdn()}:{settings.port}/ for the room (or this machine's "
+          "address); attendees log in with any name of lower-case letters and digits")
     print(f"password: {settings.password}")
     print(capacity_line(settings.limits, settings.seats))
     print(f"log: {log}. Stop it with Ctrl+C.", flush=True)
