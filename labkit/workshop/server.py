@@ -13,10 +13,13 @@ import json
 import os
 import secrets
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +67,8 @@ _NOT_SERVED = {".git", "models", "runs", "exercises", "node_modules", "__pycache
 
 
 def _link_tree(source: Path, target: Path, skip=lambda path: False) -> None:
-    """Hardlink every file of `source` under `target` (a copy across file systems); folders 0755."""
+    """Hardlink every file of `source` under `target` (copied across file systems, and where only its owner may read
+    it); folders 0755."""
     for folder, dirs, files in os.walk(source):
         dirs[:] = [d for d in dirs if not skip(Path(folder) / d)]
         out = target / Path(folder).relative_to(source)
@@ -74,12 +78,14 @@ def _link_tree(source: Path, target: Path, skip=lambda path: False) -> None:
             src = Path(folder) / name
             if skip(src) or src.is_symlink() and not src.exists():
                 continue
-            try:
-                os.link(src, out / name)
-            except OSError:
-                shutil.copy2(src, out / name)
-            if not (out / name).stat().st_mode & stat.S_IROTH:
-                (out / name).chmod(0o644)
+            if src.stat().st_mode & stat.S_IROTH:
+                try:
+                    os.link(src, out / name)
+                    continue
+                except OSError:
+                    pass
+            shutil.copy2(src, out / name)      # a private file is copied: its link would share (and open) its mode
+            (out / name).chmod(0o644)
 
 
 def system_python() -> Path:
@@ -238,8 +244,6 @@ def prepare(port: int = 8000, profile: str = "cpu", state: Path | None = None, e
 
 def _free_port() -> int:
     """A free loopback port for the hub's and the proxy's APIs: two hubs (or a hub and a test) never collide."""
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -249,15 +253,12 @@ def _stop_with_parent() -> None:
     """In JupyterHub's process: a SIGTERM when `labkit hub` dies, however it dies (a closed terminal, SIGKILL), so the
     hub stops the attendees' servers and its proxy instead of running on unseen (Linux's PR_SET_PDEATHSIG)."""
     import ctypes
-    import signal
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def _wait_until_up(hub: subprocess.Popen, url: str, log: Path, timeout_s: float = 120) -> None:
     """Until JupyterHub answers through its proxy: the URL printed is one that works."""
-    import urllib.request
-
     deadline = time.time() + timeout_s
     while True:
         try:
@@ -266,7 +267,7 @@ def _wait_until_up(hub: subprocess.Popen, url: str, log: Path, timeout_s: float 
         except OSError:
             if hub.poll() is not None or time.time() > deadline:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-                hub.kill()
+                os.killpg(hub.pid, signal.SIGKILL)        # and its proxy
                 raise HubError(f"JupyterHub did not start (its log, {log}, ends):\n{tail}") from None
             time.sleep(0.3)
 
@@ -274,8 +275,6 @@ def _wait_until_up(hub: subprocess.Popen, url: str, log: Path, timeout_s: float 
 def serve(settings: HubSettings) -> int:
     """Run JupyterHub until Ctrl+C (or SIGTERM); then stop every attendee's server and remove their cgroups.
     All labs."""
-    import signal
-
     env = dict(os.environ, **settings.environ())
     log = settings.state / "jupyterhub.log"
     hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(CONFIG)], cwd=settings.state, env=env,
@@ -289,8 +288,6 @@ def serve(settings: HubSettings) -> int:
         signal.signal(sig, on_signal)
     url = f"http://127.0.0.1:{settings.port}/"
     _wait_until_up(hub, url, log)
-    import socket
-
     print(f"The workshop hub: {url} here, http://{socket.getfqdn()}:{settings.port}/ for the room (or this machine's "
           "address); attendees log in with any name of lower-case letters and digits")
     print(f"password: {settings.password}")
