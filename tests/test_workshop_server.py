@@ -389,6 +389,7 @@ def test_three_attendees_each_get_an_answer_in_their_own_server(open_tmp, travel
             assert as_user(ana, "ls", str(ben_home)).returncode != 0
             assert as_user(ana, "touch", str(hub.served_cache / "from-ana")).returncode != 0, "the cache is read-only"
             assert {p.name for p in cache.glob("olive/*")} == before, "no attendee wrote into the instructor's cache"
+            assert not list(hub.served_cache.rglob(".tmp-*")), "no half-written folder in the shared cache"
             browser.close()
     finally:
         log = hub.stop()
