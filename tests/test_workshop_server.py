@@ -310,7 +310,7 @@ def test_three_attendees_each_get_an_answer_in_their_own_server(open_tmp, travel
     from playwright.sync_api import sync_playwright
 
     state = open_tmp
-    for name in ATTENDEES + ("testdan",):
+    for name in ATTENDEES + ("testdan", server.INSTRUCTOR):
         attendees.remove_attendee(name)
     cache = paths.cache_dir()
     before = {p.name for p in cache.glob("olive/*")}
@@ -338,6 +338,14 @@ def test_three_attendees_each_get_an_answer_in_their_own_server(open_tmp, travel
             full.wait_for_selector("text=The workshop server is full", timeout=60_000)
             full.screenshot(path=str(shots / "fourth-refused.png"))
             full.context.close()
+            admin_password = re.search(r"as `instructor` with (\S+)", hub.log.read_text()).group(1)
+            admin = log_in(browser, hub, server.INSTRUCTOR, admin_password)   # no seat left for a server of its own
+            admin.wait_for_selector("text=The workshop server is full", timeout=60_000)
+            admin.goto(f"{hub.base}/hub/admin")
+            for name in ATTENDEES:
+                admin.wait_for_selector(f"text={name}", timeout=30_000)
+            admin.screenshot(path=str(shots / "admin-page.png"))
+            admin.context.close()
 
             for name, page in pages.items():                         # lab 00, Run All, in each server at once
                 open_notebook(page, hub.base, name, "00_environment_check.ipynb")
@@ -394,7 +402,7 @@ def test_three_attendees_each_get_an_answer_in_their_own_server(open_tmp, travel
     finally:
         log = hub.stop()
         (shots / "labkit-hub.log").write_text(log)
-        for name in ATTENDEES + ("testdan",):
+        for name in ATTENDEES + ("testdan", server.INSTRUCTOR):
             attendees.remove_attendee(name)
     assert "The hub and every attendee's server are stopped." in log, log[-3000:]
     assert hub.process.returncode == 0

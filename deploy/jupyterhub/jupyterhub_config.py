@@ -34,6 +34,9 @@ c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.user_password = settings.password
 c.Authenticator.allow_all = True
 c.Authenticator.username_pattern = f"^{attendees.NAME_PATTERN}$"
+# The instructor's own login for the Admin page (every attendee's server; stop the idle ones).
+c.Authenticator.admin_users = {server.INSTRUCTOR}
+c.SharedPasswordAuthenticator.admin_password = settings.admin_password
 
 
 class CourseSpawner(LocalProcessSpawner):

@@ -135,6 +135,7 @@ def publish(dest: Path, cache: Path) -> tuple[Path, Path]:
 
 # ------------------------------------------------------------------ the hub itself
 CONFIG = paths.REPO / "deploy" / "jupyterhub" / "jupyterhub_config.py"
+INSTRUCTOR = "instructor"                   # the hub's admin user (JupyterHub wants a 32-character password)
 DEFAULT_STATE = Path("/srv/phi-lab-hub")    # the labs handed out, a served copy when needed, the hub's database
 PROXY_DIR = paths.REPO / "deploy" / "jupyterhub"
 
@@ -170,6 +171,7 @@ class HubSettings:
     state: Path          # the hub's database, cookie secret and logs
     internal_ports: tuple[int, int] = (8081, 8001)   # the hub's API and the proxy's, on 127.0.0.1
     course: Path = paths.REPO                        # the course attendees' servers read (the served copy, if any)
+    admin_password: str = ""                         # the instructor's (user `instructor`): the Admin page
 
     @property
     def lab_settings(self) -> Path:
@@ -180,7 +182,7 @@ class HubSettings:
     def environ(self) -> dict[str, str]:
         return {"LABKIT_HUB_PORT": str(self.port), "LABKIT_HUB_PASSWORD": self.password,
                 "LABKIT_HUB_INTERNAL_PORTS": ",".join(map(str, self.internal_ports)),
-                "LABKIT_HUB_COURSE": str(self.course),
+                "LABKIT_HUB_COURSE": str(self.course), "LABKIT_HUB_ADMIN_PASSWORD": self.admin_password,
                 "LABKIT_HUB_PROFILE": self.profile, "LABKIT_HUB_EXERCISES": str(self.exercises),
                 "LABKIT_HUB_SHARED_CACHE": str(self.shared_cache), "LABKIT_HUB_PYTHON": str(self.python),
                 "LABKIT_HUB_SEATS": str(self.seats), "LABKIT_HUB_PROXY": str(proxy_command()),
@@ -199,7 +201,7 @@ def settings_from_environ() -> HubSettings:
                        Path(env["LABKIT_HUB_SHARED_CACHE"]), Path(env.get("LABKIT_HUB_PYTHON", sys.executable)),
                        int(env["LABKIT_HUB_SEATS"]), Limits(**json.loads(env["LABKIT_HUB_LIMITS"])), Path.cwd(),
                        tuple(int(p) for p in env.get("LABKIT_HUB_INTERNAL_PORTS", "8081,8001").split(",")),
-                       Path(env.get("LABKIT_HUB_COURSE", paths.REPO)))
+                       Path(env.get("LABKIT_HUB_COURSE", paths.REPO)), env.get("LABKIT_HUB_ADMIN_PASSWORD", ""))
 
 
 def prepare(port: int = 8000, profile: str = "cpu", state: Path | None = None, exercises: Path | None = None,
@@ -239,7 +241,7 @@ def prepare(port: int = 8000, profile: str = "cpu", state: Path | None = None, e
         exercises = state / "labs"
         write_exercises(exercises)
     return HubSettings(port, password, profile, Path(exercises), shared, python, seats or fits, limits, hub_state,
-                       (_free_port(), _free_port()), course)
+                       (_free_port(), _free_port()), course, secrets.token_urlsafe(24))
 
 
 def _free_port() -> int:
@@ -291,6 +293,8 @@ def serve(settings: HubSettings) -> int:
     print(f"The workshop hub: {url} here, http://{socket.getfqdn()}:{settings.port}/ for the room (or this machine's "
           "address); attendees log in with any name of lower-case letters and digits")
     print(f"password: {settings.password}")
+    print(f"instructor: log in as `{INSTRUCTOR}` with {settings.admin_password} for the Admin page ({url}hub/admin: "
+          "every attendee's server, stop the idle ones)")
     print(capacity_line(settings.limits, settings.seats))
     print(f"log: {log}. Stop it with Ctrl+C.", flush=True)
     try:
