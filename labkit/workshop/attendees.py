@@ -171,7 +171,7 @@ def cgroups_available() -> str | None:
     if os.geteuid() != 0:
         return "creating cgroups needs root: start the hub with sudo (`sudo make hub`)"
     if _v2():
-        has_memory = "memory" in (V2 / "cgroup.controllers").read_text()
+        has_memory = "memory" in (V2 / "cgroup.controllers").read_text(encoding="utf-8")
         return None if has_memory else "cgroup v2 without its memory controller"
     if not (V1 / "memory").is_dir() or not (V1 / "cpu").is_dir():
         return "no cgroup memory and cpu controllers are mounted under /sys/fs/cgroup"
@@ -194,39 +194,39 @@ class Cgroup:
         if _v2():
             parent = V2 / CGROUP
             parent.mkdir(exist_ok=True)
-            (V2 / "cgroup.subtree_control").write_text("+memory +cpu")
-            (parent / "cgroup.subtree_control").write_text("+memory +cpu")
+            (V2 / "cgroup.subtree_control").write_text("+memory +cpu", encoding="utf-8")
+            (parent / "cgroup.subtree_control").write_text("+memory +cpu", encoding="utf-8")
             folder = parent / self.unix
             folder.mkdir(exist_ok=True)
-            (folder / "memory.max").write_text(memory)
-            (folder / "memory.swap.max").write_text("0")
-            (folder / "cpu.max").write_text(f"{quota_us} {period_us}")
+            (folder / "memory.max").write_text(memory, encoding="utf-8")
+            (folder / "memory.swap.max").write_text("0", encoding="utf-8")
+            (folder / "cpu.max").write_text(f"{quota_us} {period_us}", encoding="utf-8")
             return
         memory_dir, cpu_dir = self.folders()
         for folder in (memory_dir, cpu_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        (memory_dir / "memory.limit_in_bytes").write_text(memory)
+        (memory_dir / "memory.limit_in_bytes").write_text(memory, encoding="utf-8")
         if (memory_dir / "memory.memsw.limit_in_bytes").exists():     # no swapping past the limit either
-            (memory_dir / "memory.memsw.limit_in_bytes").write_text(memory)
-        (cpu_dir / "cpu.cfs_period_us").write_text(str(period_us))
-        (cpu_dir / "cpu.cfs_quota_us").write_text(str(quota_us))
+            (memory_dir / "memory.memsw.limit_in_bytes").write_text(memory, encoding="utf-8")
+        (cpu_dir / "cpu.cfs_period_us").write_text(str(period_us), encoding="utf-8")
+        (cpu_dir / "cpu.cfs_quota_us").write_text(str(quota_us), encoding="utf-8")
 
     def join(self, pid: int = 0) -> None:
         """Move `pid` (0: this process) in; its children are born inside. Runs before the server drops root."""
         for folder in self.folders():
-            (folder / "cgroup.procs").write_text(str(pid or os.getpid()))
+            (folder / "cgroup.procs").write_text(str(pid or os.getpid()), encoding="utf-8")
 
     def pids(self) -> list[int]:
         folder = self.folders()[0]
         try:
-            return [int(p) for p in (folder / "cgroup.procs").read_text().split()]
+            return [int(p) for p in (folder / "cgroup.procs").read_text(encoding="utf-8").split()]
         except FileNotFoundError:
             return []
 
     def memory_limit(self) -> int:
         """The limit as the kernel keeps it (rounded down to a whole page)."""
         folder = self.folders()[0]
-        return int((folder / ("memory.max" if _v2() else "memory.limit_in_bytes")).read_text())
+        return int((folder / ("memory.max" if _v2() else "memory.limit_in_bytes")).read_text(encoding="utf-8"))
 
     def remove(self, timeout_s: float = 10) -> None:
         """Kill what is left inside and remove the cgroup."""

@@ -117,16 +117,16 @@ def publish(dest: Path, cache: Path) -> tuple[Path, Path]:
     packages = Path(next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)))
     target = next((env / "lib").glob("python3*")) / "site-packages"
     _link_tree(packages, target, skip=lambda p: "__editable__" in p.name and "labkit" in p.name)
-    (target / "labkit-course.pth").write_text(str(dest / "course") + "\n")
+    (target / "labkit-course.pth").write_text(str(dest / "course") + "\n", encoding="utf-8")
     for data in ("etc", "share"):     # JupyterLab's assets and server extensions, the kernel specs
         if (Path(sys.prefix) / data).is_dir():
             _link_tree(Path(sys.prefix) / data, env / data)
     for spec in (Path(sys.prefix) / "share" / "jupyter" / "kernels").glob("*/kernel.json"):
         out = env / "share" / "jupyter" / "kernels" / spec.parent.name
-        kernel = json.loads(spec.read_text())
+        kernel = json.loads(spec.read_text(encoding="utf-8"))
         kernel["argv"][0] = str(dest / "env" / "bin" / "python")
         (out / "kernel.json").unlink()
-        (out / "kernel.json").write_text(json.dumps(kernel, indent=1))
+        (out / "kernel.json").write_text(json.dumps(kernel, indent=1), encoding="utf-8")
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)
@@ -268,7 +268,7 @@ def _wait_until_up(hub: subprocess.Popen, url: str, log: Path, timeout_s: float 
             return
         except OSError:
             if hub.poll() is not None or time.time() > deadline:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
                 os.killpg(hub.pid, signal.SIGKILL)        # and its proxy
                 raise HubError(f"JupyterHub did not start (its log, {log}, ends):\n{tail}") from None
             time.sleep(0.3)
@@ -280,7 +280,7 @@ def serve(settings: HubSettings) -> int:
     env = dict(os.environ, **settings.environ())
     log = settings.state / "jupyterhub.log"
     hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(CONFIG)], cwd=settings.state, env=env,
-                           stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
+                           stdout=log.open("a", encoding="utf-8"), stderr=subprocess.STDOUT, start_new_session=True,
                            preexec_fn=_stop_with_parent)
     stop = {"now": False}
 
@@ -310,7 +310,7 @@ def serve(settings: HubSettings) -> int:
         remove_all_cgroups()
     if hub.returncode and not stop["now"]:
         print(f"error: JupyterHub stopped (exit {hub.returncode}); the end of {log}:\n"
-              + "\n".join(log.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
+              + "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]), file=sys.stderr)
         return 1
     print("The hub and every attendee's server are stopped.")
     return 0
