@@ -45,10 +45,10 @@ def unreadable_by_others(targets: list[Path]) -> list[str]:
     return problems
 
 
-def check_attendees_can_run(python: Path, shared_cache: Path) -> None:
+def check_attendees_can_run(python: Path, shared_cache: Path, course: Path = paths.REPO) -> None:
     """Attendees run the course's Python and read its files and cache as their own users: checked as `nobody`.
     All labs."""
-    targets = [Path(python).resolve().parent, Path(python).parent, paths.REPO, shared_cache]
+    targets = [Path(python).resolve().parent, Path(python).parent, course, shared_cache]
     problems = unreadable_by_others(targets)
     probe = None
     if not problems and shutil.which("runuser"):
@@ -223,7 +223,7 @@ def prepare(port: int = 8000, profile: str = "cpu", state: Path | None = None, e
               "(hardlinks).", flush=True)
         python, shared = publish(state / "served", shared)
         course = state / "served" / "course"
-    check_attendees_can_run(python, shared)
+    check_attendees_can_run(python, shared, course)
     limits = attendee_limits(profile)
     fits = capacity(limits)
     if fits < 1:
