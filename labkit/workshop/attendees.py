@@ -37,7 +37,7 @@ LABS = "phi-lab"                       # the attendee's folder in their home
 CGROUP = "labkit-hub"                  # every attendee's cgroup lives under this one
 HEADROOM = 1.25                        # memory limit = measured peak x this
 RESERVE_BYTES = int(2 * sizing.GB)     # kept for the hub, the proxy and the system
-V2, V1 = Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup")
+CGROUPS = Path("/sys/fs/cgroup")     # v2: one tree; v1: one tree per controller (memory/, cpu/)
 
 
 class HubError(LabkitError):
@@ -161,7 +161,7 @@ def remove_attendee(hub_name: str) -> None:
 
 # ------------------------------------------------------------------ cgroups
 def _v2() -> bool:
-    return (V2 / "cgroup.controllers").exists()
+    return (CGROUPS / "cgroup.controllers").exists()
 
 
 def cgroups_available() -> str | None:
@@ -171,9 +171,9 @@ def cgroups_available() -> str | None:
     if os.geteuid() != 0:
         return "creating cgroups needs root: start the hub with sudo (`sudo make hub`)"
     if _v2():
-        has_memory = "memory" in (V2 / "cgroup.controllers").read_text(encoding="utf-8")
+        has_memory = "memory" in (CGROUPS / "cgroup.controllers").read_text(encoding="utf-8")
         return None if has_memory else "cgroup v2 without its memory controller"
-    if not (V1 / "memory").is_dir() or not (V1 / "cpu").is_dir():
+    if not (CGROUPS / "memory").is_dir() or not (CGROUPS / "cpu").is_dir():
         return "no cgroup memory and cpu controllers are mounted under /sys/fs/cgroup"
     return None
 
@@ -186,15 +186,15 @@ class Cgroup:
 
     def folders(self) -> list[Path]:
         if _v2():
-            return [V2 / CGROUP / self.unix]
-        return [V1 / "memory" / CGROUP / self.unix, V1 / "cpu" / CGROUP / self.unix]
+            return [CGROUPS / CGROUP / self.unix]
+        return [CGROUPS / "memory" / CGROUP / self.unix, CGROUPS / "cpu" / CGROUP / self.unix]
 
     def create(self, limits: Limits) -> None:
         memory, quota_us, period_us = str(limits.memory_bytes), int(limits.cores * 100_000), 100_000
         if _v2():
-            parent = V2 / CGROUP
+            parent = CGROUPS / CGROUP
             parent.mkdir(exist_ok=True)
-            (V2 / "cgroup.subtree_control").write_text("+memory +cpu", encoding="utf-8")
+            (CGROUPS / "cgroup.subtree_control").write_text("+memory +cpu", encoding="utf-8")
             (parent / "cgroup.subtree_control").write_text("+memory +cpu", encoding="utf-8")
             folder = parent / self.unix
             folder.mkdir(exist_ok=True)
@@ -254,7 +254,7 @@ class Cgroup:
 
 def attendees_running() -> list[str]:
     """Unix names of the attendees whose cgroup holds a live process. All labs."""
-    root = (V2 if _v2() else V1 / "memory") / CGROUP
+    root = (CGROUPS if _v2() else CGROUPS / "memory") / CGROUP
     if not root.is_dir():
         return []
     return sorted(f.name for f in root.iterdir() if f.is_dir() and Cgroup(f.name).pids())
@@ -262,7 +262,7 @@ def attendees_running() -> list[str]:
 
 def remove_all_cgroups() -> None:
     """Every attendee's cgroup and the hub's own, with anything left running in them (the hub has stopped). All labs."""
-    roots = [V2 / CGROUP] if _v2() else [V1 / "memory" / CGROUP, V1 / "cpu" / CGROUP]
+    roots = [CGROUPS / CGROUP] if _v2() else [CGROUPS / "memory" / CGROUP, CGROUPS / "cpu" / CGROUP]
     for root in roots:
         if root.is_dir():
             for folder in root.iterdir():
