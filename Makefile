@@ -70,15 +70,16 @@ bench-peers: install
 	$(PY) -m labkit bench-peers
 
 # Phi-3.5-mini at its real size on this CPU (random-weight shadow): INT4/INT8/FP32 build time, peak RAM,
-# size, load, prefill/decode, bandwidth fraction; the Phi-3.5-vision shadow's export and image prompts
-# -> runs/bench-scale.json. About 23 min on 2 cores (plus the shadows, once).
+# size, load, prefill/decode, bandwidth fraction; Phi-4-mini's INT4 beside it (KV cache per token, decode after
+# 256/2K/4K tokens of context for both); the Phi-3.5-vision shadow's export and image prompts
+# -> runs/bench-scale.json. About 50 min on 2 cores (plus the shadows, once).
 bench-scale: install
-	$(PY) -m labkit bench-scale --vision
+	$(PY) -m labkit bench-scale --vision --phi4
 
 # The same, written to docs/measured/bench-scale.json (committed, without this machine's folder names): the
 # reference measurements labs 01 and 05 show until an attendee runs `make bench-scale`.
 bench-scale-reference: install
-	$(PY) -m labkit bench-scale --vision --out docs/measured/bench-scale.json
+	$(PY) -m labkit bench-scale --vision --phi4 --out docs/measured/bench-scale.json
 
 # The same path on 1- and 2-layer shadows, extrapolated to 32 layers: about a minute. Medians of 5 runs: the
 # per-layer cost is the difference of two short timings, times 31, so one run's noise would be multiplied.

@@ -49,6 +49,15 @@ def test_one_by_one_equals_the_builder_on_tiny(tiny_dir, tmp_path, extra):
     assert_quantized(lean_model)
 
 
+@pytest.mark.parametrize("extra", [{}, {"int4_algo_config": "rtn", "int4_is_symmetric": "false"}])
+def test_weights_quantized_in_column_slices_equal_the_builder(tiny_dir, tmp_path, monkeypatch, extra):
+    """A weight over a protobuf's 2 GiB (Phi-4-mini's LM head) is quantized in column slices and joined: with slices
+    of 64 KiB every tiny weight is split (the LM head into dozens) and the model is still the builder's own."""
+    monkeypatch.setattr(lean, "_SLICE_BYTES", 64 * 1024)
+    lean_model = builder_output(tiny_dir, tmp_path / "lean", True, **extra)
+    assert_same_model(builder_output(tiny_dir, tmp_path / "builder", False, **extra), lean_model)
+
+
 def test_one_by_one_equals_the_builder_on_bench(tmp_path):
     bench_dir = models.create_tiny("bench", progress=False)
     assert_same_model(builder_output(bench_dir, tmp_path / "builder", False),

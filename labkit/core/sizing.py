@@ -138,6 +138,17 @@ def parameters_of(config: dict) -> int:
     return layers * per_layer + embeddings + hidden
 
 
+def kv_cache_bytes_per_token(config: dict, bytes_per_value: int = 4) -> int:
+    """Bytes of KV cache one token of context holds: a key and a value per layer and KV head (fp32 on CPU). Lab 01.
+
+    Grouped-query attention shares each KV head among several query heads: Phi-4-mini's 8 KV heads for 24 query
+    heads hold a third of what Phi-3.5-mini's 32 for 32 do, at the same width."""
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    return 2 * config["num_hidden_layers"] * kv_heads * head_dim * bytes_per_value
+
+
 def build_requirement(precision: str, config: dict) -> dict:
     """Peak RAM, folder size and minutes of a labkit build of a checkpoint with `config`. Lab 01.
 

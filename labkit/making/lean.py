@@ -51,23 +51,77 @@ def _release_freed_memory() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _one_node_model(node, weight, opset_imports: dict):
-    """A ModelProto with only `node` (a MatMul) and its weight as an initializer, in the graph's float type
-    (fp32 on CPU, fp16 for DirectML/CUDA): the quantizer keeps the scales in the weight's type."""
+def _one_node_model(node, name: str, array, elem_type: int, opset_imports: dict):
+    """A ModelProto with only `node` (a MatMul) and its weight `array` as the initializer `name`, in the graph's
+    float type (fp32 on CPU, fp16 for DirectML/CUDA): the quantizer keeps the scales in the weight's type."""
     import onnx
     import onnx_ir as ir
 
-    array = weight.const_value.numpy()
-    elem_type = weight.const_value.dtype.value        # ir.DataType values are onnx.TensorProto's
     x = node.inputs[0]
     inputs = [onnx.helper.make_tensor_value_info(x.name, elem_type, None)]
     outputs = [onnx.helper.make_tensor_value_info(node.outputs[0].name, elem_type, None)]
-    proto_node = onnx.helper.make_node("MatMul", [x.name, weight.name], [node.outputs[0].name], name=node.name)
-    initializer = ir.serde.serialize_tensor(ir.Tensor(array, name=weight.name))
-    del array
+    proto_node = onnx.helper.make_node("MatMul", [x.name, name], [node.outputs[0].name], name=node.name)
+    initializer = ir.serde.serialize_tensor(ir.Tensor(array, name=name))
     graph = onnx.helper.make_graph([proto_node], "one_matmul", inputs, outputs, [initializer])
     opsets = [onnx.helper.make_opsetid(domain, version) for domain, version in opset_imports.items()]
     return onnx.helper.make_model(graph, opset_imports=opsets, ir_version=10)
+
+
+# A protobuf message holds less than 2 GiB: a weight bigger than this is quantized in column slices, each read from
+# the checkpoint's tensor on its own. Phi-4-mini's LM head (3072 x 200,064) is 2.46 GB in fp32.
+_SLICE_BYTES = 256 * 2**20
+
+
+def _quantized(node, weight, opsets: dict, make_quantizer, source=None):
+    """The quantized one-node model (an ir.Model) of `node` and its weight, and the fp32 bytes it held.
+
+    MatMulNBits quantizes each output column on its own (blocks run along K, the input dimension), and stores
+    its weight, scales and zero points column-major (N first): quantizing column slices and joining the results
+    along the first axis is the same as quantizing the whole weight at once. `source`: (torch tensor, ONNX type)
+    the builder's lazy cast reads, so that a big weight is cast one slice at a time, never whole."""
+    import math
+
+    import numpy as np
+    import onnx_ir as ir
+
+    tensor = weight.const_value
+    elem_type = tensor.dtype.value        # ir.DataType values are onnx.TensorProto's
+    dims = [int(d) for d in tensor.shape]
+    nbytes = int(math.prod(dims) * tensor.dtype.itemsize)
+    columns = dims[-1]
+    if nbytes <= _SLICE_BYTES or source is None:
+        array = tensor.numpy()
+
+        def read(first, last):
+            return array if (first, last) == (0, columns) else np.ascontiguousarray(array[..., first:last])
+    else:
+        from onnx_ir.tensor_adapters import to_torch_dtype
+
+        torch_tensor, to = source
+
+        def read(first, last):
+            return torch_tensor[..., first:last].to(to_torch_dtype(to)).contiguous().numpy()
+    step = max(1, columns * _SLICE_BYTES // nbytes) if nbytes > _SLICE_BYTES else columns
+    small, pieces = None, []
+    for first in range(0, columns, step):
+        quantizer = make_quantizer(_one_node_model(node, weight.name, read(first, first + step), elem_type, opsets))
+        quantizer.process()
+        model = ir.from_proto(quantizer.model.model)
+        del quantizer
+        if small is None:
+            small = model
+        if step < columns:   # copies, so the quantizer's protobuf (and the fp32 slice in it) can go
+            pieces.append({name: init.const_value.numpy().copy() for name, init in model.graph.initializers.items()})
+        del model
+    if pieces:
+        for name, init in small.graph.initializers.items():
+            joined = np.concatenate([piece[name] for piece in pieces], axis=0)
+            init.const_value = ir.Tensor(joined, name=name)
+            init.shape = ir.Shape(joined.shape)
+        for quantized in small.graph:
+            if quantized.op_type == "MatMulNBits":
+                quantized.attributes["N"] = ir.AttrInt64("N", columns)
+    return small, nbytes
 
 
 def _splice(graph, old_node, small) -> None:
@@ -108,7 +162,6 @@ def _quantize_one_by_one(builder_model, progress=None, bits: int = 4):
     `bits=8` gives labkit's INT8 build: 8-bit symmetric MatMulNBits with the builder's block size
     and accuracy level, as `MatMulNBitsQuantizer(bits=8)` makes from an FP32 build.
     """
-    import onnx_ir as ir
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     from onnxruntime.quantization.quant_utils import QuantFormat
 
@@ -119,31 +172,31 @@ def _quantize_one_by_one(builder_model, progress=None, bits: int = 4):
     opsets = dict(model.opset_imports)
     targets = [n for n in graph if n.op_type == "MatMul" and n.domain == "" and n.name not in excluded
                and len(n.inputs) == 2 and n.inputs[1] is not None and n.inputs[1].const_value is not None]
+    if bits == 8:
+        def make_quantizer(one_node):
+            return MatMulNBitsQuantizer(one_node, bits=8, block_size=int4["qdq_block_size"], is_symmetric=True,
+                                        accuracy_level=int4["accuracy_level"])
+    else:
+        def make_quantizer(one_node):
+            return MatMulNBitsQuantizer(
+                one_node, block_size=int4["qdq_block_size"], is_symmetric=int4["is_symmetric"],
+                accuracy_level=int4["accuracy_level"], nodes_to_exclude=int4["nodes_to_exclude"],
+                quant_format=QuantFormat.QOperator, op_types_to_quantize=int4["op_types_to_quantize"],
+                algo_config=int4["algo_config"])
+    sources = getattr(builder_model, "_labkit_sources", {})
     unreleased = 0   # fp32 bytes of the weights quantized since the last _release_freed_memory()
     for node in targets:
         weight = node.inputs[1]
         if len(weight.uses()) != 1:   # a shared weight: leave it (the builder never shares MatMul weights)
             continue
-        one_node = _one_node_model(node, weight, opsets)
-        unreleased += one_node.graph.initializer[0].ByteSize()
-        if bits == 8:
-            quantizer = MatMulNBitsQuantizer(one_node, bits=8, block_size=int4["qdq_block_size"], is_symmetric=True,
-                                             accuracy_level=int4["accuracy_level"])
-        else:
-            quantizer = MatMulNBitsQuantizer(
-                one_node, block_size=int4["qdq_block_size"], is_symmetric=int4["is_symmetric"],
-                accuracy_level=int4["accuracy_level"], nodes_to_exclude=int4["nodes_to_exclude"],
-                quant_format=QuantFormat.QOperator, op_types_to_quantize=int4["op_types_to_quantize"],
-                algo_config=int4["algo_config"])
-        del one_node
-        quantizer.process()
-        small = ir.from_proto(quantizer.model.model)
+        small, nbytes = _quantized(node, weight, opsets, make_quantizer, sources.pop(weight.name, None))
+        unreleased += nbytes
         for domain, version in small.opset_imports.items():
             model.opset_imports.setdefault(domain, version)
         _splice(graph, node, small)
         graph.initializers.pop(weight.name)
         weight.const_value = None     # drops the lazy cast and with it the torch tensor
-        del quantizer, small
+        del small
         # A full collection costs ≈ 0.3 s in a process that has imported torch and transformers: pay it per
         # 64 MiB freed (every weight of Phi-3.5-mini, ≥ 113 MB; once or twice for the tiny model's 21).
         if unreleased >= _RELEASE_EVERY_BYTES:
@@ -189,6 +242,9 @@ def patched_builder(progress=None, bits: int = 4):
 
         def cast():
             return TorchTensor(tensor.to(to_torch_dtype(to)), name=name)
+
+        # The source tensor, so that one-by-one quantization can cast a big weight in slices.
+        self.__dict__.setdefault("_labkit_sources", {})[name] = (tensor, to)
 
         ir_tensor = ir.LazyTensor(cast, dtype=to, shape=ir.Shape(tensor.shape), name=name)
         value = self.make_value(name, ir_tensor.dtype, ir_tensor.shape)

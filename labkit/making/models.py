@@ -46,7 +46,15 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
 )
 
-HUB_IDS = {"mini": "microsoft/Phi-3.5-mini-instruct", "vision": "microsoft/Phi-3.5-vision-instruct"}
+HUB_IDS = {"mini": "microsoft/Phi-3.5-mini-instruct", "vision": "microsoft/Phi-3.5-vision-instruct",
+           "phi4-mini": "microsoft/Phi-4-mini-instruct"}
+
+# Phi-4-mini-instruct's tokenizer: o200k byte-level BPE plus its chat and tool tokens (`data/phi4-tokenizer/`,
+# rebuilt from the o200k ranks by `tools/phi4_tokenizer.py`). <|endoftext|> is bos, eos and pad; its
+# generation_config also stops at <|end|>.
+PHI4_TOKENIZER = paths.DATA / "phi4-tokenizer"
+PHI4_ENDOFTEXT_ID, PHI4_END_ID = 199999, 200020
+PHI4_EOS_IDS = [PHI4_END_ID, PHI4_ENDOFTEXT_ID]
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,18 @@ def add_phi3_tokenizer(out_dir: Path) -> None:
     """Put Phi-3.5's tokenizer files in a checkpoint folder (any Phi-3 family model, vision included). Lab 00."""
     for name in TOKENIZER_FILES:
         shutil.copy2(PHI3_TOKENIZER / name, Path(out_dir) / name)
+
+
+def add_phi4_tokenizer(out_dir: Path) -> None:
+    """Put Phi-4-mini's tokenizer files in a checkpoint folder (`tokenizer.json` is stored xz-compressed). Lab 01."""
+    import lzma
+
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy2(PHI4_TOKENIZER / name, Path(out_dir) / name)
+    text = lzma.decompress((PHI4_TOKENIZER / "tokenizer.json.xz").read_bytes())
+    tmp = Path(out_dir) / "tokenizer.json.partial"
+    tmp.write_bytes(text)
+    tmp.replace(Path(out_dir) / "tokenizer.json")
 
 
 def phi3_tokenizer(out_dir: Path):
@@ -357,14 +377,15 @@ def shadow_layers() -> int | None:
     return int(value)
 
 
-SHADOW_NOTICE = ("Shadow model (LABKIT_SHADOWS=1): Phi-3.5's architecture and tokenizer with random weights, so "
+SHADOW_NOTICE = ("Shadow model (LABKIT_SHADOWS=1): the published architecture and tokenizer with random weights, so "
                  "answers are noise; only sizes, memory and speed are real.")
 
 
 def _shadow_of(hub_id: str) -> Path:
     from . import shadow  # shadow builds on this module: imported here, not at the top
 
-    name = {HUB_IDS["mini"]: "phi-3.5-mini", HUB_IDS["vision"]: "phi-3.5-vision"}[hub_id]
+    name = {HUB_IDS["mini"]: "phi-3.5-mini", HUB_IDS["vision"]: "phi-3.5-vision",
+            HUB_IDS["phi4-mini"]: "phi-4-mini"}[hub_id]
     layers = shadow_layers()
     vision_layers = min(layers, 24) if layers and name == "phi-3.5-vision" else None
     return shadow.create_shadow(name, min(layers, 32) if layers else None, vision_layers=vision_layers,
@@ -377,7 +398,7 @@ def resolve_model(name: str | os.PathLike = "tiny") -> Path:
     - `tiny` / `bench`: created locally (see `create_tiny`);
     - a local folder with a `config.json`;
     - a hub id such as `microsoft/Phi-3.5-mini-instruct`: the local HF cache, or a download when online;
-      with `LABKIT_SHADOWS=1` the two Phi-3.5 ids resolve to their shadows (`shadows_requested`).
+      with `LABKIT_SHADOWS=1` the Phi-3.5 and Phi-4-mini ids resolve to their shadows (`shadows_requested`).
     """
     name = str(name)
     if name in SPECS:

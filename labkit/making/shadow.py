@@ -50,6 +50,7 @@ _SHORT_FACTOR = [
 ARCHITECTURES = {
     "phi-3.5-mini": {
         "hub_id": models.HUB_IDS["mini"],
+        "tokenizer": "phi-3.5",
         "config": {
             "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu",
             "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
@@ -64,10 +65,28 @@ ARCHITECTURES = {
         "parameters": 3_821_079_552,   # published: 3.8B
     },
 }
+# microsoft/Phi-4-mini-instruct's config.json: still `Phi3ForCausalLM`, but 24 query heads sharing 8 KV heads
+# (grouped-query attention), rotary embeddings on 0.75 of each 128-wide head (96 dims: LongRoPE lists of 48), an
+# o200k vocabulary padded to 200,064 rows, and the LM head tied to the embedding (no lm_head.weight is stored).
+# Its LongRoPE factor lists are stand-ins of the right length (Phi-3.5's first 48): they change no size or speed.
+ARCHITECTURES["phi-4-mini"] = {
+    "hub_id": models.HUB_IDS["phi4-mini"],
+    "tokenizer": "phi-4-mini",
+    "config": {
+        **ARCHITECTURES["phi-3.5-mini"]["config"],
+        "num_attention_heads": 24, "num_key_value_heads": 8, "partial_rotary_factor": 0.75, "vocab_size": 200064,
+        "tie_word_embeddings": True,
+        # Published configs name the transformers that wrote them; without one, transformers 5.17 takes any local
+        # folder for a Mistral checkpoint and warns that this tokenizer's (correct) split pattern is wrong.
+        "transformers_version": "4.45.0",
+    },
+    "parameters": 3_836_021_760,   # published: 3.8B; quoted in public code as 3,836,021,760
+}
 # microsoft/Phi-3.5-vision-instruct: the same decoder plus a CLIP ViT-L/14-336 tower (24 layers, hidden 1024),
 # the HD transform's learnable separators and a 2-layer projection to 3072 (labkit.vision_encoder has the layout).
 ARCHITECTURES["phi-3.5-vision"] = {
     "hub_id": models.HUB_IDS["vision"],
+    "tokenizer": "phi-3.5",
     "config": {**ARCHITECTURES["phi-3.5-mini"]["config"], "architectures": ["Phi3VForCausalLM"],
                "model_type": "phi3_v"},
     "parameters": 4_146_621_440,   # published: 4.2B
@@ -79,13 +98,25 @@ class ShadowError(LabkitError, ValueError):
     """A shadow that cannot be made as asked; the message names the fix. Lab 01."""
 
 
-def shadow_config(name: str = "phi-3.5-mini", layers: int | None = None, vision_layers: int | None = None) -> dict:
+# A narrow shadow: 64-wide heads. CPU GroupQueryAttention needs head_dim a multiple of 16 and, with partial
+# rotary, rotary_dim / 2 a multiple of 8 (0.75 x 64 = 48 rotary dims: 24 cos/sin columns).
+NARROW_WIDTH, NARROW_HEAD = 192, 64
+
+
+def shadow_config(name: str = "phi-3.5-mini", layers: int | None = None, vision_layers: int | None = None,
+                  narrow: bool = False) -> dict:
     """The config.json of a shadow: the published architecture, `layers` decoder layers deep. Lab 01.
 
-    For `phi-3.5-vision`, `vision_layers` shortens the CLIP tower the same way (24 = published)."""
+    For `phi-3.5-vision`, `vision_layers` shortens the CLIP tower the same way (24 = published).
+    `narrow=True` keeps everything but the width — the vocabulary, the query-to-KV head ratio, the rotary
+    fraction, tied embeddings, the tokenizer — at 192 wide: the test suite's model of a family."""
     if name not in ARCHITECTURES:
         raise ShadowError(f"Unknown shadow {name!r}. Choose one of: {', '.join(ARCHITECTURES)}.")
     config = json.loads(json.dumps(ARCHITECTURES[name]["config"]))
+    if narrow:
+        if "vision" in name:
+            raise ShadowError("narrow=True applies to the text models, not the vision model.")
+        config = _narrowed(config)
     full = config["num_hidden_layers"]
     if layers is not None:
         if not isinstance(layers, int) or not 1 <= layers <= full:
@@ -105,6 +136,16 @@ def shadow_config(name: str = "phi-3.5-mini", layers: int | None = None, vision_
     elif vision_layers is not None:
         raise ShadowError(f"vision_layers applies to phi-3.5-vision, not {name}.")
     return config
+
+
+def _narrowed(config: dict) -> dict:
+    heads = NARROW_WIDTH // NARROW_HEAD
+    group = config["num_attention_heads"] // config["num_key_value_heads"]
+    rotary_half = int(NARROW_HEAD * config.get("partial_rotary_factor", 1.0)) // 2
+    rope = dict(config["rope_scaling"], long_factor=config["rope_scaling"]["long_factor"][:rotary_half],
+                short_factor=config["rope_scaling"]["short_factor"][:rotary_half])
+    return {**config, "hidden_size": NARROW_WIDTH, "intermediate_size": 512, "num_attention_heads": heads,
+            "num_key_value_heads": heads // group, "rope_scaling": rope}
 
 
 def _vision_spec(depth: int):
@@ -135,6 +176,8 @@ def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         model = Phi3ForCausalLM(config_object)
         shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+        if config.get("tie_word_embeddings"):
+            del shapes["lm_head.weight"]    # the embedding, shared: a tied checkpoint does not store it
         if "img_processor" in config:
             from . import vision_encoder as vision
 
@@ -205,17 +248,29 @@ def _write_checkpoint(config: dict, out_dir: Path, seed: int = 0, progress: bool
     return total
 
 
+def _token_ids(tokenizer: str) -> dict:
+    """The published config's and generation_config's token ids, and the tokenizer files, of a family."""
+    if tokenizer == "phi-4-mini":
+        end, eos = models.PHI4_ENDOFTEXT_ID, models.PHI4_EOS_IDS
+        return {"config": {"bos_token_id": end, "eos_token_id": end, "pad_token_id": end},
+                "generation": {"bos_token_id": end, "eos_token_id": eos, "pad_token_id": end},
+                "add_tokenizer": models.add_phi4_tokenizer}
+    ids = {"bos_token_id": models.BOS_ID, "eos_token_id": models.EOS_IDS, "pad_token_id": models.ENDOFTEXT_ID}
+    return {"config": ids, "generation": ids, "add_tokenizer": models.add_phi3_tokenizer}
+
+
 def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, vision_layers: int | None = None,
-                  seed: int = 0, force: bool = False, progress: bool = True) -> Path:
+                  narrow: bool = False, seed: int = 0, force: bool = False, progress: bool = True) -> Path:
     """Create (or reuse) a random-weight checkpoint with `name`'s exact architecture; return its folder. Lab 01.
 
     `layers=N` keeps the width and stops after N decoder layers: size, build memory and decode
     time grow linearly with N, so shallow shadows measure what the full one costs.
     """
-    config = shadow_config(name, layers, vision_layers)
+    config = shadow_config(name, layers, vision_layers, narrow)
     depth = config["num_hidden_layers"]
     key = cache.cache_key(config, seed, _SHADOW_FORMAT, models.MODEL_FORMAT)
-    final = cache.output_dir("shadows", f"{name}-{depth}L-{key}", force=force)
+    label = f"{name}-{depth}L{'-narrow' if narrow else ''}"
+    final = cache.output_dir("shadows", f"{label}-{key}", force=force)
     final.parent.mkdir(parents=True, exist_ok=True)
     needed = int(2.05 * count_parameters(config))
     free = shutil.disk_usage(final.parent).free
@@ -226,12 +281,11 @@ def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, visi
         if free < needed:
             raise ShadowError(f"Not enough disk for the {name} shadow: it needs {needed / 1e9:.1f} GB, "
                               f"{final.parent} has {free / 1e9:.1f} GB free. Free space or set LABKIT_CACHE.")
-        config.update(bos_token_id=models.BOS_ID, eos_token_id=models.EOS_IDS, pad_token_id=models.ENDOFTEXT_ID)
+        ids = _token_ids(ARCHITECTURES[name]["tokenizer"])
+        config.update(ids["config"])
         (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        models.add_phi3_tokenizer(tmp)
-        (tmp / "generation_config.json").write_text(json.dumps(
-            {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
-             "pad_token_id": config["pad_token_id"]}, indent=2), encoding="utf-8")
+        ids["add_tokenizer"](tmp)
+        (tmp / "generation_config.json").write_text(json.dumps(ids["generation"], indent=2), encoding="utf-8")
         parameters = _write_checkpoint(config, tmp, seed, progress)
         record = {"shadow_of": ARCHITECTURES[name]["hub_id"], "layers": depth, "seed": seed,
                   "parameters": parameters, "seconds": round(time.perf_counter() - started, 1)}

@@ -62,12 +62,60 @@ def _measure_speed(build_dir: Path, runs: int, prompt_tokens: int, new_tokens: i
 
 
 def measure_depth(layers: int | None, precision: str, runs: int, prompt_tokens: int, new_tokens: int,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, name: str = "phi-3.5-mini") -> dict:
     """Everything `bench-scale` reports for one shadow depth and precision (measured, not extrapolated). Lab 01."""
-    model_dir = shadow.create_shadow("phi-3.5-mini", layers, progress=progress)
+    model_dir = shadow.create_shadow(name, layers, progress=progress)
     row = _in_child("build", model_dir, precision)
     row.update(_measure_speed(Path(row["dir"]), runs, prompt_tokens, new_tokens))
     return row
+
+
+CONTEXTS = (256, 2048, 4096)   # tokens of context before decode: a question, a long chat, a document
+
+
+def context_decode(build_dir: Path, contexts=CONTEXTS, new_tokens: int = 16, switch_at: int | None = None) -> dict:
+    """Decode tokens/second after `contexts` tokens of prompt, one run each after a short warm-up. Lab 01.
+
+    Each decode step reads the weights and the whole KV cache: the longer the context, the more a model's KV
+    cache per token (`sizing.kv_cache_bytes_per_token`) costs. LongRoPE models (Phi-3.5-mini, Phi-4-mini) switch
+    from short to long rotary factors once the sequence passes `switch_at` (their original_max_position_embeddings,
+    4096), and onnxruntime-genai then recomputes the whole KV cache, once (its pull request 1161): a context whose
+    timed decode would cross it starts just past it instead, and the crossing is timed apart
+    (`switch_seconds`: `new_tokens` tokens decoded across it, the recomputation included)."""
+    from ..core import data
+    from ..runtime import loop
+
+    model, tokenizer = bench._load_fresh(build_dir)
+    text_ids = list(tokenizer.encode(data.corpus("heldout")))
+
+    def prompt(length: int) -> list[int]:
+        return (text_ids * (length // len(text_ids) + 1))[:length]
+
+    loop.greedy_tokens(model, prompt(32), 4, exact=True)
+    speeds = {}
+    for context in contexts:
+        length = switch_at + 1 if switch_at and context <= switch_at < context + new_tokens else context
+        _, _, decode = loop.greedy_tokens(model, prompt(length), new_tokens, exact=True)
+        speeds[str(context)] = (new_tokens - 1) / decode
+    result = {"decode_tok_s": speeds, "new_tokens": new_tokens}
+    if switch_at:
+        _, _, decode = loop.greedy_tokens(model, prompt(switch_at - new_tokens // 2), new_tokens, exact=True)
+        result["switch_seconds"] = decode
+    return result
+
+
+def measure_phi4(layers: int | None, runs: int, prompt_tokens: int, new_tokens: int, bandwidth: dict,
+                 progress: bool = True) -> dict:
+    """Phi-4-mini's shadow beside Phi-3.5-mini's: its INT4 build measured as bench-scale measures Phi-3.5's. Lab 01."""
+    full = shadow.shadow_config("phi-4-mini")
+    row = measure_depth(layers, "int4", runs, prompt_tokens, new_tokens, progress, name="phi-4-mini")
+    row["bandwidth_bound_tok_s"] = bandwidth["read_gb_s"] * 1e9 / row["weight_bytes_per_token"]
+    row["bandwidth_fraction"] = row["decode_tok_s"] / row["bandwidth_bound_tok_s"]
+    return {"shadow_of": shadow.ARCHITECTURES["phi-4-mini"]["hub_id"], "layers": full["num_hidden_layers"],
+            "measured_layers": [layers or full["num_hidden_layers"]],
+            "parameters": shadow.count_parameters(shadow.shadow_config("phi-4-mini", layers)),
+            "full_size_parameters": shadow.count_parameters(full),
+            "kv_cache_bytes_per_token": sizing.kv_cache_bytes_per_token(full), "int4": row}
 
 
 _IMAGES = {"336x336": (336, 336), "1344x1008": (1344, 1008)}   # a square crop-sized image, a 4:3 photo
@@ -136,8 +184,11 @@ def extrapolate(low: dict, high: dict, low_layers: int, high_layers: int, target
 
 def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int = 3, prompt_tokens: int = 128,
                     new_tokens: int = 32, out: Path | None = None, progress: bool = True,
-                    vision: bool = False) -> dict:
-    """The `make bench-scale` suite. Prints a table, writes `runs/bench-scale.json`, returns the result. Lab 01."""
+                    vision: bool = False, phi4: bool = False, contexts=CONTEXTS) -> dict:
+    """The `make bench-scale` suite. Prints a table, writes `runs/bench-scale.json`, returns the result. Lab 01.
+
+    `phi4`: also Phi-4-mini's shadow (INT4, measured as Phi-3.5-mini's, at the same depth), and for both INT4
+    builds the KV cache per token and the decode speed after each of `contexts` tokens of prompt."""
     full = shadow.shadow_config("phi-3.5-mini")["num_hidden_layers"]
     layers = None if layers in (None, full) else layers
     config = shadow.shadow_config("phi-3.5-mini", layers)
@@ -154,7 +205,10 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
               "checkpoint": str(shadow.create_shadow("phi-3.5-mini", layers, progress=progress)),
               "machine": sizing.machine(), "memory_bandwidth_gb_s": bandwidth,
               "threads": os.cpu_count(), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
+              "kv_cache_bytes_per_token": sizing.kv_cache_bytes_per_token(shadow.shadow_config("phi-3.5-mini")),
               "measured_on": time.strftime("%Y-%m-%d")}
+    if phi4 and "int4" not in precisions:
+        raise ScaleError("--phi4 compares INT4 builds: keep int4 among --precisions.")
     for precision in precisions:
         need = sizing.build_requirement(precision, config)
         available = sizing.machine()["available_ram_bytes"]
@@ -175,6 +229,15 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
         row["bandwidth_bound_tok_s"] = bound
         row["bandwidth_fraction"] = row["decode_tok_s"] / bound
         result[precision] = row
+    if phi4:   # at the depth measured last (the deeper one when extrapolating): the context runs need a build
+        depth = layers
+        result["phi-4-mini"] = measure_phi4(depth, runs, prompt_tokens, new_tokens, bandwidth, progress)
+        phi35_build = result["int4"]["dir"]
+        switch = config["original_max_position_embeddings"]   # the same 4096 for both
+        result["context_decode"] = {
+            "layers": depth or full, "switch_at": switch,
+            "phi-3.5-mini": context_decode(Path(phi35_build), contexts, switch_at=switch),
+            "phi-4-mini": context_decode(Path(result["phi-4-mini"]["int4"]["dir"]), contexts, switch_at=switch)}
     if vision:
         result["vision"] = measure_vision(layers, runs=1, progress=progress)
     out = Path(out) if out else paths.runs_root() / "bench-scale.json"
@@ -227,8 +290,34 @@ def format_scale(result: dict) -> str:
         lines.append(f"{row['precision']:6} {row['size_gb']:8.2f} {row['build_min']:9.1f} "
                      f"{row['build_peak_ram_gb']:11.1f} {row['load_s']:7.1f} {row['prefill_tok_s']:8.1f} "
                      f"{row['decode_tok_s']:7.1f} {row['bandwidth_fraction']:8.2f}")
+    lines += phi4_lines(result)
     lines += vision_lines(result.get("vision"))
     return "\n".join(lines)
+
+
+def phi4_lines(result: dict) -> list[str]:
+    """Phi-4-mini beside Phi-3.5-mini in the printed table (empty without a Phi-4-mini measurement). Lab 01."""
+    phi4 = result.get("phi-4-mini")
+    if not phi4:
+        return []
+    row = phi4["int4"]
+    depth = "" if phi4["measured_layers"] == [phi4["layers"]] else f", {phi4['measured_layers'][0]} layers measured"
+    lines = [f"phi-4-mini shadow ({phi4['full_size_parameters'] / 1e9:.2f}B parameters{depth}), int4: "
+             f"{row['size_bytes'] / 1e9:.2f} GB, build {row['build_seconds'] / 60:.1f} min, peak RAM "
+             f"{row['peak_rss_bytes'] / 1e9:.1f} GB, load {row['load_seconds']:.1f} s, prefill "
+             f"{row['prefill_tok_s']:.1f} tok/s, decode {row['decode_tok_s']:.1f} tok/s "
+             f"({row['bandwidth_fraction']:.2f} of bound)",
+             f"KV cache per token: phi-3.5-mini {result['kv_cache_bytes_per_token'] / 1024:.0f} KiB, "
+             f"phi-4-mini {phi4['kv_cache_bytes_per_token'] / 1024:.0f} KiB"]
+    contexts = result.get("context_decode")
+    if contexts:
+        new = contexts["phi-4-mini"]["new_tokens"]
+        lines.append(f"decode tok/s after N tokens of context ({contexts['layers']} layers); seconds for {new} "
+                     f"tokens across LongRoPE's switch at {contexts['switch_at']}:")
+        for name in ("phi-3.5-mini", "phi-4-mini"):
+            speeds = ", ".join(f"{n}: {v:.1f}" for n, v in contexts[name]["decode_tok_s"].items())
+            lines.append(f"  {name:12} {speeds}; across the switch {contexts[name]['switch_seconds']:.1f} s")
+    return lines
 
 
 def vision_lines(row: dict | None) -> list[str]:

@@ -106,7 +106,7 @@ def _bench(args) -> int:
 def _bench_scale(args) -> int:
     from ..measuring.scale import run_bench_scale
     run_bench_scale(args.layers, tuple(args.precisions), runs=args.runs,
-                    out=Path(args.out) if args.out else None, vision=args.vision)
+                    out=Path(args.out) if args.out else None, vision=args.vision, phi4=args.phi4)
     return 0
 
 
@@ -224,6 +224,8 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--runs", type=_positive, default=3)
     scale.add_argument("--vision", action="store_true",
                        help="also export the Phi-3.5-vision shadow and time image prompts (336x336, 1344x1008)")
+    scale.add_argument("--phi4", action="store_true",
+                       help="also Phi-4-mini's shadow (INT4), KV cache per token, decode after 256/2K/4K tokens")
     scale.add_argument("--out", default=None, help="JSON file (default runs/bench-scale.json)")
     recipes = command("bench-recipes", _bench_recipes,
                       help="lab 03's full-size recipe on the course model: answer quality, one change at a time")

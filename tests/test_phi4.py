@@ -1,0 +1,137 @@
+"""Phi-4-mini: its tokenizer (data/phi4-tokenizer/, made by tools/phi4_tokenizer.py), its full-size shadow's
+architecture, and a narrow shadow with all its features built to INT4 and generating through a plain og loop."""
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from labkit import build, models, paths, scale, shadow, sizing
+
+TOKENIZER = paths.DATA / "phi4-tokenizer"
+REFERENCE = json.loads((TOKENIZER / "reference.json").read_text(encoding="utf-8"))
+CASES = REFERENCE["cases"]
+CHAT = {"<|system|>": 200022, "<|user|>": 200021, "<|assistant|>": 200019, "<|end|>": 200020,
+        "<|endoftext|>": 199999}
+
+
+def test_provenance_licences_and_the_published_split_check_are_committed():
+    text = (TOKENIZER / "PROVENANCE.md").read_text(encoding="utf-8")
+    source = (paths.REPO / "requirements" / "phi4-tokenizer-source.txt").read_text(encoding="utf-8")
+    assert source.split("sha256:")[1].split()[0] in text and "tools/phi4_tokenizer.py" in text
+    assert "MIT" in (TOKENIZER / "LICENSE-tiktoken").read_text()
+    assert "Microsoft" in (TOKENIZER / "LICENSE-Phi-4").read_text()
+    # The first case is llama.cpp's pre-tokenizer text: its ids hash to llama.cpp's entry for the published GPT-4o
+    # tokenizer (o200k), which the ids every test below checks against come from.
+    assert hashlib.sha256(str(CASES[0]["ids"]).encode()).hexdigest() == REFERENCE["llama_cpp_gpt4o_chkhsh"]
+    assert len(CASES) >= 60 and any("京都" in c["text"] for c in CASES)
+
+
+@pytest.fixture(scope="module")
+def narrow_dir():
+    """Phi-4-mini's vocabulary, tokenizer, 3:1 grouped-query attention, 0.75 partial rotary and tied embeddings,
+    192 wide and 2 layers deep."""
+    return shadow.create_shadow("phi-4-mini", 2, narrow=True, progress=False)
+
+
+def test_transformers_reads_the_tokenizer_as_tiktoken_encodes(narrow_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(narrow_dir)
+    assert [tok.encode(c["text"], add_special_tokens=False) for c in CASES] == [c["ids"] for c in CASES]
+    assert [tok.decode(c["ids"]) for c in CASES] == [c["text"] for c in CASES]
+    assert len(tok) == 199_998 + 12 and tok.convert_tokens_to_ids(list(CHAT)) == list(CHAT.values())
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    text = tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    assert text == "<|system|>Be brief.<|end|><|user|>Hi<|end|><|assistant|>", "Phi-4-mini's template: no newlines"
+
+
+def test_the_shadow_has_phi4_minis_architecture(narrow_dir):
+    full = shadow.shadow_config("phi-4-mini")
+    assert shadow.count_parameters(full) == 3_836_021_760 == sizing.parameters_of(full)
+    assert (full["num_attention_heads"], full["num_key_value_heads"], full["vocab_size"]) == (24, 8, 200_064)
+    assert full["partial_rotary_factor"] == 0.75 and full["tie_word_embeddings"]
+    assert len(full["rope_scaling"]["long_factor"]) == 128 * 3 // 4 // 2
+    # GQA: a third of Phi-3.5-mini's KV cache per token at the same width and depth.
+    assert sizing.kv_cache_bytes_per_token(full) * 3 == sizing.kv_cache_bytes_per_token(
+        shadow.shadow_config("phi-3.5-mini")) == 786_432
+    index = json.loads((narrow_dir / "model.safetensors.index.json").read_text())
+    assert "lm_head.weight" not in index["weight_map"], "tied: the checkpoint stores the embedding once"
+    generation = json.loads((narrow_dir / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == [200020, 199999]
+
+
+@pytest.fixture(scope="module")
+def narrow_int4(narrow_dir):
+    return build.build(narrow_dir, "int4", progress=False).path
+
+
+def test_the_int4_build_keeps_gqa_partial_rotary_and_an_untied_int4_lm_head(narrow_int4):
+    graph = onnx.load(str(narrow_int4 / "model.onnx"), load_external_data=False).graph
+    gqa = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in gqa[0].attribute}
+    assert len(gqa) == 2 and (attrs["num_heads"], attrs["kv_num_heads"]) == (3, 1)
+    assert attrs["do_rotary"] == 1
+    # LongRoPE: an If picks the short or long cos/sin cache (Constants in its branches) by the sequence length.
+    switch = next(n for n in graph.node if n.op_type == "If")
+    caches = [onnx.helper.get_attribute_value(a) for a in switch.attribute]
+    widths = {onnx.helper.get_attribute_value(c.attribute[0]).dims[1] for branch in caches for c in branch.node
+              if c.op_type == "Constant" and "cos" in c.output[0]}
+    assert widths == {64 * 3 // 4 // 2}, "rotary on 0.75 of each 64-wide head: 24 cos/sin columns"
+    # The pinned builder unties INT4 embeddings (default RTN): an fp32 Gather table and an INT4 LM head.
+    assert any(n.op_type == "MatMulNBits" and "lm_head" in n.name for n in graph.node)
+    assert any(n.op_type == "Gather" and "embed_tokens" in n.name for n in graph.node)
+    config = json.loads((narrow_int4 / "genai_config.json").read_text())["model"]
+    assert config["vocab_size"] == 200_064 and config["eos_token_id"] == [200020, 199999]
+
+
+def test_a_plain_og_loop_chats_with_it(narrow_int4):
+    import onnxruntime_genai as og
+
+    model = og.Model(str(narrow_int4))
+    tokenizer = og.Tokenizer(model)
+    assert [list(tokenizer.encode(c["text"])) for c in CASES] == [c["ids"] for c in CASES]
+    prompt = tokenizer.apply_chat_template(json.dumps([{"role": "user", "content": "Plan a day in Rome."}]),
+                                           add_generation_prompt=True)
+    assert prompt == "<|user|>Plan a day in Rome.<|end|><|assistant|>"
+    input_ids = tokenizer.encode(prompt)
+    assert list(input_ids[:1]) == [CHAT["<|user|>"]] and input_ids[-1] == CHAT["<|assistant|>"]
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(input_ids) + 8, min_length=len(input_ids) + 8)
+    generator = og.Generator(model, params)
+    generator.append_tokens(input_ids)
+    new = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        new.append(int(generator.get_next_tokens()[0]))
+    assert len(new) == 8 and all(0 <= t < 200_064 for t in new)
+    logits = np.asarray(generator.get_output("logits"))
+    assert logits.shape[-1] == 200_064
+
+
+def test_context_decode_times_each_context_and_the_longrope_switch(narrow_int4):
+    """`make bench-scale`'s context runs on the narrow build: a context whose decode would cross the switch starts
+    just past it, and the crossing is timed apart."""
+    result = scale.context_decode(narrow_int4, contexts=(64, 120), new_tokens=16, switch_at=128)
+    assert list(result["decode_tok_s"]) == ["64", "120"] and all(v > 0 for v in result["decode_tok_s"].values())
+    assert result["switch_seconds"] > 0 and result["new_tokens"] == 16
+    lines = scale.phi4_lines({"kv_cache_bytes_per_token": 786_432, "phi-4-mini": {
+        "int4": {"size_bytes": 1, "build_seconds": 60, "peak_rss_bytes": 1, "load_seconds": 1, "prefill_tok_s": 1,
+                 "decode_tok_s": 1, "bandwidth_fraction": 0.5},
+        "measured_layers": [32], "layers": 32, "full_size_parameters": 3_836_021_760,
+        "kv_cache_bytes_per_token": 262_144},
+        "context_decode": {"layers": 2, "switch_at": 128, "phi-3.5-mini": result, "phi-4-mini": result}})
+    assert "768 KiB" in lines[1] and "256 KiB" in lines[1] and "across the switch" in lines[-1]
+
+
+def test_resolve_model_gives_the_phi4_shadow_when_asked(monkeypatch, tmp_path):
+    asked = []
+    monkeypatch.setattr(shadow, "create_shadow", lambda name, layers, **kw: asked.append((name, layers)) or tmp_path)
+    monkeypatch.setenv("LABKIT_SHADOWS", "1")
+    monkeypatch.setenv("LABKIT_SHADOW_LAYERS", "40")
+    assert models.resolve_model(models.HUB_IDS["phi4-mini"]) == tmp_path
+    monkeypatch.delenv("LABKIT_SHADOW_LAYERS")
+    models.resolve_model(models.HUB_IDS["phi4-mini"])
+    assert asked == [("phi-4-mini", 32), ("phi-4-mini", None)]
