@@ -120,7 +120,7 @@ hub: install
 # Download what a profile needs before the workshop (PROFILE=laptop|gpu) and print the sizes.
 PROFILE ?= laptop
 prefetch: install
-	HF_HUB_OFFLINE=$(PREFETCH_OFFLINE) $(PY) -m labkit prefetch --profile $(PROFILE)
+	HF_HUB_OFFLINE=$(PREFETCH_OFFLINE) $(PY) -m labkit prefetch --profile $(PROFILE) $(if $(MODEL),--model $(MODEL))
 PREFETCH_OFFLINE ?= 0
 
 # Attendee copies of the labs with the exercise solutions removed, in exercises/.

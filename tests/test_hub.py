@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from labkit import bench, hub
+from labkit import bench, hub, models
 
 
 def fake_hub_cache(root, repo, files: dict, commit="0123456789abcdef0123456789abcdef01234567"):
@@ -41,6 +41,22 @@ def test_offline_prefetch_names_every_missing_download(hub_cache):
     assert "make prefetch PROFILE=laptop" in message
     assert "hf download microsoft/Phi-3.5-mini-instruct" in message
     assert 'hf download microsoft/Phi-3.5-mini-instruct-onnx --include "cpu_and_mobile/' in message
+
+
+def test_prefetch_of_phi4_mini_adds_its_checkpoint_and_published_build(hub_cache):
+    phi4 = models.HUB_IDS["phi4-mini"]
+    with pytest.raises(hub.NotCached) as err:
+        hub.prefetch("laptop", offline=True, out=lambda *_: None, model=phi4)
+    message = str(err.value)
+    assert f"make prefetch PROFILE=laptop MODEL={phi4}" in message and f"hf download {phi4}\n" in message + "\n"
+    published = 'microsoft/Phi-4-mini-instruct-onnx --include "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/*"'
+    assert f"hf download {published}" in message
+    assert [d.repo for d in hub.downloads("gpu", phi4)][-1] == phi4
+    assert hub.published_variant(phi4) == "phi4-cpu-int4" and hub.published_variant("tiny") is None
+    with pytest.raises(ValueError, match="laptop and gpu"):
+        hub.downloads("cpu", phi4)
+    with pytest.raises(ValueError, match="Phi-4-mini-instruct"):
+        hub.downloads("laptop", "someone/else")
 
 
 def test_cpu_profile_downloads_nothing(hub_cache):

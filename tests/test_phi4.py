@@ -135,3 +135,33 @@ def test_resolve_model_gives_the_phi4_shadow_when_asked(monkeypatch, tmp_path):
     monkeypatch.delenv("LABKIT_SHADOW_LAYERS")
     models.resolve_model(models.HUB_IDS["phi4-mini"])
     assert asked == [("phi-4-mini", 32), ("phi-4-mini", None)]
+
+
+def test_lab04_on_a_laptop_chats_with_the_model_lab01_built(monkeypatch, tmp_path):
+    """lab 01 run with model="microsoft/Phi-4-mini-instruct": lab 04's chat sections use its INT4 build."""
+    from types import SimpleNamespace
+
+    from labkit import plan, results
+
+    phi4 = models.HUB_IDS["phi4-mini"]
+    monkeypatch.setattr(results, "find", lambda lab, key, profile=None:
+                        phi4 if (lab, key, profile) == ("01_builder_quantization", "model", "laptop") else None)
+    built = []
+    monkeypatch.setattr(build, "build", lambda model, *a, **k: built.append(model) or SimpleNamespace(path=tmp_path))
+    chat_dir, adapter, which = plan.chat_model("laptop", tmp_path / "travel", None, "tiny")
+    assert built == [phi4] and chat_dir == tmp_path and adapter is None
+    assert f"lab 01's INT4 build of {phi4}" in which
+
+
+def test_lab00s_laptop_plan_offers_phi4_mini_as_a_choice_that_never_refuses(monkeypatch):
+    from labkit import plan
+
+    monkeypatch.setattr(sizing, "machine", lambda: {"cores": 2, "total_ram_bytes": int(8e9),
+                                                    "available_ram_bytes": int(8e9), "memory_limited_by": "RAM",
+                                                    "free_disk_bytes": int(100e9)})
+    rows = [r for r in plan.lab_plan("laptop") if "Phi-4-mini" in r["what"]]
+    assert len(rows) == 1 and rows[0]["lab"] == "01" and rows[0]["what"].startswith(plan.OPTIONAL)
+    need = sizing.build_requirement("int4", shadow.shadow_config("phi-4-mini"))
+    assert "Phi-4-mini shadow" in need["basis"], "sized from its own measurement, not Phi-3.5-mini's"
+    assert rows[0]["peak_ram_gb"] == round(need["peak_rss_bytes"] / 1e9, 1)
+    assert "downloads 12.6 GB" in rows[0]["basis"] and "MODEL=microsoft/Phi-4-mini-instruct" in rows[0]["basis"]

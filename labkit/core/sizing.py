@@ -28,6 +28,20 @@ MEASURED_PHI35_MINI = {precision: {key: _REFERENCE[precision][key]
                        for precision in ("int4", "int8", "fp32")}
 
 
+# make bench-scale --phi4, the same reference run: the full-size Phi-4-mini shadow's INT4 build. Its o200k vocabulary
+# makes the difference at the same parameter count: an FP32 embedding table of 2.46 GB, and a quantized copy of it as
+# the LM head (the builder unties the tied matrix), built in slices (labkit.lean).
+PHI4_MINI_PARAMETERS = 3_836_021_760
+MEASURED_PHI4_MINI = ({"int4": {key: _REFERENCE["phi-4-mini"]["int4"][key]
+                                for key in ("peak_rss_bytes", "size_bytes", "build_seconds")}}
+                      if "phi-4-mini" in _REFERENCE else {})
+
+
+def _o200k(config: dict) -> bool:
+    """Phi-4-mini's family: a 200,064-row vocabulary. Builds are sized from its own measurement. Lab 01."""
+    return config.get("vocab_size", 0) >= 200_000
+
+
 # make bench-scale --vision: the full-size Phi-3.5-vision shadow exported (fp32 vision, INT4 decoder), 2 cores /
 # 24 GB, 2026-11-29, one run.
 PHI35_VISION_PARAMETERS = 4_146_621_440
@@ -156,11 +170,14 @@ def build_requirement(precision: str, config: dict) -> dict:
     numbers come from (shown to attendees next to a refusal)."""
     if precision not in MEASURED_PHI35_MINI:
         raise InputError(f"No measured requirement for {precision!r}; measured: {', '.join(MEASURED_PHI35_MINI)}.")
-    measured = MEASURED_PHI35_MINI[precision]
-    scale = parameters_of(config) / PHI35_MINI_PARAMETERS
+    if _o200k(config) and precision in MEASURED_PHI4_MINI:
+        measured, parameters, name = MEASURED_PHI4_MINI[precision], PHI4_MINI_PARAMETERS, "Phi-4-mini"
+    else:
+        measured, parameters, name = MEASURED_PHI35_MINI[precision], PHI35_MINI_PARAMETERS, "Phi-3.5-mini"
+    scale = parameters_of(config) / parameters
     peak = PROCESS_OVERHEAD_BYTES + (measured["peak_rss_bytes"] - PROCESS_OVERHEAD_BYTES) * scale
-    basis = ("measured on the full-size Phi-3.5-mini shadow" if math.isclose(scale, 1.0, rel_tol=0.01)
-             else f"measured on the full-size Phi-3.5-mini shadow, scaled to {parameters_of(config) / 1e9:.2f}B "
+    basis = (f"measured on the full-size {name} shadow" if math.isclose(scale, 1.0, rel_tol=0.01)
+             else f"measured on the full-size {name} shadow, scaled to {parameters_of(config) / 1e9:.2f}B "
                   "parameters")
     return {"peak_rss_bytes": int(peak), "size_bytes": int(measured["size_bytes"] * scale),
             "minutes": measured["build_seconds"] * scale / 60, "basis": basis}

@@ -18,9 +18,13 @@ from ..core.errors import InputError, LabkitError
 from . import models
 
 PUBLISHED_ONNX = {
-    # The CPU INT4 build Microsoft publishes next to the checkpoint (AWQ, block 128, accuracy level 4).
+    # The CPU INT4 builds Microsoft publishes next to the checkpoints: Phi-3.5-mini's AWQ in blocks of 128,
+    # Phi-4-mini's round-to-nearest in blocks of 32, both with accuracy level 4 (int8 activations).
     "cpu-int4": ("microsoft/Phi-3.5-mini-instruct-onnx", "cpu_and_mobile/cpu-int4-awq-block-128-acc-level-4"),
+    "phi4-cpu-int4": ("microsoft/Phi-4-mini-instruct-onnx", "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4"),
 }
+PUBLISHED_FOR = {models.HUB_IDS["mini"]: "cpu-int4", models.HUB_IDS["phi4-mini"]: "phi4-cpu-int4"}
+PUBLISHED_LABELS = {"cpu-int4": "published int4 (AWQ, b128)", "phi4-cpu-int4": "published int4 (RTN, b32)"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,16 @@ class Download:
     def allow_patterns(self) -> list[str] | None:
         return [f"{self.folder}/*"] if self.folder else None
 
+
+# Phi-4-mini, a model choice of labs 01 and 04 in the laptop and gpu profiles (and lab 03 on a GPU):
+# `make prefetch PROFILE=laptop MODEL=microsoft/Phi-4-mini-instruct` adds these.
+MODEL_DOWNLOADS = {
+    models.HUB_IDS["phi4-mini"]: {
+        "laptop": (Download(models.HUB_IDS["phi4-mini"], approx_gb=7.7),
+                   Download(*PUBLISHED_ONNX["phi4-cpu-int4"], approx_gb=4.9)),
+        "gpu": (Download(models.HUB_IDS["phi4-mini"], approx_gb=7.7),),
+    },
+}
 
 PROFILE_DOWNLOADS = {
     "cpu": (),
@@ -88,16 +102,34 @@ def _fetch(item: Download) -> Path:
     return root / item.folder if item.folder else root
 
 
-def prefetch(profile: str, offline: bool | None = None, out=print) -> list[dict]:
-    """Download (or, offline, check) everything `profile` needs; print and return folder sizes. Lab 00.
+def downloads(profile: str, model: str | None = None) -> tuple[Download, ...]:
+    """What `profile` downloads, plus what `model` (another model choice, e.g. Phi-4-mini) adds. Lab 00."""
+    from ..core.profiles import get_profile
+
+    name = get_profile(profile).name
+    if model is None:
+        return PROFILE_DOWNLOADS[name]
+    if model not in MODEL_DOWNLOADS:
+        raise InputError(f"prefetch knows no extra downloads for {model!r}; choose one of: "
+                         f"{', '.join(MODEL_DOWNLOADS)} (the profile's own models need no --model).")
+    extra = MODEL_DOWNLOADS[model].get(name)
+    if extra is None:
+        raise InputError(f"{model} is a model choice of the laptop and gpu profiles, not {name}.")
+    return PROFILE_DOWNLOADS[name] + extra
+
+
+def prefetch(profile: str, offline: bool | None = None, out=print, model: str | None = None) -> list[dict]:
+    """Download (or, offline, check) everything `profile` needs (and `model`, when given: `downloads`); print and
+    return folder sizes. Lab 00.
 
     Offline and something missing: raises `NotCached` listing every missing item's command."""
     from ..core.profiles import get_profile
 
     name = get_profile(profile).name
+    items = downloads(name, model)
     offline = models.is_offline() if offline is None else offline
     rows, missing, reasons = [], [], []
-    for item in PROFILE_DOWNLOADS[name]:
+    for item in items:
         try:
             folder = _local_folder(item) if offline else _fetch(item)
         except NotCached as err:
@@ -111,8 +143,9 @@ def prefetch(profile: str, offline: bool | None = None, out=print) -> list[dict]
         commands = "\n".join(f"  {item.command}" for item in missing)
         why = ("are not in the local Hugging Face cache, and this machine is offline (HF_HUB_OFFLINE=1)" if offline
                else f"could not be downloaded (first: {reasons[0]})")
+        again = f"make prefetch PROFILE={name}" + (f" MODEL={model}" if model else "")
         raise NotCached(f"The {name} profile needs {len(missing)} download(s) that {why}. With network, run "
-                        f"`make prefetch PROFILE={name}`, or:\n{commands}")
+                        f"`{again}`, or:\n{commands}")
     if not rows:
         out(f"The {name} profile downloads nothing: every model is created locally.")
     else:
@@ -121,7 +154,12 @@ def prefetch(profile: str, offline: bool | None = None, out=print) -> list[dict]
 
 
 def published_onnx(variant: str = "cpu-int4") -> Path:
-    """Microsoft's published ONNX build of Phi-3.5-mini from the local cache, ready for `og.Model`. Lab 01."""
+    """Microsoft's published ONNX build (`PUBLISHED_ONNX`) from the local cache, ready for `og.Model`. Lab 01."""
     if variant not in PUBLISHED_ONNX:
         raise InputError(f"Unknown published variant {variant!r}; choose one of: {', '.join(PUBLISHED_ONNX)}.")
     return _local_folder(Download(*PUBLISHED_ONNX[variant]))
+
+
+def published_variant(model: str) -> str | None:
+    """The key of Microsoft's published CPU INT4 build of `model` (a hub id), or None when it has none. Lab 01."""
+    return PUBLISHED_FOR.get(str(model))

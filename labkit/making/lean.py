@@ -12,7 +12,9 @@ weight it makes a one-node model holding just that weight in fp32, runs the very
 `MatMulNBitsQuantizer` (same block size, symmetry, accuracy level, algorithm, excluded nodes) on
 it, splices the resulting MatMulNBits node and its initializers into the graph, and drops the float
 weight — which also releases the torch tensor the builder's lazy cast was holding. Peak memory is
-then the loaded bf16 checkpoint plus one weight in fp32, and falls as the build goes on.
+then the loaded bf16 checkpoint plus one weight in fp32, and falls as the build goes on. A weight over 256 MiB
+in fp32 is cast and quantized in column slices and the results joined (a protobuf message holds less than
+2 GiB, and Phi-4-mini's LM head is 2.46 GB): the same bytes, never the whole fp32 copy at once.
 
 Same graph, same weights bit for bit (`tests/test_lean.py` compares every node and initializer with
 the builder's own `to_int4` on the tiny and bench models); only the order of initializers in

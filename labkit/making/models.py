@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..core import cache, data, paths
+from ..core import cache, data, paths, sizing
 from ..core.errors import InputError, MissingInput
 
 PHI3_TOKENIZER = paths.DATA / "phi3-tokenizer"
@@ -325,8 +325,9 @@ def describe(model_dir: Path) -> dict:
         "context_length": config.get("max_position_embeddings"),
         "rope": rope.get("rope_type") or rope.get("type") or "default",
     }
+    # labkit's record for a model it made; a published checkpoint's count from its config
+    info["parameters"] = card.get("parameters") or sizing.parameters_of(sizing.text_config(config))
     if card:
-        info["parameters"] = card["parameters"]
         if "heldout_perplexity" in card:
             info["heldout_perplexity"] = round(card["heldout_perplexity"], 2)
             info["uniform_perplexity"] = card["uniform_perplexity"]

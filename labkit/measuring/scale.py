@@ -233,6 +233,10 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
         depth = layers
         result["phi-4-mini"] = measure_phi4(depth, runs, prompt_tokens, new_tokens, bandwidth, progress)
         phi35_build = result["int4"]["dir"]
+        # Self-contained, so the section can join another run's file (the committed reference) and still compare
+        # the two models within one run.
+        result["phi-4-mini"].update(measured_on=result["measured_on"], machine=result["machine"],
+                                    memory_bandwidth_gb_s=bandwidth, phi35_int4_same_run=dict(result["int4"]))
         switch = config["original_max_position_embeddings"]   # the same 4096 for both
         result["context_decode"] = {
             "layers": depth or full, "switch_at": switch,
@@ -368,6 +372,57 @@ def table(result: dict):
     import pandas as pd
 
     return pd.DataFrame(_table_rows(result)).set_index("precision").round(2)
+
+
+def phi4_table(result: dict):
+    """Phi-3.5-mini and Phi-4-mini INT4 side by side (a bench-scale result with `--phi4`), or None. Lab 01.
+
+    What the bigger vocabulary costs (folder, build memory, the LM head each token reads) and what grouped-query
+    attention saves (KV cache per token, decode at long contexts)."""
+    import pandas as pd
+
+    phi4 = result.get("phi-4-mini")
+    phi35 = (phi4 or {}).get("phi35_int4_same_run") or result.get("int4", {})
+    if not phi4 or "size_bytes" not in phi35:
+        return None
+    contexts = result.get("context_decode", {})
+    rows = {}
+    for name, row, kv, parameters in (
+            ("phi-3.5-mini", phi35, result["kv_cache_bytes_per_token"], result["parameters"]),
+            ("phi-4-mini", phi4["int4"], phi4["kv_cache_bytes_per_token"], phi4["full_size_parameters"])):
+        rows[name] = {"parameters_b": parameters / 1e9, "size_gb": row["size_bytes"] / 1e9,
+                      "build_peak_ram_gb": row["peak_rss_bytes"] / 1e9, "build_min": row["build_seconds"] / 60,
+                      "weights_read_per_token_gb": row["weight_bytes_per_token"] / 1e9,
+                      "prefill_tok_s": row["prefill_tok_s"], "decode_tok_s": row["decode_tok_s"],
+                      "bandwidth_fraction": row["bandwidth_fraction"], "kv_cache_kib_per_token": kv / 1024}
+        for context, speed in contexts.get(name, {}).get("decode_tok_s", {}).items():
+            rows[name][f"decode_tok_s_at_{context}"] = speed
+        if name in contexts:
+            rows[name]["longrope_switch_s"] = contexts[name]["switch_seconds"]
+    return pd.DataFrame.from_dict(rows, orient="index").round(2)
+
+
+def plot_phi4(result: dict):
+    """KV cache per token and decode speed against context length, Phi-3.5-mini beside Phi-4-mini. Lab 01."""
+    import matplotlib.pyplot as plt
+
+    contexts = result["context_decode"]
+    fig, (kv_ax, speed_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    names = ["phi-3.5-mini", "phi-4-mini"]
+    kv = [result["kv_cache_bytes_per_token"], result["phi-4-mini"]["kv_cache_bytes_per_token"]]
+    kv_ax.bar(names, [k / 1024 for k in kv], color=["#1f77b4", "#ff7f0e"])
+    kv_ax.set(ylabel="KiB per token of context", title="KV cache (fp32, all layers)")
+    for name, colour in zip(names, ["#1f77b4", "#ff7f0e"], strict=True):
+        speeds = contexts[name]["decode_tok_s"]
+        speed_ax.plot([int(c) for c in speeds], list(speeds.values()), "o-", color=colour, label=name)
+    speed_ax.set(xlabel="tokens of context", ylabel="decode tokens/s", xscale="log", xticks=[256, 2048, 4096],
+                 title=f"Decode after a long prompt ({contexts['layers']} layers, INT4)")
+    speed_ax.set_xticklabels(["256", "2K", "4K"])
+    speed_ax.legend()
+    for ax in (kv_ax, speed_ax):
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
 
 
 def plot_scale(result: dict, laptop_ram_gb: float = 16.0):

@@ -10,7 +10,7 @@
     labkit bench-scale [--layers N] [--precisions int4 …]  Phi-3.5-mini at real size (shadow) on this CPU
     labkit bench-peers [--engines ortgenai llamacpp openvino]  the course's builds vs llama.cpp / OpenVINO GenAI
     labkit bench-recipes [--quick] [--every N] [--out F]   lab 03's full-size recipe on the course model: quality
-    labkit prefetch [--profile laptop|gpu]                download what a profile needs, print sizes
+    labkit prefetch [--profile laptop|gpu] [--model ID]   download what a profile (and a model choice) needs
     labkit export-vision MODEL [--precision P] [--json]    a Phi-3.5-vision export (cached), as lab 02 makes it
     labkit build MODEL [--precision P] [--force] [--json]  one model-builder build (cached), as lab 01 makes it
     labkit gpu-probe                                     is there a usable GPU? (exit 3 if not)
@@ -125,7 +125,7 @@ def _bench_peers(args) -> int:
 
 def _prefetch(args) -> int:
     from ..making.hub import prefetch
-    prefetch(args.profile)
+    prefetch(args.profile, model=args.model)
     return 0
 
 
@@ -242,6 +242,8 @@ def _parser() -> argparse.ArgumentParser:
     peer.add_argument("--out", default=None, help="JSON file (default runs/bench-peers.json)")
     pre = command("prefetch", _prefetch, help="download (or, offline, check) the models a profile needs")
     pre.add_argument("--profile", default=os.environ.get("LABKIT_PROFILE", "laptop"), choices=PROFILES)
+    pre.add_argument("--model", default=None,
+                     help="also what another model choice needs, e.g. microsoft/Phi-4-mini-instruct")
     one = command("build", _build, help="build a checkpoint with the model builder (labkit.build.build)")
     one.add_argument("model", help="`tiny`, a checkpoint folder or a hub id")
     one.add_argument("--precision", default="int4")

@@ -15,7 +15,7 @@ from ..core import paths, results, sizing
 from ..core.errors import LabkitError
 from ..core.profiles import get_profile
 from ..core.sizing import GB, PROCESS_OVERHEAD_BYTES
-from ..making import hub, shadow
+from ..making import hub, models, shadow
 
 # What each lab of a profile needs, for lab 00's plan. cpu: the cpu course on an empty cache (`make cpu-sheet`).
 # laptop: lab 01 from labkit.sizing's shadow measurements; inference from loading and running the INT4 shadow
@@ -198,7 +198,21 @@ def lab_plan(profile: str | None = None) -> list[dict]:
     row("05", "the report", 0.1, PROCESS_OVERHEAD_BYTES, 0, "measured")
     if prof.name != "laptop":
         return rows
-    return _with_measured(rows, _measured_laptop(), here) + _full_size_training_rows(here)
+    return _with_measured(rows, _measured_laptop(), here) + _full_size_training_rows(here) + _phi4_rows(here)
+
+
+def _phi4_rows(here: dict) -> list[dict]:
+    """Lab 01 (and 04) with model="microsoft/Phi-4-mini-instruct": its downloads and INT4 build. A choice."""
+    phi4 = models.HUB_IDS["phi4-mini"]
+    need = sizing.build_requirement("int4", shadow.shadow_config("phi-4-mini"))
+    downloads = sum(item.approx_gb for item in hub.MODEL_DOWNLOADS[phi4]["laptop"]) * GB
+    disk = downloads + need["size_bytes"]
+    fits = need["peak_rss_bytes"] <= here["available_ram_bytes"] and disk <= here["free_disk_bytes"]
+    return [{"lab": "01", "what": OPTIONAL + f'model="{phi4}": its INT4 build (lab 04 then chats with it)',
+             "minutes": round(need["minutes"] + 5, 1), "peak_ram_gb": round(need["peak_rss_bytes"] / GB, 1),
+             "disk_gb": round(disk / GB, 1), "fits_here": "yes" if fits else "no",
+             "basis": need["basis"] + f"; +5 min measuring; downloads {downloads / GB:.1f} GB "
+                      f"(make prefetch PROFILE=laptop MODEL={phi4})"}]
 
 
 def _full_size_training_rows(here: dict) -> list[dict]:
@@ -304,7 +318,8 @@ def _measured_training_minutes() -> float | None:
 def chat_model(profile: str, travel_dir: Path, travel_adapter: Path | None,
                adapter_base: str) -> tuple[Path, Path | None, str]:
     """The model lab 04 chats with: lab 03's, with its travel adapter, when lab 03 trained the profile's own model;
-    else (a laptop, where lab 03 trains the tiny model) lab 01's INT4 build of the profile's model. Lab 04.
+    else (a laptop, where lab 03 trains the tiny model) lab 01's INT4 build of the model lab 01 built in this profile
+    (Phi-4-mini when lab 01 ran with it), or of the profile's model. Lab 04.
 
     Returns `(model folder, its adapter or None, one line saying which model does what)`."""
     from ..making import build
@@ -313,8 +328,9 @@ def chat_model(profile: str, travel_dir: Path, travel_adapter: Path | None,
     if adapter_base == prof.text_model or prof.name == "cpu":
         return travel_dir, travel_adapter, (f"chat model: {travel_dir} (lab 03's {adapter_base} model, with its "
                                             "travel adapter); the adapter sections use the same model")
-    chat = build.build(prof.text_model, "int4", prof.execution_provider, progress=False)
-    return chat.path, None, (f"chat model: {chat.path} (lab 01's INT4 build of {prof.text_model}, no adapter); the "
+    built = results.find("01_builder_quantization", "model", profile=prof.name) or prof.text_model
+    chat = build.build(built, "int4", prof.execution_provider, progress=False)
+    return chat.path, None, (f"chat model: {chat.path} (lab 01's INT4 build of {built}, no adapter); the "
                              f"adapter sections use lab 03's {adapter_base} model, which the adapters belong to: "
                              f"{travel_dir}")
 
