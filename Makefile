@@ -72,7 +72,7 @@ bench-peers: install
 # Phi-3.5-mini at its real size on this CPU (random-weight shadow): INT4/INT8/FP32 build time, peak RAM,
 # size, load, prefill/decode, bandwidth fraction; Phi-4-mini's INT4 beside it (KV cache per token, decode after
 # 256/2K/4K tokens of context for both); the Phi-3.5-vision shadow's export and image prompts
-# -> runs/bench-scale.json. About 50 min on 2 cores (plus the shadows, once).
+# -> runs/bench-scale.json. About 55 min on 2 cores (plus the shadows, once).
 bench-scale: install
 	$(PY) -m labkit bench-scale --vision --phi4
 

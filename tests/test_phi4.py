@@ -165,3 +165,26 @@ def test_lab00s_laptop_plan_offers_phi4_mini_as_a_choice_that_never_refuses(monk
     assert "Phi-4-mini shadow" in need["basis"], "sized from its own measurement, not Phi-3.5-mini's"
     assert rows[0]["peak_ram_gb"] == round(need["peak_rss_bytes"] / 1e9, 1)
     assert "downloads 12.6 GB" in rows[0]["basis"] and "MODEL=microsoft/Phi-4-mini-instruct" in rows[0]["basis"]
+
+
+def test_the_reference_run_puts_phi4_mini_beside_phi35_mini_within_16_gb():
+    """docs/measured/bench-scale.json (what labs 01 and 05 show before `make bench-scale` runs here): Phi-4-mini's
+    full-size INT4 measured with the Phi-3.5-mini row of the same run, under a 16 GB memory limit."""
+    import matplotlib.pyplot as plt
+
+    reference = scale.read(scale.REFERENCE, reference=False)
+    phi4 = reference["phi-4-mini"]
+    assert phi4["full_size_parameters"] == 3_836_021_760 and phi4["measured_layers"] == [32]
+    assert phi4["int4"]["peak_rss_bytes"] < phi4["memory_limit_bytes"] <= 16e9
+    table = scale.phi4_table(reference)
+    assert list(table.columns) == ["phi-3.5-mini", "phi-4-mini"]
+    assert table.loc["build_min", "phi-3.5-mini"] == round(phi4["phi35_int4_same_run"]["build_seconds"] / 60, 2)
+    assert list(table.loc["kv_cache_kib_per_token"]) == [768, 256]
+    # The FP32 embedding table of 200,064 x 3,072 is most of what the bigger folder holds.
+    assert 2.0e9 < (phi4["int4"]["size_bytes"] - phi4["phi35_int4_same_run"]["size_bytes"]) < 200_064 * 3072 * 4
+    assert {"decode_tok_s_at_256", "decode_tok_s_at_4096", "longrope_switch_s"} <= set(table.index)
+    line = scale.phi4_source_line(reference)
+    assert phi4["measured_on"] in line and "16 GB memory limit" in line
+    figure = scale.plot_phi4(reference)
+    assert len(figure.axes) == 2
+    plt.close(figure)

@@ -235,8 +235,10 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
         phi35_build = result["int4"]["dir"]
         # Self-contained, so the section can join another run's file (the committed reference) and still compare
         # the two models within one run.
+        limited = result["machine"]["memory_limited_by"] == "cgroup"
         result["phi-4-mini"].update(measured_on=result["measured_on"], machine=result["machine"],
-                                    memory_bandwidth_gb_s=bandwidth, phi35_int4_same_run=dict(result["int4"]))
+                                    memory_bandwidth_gb_s=bandwidth, phi35_int4_same_run=dict(result["int4"]),
+                                    memory_limit_bytes=sizing.memory_limit_bytes() if limited else None)
         switch = config["original_max_position_embeddings"]   # the same 4096 for both
         result["context_decode"] = {
             "layers": depth or full, "switch_at": switch,
@@ -399,7 +401,18 @@ def phi4_table(result: dict):
             rows[name][f"decode_tok_s_at_{context}"] = speed
         if name in contexts:
             rows[name]["longrope_switch_s"] = contexts[name]["switch_seconds"]
-    return pd.DataFrame.from_dict(rows, orient="index").round(2)
+    return pd.DataFrame(rows).round(2)     # one column per model, one row per quantity
+
+
+def phi4_source_line(result: dict) -> str:
+    """Where the Phi-4-mini comparison comes from, in one line (it may be another run than the rest). Lab 01."""
+    phi4 = result["phi-4-mini"]
+    machine = phi4.get("machine", result.get("machine", {}))
+    limit = phi4.get("memory_limit_bytes")
+    limit = f", inside a {limit / 1e9:.0f} GB memory limit" if limit else ""
+    return (f"Phi-4-mini beside Phi-3.5-mini, both INT4 and measured in one run ({machine.get('cores', '?')} cores, "
+            f"{phi4.get('measured_on', result.get('measured_on', '?'))}{limit}); decode after N tokens of context "
+            f"at {result['context_decode']['layers']} layers, one run each.")
 
 
 def plot_phi4(result: dict):
