@@ -53,6 +53,9 @@ sys.path.insert(0, str(REPO))
 from labkit.core import data  # noqa: E402
 from labkit.core.cache import file_sha256 as sha256  # noqa: E402
 
+sys.path.insert(0, str(REPO / "tools"))
+from phi3_tokenizer import PHI3_LICENSE  # noqa: E402
+
 OUT = REPO / "data" / "phi4-tokenizer"
 SOURCE_LOCK = REPO / "requirements" / "phi4-tokenizer-source.txt"
 TIKTOKEN_PYPI = "tiktoken==0.14.0"   # the reference encoder (Python, Rust core), installed into a temporary folder
@@ -80,28 +83,11 @@ UNSEEN = ["¿Qué debería comer en Lisboa?", "O que devo visitar em Kyoto na pr
           "1234567 3.14159 1,000,000", "  leading and trailing  \n\n\t", "I'VE been TOLD he'S there, 'RE you sure?",
           "<|user|>Plan a day in Rome.<|end|><|assistant|>", "<|endoftext|> is text here, <|endoftext|>"]
 
-MIT = """MIT License
 
-Copyright (c) {holder}
 
-Permission is hereby granted, free of charge, to any person obtaining a copy
-of this software and associated documentation files (the "Software"), to deal
-in the Software without restriction, including without limitation the rights
-to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
-copies of the Software, and to permit persons to whom the Software is
-furnished to do so, subject to the following conditions:
-
-The above copyright notice and this permission notice shall be included in all
-copies or substantial portions of the Software.
-
-THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
-IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
-FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
-AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
-LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
-OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
-SOFTWARE.
-"""
+def mit(holder: str) -> str:
+    """The MIT licence text (as tools/phi3_tokenizer.py writes Phi-3's) with another copyright line."""
+    return PHI3_LICENSE.replace("Copyright (c) Microsoft Corporation.", f"Copyright (c) {holder}")
 
 
 def pinned() -> tuple[str, str]:
@@ -197,7 +183,6 @@ def llama_cpp_check_text(sdist: Path | None) -> str:
     import ast
 
     if sdist is None:
-        sys.path.insert(0, str(REPO / "tools"))
         from phi3_tokenizer import download as download_sdist
 
         sdist = download_sdist(Path(tempfile.mkdtemp(prefix="llama-sdist-")))
@@ -243,9 +228,9 @@ def convert(tarball: Path, out: Path, sdist: Path | None) -> None:
                    "allowed_special='all'; the first text is llama.cpp's pre-tokenizer check text",
          "llama_cpp_gpt4o_chkhsh": GPT4O_CHKHSH, "cases": cases}, indent=1, ensure_ascii=False) + "\n",
         encoding="utf-8")
-    (out / "LICENSE-tiktoken").write_text(MIT.format(holder="2022 OpenAI, Shantanu Jain (tiktoken; the npm port by "
-                                                     "dqbd, package.json `license: MIT`)"), encoding="utf-8")
-    (out / "LICENSE-Phi-4").write_text(MIT.format(holder="Microsoft Corporation."), encoding="utf-8")
+    holder = "2022 OpenAI, Shantanu Jain (tiktoken; the npm port by dqbd, package.json `license: MIT`)"
+    (out / "LICENSE-tiktoken").write_text(mit(holder), encoding="utf-8")
+    (out / "LICENSE-Phi-4").write_text(mit("Microsoft Corporation."), encoding="utf-8")
     url, digest = pinned()
     (out / "PROVENANCE.md").write_text(f"""# Phi-4-mini's tokenizer, rebuilt offline
 
