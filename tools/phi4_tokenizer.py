@@ -54,7 +54,7 @@ from labkit.core import data  # noqa: E402
 from labkit.core.cache import file_sha256 as sha256  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tools"))
-from phi3_tokenizer import PHI3_LICENSE  # noqa: E402
+from phi3_tokenizer import PHI3_LICENSE, replace_folder  # noqa: E402
 
 OUT = REPO / "data" / "phi4-tokenizer"
 SOURCE_LOCK = REPO / "requirements" / "phi4-tokenizer-source.txt"
@@ -265,12 +265,7 @@ def main(argv=None) -> int:
         new = tmp / "out"
         new.mkdir()
         convert(tarball, new, args.llama_sdist)
-        old = OUT.with_name(OUT.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if OUT.exists():
-            OUT.rename(old)
-        shutil.copytree(new, OUT)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(new, OUT)
     print(f"wrote {OUT.relative_to(REPO)}/")
     return 0
 
