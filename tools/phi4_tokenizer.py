@@ -39,7 +39,6 @@ import base64
 import hashlib
 import json
 import lzma
-import shutil
 import subprocess
 import sys
 import tarfile
