@@ -188,3 +188,9 @@ def test_the_reference_run_puts_phi4_mini_beside_phi35_mini_within_16_gb():
     figure = scale.plot_phi4(reference)
     assert len(figure.axes) == 2
     plt.close(figure)
+
+
+def test_bench_scale_refuses_phi4_without_int4_before_any_work(monkeypatch):
+    monkeypatch.setattr(shadow, "create_shadow", lambda *a, **k: pytest.fail("no shadow before the check"))
+    with pytest.raises(scale.ScaleError, match="keep int4"):
+        scale.run_bench_scale(None, ("int8",), phi4=True)

@@ -195,6 +195,8 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
     for precision in precisions:
         if precision not in PRECISIONS:
             raise ScaleError(f"Unknown precision {precision!r} for bench-scale; choose from {', '.join(PRECISIONS)}.")
+    if phi4 and "int4" not in precisions:
+        raise ScaleError("--phi4 compares INT4 builds: keep int4 among --precisions.")
     if layers is not None and layers < 2:
         raise ScaleError("--layers must be at least 2 (shadows of layers/2 and layers are measured to extrapolate).")
     bandwidth = bench.memory_bandwidth()
@@ -207,8 +209,6 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
               "threads": os.cpu_count(), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
               "kv_cache_bytes_per_token": sizing.kv_cache_bytes_per_token(shadow.shadow_config("phi-3.5-mini")),
               "measured_on": time.strftime("%Y-%m-%d")}
-    if phi4 and "int4" not in precisions:
-        raise ScaleError("--phi4 compares INT4 builds: keep int4 among --precisions.")
     for precision in precisions:
         need = sizing.build_requirement(precision, config)
         available = sizing.machine()["available_ram_bytes"]
@@ -229,9 +229,8 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
         row["bandwidth_bound_tok_s"] = bound
         row["bandwidth_fraction"] = row["decode_tok_s"] / bound
         result[precision] = row
-    if phi4:   # at the depth measured last (the deeper one when extrapolating): the context runs need a build
-        depth = layers
-        result["phi-4-mini"] = measure_phi4(depth, runs, prompt_tokens, new_tokens, bandwidth, progress)
+    if phi4 and "dir" in result["int4"]:   # at Phi-3.5-mini's deepest measured depth (the context runs need its build)
+        result["phi-4-mini"] = measure_phi4(layers, runs, prompt_tokens, new_tokens, bandwidth, progress)
         phi35_build = result["int4"]["dir"]
         # Self-contained, so the section can join another run's file (the committed reference) and still compare
         # the two models within one run.
@@ -241,7 +240,7 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
                                     memory_limit_bytes=sizing.memory_limit_bytes() if limited else None)
         switch = config["original_max_position_embeddings"]   # the same 4096 for both
         result["context_decode"] = {
-            "layers": depth or full, "switch_at": switch,
+            "layers": layers or full, "switch_at": switch,
             "phi-3.5-mini": context_decode(Path(phi35_build), contexts, switch_at=switch),
             "phi-4-mini": context_decode(Path(result["phi-4-mini"]["int4"]["dir"]), contexts, switch_at=switch)}
     if vision:
