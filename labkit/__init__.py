@@ -10,9 +10,10 @@ layers; a layer imports only the layers above it in this list (tests/test_layeri
                 chat_panel, images                                 adapters, structured output, chat, images
     making      models, tokenizer, build, lean, shadow, hub,       checkpoints and their ONNX builds
                 vision_encoder, vision_checkpoint, vision_export
-    measuring   bench, judge, scale, memwatch, peers,              size, speed, quality and memory of what was made
+    measuring   bench, judge, scale, phi4_mini, memwatch, peers,   size, speed, quality and memory of what was made
                 peer_worker, vision_verify, report
-    training    awq, olive, olive_seeded, onnx_adapter, recipes    AWQ and LoRA fine-tuning (measured with `measuring`)
+    training    awq, chat_format, olive, olive_seeded,             AWQ and LoRA fine-tuning (measured with `measuring`)
+                onnx_adapter, recipes
     workshop    course, checks, plan, env, gpu, attendees,         the notebooks, exercises, the `labkit` command and
                 server, cli                                        the workshop server (JupyterHub)
 
@@ -30,8 +31,9 @@ LAYERS = {
     "runtime": ["loop", "inputs", "adapters", "guidance", "generate", "chat_panel", "images"],
     "making": ["models", "tokenizer", "build", "lean", "shadow", "hub", "vision_encoder", "vision_checkpoint",
                "vision_export"],
-    "measuring": ["bench", "judge", "scale", "memwatch", "peers", "peer_worker", "vision_verify", "report"],
-    "training": ["awq", "olive", "olive_seeded", "onnx_adapter", "recipes"],
+    "measuring": ["bench", "judge", "scale", "phi4_mini", "memwatch", "peers", "peer_worker", "vision_verify",
+                  "report"],
+    "training": ["awq", "chat_format", "olive", "olive_seeded", "onnx_adapter", "recipes"],
     "workshop": ["course", "checks", "plan", "env", "gpu", "attendees", "server", "cli"],
 }
 _HOME = {module: layer for layer, modules in LAYERS.items() for module in modules}

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from labkit import build, models, paths, scale, shadow, sizing
+from labkit import build, models, paths, phi4_mini, scale, shadow, sizing
 
 TOKENIZER = paths.DATA / "phi4-tokenizer"
 REFERENCE = json.loads((TOKENIZER / "reference.json").read_text(encoding="utf-8"))
@@ -114,10 +114,10 @@ def test_a_plain_og_loop_chats_with_it(narrow_int4):
 def test_context_decode_times_each_context_and_the_longrope_switch(narrow_int4):
     """`make bench-scale`'s context runs on the narrow build: a context whose decode would cross the switch starts
     just past it, and the crossing is timed apart."""
-    result = scale.context_decode(narrow_int4, contexts=(64, 120), new_tokens=16, switch_at=128)
+    result = phi4_mini.context_decode(narrow_int4, contexts=(64, 120), new_tokens=16, switch_at=128)
     assert list(result["decode_tok_s"]) == ["64", "120"] and all(v > 0 for v in result["decode_tok_s"].values())
     assert result["switch_seconds"] > 0 and result["new_tokens"] == 16
-    lines = scale.phi4_lines({"kv_cache_bytes_per_token": 786_432, "phi-4-mini": {
+    lines = phi4_mini.lines({"kv_cache_bytes_per_token": 786_432, "phi-4-mini": {
         "int4": {"size_bytes": 1, "build_seconds": 60, "peak_rss_bytes": 1, "load_seconds": 1, "prefill_tok_s": 1,
                  "decode_tok_s": 1, "bandwidth_fraction": 0.5},
         "measured_layers": [32], "layers": 32, "full_size_parameters": 3_836_021_760,
@@ -176,16 +176,16 @@ def test_the_reference_run_puts_phi4_mini_beside_phi35_mini_within_16_gb():
     phi4 = reference["phi-4-mini"]
     assert phi4["full_size_parameters"] == 3_836_021_760 and phi4["measured_layers"] == [32]
     assert phi4["int4"]["peak_rss_bytes"] < phi4["memory_limit_bytes"] <= 16e9
-    table = scale.phi4_table(reference)
+    table = phi4_mini.table(reference)
     assert list(table.columns) == ["phi-3.5-mini", "phi-4-mini"]
     assert table.loc["build_min", "phi-3.5-mini"] == round(phi4["phi35_int4_same_run"]["build_seconds"] / 60, 2)
     assert list(table.loc["kv_cache_kib_per_token"]) == [768, 256]
     # The FP32 embedding table of 200,064 x 3,072 is most of what the bigger folder holds.
     assert 2.0e9 < (phi4["int4"]["size_bytes"] - phi4["phi35_int4_same_run"]["size_bytes"]) < 200_064 * 3072 * 4
     assert {"decode_tok_s_at_256", "decode_tok_s_at_4096", "longrope_switch_s"} <= set(table.index)
-    line = scale.phi4_source_line(reference)
+    line = phi4_mini.source_line(reference)
     assert phi4["measured_on"] in line and "16 GB memory limit" in line
-    figure = scale.plot_phi4(reference)
+    figure = phi4_mini.plot(reference)
     assert len(figure.axes) == 2
     plt.close(figure)
 
@@ -194,3 +194,12 @@ def test_bench_scale_refuses_phi4_without_int4_before_any_work(monkeypatch):
     monkeypatch.setattr(shadow, "create_shadow", lambda *a, **k: pytest.fail("no shadow before the check"))
     with pytest.raises(scale.ScaleError, match="keep int4"):
         scale.run_bench_scale(None, ("int8",), phi4=True)
+
+
+def test_olive_trains_on_each_models_own_chat_format(narrow_dir, tiny_dir):
+    """Lab 03's `olive finetune --text_template`: Phi-3.5's format for the course model (unchanged, so no cached
+    fine-tune changes), Phi-4-mini's (no newline after a role tag) for Phi-4-mini."""
+    from labkit import chat_format, olive
+
+    assert chat_format.text_template(tiny_dir) == olive.PHI3_TEMPLATE
+    assert chat_format.text_template(narrow_dir) == "<|user|>{prompt}<|end|><|assistant|>{response}<|end|>"

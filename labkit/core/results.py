@@ -53,7 +53,7 @@ class Builds(LabRun):
     build_seconds: dict[str, float]
     paths: dict[str, str]
     published_vs_yours: dict   # laptop profile: Microsoft's published CPU INT4 build beside yours ({} elsewhere)
-    phi4_vs_phi35: dict        # bench-scale's Phi-4-mini beside Phi-3.5-mini at real size (scale.phi4_table)
+    phi4_vs_phi35: dict        # bench-scale's Phi-4-mini beside Phi-3.5-mini at real size (phi4_mini.table)
 
 
 class VisionExport(LabRun):

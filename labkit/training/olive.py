@@ -35,7 +35,7 @@ from ..core.errors import InputError, LabkitError, MissingInput
 from ..making import models
 from ..measuring import memwatch
 from ..runtime import adapters
-from . import onnx_adapter
+from . import chat_format, onnx_adapter
 from .awq import DTYPES
 
 PHI3_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
@@ -271,35 +271,11 @@ def _blocks(max_seq_len: int | None, lengths: list[int], joiner: int, context: i
     return max_seq_len, stream // max_seq_len
 
 
-def _tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()     # transformers 5 warns about the published LongRoPE config's own fields
-    try:
-        return AutoTokenizer.from_pretrained(model_dir)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-
-
-def text_template(model_dir: Path) -> str:
-    """Olive's `--text_template` for a travel pair in the model's own chat format: one user turn and the answer,
-    closed by <|end|>. Phi-3.5's puts a newline after each role tag (`PHI3_TEMPLATE`), Phi-4-mini's none. Lab 03."""
-    rendered = _tokenizer(model_dir).apply_chat_template(
-        [{"role": "user", "content": "{prompt}"}, {"role": "assistant", "content": "{response}"}], tokenize=False)
-    end = rendered.find("<|end|>", rendered.find("{response}"))
-    if "{prompt}" not in rendered or "{response}" not in rendered or end < 0:
-        raise OliveStepError(f"{model_dir}'s chat template does not close an answer with <|end|>, as Phi-3 models do: "
-                             "lab 03's Olive flow is set up for Phi-3.5 and Phi-4-mini checkpoints.")
-    return rendered[:end + len("<|end|>")]
-
-
 def pair_tokens(model_dir: Path, rows: list[dict]) -> tuple[list[int], int]:
     """Each pair's tokens as Olive's pre-processing makes them (the chat template, no BOS or EOS: `olive finetune`
     leaves --add_special_tokens off), and the tokens of the blank line Olive joins them with. Lab 03."""
-    tokenizer = _tokenizer(model_dir)
-    template = text_template(model_dir)
+    tokenizer = chat_format.tokenizer(model_dir)
+    template = chat_format.text_template(model_dir)
     texts = [template.format(**row) for row in rows]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     return lengths, len(tokenizer.encode("\n\n", add_special_tokens=False))
@@ -330,7 +306,8 @@ def _finetune_into(tmp: Path, model_dir: Path, train_file: Path, settings: dict,
     try:
         peak = _run_olive("fine-tune", [
             "finetune", "--method", "lora", "-m", str(model_dir), "-o", str(tmp / "olive"),
-            "--data_name", "json", "--data_files", str(train_file), "--text_template", text_template(model_dir),
+            "--data_name", "json", "--data_files", str(train_file),
+            "--text_template", chat_format.text_template(model_dir),
             "--max_seq_len", str(settings["seq"]), "--torch_dtype", settings.get("dtype", "float32"),
             "--lora_r", str(settings["r"]), "--lora_alpha", str(settings["alpha"]),
             "--target_modules", settings.get("targets", PHI3_LORA_TARGETS),

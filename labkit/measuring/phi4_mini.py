@@ -1,0 +1,149 @@
+"""Phi-4-mini beside Phi-3.5-mini at real size: the `--phi4` part of `make bench-scale`. Lab 01 (and lab 05).
+
+Both INT4 shadow builds measured in one run (`labkit.scale` builds and times them), then what differs where a laptop
+feels it: the KV cache each token of context holds (grouped-query attention: a third for Phi-4-mini), and decode
+speed after 256, 2K and 4K tokens of prompt, with the one-off cost of LongRoPE's switch at 4,096 tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core import sizing
+from ..making import shadow
+from . import bench
+
+CONTEXTS = (256, 2048, 4096)   # tokens of context before decode: a question, a long chat, a document
+
+
+def context_decode(build_dir: Path, contexts=CONTEXTS, new_tokens: int = 16, switch_at: int | None = None) -> dict:
+    """Decode tokens/second after `contexts` tokens of prompt, one run each after a short warm-up. Lab 01.
+
+    Each decode step reads the weights and the whole KV cache: the longer the context, the more a model's KV
+    cache per token (`sizing.kv_cache_bytes_per_token`) costs. LongRoPE models (Phi-3.5-mini, Phi-4-mini) switch
+    from short to long rotary factors once the sequence passes `switch_at` (their original_max_position_embeddings,
+    4096), and onnxruntime-genai then recomputes the whole KV cache, once (its pull request 1161): a context whose
+    timed decode would cross it starts just past it instead, and the crossing is timed apart
+    (`switch_seconds`: `new_tokens` tokens decoded across it, the recomputation included)."""
+    from ..core import data
+    from ..runtime import loop
+
+    model, tokenizer = bench._load_fresh(build_dir)
+    text_ids = list(tokenizer.encode(data.corpus("heldout")))
+
+    def prompt(length: int) -> list[int]:
+        return (text_ids * (length // len(text_ids) + 1))[:length]
+
+    loop.greedy_tokens(model, prompt(32), 4, exact=True)
+    speeds = {}
+    for context in contexts:
+        length = switch_at + 1 if switch_at and context <= switch_at < context + new_tokens else context
+        _, _, decode = loop.greedy_tokens(model, prompt(length), new_tokens, exact=True)
+        speeds[str(context)] = (new_tokens - 1) / decode
+    result = {"decode_tok_s": speeds, "new_tokens": new_tokens}
+    if switch_at:
+        _, _, decode = loop.greedy_tokens(model, prompt(switch_at - new_tokens // 2), new_tokens, exact=True)
+        result["switch_seconds"] = decode
+    return result
+
+
+def summary(row: dict, layers: int | None, bandwidth: dict) -> dict:
+    """bench-scale's Phi-4-mini section from its INT4 shadow build's measured `row` (`scale.measure_depth`). Lab 01."""
+    full = shadow.shadow_config("phi-4-mini")
+    row = dict(row, bandwidth_bound_tok_s=bandwidth["read_gb_s"] * 1e9 / row["weight_bytes_per_token"])
+    row["bandwidth_fraction"] = row["decode_tok_s"] / row["bandwidth_bound_tok_s"]
+    return {"shadow_of": shadow.ARCHITECTURES["phi-4-mini"]["hub_id"], "layers": full["num_hidden_layers"],
+            "measured_layers": [layers or full["num_hidden_layers"]],
+            "parameters": shadow.count_parameters(shadow.shadow_config("phi-4-mini", layers)),
+            "full_size_parameters": shadow.count_parameters(full),
+            "kv_cache_bytes_per_token": sizing.kv_cache_bytes_per_token(full), "int4": row}
+
+
+def lines(result: dict) -> list[str]:
+    """Phi-4-mini beside Phi-3.5-mini in the printed table (empty without a Phi-4-mini measurement). Lab 01."""
+    phi4 = result.get("phi-4-mini")
+    if not phi4:
+        return []
+    row = phi4["int4"]
+    depth = "" if phi4["measured_layers"] == [phi4["layers"]] else f", {phi4['measured_layers'][0]} layers measured"
+    lines = [f"phi-4-mini shadow ({phi4['full_size_parameters'] / 1e9:.2f}B parameters{depth}), int4: "
+             f"{row['size_bytes'] / 1e9:.2f} GB, build {row['build_seconds'] / 60:.1f} min, peak RAM "
+             f"{row['peak_rss_bytes'] / 1e9:.1f} GB, load {row['load_seconds']:.1f} s, prefill "
+             f"{row['prefill_tok_s']:.1f} tok/s, decode {row['decode_tok_s']:.1f} tok/s "
+             f"({row['bandwidth_fraction']:.2f} of bound)",
+             f"KV cache per token: phi-3.5-mini {result['kv_cache_bytes_per_token'] / 1024:.0f} KiB, "
+             f"phi-4-mini {phi4['kv_cache_bytes_per_token'] / 1024:.0f} KiB"]
+    contexts = result.get("context_decode")
+    if contexts:
+        new = contexts["phi-4-mini"]["new_tokens"]
+        lines.append(f"decode tok/s after N tokens of context ({contexts['layers']} layers); seconds for {new} "
+                     f"tokens across LongRoPE's switch at {contexts['switch_at']}:")
+        for name in ("phi-3.5-mini", "phi-4-mini"):
+            speeds = ", ".join(f"{n}: {v:.1f}" for n, v in contexts[name]["decode_tok_s"].items())
+            lines.append(f"  {name:12} {speeds}; across the switch {contexts[name]['switch_seconds']:.1f} s")
+    return lines
+
+
+def table(result: dict):
+    """Phi-3.5-mini and Phi-4-mini INT4 side by side (a bench-scale result with `--phi4`), or None. Lab 01.
+
+    What the bigger vocabulary costs (folder, build memory, the LM head each token reads) and what grouped-query
+    attention saves (KV cache per token, decode at long contexts)."""
+    import pandas as pd
+
+    phi4 = result.get("phi-4-mini")
+    phi35 = (phi4 or {}).get("phi35_int4_same_run") or result.get("int4", {})
+    if not phi4 or "size_bytes" not in phi35:
+        return None
+    contexts = result.get("context_decode", {})
+    rows = {}
+    for name, row, kv, parameters in (
+            ("phi-3.5-mini", phi35, result["kv_cache_bytes_per_token"], result["parameters"]),
+            ("phi-4-mini", phi4["int4"], phi4["kv_cache_bytes_per_token"], phi4["full_size_parameters"])):
+        rows[name] = {"parameters_b": parameters / 1e9, "size_gb": row["size_bytes"] / 1e9,
+                      "build_peak_ram_gb": row["peak_rss_bytes"] / 1e9, "build_min": row["build_seconds"] / 60,
+                      "weights_read_per_token_gb": row["weight_bytes_per_token"] / 1e9,
+                      "prefill_tok_s": row["prefill_tok_s"], "decode_tok_s": row["decode_tok_s"],
+                      "bandwidth_fraction": row["bandwidth_fraction"], "kv_cache_kib_per_token": kv / 1024}
+        for context, speed in contexts.get(name, {}).get("decode_tok_s", {}).items():
+            rows[name][f"decode_tok_s_at_{context}"] = speed
+        if name in contexts:
+            rows[name]["longrope_switch_s"] = contexts[name]["switch_seconds"]
+    return pd.DataFrame(rows).round(2)     # one column per model, one row per quantity
+
+
+def source_line(result: dict) -> str:
+    """Where the Phi-4-mini comparison comes from, in one line (it may be another run than the rest). Lab 01."""
+    phi4 = result["phi-4-mini"]
+    machine = phi4.get("machine", result.get("machine", {}))
+    limit = phi4.get("memory_limit_bytes")
+    limit = f", inside a {limit / 1e9:.0f} GB memory limit" if limit else ""
+    return (f"Phi-4-mini beside Phi-3.5-mini, both INT4 and measured in one run ({machine.get('cores', '?')} cores, "
+            f"{phi4.get('measured_on', result.get('measured_on', '?'))}{limit}); decode after N tokens of context "
+            f"at {result['context_decode']['layers']} layers, one run each.")
+
+
+def plot(result: dict):
+    """KV cache per token and decode speed against context length, Phi-3.5-mini beside Phi-4-mini. Lab 01."""
+    import matplotlib.pyplot as plt
+
+    contexts = result["context_decode"]
+    fig, (kv_ax, speed_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    names = ["phi-3.5-mini", "phi-4-mini"]
+    kv = [result["kv_cache_bytes_per_token"], result["phi-4-mini"]["kv_cache_bytes_per_token"]]
+    kv_ax.bar(names, [k / 1024 for k in kv], color=["#1f77b4", "#ff7f0e"])
+    kv_ax.set(ylabel="KiB per token of context", title="KV cache (fp32, all layers)")
+    for name, colour in zip(names, ["#1f77b4", "#ff7f0e"], strict=True):
+        speeds = contexts[name]["decode_tok_s"]
+        speed_ax.plot([int(c) for c in speeds], list(speeds.values()), "o-", color=colour, label=name)
+    speed_ax.set_xscale("log", base=2)
+    speed_ax.minorticks_off()
+    contexts_measured = [int(c) for c in contexts["phi-4-mini"]["decode_tok_s"]]
+    speed_ax.set_xticks(contexts_measured, [f"{c // 1024}K" if c >= 1024 else str(c) for c in contexts_measured])
+    speed_ax.set(xlabel="tokens of context", ylabel="decode tokens/s", ylim=(0, None),
+                 title=f"Decode after a long prompt ({contexts['layers']} layers, INT4)")
+    speed_ax.legend()
+    for ax in (kv_ax, speed_ax):
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
