@@ -22,19 +22,24 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course demo test test-gpu hub lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick bench-recipes cpu-sheet laptop-sheet laptop-training prefetch lock exercises wheelhouse clean
+.PHONY: install course demo test test-gpu hub lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick bench-recipes cpu-sheet laptop-sheet laptop-training prefetch lock exercises translations wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
 	$(need_python)
 	@$(BOOT) tools/install.py --flavour cpu --venv $(VENV) $(PYTHON_ARG)
 
+# COURSE_LANG=es|pt|zh|ko: the labs in that language (generated from the English ones and translations/).
+# Not LANG: that is the locale.
+COURSE_LANG ?=
+LANG_ARG := $(if $(COURSE_LANG),--lang $(COURSE_LANG))
+
 course: install
-	$(PY) -m labkit course
+	$(PY) -m labkit course $(LANG_ARG)
 
 # The whole course in about a minute on a warm cache (run `make course` once first): for live demos.
 demo: install
-	$(PY) -m labkit course --demo
+	$(PY) -m labkit course --demo $(LANG_ARG)
 
 # The suite's models are tiny or 1- and 2-layer shadows: glibc keeps freed memory for reuse (labkit/core/allocator.py;
 # tests/conftest.py does the same for the processes the tests start).
@@ -50,14 +55,15 @@ test-gpu:
 	LABKIT_PROFILE=gpu LABKIT_TEST_MODELS=$(MODELS) $(GPU_PY) -m pytest
 
 lab: install
-	$(PY) -m labkit exercises --keep
-	@echo "Starting JupyterLab on exercises/ (the labs, solutions out): open the http://127.0.0.1:8888/lab?token=... URL it prints below."
+	$(PY) -m labkit exercises --keep $(LANG_ARG)
+	@echo "Starting JupyterLab on exercises/$(COURSE_LANG) (the labs, solutions out): open the http://127.0.0.1:8888/lab?token=... URL it prints below."
 	@echo "The notebooks run on the \"Python (labkit)\" kernel (they select it; pick it if asked). With the solutions: make lab-solutions."
-	$(VENV)/bin/jupyter lab exercises/ $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(VENV)/bin/jupyter lab exercises/$(COURSE_LANG) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lab-solutions: install
-	@echo "Starting JupyterLab on notebooks/ (the labs with their solutions, for instructors)."
-	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(if $(COURSE_LANG),$(PY) -m labkit translations --write --lang $(COURSE_LANG) >/dev/null)
+	@echo "Starting JupyterLab on notebooks/$(COURSE_LANG) (the labs with their solutions, for instructors)."
+	$(VENV)/bin/jupyter lab notebooks/$(COURSE_LANG) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: install
 	$(PY) -m labkit bench
@@ -125,7 +131,12 @@ PREFETCH_OFFLINE ?= 0
 
 # Attendee copies of the labs with the exercise solutions removed, in exercises/.
 exercises: install
-	$(PY) -m labkit exercises
+	$(PY) -m labkit exercises $(LANG_ARG)
+
+# Stale and missing translations of the labs, each checked against its English; the labs generated into
+# notebooks/<lang>/. See translations/README.md.
+translations: install
+	$(PY) -m labkit translations --check --write $(if $(COURSE_LANG),--lang $(COURSE_LANG))
 
 # Every locked wheel for PLATFORM=linux|macos|windows in wheelhouse/<platform>/, for an offline venue.
 PLATFORM ?= linux

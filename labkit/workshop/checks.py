@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .translations import message
+
 
 @dataclass
 class Result:
@@ -35,6 +37,11 @@ def _report(ok: bool, right: str, hint: str) -> Result:
     return result
 
 
+def say(template: str, **values) -> str:
+    """`template` in the notebook's language (translations/<lang>/checks.po), filled with `values`."""
+    return message(template).format(**values)
+
+
 def _close(answer, truth: float, rel: float) -> bool:
     try:
         return math.isclose(float(answer), truth, rel_tol=rel)
@@ -52,19 +59,20 @@ def parameter_count(answer, model_dir: str | Path) -> Result:
         with safe_open(str(shard), "pt") as f:
             for name in f.keys():
                 total += math.prod(f.get_slice(name).get_shape())
-    return _report(answer == total, f"{total:,} parameters, counted from the weights.",
-                   f"{answer!r} is not it. Per layer: qkv_proj (hidden x (heads + 2 kv_heads) x head_dim), o_proj "
-                   "(hidden x hidden), gate_up_proj (2 x intermediate x hidden), down_proj (hidden x intermediate) "
-                   "and two norms (hidden each); then the embedding, the final norm and lm_head (vocab x hidden, "
-                   "not shared with the embedding here).")
+    return _report(answer == total, say("{total:,} parameters, counted from the weights.", total=total),
+                   say("{answer!r} is not it. Per layer: qkv_proj (hidden x (heads + 2 kv_heads) x head_dim), o_proj "
+                       "(hidden x hidden), gate_up_proj (2 x intermediate x hidden), down_proj (hidden x "
+                       "intermediate) and two norms (hidden each); then the embedding, the final norm and lm_head "
+                       "(vocab x hidden, not shared with the embedding here).", answer=answer))
 
 
 def uniform_perplexity(answer, vocab_size: int) -> Result:
     """The perplexity of a model that guesses uniformly over the vocabulary. Lab 00."""
-    return _report(_close(answer, vocab_size, 1e-6), f"exp(-log(1/{vocab_size})) = {vocab_size}: a uniform guess "
-                   "is as perplexed as the vocabulary is large.",
-                   f"{answer!r} is not it. Perplexity is exp(mean negative log-likelihood); with every token at "
-                   "probability 1/V, what is -log(1/V)?")
+    return _report(_close(answer, vocab_size, 1e-6),
+                   say("exp(-log(1/{vocab_size})) = {vocab_size}: a uniform guess is as perplexed as the vocabulary "
+                       "is large.", vocab_size=vocab_size),
+                   say("{answer!r} is not it. Perplexity is exp(mean negative log-likelihood); with every token at "
+                       "probability 1/V, what is -log(1/V)?", answer=answer))
 
 
 # ------------------------------------------------------------------ lab 01
@@ -78,23 +86,27 @@ def block16_build(build_dir: str | Path, b32_dir: str | Path, predicted_size_mb)
     blocks = {a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "block_size"}
     size, b32 = dir_size(build_dir) / 1e6, dir_size(b32_dir) / 1e6
     if blocks != {16}:
-        return _report(False, "", f"The MatMulNBits nodes of {Path(build_dir).name} use block sizes {sorted(blocks)}: "
-                       "build INT4 with block_size=16.")
+        return _report(False, "", say("The MatMulNBits nodes of {folder} use block sizes {blocks}: build INT4 with "
+                                      "block_size=16.", folder=Path(build_dir).name, blocks=sorted(blocks)))
     return _report(size > b32 and _close(predicted_size_mb, size, 0.15),
-                   f"{size:.2f} MB vs {b32:.2f} MB at block 32: smaller blocks store more scales.",
-                   f"The build is right ({size:.2f} MB) but the prediction {predicted_size_mb!r} MB is off by more "
-                   "than 15 %. Per weight: 4 bits plus one fp32 scale per block (the default INT4 is symmetric: no "
-                   "zero point); what else in the folder is not quantized?")
+                   say("{size:.2f} MB vs {b32:.2f} MB at block 32: smaller blocks store more scales.",
+                       size=size, b32=b32),
+                   say("The build is right ({size:.2f} MB) but the prediction {predicted!r} MB is off by more than "
+                       "15 %. Per weight: 4 bits plus one fp32 scale per block (the default INT4 is symmetric: no "
+                       "zero point); what else in the folder is not quantized?", size=size,
+                       predicted=predicted_size_mb))
 
 
 def int8_ratio(answer, table) -> Result:
     """A predicted INT8 size / FP32 size within 10 % of the lab's table. Lab 01."""
     truth = table.loc["int8", "size_mb"] / table.loc["fp32", "size_mb"]
-    return _report(_close(answer, truth, 0.10), f"predicted {answer:.2f}; INT8 is {truth:.2f} of FP32 on disk. What "
-                   "is left is the graph and its rotary caches, the same in both.",
-                   f"{answer!r} is not within 10 % of the table's fraction. Count the embedding (vocab_size x "
-                   "hidden_size) at 4 bytes per weight in both builds, every other weight at 1 + 5/32 bytes in INT8 "
-                   "and 4 in FP32.")
+    close = _close(answer, truth, 0.10)
+    return _report(close, say("predicted {answer:.2f}; INT8 is {truth:.2f} of FP32 on disk. What is left is the "
+                              "graph and its rotary caches, the same in both.", answer=answer, truth=truth)
+                   if close else "",
+                   say("{answer!r} is not within 10 % of the table's fraction. Count the embedding (vocab_size x "
+                       "hidden_size) at 4 bytes per weight in both builds, every other weight at 1 + 5/32 bytes in "
+                       "INT8 and 4 in FP32.", answer=answer))
 
 
 # ------------------------------------------------------------------ lab 02
@@ -113,9 +125,9 @@ def processor_image_tokens(folder: str | Path, images: list[str | Path]) -> int:
 def image_tokens(answer, folder: str | Path, images: list[str | Path]) -> Result:
     """The predicted image-token count equals what the processor makes. Lab 02."""
     truth = processor_image_tokens(folder, images)
-    return _report(answer == truth, f"{truth} image tokens, as the processor counts them.",
-                   f"{answer!r} is not it. Pad each side up to a multiple of 336 px (keeping the aspect ratio), "
-                   "count the h x w crops, then (h*w + 1) * 144 + 1 + (h + 1) * 12 per image.")
+    return _report(answer == truth, say("{truth} image tokens, as the processor counts them.", truth=truth),
+                   say("{answer!r} is not it. Pad each side up to a multiple of 336 px (keeping the aspect ratio), "
+                       "count the h x w crops, then (h*w + 1) * 144 + 1 + (h + 1) * 12 per image.", answer=answer))
 
 
 # ------------------------------------------------------------------ lab 03
@@ -124,11 +136,13 @@ def own_adapter(model_dir: str | Path, adapter: str | Path, rows: list[dict]) ->
     from ..measuring.bench import eval_loss
 
     if len(rows) < 20 or not all(r.get("prompt") and r.get("response") for r in rows):
-        return _report(False, "", f"{len(rows)} pairs: write at least 20, each with a prompt and a response.")
+        return _report(False, "", say("{pairs} pairs: write at least 20, each with a prompt and a response.",
+                                      pairs=len(rows)))
     before, after = eval_loss(model_dir, rows=rows), eval_loss(model_dir, adapter, rows=rows)
-    return _report(after < before, f"loss on your pairs: {before:.3f} without, {after:.3f} with your adapter.",
-                   f"loss {before:.3f} without, {after:.3f} with the adapter: it did not learn your pairs. More "
-                   "steps, or a higher learning rate.")
+    return _report(after < before, say("loss on your pairs: {before:.3f} without, {after:.3f} with your adapter.",
+                                       before=before, after=after),
+                   say("loss {before:.3f} without, {after:.3f} with the adapter: it did not learn your pairs. More "
+                       "steps, or a higher learning rate.", before=before, after=after))
 
 
 def adapter_share(answer, onnx_dir: str | Path, adapter: str | Path) -> Result:
@@ -136,8 +150,10 @@ def adapter_share(answer, onnx_dir: str | Path, adapter: str | Path) -> Result:
     from ..core.paths import dir_size
 
     truth = Path(adapter).stat().st_size / dir_size(onnx_dir)
-    return _report(_close(answer, truth, 0.10), f"the adapter is {truth:.1%} of the folder: cheap to ship many.",
-                   f"{answer!r} is not it. Divide the .onnx_adapter file's bytes by the whole folder's.")
+    return _report(_close(answer, truth, 0.10),
+                   say("the adapter is {truth:.1%} of the folder: cheap to ship many.", truth=truth),
+                   say("{answer!r} is not it. Divide the .onnx_adapter file's bytes by the whole folder's.",
+                       answer=answer))
 
 
 # ------------------------------------------------------------------ lab 04
@@ -154,10 +170,12 @@ def loop_stopped(model_dir: str | Path, prompt: str, settings: dict, new_tokens:
     try:
         out = generate(model_dir, prompt, chat=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **settings)
     except GenerationError as err:
-        return _report(False, "", f"those settings are not valid: {err}")
+        return _report(False, "", say("those settings are not valid: {err}", err=err))
     repeats = _repeated_ngrams(out.tokens)
-    return _report(repeats == 0, f"no repeated 4-gram in {new_tokens} tokens: {out.text[:80]!r}…",
-                   f"still {repeats} repeated 4-grams. Which search option penalises tokens already generated?")
+    return _report(repeats == 0, say("no repeated 4-gram in {tokens} tokens: {text!r}…", tokens=new_tokens,
+                                     text=out.text[:80]),
+                   say("still {repeats} repeated 4-grams. Which search option penalises tokens already generated?",
+                       repeats=repeats))
 
 
 def new_token_budget(answer, model_dir: str | Path, prompt: str) -> Result:
@@ -166,9 +184,10 @@ def new_token_budget(answer, model_dir: str | Path, prompt: str) -> Result:
 
     _, tokenizer = load(str(model_dir))
     truth = context_length(model_dir) - len(tokenizer.encode(chat_prompt(tokenizer, prompt)))
-    return _report(answer == truth, f"{truth} new tokens: max_length = prompt + answer = the context length.",
-                   f"{answer!r} is not it. max_length counts the prompt's tokens (after the chat template) and the "
-                   "answer's; the context length is in the folder's genai_config.json.")
+    return _report(answer == truth, say("{truth} new tokens: max_length = prompt + answer = the context length.",
+                                        truth=truth),
+                   say("{answer!r} is not it. max_length counts the prompt's tokens (after the chat template) and "
+                       "the answer's; the context length is in the folder's genai_config.json.", answer=answer))
 
 
 def budget_schema(schema, model_dir: str | Path, adapter: str | Path | None, system: str | None = None,
@@ -185,19 +204,23 @@ def budget_schema(schema, model_dir: str | Path, adapter: str | Path | None, sys
     properties, required = schema.get("properties", {}), set(schema.get("required", []))
     city, budget = properties.get("city", {}), properties.get("budget_usd", {})
     problems = [why for bad, why in [
-        (schema.get("type") != "object", 'the answer is an object: "type": "object"'),
-        (set(properties) != {"city", "budget_usd"}, 'give "properties" for exactly city and budget_usd'),
-        (required != {"city", "budget_usd"}, 'list both keys in "required"'),
-        (schema.get("additionalProperties") is not False, '"additionalProperties": false allows no other keys'),
-        (city.get("type") != "string" or city.get("maxLength") != 40, "city: a string with maxLength 40"),
+        (schema.get("type") != "object", say('not yet: the answer is an object: "type": "object".')),
+        (set(properties) != {"city", "budget_usd"}, say('not yet: give "properties" for exactly city and '
+                                                        'budget_usd.')),
+        (required != {"city", "budget_usd"}, say('not yet: list both keys in "required".')),
+        (schema.get("additionalProperties") is not False,
+         say('not yet: "additionalProperties": false allows no other keys.')),
+        (city.get("type") != "string" or city.get("maxLength") != 40,
+         say("not yet: city is a string with maxLength 40.")),
         (budget.get("type") != "integer" or budget.get("minimum") != 0 or budget.get("maximum") != 1000,
-         "budget_usd: an integer with minimum 0 and maximum 1000"),
+         say("not yet: budget_usd is an integer with minimum 0 and maximum 1000.")),
     ] if bad]
     if problems:
-        return _report(False, "", f"not yet: {problems[0]}.")
+        return _report(False, "", problems[0])
     try:
         answer = generate(model_dir, question, adapter=adapter, system=system, schema=schema).value
     except GenerationError as err:
-        return _report(False, "", f"the schema is right, but the answer failed: {err}")
+        return _report(False, "", say("the schema is right, but the answer failed: {err}", err=err))
     truth = data.cities()["Lisbon"]["budget"]
-    return _report(True, f"{answer} fits it (the course's data says {truth} US dollars a day for Lisbon).", "")
+    return _report(True, say("{answer} fits it (the course's data says {truth} US dollars a day for Lisbon).",
+                             answer=answer, truth=truth), "")

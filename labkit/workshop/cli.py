@@ -2,7 +2,7 @@
 
     labkit [--debug] COMMAND …                            --debug: a traceback instead of the one-line error
     labkit course [--only 00 01] [--profile cpu|laptop|gpu] [--demo | --parameters FILE] [--run-dir DIR] [--sheet F]
-                  [--full-size-training] [--no-exercises] [--cold-cache]
+                  [--full-size-training] [--no-exercises] [--cold-cache] [--lang es|pt|zh|ko]
                                                          run the notebooks into runs/<timestamp>/
     labkit env                                           the environment check of lab 00
     labkit tiny                                          create (or show) the tiny Phi-3
@@ -15,7 +15,9 @@
     labkit build MODEL [--precision P] [--force] [--json]  one model-builder build (cached), as lab 01 makes it
     labkit gpu-probe                                     is there a usable GPU? (exit 3 if not)
     labkit keep-tokenizer MODEL BUILD...                 the builder CLI's missing step (lab 01)
-    labkit exercises [--out DIR] [--keep]                attendee copies without solutions -> exercises/
+    labkit exercises [--out DIR] [--keep] [--lang L]     attendee copies without solutions -> exercises/[L/]
+    labkit translations [--lang L …] [--write | --update | --check]
+                                                         stale and missing translations; generate the labs in L
     labkit hub [--port 8000] [--profile cpu] [--seats N]  the workshop server: JupyterHub, one Unix user each (root)
 """
 
@@ -66,7 +68,7 @@ def _course(args) -> int:
     try:
         run_dir = run_course(args.only, parameters, profile=args.profile,
                              run_dir=Path(args.run_dir) if args.run_dir else None, exercises=not args.no_exercises,
-                             cold=args.cold_cache)
+                             cold=args.cold_cache, lang=args.lang)
     except NotebookFailed as failure:
         print(failure, file=sys.stderr)
         return 1
@@ -163,10 +165,34 @@ def _keep_tokenizer(args) -> int:
 
 def _exercises(args) -> int:
     from .course import write_exercises
-    written = write_exercises(args.out, keep=args.keep)
+    written = write_exercises(args.out, keep=args.keep, lang=args.lang)
     kept = " (copies already there kept as they are)" if args.keep else ""
     print(f"{len(written)} attendee copies (solutions replaced by '# your code here') in {written[0].parent}{kept}")
     return 0
+
+
+def _translations(args) -> int:
+    from .translations import LANGUAGES, check_language, problems, quality_problems, update_catalogues, write_translated
+    langs = [check_language(lang) for lang in args.lang] if args.lang else list(LANGUAGES)
+    if args.update:
+        written = update_catalogues(langs)
+        print(f"{len(written)} catalogues in line with the English labs (changed texts marked fuzzy, new ones "
+              "untranslated): translate the empty and fuzzy entries, then run `labkit translations`.")
+    if args.write:
+        for lang in langs:
+            written = write_translated(lang)
+            print(f"{lang}: {len(written)} labs in {written[0].parent}")
+    found = problems(langs)
+    for problem in found:
+        print(problem)
+    missing = sum(p.state == "missing" for p in found)
+    print(f"{len(found) - missing} stale, {missing} missing translations in {', '.join(langs)}"
+          + (" (a stale cell shows its note; `labkit translations --update` marks it for the translator)"
+             if found else ""))
+    bad = [line for lang in langs for line in quality_problems(lang)] if args.check else []
+    for line in bad:
+        print(line)
+    return 1 if missing or bad else 0
 
 
 def _hub(args) -> int:
@@ -210,6 +236,8 @@ def _parser() -> argparse.ArgumentParser:
                              "minutes, memory and disk, as the run sheets record them")
     course.add_argument("--full-size-training", action="store_true",
                         help="laptop profile: lab 03 trains Phi-3.5-mini itself (its full_size_recipe), lab 04 uses it")
+    course.add_argument("--lang", default=os.environ.get("COURSE_LANG") or None,
+                        help="run the labs in es, pt, zh or ko (generated from the English ones and translations/)")
     course.add_argument("--sheet", help="also write the run's minutes and peak memory per lab to this JSON file "
                                         "(lab 00's plan reads docs/measured/laptop-course.json)")
     env = command("env", _env, help="check this machine for the course")
@@ -264,6 +292,16 @@ def _parser() -> argparse.ArgumentParser:
     exercises = command("exercises", _exercises, help="write attendee copies of the labs, solutions removed")
     exercises.add_argument("--out", default=None, help="folder (default: exercises/ in the course folder)")
     exercises.add_argument("--keep", action="store_true", help="leave copies that exist untouched (make lab)")
+    exercises.add_argument("--lang", default=os.environ.get("COURSE_LANG") or None,
+                           help="the labs in es, pt, zh or ko (into exercises/<lang>/)")
+    trans = command("translations", _translations,
+                    help="list stale and missing translations of the labs (exit 1 if one is missing)")
+    trans.add_argument("--lang", nargs="+", default=None, help="es pt zh ko (default: all)")
+    trans.add_argument("--write", action="store_true", help="also generate the labs into notebooks/<lang>/")
+    trans.add_argument("--update", action="store_true",
+                       help="first bring the catalogues in line with the English labs, for translators")
+    trans.add_argument("--check", action="store_true",
+                       help="also check each translation against its English (code, links, no English left)")
     hub = command("hub", _hub, help="serve the course to a room: JupyterHub, one Unix user and cgroup per attendee "
                                     "(root; make hub)")
     hub.add_argument("--port", type=_positive, default=8000)

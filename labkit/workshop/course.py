@@ -30,10 +30,14 @@ DEMO_PARAMETERS = {
 
 SOLUTION_TAG = "solution"   # cells holding an exercise's solution; attendee copies get a stub instead
 EXERCISES_HEADING = "## Your turn"   # every lab ends with its exercises under this heading
+EXERCISES_TAG = "your-turn"          # the same heading cell in a translated lab
 
 
-def notebooks() -> list[Path]:
-    """The numbered labs, in order. All labs."""
+def notebooks(lang: str | None = None) -> list[Path]:
+    """The numbered labs, in order: the English ones, or those of `lang` generated from them now. All labs."""
+    if lang:
+        from .translations import write_translated
+        return write_translated(lang)
     return sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -125,7 +129,8 @@ def without_exercises(notebook: Path):
 
     nb = nbformat.read(notebook, as_version=4)
     start = next((i for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown"
-                  and cell.source.startswith(EXERCISES_HEADING)), len(nb.cells))
+                  and (cell.source.startswith(EXERCISES_HEADING) or EXERCISES_TAG in cell.metadata.get("tags", []))),
+                 len(nb.cells))
     if any(SOLUTION_TAG in cell.metadata.get("tags", []) for cell in nb.cells[:start]):
         raise ValueError(f"{notebook.name} has a solution cell before its {EXERCISES_HEADING!r} section: keep the "
                          "exercises in that last section.")
@@ -134,7 +139,7 @@ def without_exercises(notebook: Path):
 
 
 def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, profile: str = "cpu",
-                 timeout: int | None = None, exercises: bool = True) -> Path:
+                 timeout: int | None = None, exercises: bool = True, lang: str | None = None) -> Path:
     """Execute one notebook into `run_dir`; return the executed copy. Raises NotebookFailed. All labs.
 
     `timeout` bounds each cell (default: `cell_timeout(profile)`), so a hung cell fails the run. Without
@@ -163,7 +168,9 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
         # even where MPLBACKEND=Agg is set for headless machines.
         # The cpu profile's models are tiny: its kernels keep freed memory for reuse (labkit.allocator).
         small = allocator.thresholds(os.environ) if profile == "cpu" else {}
+        # COURSE_LANG: labkit.checks speaks the notebook's language (labkit.translations.current_language).
         with _environment(**small, LABKIT_RUN_DIR=run_dir, LABKIT_PROFILE=profile, LABKIT_PLAIN_PROGRESS=1,
+                          COURSE_LANG=lang or "",
                           HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), OLIVE_DISABLE_TELEMETRY=1,
                           MPLBACKEND="module://matplotlib_inline.backend_inline"):
             papermill.execute_notebook(str(source), str(output), parameters=params, kernel_name="python3",
@@ -252,18 +259,22 @@ def cold_cache():
 
 def run_course(selection: list[str] | None = None, parameters: dict[str, dict] | None = None,
                profile: str = "cpu", run_dir: Path | None = None, exercises: bool = True,
-               cold: bool = False) -> Path:
+               cold: bool = False, lang: str | None = None) -> Path:
     """Run every notebook (or those whose names start with `selection`) into a new run folder. All labs.
 
     Without `exercises` each lab stops before its "Your turn" section (the suite's quick laptop run: the
     exercises run in the cpu course). `cold` runs on an empty cache (`cold_cache`): the minutes, memory and disk
-    of a first run, which a run sheet records."""
-    chosen = [nb for nb in notebooks() if not selection or any(nb.name.startswith(s) for s in selection)]
+    of a first run, which a run sheet records. `lang` runs the labs in es, pt, zh or ko (`labkit.translations`)."""
+    if lang:
+        from .translations import check_language
+        check_language(lang)
+    everything = notebooks(lang)
+    chosen = [nb for nb in everything if not selection or any(nb.name.startswith(s) for s in selection)]
     if not chosen:
-        raise SystemExit(f"No notebook matches {selection}; available: {[nb.name for nb in notebooks()]}")
+        raise SystemExit(f"No notebook matches {selection}; available: {[nb.name for nb in everything]}")
     run_dir = Path(run_dir) if run_dir else paths.new_run_dir()
     with cold_cache() if cold else nullcontext():
-        timings = _run_timed(chosen, run_dir, parameters or {}, profile, exercises, cold)
+        timings = _run_timed(chosen, run_dir, parameters or {}, profile, exercises, cold, lang)
     report = _export_report(run_dir)
     print(json.dumps(timings, indent=2))
     print(f"\nDone. Executed notebooks, artifacts and results.json are in {run_dir}")
@@ -275,7 +286,7 @@ def run_course(selection: list[str] | None = None, parameters: dict[str, dict] |
 
 
 def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], profile: str,
-               exercises: bool = True, cold: bool = False) -> dict:
+               exercises: bool = True, cold: bool = False, lang: str | None = None) -> dict:
     """Run the notebooks in order; record each one's seconds and peak memory in results.json as it finishes (and on
     a `cold` cache, the bytes it added to the cache)."""
     from tqdm.auto import tqdm
@@ -297,7 +308,7 @@ def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], p
         # The kernel papermill starts is a child of this process: the watch sums it and everything it starts.
         with memwatch.PeakWatch() as watch:
             run_notebook(nb, run_dir, {**COURSE_PARAMETERS.get(nb.stem, {}), **parameters.get(nb.stem, {})},
-                         profile, exercises=exercises)
+                         profile, exercises=exercises, lang=lang)
         timings.pop("total", None)
         timings[nb.stem] = round(time.perf_counter() - t, 1)
         timings["total"] = round(time.perf_counter() - started, 1)
@@ -306,6 +317,7 @@ def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], p
             grown[nb.stem] = paths.dir_size(paths.cache_dir()) - cached_before
         # Recorded after every notebook, so the report notebook sees the labs before it.
         results.record("course", {"profile": profile, "shadows": shadows, "exercises": exercises,
+                                  "language": lang or "en",
                                   "cold_cache": cold, **({"cache_bytes": grown} if cold else {}),
                                   "notebook_seconds": timings,
                                   "peak_rss_bytes": peaks, "memory_limit_bytes": sizing.memory_limit_bytes()},
@@ -338,16 +350,20 @@ def _attendee_copy(notebook: Path):
     return nb
 
 
-def write_exercises(out: str | Path | None = None, keep: bool = False) -> list[Path]:
-    """Write attendee copies of every lab (solutions removed) into `exercises/` (or `out`). All labs.
+def write_exercises(out: str | Path | None = None, keep: bool = False, lang: str | None = None) -> list[Path]:
+    """Write attendee copies of every lab (solutions removed) into `exercises/` (or `out`); with `lang`, the labs
+    in that language into `exercises/<lang>/`. All labs.
 
     `keep` leaves a copy that is already there untouched (`make lab`: an attendee's own work survives)."""
     import nbformat
 
-    out = Path(out) if out else paths.REPO / "exercises"
+    if lang:
+        from .translations import check_language
+        check_language(lang)
+    out = Path(out) if out else paths.REPO / "exercises" / (lang or "")
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for notebook in notebooks():
+    for notebook in notebooks(lang):
         path = out / notebook.name
         if keep and path.exists():
             written.append(path)

@@ -1,0 +1,507 @@
+"""The labs in Spanish, Portuguese, Simplified Chinese and Korean, generated from the English ones.
+
+English is the one source of truth. Each language has a catalogue per lab, `translations/<lang>/<lab>.po`
+(gettext's format, read and written with Babel: Poedit, Weblate and `msgmerge` all open it), holding
+
+- one entry per markdown cell: context = the cell's id, msgid = the English cell, msgstr = its translation;
+- one entry per comment of a code cell: context = `<cell id>#comment`, msgid = the English comment.
+
+Every entry also records the SHA-256 of the English text it translates (`#. en-sha256: …`). The translated
+notebook is the English notebook with those texts swapped in, so a code change reaches every language with no
+hand edit. When an English text changes after its translation, the entry is **stale**: the notebook keeps the
+old translation and shows, in the attendee's language, that the English changed, with the English beside it
+(`labkit translations --update` then marks the entry fuzzy for the translator, keeping the old English as
+`#| msgid`). A cell with no entry at all is **missing**: `labkit translations` lists both, and the suite fails
+on a missing one only.
+
+`labkit.checks` prints its ✓ and hint lines in the notebook's language (`translations/<lang>/checks.po`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tokenize
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core import paths
+from ..core.errors import LabkitError
+
+LANGUAGES = {"es": "Español", "pt": "Português", "zh": "简体中文", "ko": "한국어"}
+CATALOGUES = paths.REPO / "translations"
+COMMENT = "#comment"                      # context suffix of a code comment's entry
+CHECKS = "checks"                         # the catalogue of labkit.checks' messages
+TAG = "translation-stale"                 # cell tag of a cell shown with the English-changed note
+
+# What a stale cell says, in its language: the English text changed after this translation.
+STALE_MARKDOWN = {
+    "es": "⚠️ **El texto original en inglés de esta celda cambió después de traducirla.** La traducción de arriba "
+          "puede estar desactualizada; este es el texto en inglés actual:",
+    "pt": "⚠️ **O texto original em inglês desta célula mudou depois de ser traduzido.** A tradução acima pode "
+          "estar desatualizada; este é o texto atual em inglês:",
+    "zh": "⚠️ **本单元格的英文原文在翻译之后有改动。** 上面的译文可能已过时；以下是当前的英文原文：",
+    "ko": "⚠️ **이 셀의 영어 원문이 번역 이후에 바뀌었습니다.** 위 번역은 최신이 아닐 수 있습니다. 현재 영어 원문은 "
+          "다음과 같습니다:",
+}
+STALE_COMMENT = {
+    "es": "⚠️ Algunos comentarios de esta celda cambiaron en inglés y se muestran en inglés hasta que se traduzcan.",
+    "pt": "⚠️ Alguns comentários desta célula mudaram em inglês e aparecem em inglês até serem traduzidos.",
+    "zh": "⚠️ 本单元格的部分注释在英文版中有改动，翻译更新前以英文显示。",
+    "ko": "⚠️ 이 셀의 일부 주석이 영어판에서 바뀌어, 번역될 때까지 영어로 표시됩니다.",
+}
+# Lines the translation must never touch: tool directives, not prose.
+_DIRECTIVE = re.compile(r"#\s*(noqa|type:|pragma|fmt:|ruff:|!)")
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_language(lang: str) -> str:
+    """`lang`, or a clear error naming the languages there are."""
+    if lang not in LANGUAGES:
+        choices = ", ".join(f"{code} ({name})" for code, name in LANGUAGES.items())
+        raise LabkitError(f"There is no {lang!r} translation of the course. Languages: {choices}; English is the "
+                          "default (no COURSE_LANG).")
+    return lang
+
+
+# ------------------------------------------------------------------ the texts of a notebook
+@dataclass(frozen=True)
+class Comment:
+    """One `#` comment of a code cell: its line, its column, and its text after `# `."""
+
+    line: int
+    column: int
+    prefix: str
+    text: str
+
+
+def code_comments(source: str) -> list[Comment]:
+    """The comments of a code cell, as Python's tokenizer finds them (IPython's `%` and `!` lines skipped)."""
+    lines = source.splitlines(keepends=True)
+    python = "".join("\n" if line.lstrip().startswith(("%", "!")) else line for line in lines)
+    found = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(python).readline):
+            if token.type == tokenize.COMMENT and not _DIRECTIVE.match(token.string):
+                prefix = re.match(r"#+\s*", token.string).group(0)
+                if token.string[len(prefix):].strip():
+                    found.append(Comment(token.start[0] - 1, token.start[1], prefix, token.string[len(prefix):]))
+    except (tokenize.TokenError, IndentationError, SyntaxError) as err:
+        raise LabkitError(f"A code cell could not be tokenized ({err}); the translations need valid Python "
+                          f"cells:\n{source}") from None
+    return found
+
+
+def with_comments(source: str, comments: list[Comment], texts: list[str]) -> str:
+    """`source` with each comment's text replaced by the matching one of `texts`; the code itself unchanged."""
+    lines = source.splitlines(keepends=True)
+    for comment, text in sorted(zip(comments, texts), key=lambda pair: (pair[0].line, -pair[0].column),
+                                reverse=True):
+        line = lines[comment.line]
+        end = len(line.rstrip("\r\n"))
+        lines[comment.line] = line[:comment.column] + comment.prefix + text.replace("\n", " ") + line[end:]
+    return "".join(lines)
+
+
+def strip_comments(source: str) -> str:
+    """The code of a cell without its comments (and trailing spaces): what must equal across languages."""
+    comments = code_comments(source)
+    lines = source.splitlines()
+    for comment in sorted(comments, key=lambda c: (c.line, -c.column), reverse=True):
+        lines[comment.line] = lines[comment.line][:comment.column]
+    return "\n".join(line.rstrip() for line in lines).strip()
+
+
+def english_texts(notebook) -> list[tuple[str, str]]:
+    """(context, English text) of every translatable text of a notebook, in order."""
+    texts = []
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            texts.append((cell.id, cell.source))
+        elif cell.cell_type == "code":
+            texts += [(cell.id + COMMENT, c.text) for c in code_comments(cell.source)]
+    return texts
+
+
+# ------------------------------------------------------------------ catalogues
+def catalogue_path(lang: str, name: str) -> Path:
+    return CATALOGUES / lang / f"{name}.po"
+
+
+def read_catalogue(path: Path):
+    """A Babel catalogue, or an empty one where the file does not exist yet."""
+    from babel.messages.catalog import Catalog
+    from babel.messages.pofile import read_po
+
+    if not path.exists():
+        return Catalog(locale=path.parent.name, project="Phi on-device lab")
+    try:
+        with path.open("rb") as f:
+            return read_po(f, locale=path.parent.name, abort_invalid=True)
+    except Exception as err:  # Babel raises PoFileError or ValueError on a damaged file
+        raise LabkitError(f"{path} is not a valid PO file ({err}). Fix the line it names (a translation editor "
+                          "such as Poedit shows it), or restore it with git.") from None
+
+
+def new_catalogue(lang: str, old=None):
+    """An empty catalogue for `lang`, keeping an existing one's dates (an update changes only what changed)."""
+    from babel.messages.catalog import Catalog
+
+    dates = {"creation_date": old.creation_date, "revision_date": old.revision_date} if old is not None else {}
+    return Catalog(locale=lang, project="Phi on-device lab", version="1", fuzzy=False,
+                   header_comment=f"# {LANGUAGES[lang]}: the Phi on-device lab's labs. Made by "
+                                  "`python -m labkit translations --update`; see translations/README.md.", **dates)
+
+
+def write_catalogue(catalogue, path: Path) -> None:
+    from babel.messages.pofile import write_po
+
+    buffer = io.BytesIO()
+    write_po(buffer, catalogue, width=0, sort_output=False, include_previous=True, omit_header=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
+
+
+def _entries(catalogue) -> dict[str, list]:
+    """Translated entries by context (a code cell's comments share one context)."""
+    by_context: dict[str, list] = {}
+    for message in catalogue:
+        if message.id and message.string and message.context:
+            by_context.setdefault(message.context, []).append(message)
+    return by_context
+
+
+def _is_current(message, english: str) -> bool:
+    return message.id == english and "fuzzy" not in message.flags
+
+
+# ------------------------------------------------------------------ translating a notebook
+@dataclass(frozen=True)
+class Problem:
+    """A cell whose translation is stale (English changed) or missing."""
+
+    lang: str
+    lab: str
+    cell: str
+    state: str      # "stale" or "missing"
+    english: str
+
+    def __str__(self) -> str:
+        first = self.english.strip().splitlines()[0] if self.english.strip() else ""
+        return f"{self.lang} {self.lab} cell {self.cell}: {self.state} — {first[:70]}"
+
+
+def translate_notebook(english_path: Path, lang: str):
+    """The English notebook at `english_path` in `lang`, and the problems found. Code cells keep their code."""
+    import nbformat
+
+    from .course import EXERCISES_HEADING, EXERCISES_TAG
+
+    check_language(lang)
+    notebook = nbformat.read(english_path, as_version=4)
+    lab = english_path.stem
+    entries = _entries(read_catalogue(catalogue_path(lang, lab)))
+    problems = []
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            if cell.source.startswith(EXERCISES_HEADING):   # the translated heading still marks the exercises
+                cell.metadata.setdefault("tags", []).append(EXERCISES_TAG)
+            found = entries.get(cell.id, [])
+            current = [m for m in found if _is_current(m, cell.source)]
+            if current:
+                cell.source = current[0].string
+            elif found:
+                problems.append(Problem(lang, lab, cell.id, "stale", cell.source))
+                english = "\n".join("> " + line if line else ">" for line in cell.source.splitlines())
+                cell.source = f"{found[0].string}\n\n---\n{STALE_MARKDOWN[lang]}\n\n{english}"
+                cell.metadata.setdefault("tags", []).append(TAG)
+            else:
+                problems.append(Problem(lang, lab, cell.id, "missing", cell.source))
+        elif cell.cell_type == "code":
+            comments = code_comments(cell.source)
+            if not comments:
+                continue
+            found = {m.id: m for m in entries.get(cell.id + COMMENT, [])}
+            texts = [found[c.text].string if c.text in found and _is_current(found[c.text], c.text) else None
+                     for c in comments]
+            if all(t is not None for t in texts):
+                cell.source = with_comments(cell.source, comments, texts)
+            elif found:
+                problems.append(Problem(lang, lab, cell.id, "stale", cell.source))
+                cell.source = with_comments(cell.source, comments, [t or c.text for t, c in zip(texts, comments)])
+                cell.source = cell.source.rstrip("\n") + f"\n# {STALE_COMMENT[lang]}"
+                cell.metadata.setdefault("tags", []).append(TAG)
+            else:
+                problems.append(Problem(lang, lab, cell.id, "missing", cell.source))
+    notebook.metadata["labkit"] = {"language": lang, "english": f"notebooks/{english_path.name}",
+                                   "english_sha256": sha256(english_path.read_text())}
+    return notebook, problems
+
+
+def problems(langs: list[str] | None = None, notebooks_dir: Path | None = None) -> list[Problem]:
+    """Every stale or missing translation of every lab (and of labkit.checks' messages), in `langs` (all)."""
+    from .course import notebooks
+
+    found = []
+    for lang in langs or list(LANGUAGES):
+        for notebook in (sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")) if notebooks_dir else notebooks()):
+            found += translate_notebook(notebook, lang)[1]
+        found += check_messages_problems(lang)
+    return found
+
+
+def translated_dir(lang: str, root: Path | None = None) -> Path:
+    """Where the generated notebooks of `lang` go: `notebooks/<lang>/` (not committed: made from the catalogues)."""
+    return (root or paths.NOTEBOOKS) / check_language(lang)
+
+
+def write_translated(lang: str, out: Path | None = None) -> list[Path]:
+    """Generate the six labs in `lang` into `notebooks/<lang>/` (or `out`); stale cells carry their note."""
+    import nbformat
+
+    from .course import notebooks
+
+    out = Path(out) if out else translated_dir(lang)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for english in notebooks():
+        notebook, _ = translate_notebook(english, lang)
+        path = out / english.name
+        tmp = path.with_name(f".{path.name}.tmp")
+        nbformat.write(notebook, tmp)
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def update_catalogues(langs: list[str] | None = None) -> list[Path]:
+    """Bring each catalogue in line with the English labs for its translators: new texts added untranslated,
+    changed ones marked fuzzy with the old English kept as `#| msgid`, texts that no longer exist dropped."""
+    import nbformat
+
+    from .course import notebooks
+
+    written = []
+    for lang in langs or list(LANGUAGES):
+        for english in notebooks():
+            lab = english.stem
+            path = catalogue_path(lang, lab)
+            existing = read_catalogue(path)
+            old = _entries(existing)
+            new = new_catalogue(lang, existing if path.exists() else None)
+            for context, text in english_texts(nbformat.read(english, as_version=4)):
+                found = old.get(context, [])
+                same = [m for m in found if m.id == text]
+                if context.endswith(COMMENT):
+                    # A comment changed in place: the entry of the comment no longer in the cell is its old text.
+                    now = {t for c, t in english_texts(nbformat.read(english, as_version=4)) if c == context}
+                    gone = [m for m in found if m.id not in now]
+                    source = same[0] if same else (gone[0] if gone else None)
+                else:
+                    source = same[0] if same else (found[0] if found else None)
+                if any(m.id == text and m.context == context for m in new):
+                    continue
+                flags = set(source.flags) if source else set()
+                previous = None
+                if source and source.id != text:
+                    flags.add("fuzzy")
+                    previous = [source.id]
+                new.add(text, source.string if source else "", context=context, flags=flags,
+                        previous_id=previous, auto_comments=[f"en-sha256: {sha256(text)}"])
+            write_catalogue(new, path)
+            written.append(path)
+        written.append(_update_check_messages(lang))
+    return written
+
+
+# ------------------------------------------------------------------ labkit.checks' messages
+def check_templates() -> list[str]:
+    """Every message template `labkit.checks` passes to `say`, read from its source (one place to add one)."""
+    import ast
+
+    from . import checks
+
+    tree = ast.parse(Path(checks.__file__).read_text())
+    return [node.args[0].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "say"
+            and node.args and isinstance(node.args[0], ast.Constant)]
+
+
+def check_messages_problems(lang: str) -> list[Problem]:
+    entries = {m.id: m for m in read_catalogue(catalogue_path(lang, CHECKS)) if m.id and m.string}
+    return [Problem(lang, CHECKS, "message", "stale" if t in entries else "missing", t)
+            for t in check_templates() if t not in entries or "fuzzy" in entries[t].flags]
+
+
+def _update_check_messages(lang: str) -> Path:
+    path = catalogue_path(lang, CHECKS)
+    existing = read_catalogue(path)
+    old = {m.id: m for m in existing if m.id}
+    new = new_catalogue(lang, existing if path.exists() else None)
+    for template in dict.fromkeys(check_templates()):
+        source = old.get(template)
+        new.add(template, source.string if source else "", flags=set(source.flags) if source else set(),
+                auto_comments=[f"en-sha256: {sha256(template)}"])
+    write_catalogue(new, path)
+    return path
+
+
+_MESSAGES: dict[str, dict[str, str]] = {}
+
+
+def message(template: str, lang: str | None = None) -> str:
+    """`template` in `lang` (default: the notebook's language); English where it has no current translation."""
+    lang = lang or current_language()
+    if lang == "en":
+        return template
+    if lang not in _MESSAGES:
+        _MESSAGES[lang] = {m.id: m.string for m in read_catalogue(catalogue_path(lang, CHECKS))
+                           if m.id and m.string and "fuzzy" not in m.flags}
+    return _MESSAGES[lang].get(template, template)
+
+
+# ------------------------------------------------------------------ which language a lab runs in
+def notebook_language(path: str | Path) -> str | None:
+    """The language a generated notebook records (`metadata.labkit.language`), or None."""
+    import json
+
+    try:
+        lang = json.loads(Path(path).read_text()).get("metadata", {}).get("labkit", {}).get("language")
+    except (OSError, ValueError):
+        return None
+    return lang if lang in LANGUAGES else None
+
+
+def current_language() -> str:
+    """The language of the notebook this kernel runs: `COURSE_LANG` where set (`make course COURSE_LANG=es`
+    sets it for its kernels), else the notebook JupyterLab opened (its `JPY_SESSION_NAME`), else the folder the
+    kernel started in (`notebooks/es/`, `exercises/es/`), else English."""
+    chosen = os.environ.get("COURSE_LANG", "").strip()
+    if chosen:
+        return chosen if chosen in LANGUAGES else "en"
+    session = os.environ.get("JPY_SESSION_NAME")
+    if session and (lang := notebook_language(session)):
+        return lang
+    folder = Path.cwd().name
+    return folder if folder in LANGUAGES else "en"
+
+
+# ------------------------------------------------------------------ is a translation faithful and whole?
+_FENCE = re.compile(r"^```[^\n]*\n.*?^```", re.S | re.M)
+_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
+_LINK = re.compile(r"\]\(([^)\s]+)[^)]*\)")
+_HTML = re.compile(r"<[^>]+>")
+_MATH = re.compile(r"\$\$.+?\$\$|\$[^$\n]+\$", re.S)
+
+
+def _fence_code(block: str) -> str:
+    """A fenced block without its comments: translators translate a command's comment, never the command."""
+    lines = block.splitlines()
+    return "\n".join(re.sub(r"(^|\s)#(?!!).*$", "", line).rstrip() for line in lines).strip()
+
+
+def markdown_problems(english: str, translation: str) -> list[str]:
+    """What a translated markdown cell changed that it must keep: fenced blocks (comments may be translated),
+    inline code, link targets, heading levels, images and tables' shape."""
+    found = []
+    en_blocks, tr_blocks = _FENCE.findall(english), _FENCE.findall(translation)
+    if [_fence_code(b) for b in en_blocks] != [_fence_code(b) for b in tr_blocks]:
+        found.append("a fenced code block differs from the English one (only its # comments may be translated)")
+    en_rest, tr_rest = _FENCE.sub("", english), _FENCE.sub("", translation)
+    en_spans = sorted(m.group(2).strip() for m in _SPAN.finditer(en_rest))
+    tr_spans = sorted(m.group(2).strip() for m in _SPAN.finditer(tr_rest))
+    if en_spans != tr_spans:
+        missing = sorted(set(en_spans) - set(tr_spans))
+        extra = sorted(set(tr_spans) - set(en_spans))
+        found.append(f"inline code differs: missing {missing[:4]}, added {extra[:4]} (keep `code` exactly as in "
+                     "English, as many times)")
+    if sorted(_LINK.findall(en_rest)) != sorted(_LINK.findall(tr_rest)):
+        found.append("a link target differs (translate the link text, keep the (target))")
+    heads = [re.findall(r"^(#+) ", text, re.M) for text in (en_rest, tr_rest)]
+    if heads[0] != heads[1]:
+        found.append(f"headings differ: {heads[0]} in English, {heads[1]} here")
+    rows = [len(re.findall(r"^\|", text, re.M)) for text in (en_rest, tr_rest)]
+    if rows[0] != rows[1]:
+        found.append(f"a table has {rows[1]} rows here and {rows[0]} in English")
+    return found
+
+
+def prose_sentences(markdown: str) -> list[str]:
+    """The sentences of a markdown cell outside code, commands, math, HTML and link targets."""
+    text = _FENCE.sub(" ", markdown)
+    text = _SPAN.sub(" ", text)
+    text = _MATH.sub(" ", text)
+    text = _HTML.sub(" ", text)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    text = re.sub(r"https?://\S+", " ", text)
+    text = re.sub(r"[*_>#|\[\]]", " ", text)
+    parts = re.split(r"(?<=[.!?;:])\s+|[。！？；：]|\n\s*\n|\n\s*[-*\d]+[.)]?\s", text)
+    return [" ".join(p.split()) for p in parts if p and p.strip()]
+
+
+_SCRIPT = {"zh": re.compile(r"[\u4e00-\u9fff]"), "ko": re.compile(r"[\uac00-\ud7af]")}
+
+
+def english_sentences(markdown: str, lang: str) -> list[str]:
+    """Sentences of a translated cell that a language identifier (langdetect) reads as English: text left
+    untranslated. Sentences of fewer than six words (names, figures, commands) are not judged."""
+    from langdetect import DetectorFactory, detect_langs
+    from langdetect.lang_detect_exception import LangDetectException
+
+    DetectorFactory.seed = 0
+    english = []
+    for sentence in prose_sentences(markdown):
+        words = re.findall(r"[A-Za-z][A-Za-z'’-]+", sentence)
+        if lang in _SCRIPT:
+            if len(words) >= 6 and not _SCRIPT[lang].search(sentence):
+                english.append(sentence)
+            continue
+        if len(words) < 6:
+            continue
+        try:
+            guesses = detect_langs(sentence)
+        except LangDetectException:
+            continue
+        if guesses[0].lang == "en" and guesses[0].prob >= 0.9:
+            english.append(sentence)
+    return english
+
+
+def quality_problems(lang: str, notebooks_dir: Path | None = None) -> list[str]:
+    """Every current translation of `lang` checked against its English: structure kept, no English sentence
+    left, code comments one line each. `labkit translations --check`; the suite runs it."""
+    import nbformat
+
+    from .course import notebooks
+
+    found = []
+    for english in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")) if notebooks_dir else notebooks():
+        lab = english.stem
+        entries = _entries(read_catalogue(catalogue_path(lang, lab)))
+        cells = {c.id: c for c in nbformat.read(english, as_version=4).cells}
+        for context, messages in entries.items():
+            for m in messages:
+                if not _is_current(m, m.id):
+                    continue
+                where = f"{lang} {lab} {context}"
+                if context.endswith(COMMENT):
+                    if "\n" in m.string:
+                        found.append(f"{where}: a comment's translation must be one line: {m.string!r}")
+                    continue
+                if context not in cells or cells[context].source != m.id:
+                    continue
+                found += [f"{where}: {why}" for why in markdown_problems(m.id, m.string)]
+                found += [f"{where}: English left: {s!r}" for s in english_sentences(m.string, lang)]
+    messages = {m.id: m.string for m in read_catalogue(catalogue_path(lang, CHECKS)) if m.id and m.string}
+    for template, text in messages.items():
+        want, got = sorted(re.findall(r"\{[^}]*\}", template)), sorted(re.findall(r"\{[^}]*\}", text))
+        if want != got:
+            found.append(f"{lang} checks: placeholders {got} differ from the English {want}: {template[:60]!r}")
+    return found
