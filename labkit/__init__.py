@@ -14,8 +14,8 @@ layers; a layer imports only the layers above it in this list (tests/test_layeri
                 peer_worker, vision_verify, report
     training    awq, chat_format, olive, olive_seeded,             AWQ and LoRA fine-tuning (measured with `measuring`)
                 onnx_adapter, recipes
-    workshop    course, checks, translations, plan, env, gpu,      the notebooks (in five languages), exercises, the
-                attendees, server, cli                             `labkit` command and the workshop server (JupyterHub)
+    workshop    course, checks, translations, translation_quality,  the notebooks (in five languages), exercises, the
+                plan, env, gpu, attendees, server, cli             `labkit` command and the workshop server (JupyterHub)
 
 Notebooks import modules by their short name, `from labkit import build, generate`: the names
 below resolve to the module in its layer on first use. ARCHITECTURE.md draws the layers.
@@ -34,7 +34,8 @@ LAYERS = {
     "measuring": ["bench", "judge", "scale", "phi4_mini", "memwatch", "peers", "peer_worker", "vision_verify",
                   "report"],
     "training": ["awq", "chat_format", "olive", "olive_seeded", "onnx_adapter", "recipes"],
-    "workshop": ["course", "checks", "translations", "plan", "env", "gpu", "attendees", "server", "cli"],
+    "workshop": ["course", "checks", "translations", "translation_quality", "plan", "env", "gpu", "attendees",
+                 "server", "cli"],
 }
 _HOME = {module: layer for layer, modules in LAYERS.items() for module in modules}
 

@@ -38,7 +38,7 @@ def _report(ok: bool, right: str, hint: str) -> Result:
 
 
 def say(template: str, **values) -> str:
-    """`template` in the notebook's language (translations/<lang>/checks.po), filled with `values`."""
+    """`template` in the notebook's language (translations/<lang>/checks.po), filled with `values`. All labs."""
     return message(template).format(**values)
 
 

@@ -172,7 +172,8 @@ def _exercises(args) -> int:
 
 
 def _translations(args) -> int:
-    from .translations import LANGUAGES, check_language, problems, quality_problems, update_catalogues, write_translated
+    from .translation_quality import quality_problems
+    from .translations import LANGUAGES, check_language, problems, update_catalogues, write_translated
     langs = [check_language(lang) for lang in args.lang] if args.lang else list(LANGUAGES)
     if args.update:
         written = update_catalogues(langs)

@@ -57,11 +57,12 @@ _DIRECTIVE = re.compile(r"#\s*(noqa|type:|pragma|fmt:|ruff:|!)")
 
 
 def sha256(text: str) -> str:
+    """The SHA-256 of a text, as the catalogues record the English they translate. All labs."""
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_language(lang: str) -> str:
-    """`lang`, or a clear error naming the languages there are."""
+    """`lang`, or a clear error naming the languages there are. All labs."""
     if lang not in LANGUAGES:
         choices = ", ".join(f"{code} ({name})" for code, name in LANGUAGES.items())
         raise LabkitError(f"There is no {lang!r} translation of the course. Languages: {choices}; English is the "
@@ -72,7 +73,7 @@ def check_language(lang: str) -> str:
 # ------------------------------------------------------------------ the texts of a notebook
 @dataclass(frozen=True)
 class Comment:
-    """One `#` comment of a code cell: its line, its column, and its text after `# `."""
+    """One `#` comment of a code cell: its line, its column, and its text after `# `. All labs."""
 
     line: int
     column: int
@@ -81,7 +82,7 @@ class Comment:
 
 
 def code_comments(source: str) -> list[Comment]:
-    """The comments of a code cell, as Python's tokenizer finds them (IPython's `%` and `!` lines skipped)."""
+    """The comments of a code cell, as Python's tokenizer finds them (IPython's `%` and `!` lines skipped). All labs."""
     lines = source.splitlines(keepends=True)
     python = "".join("\n" if line.lstrip().startswith(("%", "!")) else line for line in lines)
     found = []
@@ -98,7 +99,7 @@ def code_comments(source: str) -> list[Comment]:
 
 
 def with_comments(source: str, comments: list[Comment], texts: list[str]) -> str:
-    """`source` with each comment's text replaced by the matching one of `texts`; the code itself unchanged."""
+    """`source` with each comment's text replaced by the matching one of `texts`; the code unchanged. All labs."""
     lines = source.splitlines(keepends=True)
     for comment, text in sorted(zip(comments, texts), key=lambda pair: (pair[0].line, -pair[0].column),
                                 reverse=True):
@@ -109,7 +110,7 @@ def with_comments(source: str, comments: list[Comment], texts: list[str]) -> str
 
 
 def strip_comments(source: str) -> str:
-    """The code of a cell without its comments (and trailing spaces): what must equal across languages."""
+    """The code of a cell without its comments (and trailing spaces): what must equal across languages. All labs."""
     comments = code_comments(source)
     lines = source.splitlines()
     for comment in sorted(comments, key=lambda c: (c.line, -c.column), reverse=True):
@@ -118,7 +119,7 @@ def strip_comments(source: str) -> str:
 
 
 def english_texts(notebook) -> list[tuple[str, str]]:
-    """(context, English text) of every translatable text of a notebook, in order."""
+    """(context, English text) of every translatable text of a notebook, in order. All labs."""
     texts = []
     for cell in notebook.cells:
         if cell.cell_type == "markdown":
@@ -130,11 +131,12 @@ def english_texts(notebook) -> list[tuple[str, str]]:
 
 # ------------------------------------------------------------------ catalogues
 def catalogue_path(lang: str, name: str) -> Path:
+    """The catalogue of lab (or `checks`) `name` in `lang`: translations/<lang>/<name>.po. All labs."""
     return CATALOGUES / lang / f"{name}.po"
 
 
 def read_catalogue(path: Path):
-    """A Babel catalogue, or an empty one where the file does not exist yet."""
+    """A Babel catalogue, or an empty one where the file does not exist yet. All labs."""
     from babel.messages.catalog import Catalog
     from babel.messages.pofile import read_po
 
@@ -149,7 +151,8 @@ def read_catalogue(path: Path):
 
 
 def new_catalogue(lang: str, old=None):
-    """An empty catalogue for `lang`, keeping an existing one's dates (an update changes only what changed)."""
+    """An empty catalogue for `lang`, keeping an existing one's dates (an update changes only what changed).
+    All labs."""
     from babel.messages.catalog import Catalog
 
     dates = {"creation_date": old.creation_date, "revision_date": old.revision_date} if old is not None else {}
@@ -159,6 +162,7 @@ def new_catalogue(lang: str, old=None):
 
 
 def write_catalogue(catalogue, path: Path) -> None:
+    """Write a catalogue atomically (a temporary file, then a rename): never half a PO file. All labs."""
     from babel.messages.pofile import write_po
 
     buffer = io.BytesIO()
@@ -169,8 +173,8 @@ def write_catalogue(catalogue, path: Path) -> None:
     tmp.replace(path)
 
 
-def _entries(catalogue) -> dict[str, list]:
-    """Translated entries by context (a code cell's comments share one context)."""
+def entries_by_context(catalogue) -> dict[str, list]:
+    """Translated entries by context (a code cell's comments share one context). All labs."""
     by_context: dict[str, list] = {}
     for message in catalogue:
         if message.id and message.string and message.context:
@@ -178,14 +182,15 @@ def _entries(catalogue) -> dict[str, list]:
     return by_context
 
 
-def _is_current(message, english: str) -> bool:
+def is_current(message, english: str) -> bool:
+    """Does `message` translate exactly `english`, and is it not marked fuzzy? All labs."""
     return message.id == english and "fuzzy" not in message.flags
 
 
 # ------------------------------------------------------------------ translating a notebook
 @dataclass(frozen=True)
 class Problem:
-    """A cell whose translation is stale (English changed) or missing."""
+    """A cell whose translation is stale (English changed) or missing. All labs."""
 
     lang: str
     lab: str
@@ -199,7 +204,8 @@ class Problem:
 
 
 def translate_notebook(english_path: Path, lang: str):
-    """The English notebook at `english_path` in `lang`, and the problems found. Code cells keep their code."""
+    """The English notebook at `english_path` in `lang`, and the problems found; code cells keep their code.
+    All labs."""
     import nbformat
 
     from .course import EXERCISES_HEADING, EXERCISES_TAG
@@ -207,14 +213,14 @@ def translate_notebook(english_path: Path, lang: str):
     check_language(lang)
     notebook = nbformat.read(english_path, as_version=4)
     lab = english_path.stem
-    entries = _entries(read_catalogue(catalogue_path(lang, lab)))
+    entries = entries_by_context(read_catalogue(catalogue_path(lang, lab)))
     problems = []
     for cell in notebook.cells:
         if cell.cell_type == "markdown":
             if cell.source.startswith(EXERCISES_HEADING):   # the translated heading still marks the exercises
                 cell.metadata.setdefault("tags", []).append(EXERCISES_TAG)
             found = entries.get(cell.id, [])
-            current = [m for m in found if _is_current(m, cell.source)]
+            current = [m for m in found if is_current(m, cell.source)]
             if current:
                 cell.source = current[0].string
             elif found:
@@ -229,7 +235,7 @@ def translate_notebook(english_path: Path, lang: str):
             if not comments:
                 continue
             found = {m.id: m for m in entries.get(cell.id + COMMENT, [])}
-            texts = [found[c.text].string if c.text in found and _is_current(found[c.text], c.text) else None
+            texts = [found[c.text].string if c.text in found and is_current(found[c.text], c.text) else None
                      for c in comments]
             if all(t is not None for t in texts):
                 cell.source = with_comments(cell.source, comments, texts)
@@ -246,7 +252,7 @@ def translate_notebook(english_path: Path, lang: str):
 
 
 def problems(langs: list[str] | None = None, notebooks_dir: Path | None = None) -> list[Problem]:
-    """Every stale or missing translation of every lab (and of labkit.checks' messages), in `langs` (all)."""
+    """Every stale or missing translation of every lab (and of labkit.checks' messages), in `langs` (all). All labs."""
     from .course import notebooks
 
     found = []
@@ -258,12 +264,13 @@ def problems(langs: list[str] | None = None, notebooks_dir: Path | None = None) 
 
 
 def translated_dir(lang: str, root: Path | None = None) -> Path:
-    """Where the generated notebooks of `lang` go: `notebooks/<lang>/` (not committed: made from the catalogues)."""
+    """Where the generated notebooks of `lang` go: `notebooks/<lang>/` (not committed: made from the catalogues).
+    All labs."""
     return (root or paths.NOTEBOOKS) / check_language(lang)
 
 
 def write_translated(lang: str, out: Path | None = None) -> list[Path]:
-    """Generate the six labs in `lang` into `notebooks/<lang>/` (or `out`); stale cells carry their note."""
+    """Generate the six labs in `lang` into `notebooks/<lang>/` (or `out`); stale cells carry their note. All labs."""
     import nbformat
 
     from .course import notebooks
@@ -283,7 +290,7 @@ def write_translated(lang: str, out: Path | None = None) -> list[Path]:
 
 def update_catalogues(langs: list[str] | None = None) -> list[Path]:
     """Bring each catalogue in line with the English labs for its translators: new texts added untranslated,
-    changed ones marked fuzzy with the old English kept as `#| msgid`, texts that no longer exist dropped."""
+    changed ones marked fuzzy with the old English kept as `#| msgid`, texts that no longer exist dropped. All labs."""
     import nbformat
 
     from .course import notebooks
@@ -294,7 +301,7 @@ def update_catalogues(langs: list[str] | None = None) -> list[Path]:
             lab = english.stem
             path = catalogue_path(lang, lab)
             existing = read_catalogue(path)
-            old = _entries(existing)
+            old = entries_by_context(existing)
             new = new_catalogue(lang, existing if path.exists() else None)
             for context, text in english_texts(nbformat.read(english, as_version=4)):
                 found = old.get(context, [])
@@ -323,7 +330,7 @@ def update_catalogues(langs: list[str] | None = None) -> list[Path]:
 
 # ------------------------------------------------------------------ labkit.checks' messages
 def check_templates() -> list[str]:
-    """Every message template `labkit.checks` passes to `say`, read from its source (one place to add one)."""
+    """Every message template `labkit.checks` passes to `say`, read from its source (one place to add one). All labs."""
     import ast
 
     from . import checks
@@ -335,6 +342,7 @@ def check_templates() -> list[str]:
 
 
 def check_messages_problems(lang: str) -> list[Problem]:
+    """The messages of labkit.checks with no current translation in `lang`. All labs."""
     entries = {m.id: m for m in read_catalogue(catalogue_path(lang, CHECKS)) if m.id and m.string}
     return [Problem(lang, CHECKS, "message", "stale" if t in entries else "missing", t)
             for t in check_templates() if t not in entries or "fuzzy" in entries[t].flags]
@@ -357,7 +365,8 @@ _MESSAGES: dict[str, dict[str, str]] = {}
 
 
 def message(template: str, lang: str | None = None) -> str:
-    """`template` in `lang` (default: the notebook's language); English where it has no current translation."""
+    """`template` in `lang` (default: the notebook's language); English where it has no current translation.
+    All labs."""
     lang = lang or current_language()
     if lang == "en":
         return template
@@ -369,7 +378,7 @@ def message(template: str, lang: str | None = None) -> str:
 
 # ------------------------------------------------------------------ which language a lab runs in
 def notebook_language(path: str | Path) -> str | None:
-    """The language a generated notebook records (`metadata.labkit.language`), or None."""
+    """The language a generated notebook records (`metadata.labkit.language`), or None. All labs."""
     import json
 
     try:
@@ -382,7 +391,7 @@ def notebook_language(path: str | Path) -> str | None:
 def current_language() -> str:
     """The language of the notebook this kernel runs: `COURSE_LANG` where set (`make course COURSE_LANG=es`
     sets it for its kernels), else the notebook JupyterLab opened (its `JPY_SESSION_NAME`), else the folder the
-    kernel started in (`notebooks/es/`, `exercises/es/`), else English."""
+    kernel started in (`notebooks/es/`, `exercises/es/`), else English. All labs."""
     chosen = os.environ.get("COURSE_LANG", "").strip()
     if chosen:
         return chosen if chosen in LANGUAGES else "en"
@@ -391,117 +400,3 @@ def current_language() -> str:
         return lang
     folder = Path.cwd().name
     return folder if folder in LANGUAGES else "en"
-
-
-# ------------------------------------------------------------------ is a translation faithful and whole?
-_FENCE = re.compile(r"^```[^\n]*\n.*?^```", re.S | re.M)
-_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
-_LINK = re.compile(r"\]\(([^)\s]+)[^)]*\)")
-_HTML = re.compile(r"<[^>]+>")
-_MATH = re.compile(r"\$\$.+?\$\$|\$[^$\n]+\$", re.S)
-
-
-def _fence_code(block: str) -> str:
-    """A fenced block without its comments: translators translate a command's comment, never the command."""
-    lines = block.splitlines()
-    return "\n".join(re.sub(r"(^|\s)#(?!!).*$", "", line).rstrip() for line in lines).strip()
-
-
-def markdown_problems(english: str, translation: str) -> list[str]:
-    """What a translated markdown cell changed that it must keep: fenced blocks (comments may be translated),
-    inline code, link targets, heading levels, images and tables' shape."""
-    found = []
-    en_blocks, tr_blocks = _FENCE.findall(english), _FENCE.findall(translation)
-    if [_fence_code(b) for b in en_blocks] != [_fence_code(b) for b in tr_blocks]:
-        found.append("a fenced code block differs from the English one (only its # comments may be translated)")
-    en_rest, tr_rest = _FENCE.sub("", english), _FENCE.sub("", translation)
-    en_spans = sorted(m.group(2).strip() for m in _SPAN.finditer(en_rest))
-    tr_spans = sorted(m.group(2).strip() for m in _SPAN.finditer(tr_rest))
-    if en_spans != tr_spans:
-        missing = sorted(set(en_spans) - set(tr_spans))
-        extra = sorted(set(tr_spans) - set(en_spans))
-        found.append(f"inline code differs: missing {missing[:4]}, added {extra[:4]} (keep `code` exactly as in "
-                     "English, as many times)")
-    if sorted(_LINK.findall(en_rest)) != sorted(_LINK.findall(tr_rest)):
-        found.append("a link target differs (translate the link text, keep the (target))")
-    heads = [re.findall(r"^(#+) ", text, re.M) for text in (en_rest, tr_rest)]
-    if heads[0] != heads[1]:
-        found.append(f"headings differ: {heads[0]} in English, {heads[1]} here")
-    rows = [len(re.findall(r"^\|", text, re.M)) for text in (en_rest, tr_rest)]
-    if rows[0] != rows[1]:
-        found.append(f"a table has {rows[1]} rows here and {rows[0]} in English")
-    return found
-
-
-def prose_sentences(markdown: str) -> list[str]:
-    """The sentences of a markdown cell outside code, commands, math, HTML and link targets."""
-    text = _FENCE.sub(" ", markdown)
-    text = _SPAN.sub(" ", text)
-    text = _MATH.sub(" ", text)
-    text = _HTML.sub(" ", text)
-    text = re.sub(r"\]\([^)]*\)", "]", text)
-    text = re.sub(r"https?://\S+", " ", text)
-    text = re.sub(r"[*_>#|\[\]]", " ", text)
-    parts = re.split(r"(?<=[.!?;:])\s+|[。！？；：]|\n\s*\n|\n\s*[-*\d]+[.)]?\s", text)
-    return [" ".join(p.split()) for p in parts if p and p.strip()]
-
-
-_SCRIPT = {"zh": re.compile(r"[\u4e00-\u9fff]"), "ko": re.compile(r"[\uac00-\ud7af]")}
-
-
-def english_sentences(markdown: str, lang: str) -> list[str]:
-    """Sentences of a translated cell that a language identifier (langdetect) reads as English: text left
-    untranslated. Sentences of fewer than six words (names, figures, commands) are not judged."""
-    from langdetect import DetectorFactory, detect_langs
-    from langdetect.lang_detect_exception import LangDetectException
-
-    DetectorFactory.seed = 0
-    english = []
-    for sentence in prose_sentences(markdown):
-        words = re.findall(r"[A-Za-z][A-Za-z'’-]+", sentence)
-        if lang in _SCRIPT:
-            if len(words) >= 6 and not _SCRIPT[lang].search(sentence):
-                english.append(sentence)
-            continue
-        if len(words) < 6:
-            continue
-        try:
-            guesses = detect_langs(sentence)
-        except LangDetectException:
-            continue
-        if guesses[0].lang == "en" and guesses[0].prob >= 0.9:
-            english.append(sentence)
-    return english
-
-
-def quality_problems(lang: str, notebooks_dir: Path | None = None) -> list[str]:
-    """Every current translation of `lang` checked against its English: structure kept, no English sentence
-    left, code comments one line each. `labkit translations --check`; the suite runs it."""
-    import nbformat
-
-    from .course import notebooks
-
-    found = []
-    for english in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")) if notebooks_dir else notebooks():
-        lab = english.stem
-        entries = _entries(read_catalogue(catalogue_path(lang, lab)))
-        cells = {c.id: c for c in nbformat.read(english, as_version=4).cells}
-        for context, messages in entries.items():
-            for m in messages:
-                if not _is_current(m, m.id):
-                    continue
-                where = f"{lang} {lab} {context}"
-                if context.endswith(COMMENT):
-                    if "\n" in m.string:
-                        found.append(f"{where}: a comment's translation must be one line: {m.string!r}")
-                    continue
-                if context not in cells or cells[context].source != m.id:
-                    continue
-                found += [f"{where}: {why}" for why in markdown_problems(m.id, m.string)]
-                found += [f"{where}: English left: {s!r}" for s in english_sentences(m.string, lang)]
-    messages = {m.id: m.string for m in read_catalogue(catalogue_path(lang, CHECKS)) if m.id and m.string}
-    for template, text in messages.items():
-        want, got = sorted(re.findall(r"\{[^}]*\}", template)), sorted(re.findall(r"\{[^}]*\}", text))
-        if want != got:
-            found.append(f"{lang} checks: placeholders {got} differ from the English {want}: {template[:60]!r}")
-    return found
