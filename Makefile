@@ -121,7 +121,7 @@ bench-recipes: install
 # room's password (LABKIT_HUB_PASSWORD=... sets it); Ctrl+C stops the hub and every attendee's server. SEATS=N: fewer
 # attendees than the machine's RAM holds.
 hub: install
-	$(PY) -m labkit hub --profile $(or $(LABKIT_PROFILE),cpu) $(if $(SEATS),--seats $(SEATS))
+	$(PY) -m labkit hub --profile $(or $(LABKIT_PROFILE),cpu) $(if $(SEATS),--seats $(SEATS)) $(LANG_ARG)
 
 # Download what a profile needs before the workshop (PROFILE=laptop|gpu) and print the sizes.
 PROFILE ?= laptop

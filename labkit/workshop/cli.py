@@ -18,7 +18,8 @@
     labkit exercises [--out DIR] [--keep] [--lang L]     attendee copies without solutions -> exercises/[L/]
     labkit translations [--lang L …] [--write | --update | --check]
                                                          stale and missing translations; generate the labs in L
-    labkit hub [--port 8000] [--profile cpu] [--seats N]  the workshop server: JupyterHub, one Unix user each (root)
+    labkit hub [--port 8000] [--profile cpu] [--seats N] [--lang L]
+                                                         the workshop server: JupyterHub, one Unix user each (root)
 """
 
 from __future__ import annotations
@@ -198,7 +199,8 @@ def _translations(args) -> int:
 
 def _hub(args) -> int:
     from .server import prepare, serve
-    settings = prepare(args.port, args.profile, state=args.state, exercises=args.exercises, seats=args.seats)
+    settings = prepare(args.port, args.profile, state=args.state, exercises=args.exercises, seats=args.seats,
+                       lang=args.lang)
     return serve(settings)
 
 
@@ -311,6 +313,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="attendees at most (default and ceiling: what this machine's RAM holds)")
     hub.add_argument("--state", type=Path, default=None,
                      help="the labs handed out, the hub's database and log (default /srv/phi-lab-hub)")
+    hub.add_argument("--lang", default=os.environ.get("COURSE_LANG") or None,
+                     help="hand out the labs in es, pt, zh or ko (default: English)")
     hub.add_argument("--exercises", type=Path, default=None,
                      help="the notebooks each attendee gets (default: the labs, solutions removed)")
     command("gpu-probe", _gpu_probe, help="nvidia-smi plus a real ONNX Runtime session on CUDA (exit 3 if none)")

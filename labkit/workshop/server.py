@@ -205,11 +205,14 @@ def settings_from_environ() -> HubSettings:
 
 
 def prepare(port: int = 8000, profile: str = "cpu", state: Path | None = None, exercises: Path | None = None,
-            seats: int | None = None, password: str | None = None) -> HubSettings:
+            seats: int | None = None, password: str | None = None, lang: str | None = None) -> HubSettings:
     """Every check before JupyterHub starts (root, cgroups, a readable course, capacity, the password), and the
-    labs to hand out. All labs."""
+    labs to hand out (in `lang`: es, pt, zh or ko; English by default). All labs."""
     from .course import write_exercises
 
+    if lang:
+        from .translations import check_language
+        check_language(lang)
     why = cgroups_available()
     if why:
         raise HubError(f"The hub puts each attendee in a cgroup of their own, and cannot here: {why}.")
@@ -239,7 +242,7 @@ def prepare(port: int = 8000, profile: str = "cpu", state: Path | None = None, e
     hub_state.chmod(0o700)                    # the hub's database and cookie secret: root only
     if exercises is None:
         exercises = state / "labs"
-        write_exercises(exercises)
+        write_exercises(exercises, lang=lang)
     return HubSettings(port, password, profile, Path(exercises), shared, python, seats or fits, limits, hub_state,
                        (_free_port(), _free_port()), course, secrets.token_urlsafe(24))
 
