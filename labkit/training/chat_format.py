@@ -24,11 +24,11 @@ def tokenizer(model_dir: Path):
         hf_logging.set_verbosity(verbosity)
 
 
-def text_template(model_dir: Path) -> str:
+def text_template(model_dir: Path, loaded=None) -> str:
     """Olive's `--text_template` for a travel pair in the model's own chat format: one user turn and the answer,
     closed by <|end|>. Phi-3.5's puts a newline after each role tag (`olive.PHI3_TEMPLATE`), Phi-4-mini's none.
-    Lab 03."""
-    rendered = tokenizer(model_dir).apply_chat_template(
+    `loaded`: the checkpoint's tokenizer where the caller has it already. Lab 03."""
+    rendered = (loaded or tokenizer(model_dir)).apply_chat_template(
         [{"role": "user", "content": "{prompt}"}, {"role": "assistant", "content": "{response}"}], tokenize=False)
     end = rendered.find("<|end|>", rendered.find("{response}"))
     if "{prompt}" not in rendered or "{response}" not in rendered or end < 0:

@@ -275,7 +275,7 @@ def pair_tokens(model_dir: Path, rows: list[dict]) -> tuple[list[int], int]:
     """Each pair's tokens as Olive's pre-processing makes them (the chat template, no BOS or EOS: `olive finetune`
     leaves --add_special_tokens off), and the tokens of the blank line Olive joins them with. Lab 03."""
     tokenizer = chat_format.tokenizer(model_dir)
-    template = chat_format.text_template(model_dir)
+    template = chat_format.text_template(model_dir, tokenizer)
     texts = [template.format(**row) for row in rows]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     return lengths, len(tokenizer.encode("\n\n", add_special_tokens=False))

@@ -395,8 +395,8 @@ def current_language() -> str:
     chosen = os.environ.get("COURSE_LANG", "").strip()
     if chosen:
         return chosen if chosen in LANGUAGES else "en"
-    session = os.environ.get("JPY_SESSION_NAME")
-    if session and (lang := notebook_language(session)):
+    session = os.environ.get("JPY_SESSION_NAME")   # a full path, or the path from the server's root folder
+    if session and (lang := notebook_language(session) or notebook_language(Path.cwd() / Path(session).name)):
         return lang
     folder = Path.cwd().name
     return folder if folder in LANGUAGES else "en"
