@@ -105,8 +105,8 @@ def int8_ratio(answer, table) -> Result:
                               "graph and its rotary caches, the same in both.", answer=answer, truth=truth)
                    if close else "",
                    say("{answer!r} is not within 10 % of the table's fraction. Count the embedding (vocab_size x "
-                       "hidden_size) at 4 bytes per weight in both builds, every other weight at 1 + 5/32 bytes in "
-                       "INT8 and 4 in FP32.", answer=answer))
+                       "hidden_size) at 4 bytes per weight in both builds, every other weight at 1 + 4/32 bytes in "
+                       "INT8 (one byte, and a 4-byte scale per block of 32) and 4 in FP32.", answer=answer))
 
 
 # ------------------------------------------------------------------ lab 02
@@ -126,8 +126,9 @@ def image_tokens(answer, folder: str | Path, images: list[str | Path]) -> Result
     """The predicted image-token count equals what the processor makes. Lab 02."""
     truth = processor_image_tokens(folder, images)
     return _report(answer == truth, say("{truth} image tokens, as the processor counts them.", truth=truth),
-                   say("{answer!r} is not it. Pad each side up to a multiple of 336 px (keeping the aspect ratio), "
-                       "count the h x w crops, then (h*w + 1) * 144 + 1 + (h + 1) * 12 per image.", answer=answer))
+                   say("{answer!r} is not it. Scale the image to the largest grid of 336-px crops that keeps its "
+                       "aspect ratio within 16 crops, pad the height to whole crops, count the h x w crops, then "
+                       "(h*w + 1) * 144 + 1 + (h + 1) * 12 per image.", answer=answer))
 
 
 # ------------------------------------------------------------------ lab 03

@@ -342,20 +342,37 @@ def check_templates() -> list[str]:
 
 
 def check_messages_problems(lang: str) -> list[Problem]:
-    """The messages of labkit.checks with no current translation in `lang`. All labs."""
+    """The messages of labkit.checks with no current translation in `lang`: stale where the catalogue still holds
+    a message that is gone (its English was edited), missing where nothing stands for it. All labs."""
     entries = {m.id: m for m in read_catalogue(catalogue_path(lang, CHECKS)) if m.id and m.string}
-    return [Problem(lang, CHECKS, "message", "stale" if t in entries else "missing", t)
-            for t in check_templates() if t not in entries or "fuzzy" in entries[t].flags]
+    templates = check_templates()
+    edited = len(set(entries) - set(templates))
+    problems = []
+    for template in templates:
+        if template in entries and "fuzzy" not in entries[template].flags:
+            continue
+        state = "stale" if template in entries or edited else "missing"
+        edited -= template not in entries
+        problems.append(Problem(lang, CHECKS, "message", state, template))
+    return problems
 
 
 def _update_check_messages(lang: str) -> Path:
+    """Like `update_catalogues` for labkit.checks' messages: a message whose English was edited takes the
+    translation of the one that went (in order), marked fuzzy."""
     path = catalogue_path(lang, CHECKS)
     existing = read_catalogue(path)
     old = {m.id: m for m in existing if m.id}
+    templates = list(dict.fromkeys(check_templates()))
+    gone = iter([m for m in old.values() if m.id not in templates])
     new = new_catalogue(lang, existing if path.exists() else None)
-    for template in dict.fromkeys(check_templates()):
-        source = old.get(template)
-        new.add(template, source.string if source else "", flags=set(source.flags) if source else set(),
+    for template in templates:
+        source = old.get(template) or next(gone, None)
+        flags = set(source.flags) if source else set()
+        if source and source.id != template:
+            flags.add("fuzzy")
+        new.add(template, source.string if source else "", flags=flags,
+                previous_id=[source.id] if source and source.id != template else None,
                 auto_comments=[f"en-sha256: {sha256(template)}"])
     write_catalogue(new, path)
     return path
