@@ -249,7 +249,7 @@ def test_a_cold_course_run_records_what_each_lab_wrote_to_the_cache(tmp_path, mo
     lab = write_notebook(tmp_path / "00_writes.ipynb", 'profile = "cpu"\nrun_dir = ""',
                          "import os, pathlib\n"
                          "pathlib.Path(os.environ['LABKIT_CACHE'], 'made.bin').write_bytes(b'x' * 5000)")
-    monkeypatch.setattr(course, "notebooks", lambda: [lab])
+    monkeypatch.setattr(course, "notebooks", lambda lang=None: [lab])
     run_dir = course.run_course(run_dir=tmp_path / "run", cold=True)
     recorded = json.loads((run_dir / "results.json").read_text())["course"]
     assert recorded["cold_cache"] is True and recorded["cache_bytes"] == {"00_writes": 5000}
