@@ -186,24 +186,26 @@ def first_exercise(cells) -> int:
 
 
 # What an attendee runs before their first turn is the lab's own first cells (the test above), and the
-# session's course run executes every lab whole. So two blank copies run here, not all five: lab 00's shows that
-# the written copies run under papermill and the course kernel; lab 04's, started in an empty runs folder,
-# takes the path where lab 03 was never run: it runs lab 03's flow itself, which lands on lab 03's cached outputs.
-BLANK_RUNS = ["00_environment_check", "04_inference"]
+# session's course run executes every lab whole. So two blank copies run here, not all five: lab 00's (the Korean
+# copy: lab 00 also runs whole in every language, tests/test_translations.py) shows that the written copies run
+# under papermill and the course kernel; lab 04's, started in an empty runs folder, takes the path where lab 03
+# was never run: it runs lab 03's flow itself, which lands on lab 03's cached outputs.
+BLANK_RUNS = [("00_environment_check", "ko"), ("04_inference", None)]
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("stem", BLANK_RUNS)
-def test_blank_copies_run_up_to_the_first_exercise(stem, course_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stem, lang", BLANK_RUNS)
+def test_blank_copies_run_up_to_the_first_exercise(stem, lang, course_run, tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "runs"))
     notebook = next(nb for nb in LABS_WITH_EXERCISES if nb.stem == stem)
-    copy = course.write_exercises(tmp_path / "exercises")[course.notebooks().index(notebook)]
+    copy = course.write_exercises(tmp_path / "exercises", lang=lang)[course.notebooks().index(notebook)]
     nb = nbformat.read(copy, as_version=4)
     nb.cells = nb.cells[:first_exercise(nb.cells)]               # what an attendee runs before their first turn
     nbformat.write(nb, copy)
     light = LAB04_FEW_QUESTIONS if stem == "04_inference" else {}
-    course.run_notebook(copy, tmp_path / "run", {**notebook_parameters(notebook), **light})
+    course.run_notebook(copy, tmp_path / "run", {**notebook_parameters(notebook), **light}, lang=lang)
     recorded = json.loads((tmp_path / "run" / "results.json").read_text())[stem]
+    assert nbformat.read(tmp_path / "run" / copy.name, as_version=4).metadata.get("labkit", {}).get("language") == lang
     if stem == "04_inference":
         executed = (tmp_path / "run" / copy.name).read_text()
         assert "no lab 03 output found" in executed, "the copy took the path where lab 03 never ran"

@@ -10,8 +10,8 @@ Every entry also records the SHA-256 of the English text it translates (`#. en-s
 notebook is the English notebook with those texts swapped in, so a code change reaches every language with no
 hand edit. When an English text changes after its translation, the entry is **stale**: the notebook keeps the
 old translation and shows, in the attendee's language, that the English changed, with the English beside it
-(`labkit translations --update` then marks the entry fuzzy for the translator, keeping the old English as
-`#| msgid`). A cell with no entry at all is **missing**: `labkit translations` lists both, and the suite fails
+(`labkit translations --update` then marks the entry fuzzy for the translator; `git log -p` of the notebook
+shows what changed). A cell with no entry at all is **missing**: `labkit translations` lists both, and the suite fails
 on a missing one only.
 
 `labkit.checks` prints its ✓ and hint lines in the notebook's language (`translations/<lang>/checks.po`).
@@ -144,10 +144,13 @@ def read_catalogue(path: Path):
         return Catalog(locale=path.parent.name, project="Phi on-device lab")
     try:
         with path.open("rb") as f:
-            return read_po(f, locale=path.parent.name, abort_invalid=True)
+            catalogue = read_po(f, locale=path.parent.name, abort_invalid=True)
     except Exception as err:  # Babel raises PoFileError or ValueError on a damaged file
         raise LabkitError(f"{path} is not a valid PO file ({err}). Fix the line it names (a translation editor "
                           "such as Poedit shows it), or restore it with git.") from None
+    for message in catalogue:        # a previous msgid ("#|", from an editor) as Babel misreads it: not kept
+        message.user_comments = [c for c in message.user_comments if not c.startswith("|")]
+    return catalogue
 
 
 def new_catalogue(lang: str, old=None):
@@ -166,7 +169,8 @@ def write_catalogue(catalogue, path: Path) -> None:
     from babel.messages.pofile import write_po
 
     buffer = io.BytesIO()
-    write_po(buffer, catalogue, width=0, sort_output=False, include_previous=True, omit_header=False)
+    # No "#| msgid" lines: Babel's reader takes them for translator comments and its writer then breaks them.
+    write_po(buffer, catalogue, width=0, sort_output=False, include_previous=False, omit_header=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(buffer.getvalue())
@@ -290,7 +294,7 @@ def write_translated(lang: str, out: Path | None = None) -> list[Path]:
 
 def update_catalogues(langs: list[str] | None = None) -> list[Path]:
     """Bring each catalogue in line with the English labs for its translators: new texts added untranslated,
-    changed ones marked fuzzy with the old English kept as `#| msgid`, texts that no longer exist dropped. All labs."""
+    changed ones marked fuzzy (their old translation kept), texts that no longer exist dropped. All labs."""
     import nbformat
 
     from .course import notebooks
@@ -316,12 +320,10 @@ def update_catalogues(langs: list[str] | None = None) -> list[Path]:
                 if any(m.id == text and m.context == context for m in new):
                     continue
                 flags = set(source.flags) if source else set()
-                previous = None
                 if source and source.id != text:
                     flags.add("fuzzy")
-                    previous = [source.id]
                 new.add(text, source.string if source else "", context=context, flags=flags,
-                        previous_id=previous, auto_comments=[f"en-sha256: {sha256(text)}"])
+                        auto_comments=[f"en-sha256: {sha256(text)}"])
             write_catalogue(new, path)
             written.append(path)
         written.append(_update_check_messages(lang))
@@ -372,7 +374,6 @@ def _update_check_messages(lang: str) -> Path:
         if source and source.id != template:
             flags.add("fuzzy")
         new.add(template, source.string if source else "", flags=flags,
-                previous_id=[source.id] if source and source.id != template else None,
                 auto_comments=[f"en-sha256: {sha256(template)}"])
     write_catalogue(new, path)
     return path
