@@ -173,10 +173,11 @@ def test_the_readme_in_each_language(lang):
     english = (paths.REPO / "README.md").read_text()
     assert f"](README.{lang}.md)" in english
     readme = (paths.REPO / f"README.{lang}.md").read_text()
-    start = english.index("Every target, and the plain command")
-    section = english[english.index("## Running a workshop"):english.index("## GPU runner")]
-    want = [re.sub(r"\bes\b", lang, block) for block in _readme_parts(english[:start] + section)]
-    assert _readme_parts(readme) == want, "code blocks equal the English ones (comments aside)"
+    if not translations.readme_problems(lang):   # translated from today's English: the same commands
+        want = [re.sub(r"\bes\b", lang, block) for block in _readme_parts(translations.readme_source(english))]
+        assert _readme_parts(readme) == want, "code blocks equal the English ones (comments aside)"
+    changed = english.replace("## Running a workshop\n", "## Running a workshop\n\nA new English sentence.\n")
+    assert [p.state for p in translations.readme_problems(lang, changed)] == ["stale"]
     assert "](README.md)" in readme
     for target in re.findall(r"\]\(([^)#\s]+)", readme):
         if not target.startswith("http"):
@@ -197,3 +198,14 @@ def test_lab_00_runs_in_each_language(lang, tmp_path, monkeypatch):
     translated = translations.message(PERPLEXITY_RIGHT, lang)
     assert max(re.split(r"\{[^}]*\}", translated), key=len) in outputs, "the check's ✓ line is in the language"
     assert json.loads((tmp_path / "run" / "results.json").read_text())["00_environment_check"]
+
+
+def test_the_translations_command_lists_and_writes(tmp_path, monkeypatch):
+    run = subprocess.run([sys.executable, "-m", "labkit", "translations", "--lang", "ko", "--write"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "ko: 6 labs in" in run.stdout and "0 missing translations in ko" in run.stdout
+    assert len(list((paths.NOTEBOOKS / "ko").glob("0*.ipynb"))) == 6
+    wrong = subprocess.run([sys.executable, "-m", "labkit", "translations", "--lang", "fr"],
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "no 'fr' translation" in wrong.stderr

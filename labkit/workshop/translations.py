@@ -264,7 +264,34 @@ def problems(langs: list[str] | None = None, notebooks_dir: Path | None = None) 
         for notebook in (sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")) if notebooks_dir else notebooks()):
             found += translate_notebook(notebook, lang)[1]
         found += check_messages_problems(lang)
+        found += readme_problems(lang)
     return found
+
+
+# ------------------------------------------------------------------ the README's translated parts
+README_MARK = re.compile(r"<!-- translated from README\.md, en-sha256 ([0-9a-f]{64})")
+
+
+def readme_source(english: str | None = None) -> str:
+    """The parts of README.md that README.<lang>.md translates: the quick start (up to the table of make targets)
+    and the section "Running a workshop". All labs."""
+    english = english if english is not None else (paths.REPO / "README.md").read_text(encoding="utf-8")
+    start = english.index("Every target, and the plain command")
+    workshop = english[english.index("## Running a workshop"):english.index("## GPU runner")]
+    return english[:start] + workshop
+
+
+def readme_problems(lang: str, english: str | None = None) -> list[Problem]:
+    """README.<lang>.md missing, or translated from other English than today's (the hash in its first line).
+    All labs."""
+    source = readme_source(english)
+    path = paths.REPO / f"README.{lang}.md"
+    if not path.exists():
+        return [Problem(lang, path.name, "file", "missing", source)]
+    found = README_MARK.search(path.read_text(encoding="utf-8"))
+    if not found or found.group(1) != sha256(source):
+        return [Problem(lang, path.name, "file", "stale", source)]
+    return []
 
 
 def translated_dir(lang: str, root: Path | None = None) -> Path:
