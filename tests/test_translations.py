@@ -170,9 +170,9 @@ def _readme_parts(text: str) -> list[str]:
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_the_readme_in_each_language(lang):
-    english = (paths.REPO / "README.md").read_text()
+    english = (paths.REPO / "README.md").read_text(encoding="utf-8")
     assert f"](README.{lang}.md)" in english
-    readme = (paths.REPO / f"README.{lang}.md").read_text()
+    readme = (paths.REPO / f"README.{lang}.md").read_text(encoding="utf-8")
     if not translations.readme_problems(lang):   # translated from today's English: the same commands
         want = [re.sub(r"\bes\b", lang, block) for block in _readme_parts(translations.readme_source(english))]
         assert _readme_parts(readme) == want, "code blocks equal the English ones (comments aside)"

@@ -251,7 +251,7 @@ def translate_notebook(english_path: Path, lang: str):
             else:
                 problems.append(Problem(lang, lab, cell.id, "missing", cell.source))
     notebook.metadata["labkit"] = {"language": lang, "english": f"notebooks/{english_path.name}",
-                                   "english_sha256": sha256(english_path.read_text())}
+                                   "english_sha256": sha256(english_path.read_text(encoding="utf-8"))}
     return notebook, problems
 
 
@@ -364,7 +364,7 @@ def check_templates() -> list[str]:
 
     from . import checks
 
-    tree = ast.parse(Path(checks.__file__).read_text())
+    tree = ast.parse(Path(checks.__file__).read_text(encoding="utf-8"))
     return [node.args[0].value for node in ast.walk(tree)
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "say"
             and node.args and isinstance(node.args[0], ast.Constant)]
@@ -427,7 +427,7 @@ def notebook_language(path: str | Path) -> str | None:
     import json
 
     try:
-        lang = json.loads(Path(path).read_text()).get("metadata", {}).get("labkit", {}).get("language")
+        lang = json.loads(Path(path).read_text(encoding="utf-8")).get("metadata", {}).get("labkit", {}).get("language")
     except (OSError, ValueError):
         return None
     return lang if lang in LANGUAGES else None
