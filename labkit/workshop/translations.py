@@ -334,12 +334,13 @@ def update_catalogues(langs: list[str] | None = None) -> list[Path]:
             existing = read_catalogue(path)
             old = entries_by_context(existing)
             new = new_catalogue(lang, existing if path.exists() else None)
-            for context, text in english_texts(nbformat.read(english, as_version=4)):
+            texts = english_texts(nbformat.read(english, as_version=4))
+            for context, text in texts:
                 found = old.get(context, [])
                 same = [m for m in found if m.id == text]
                 if context.endswith(COMMENT):
                     # A comment changed in place: the entry of the comment no longer in the cell is its old text.
-                    now = {t for c, t in english_texts(nbformat.read(english, as_version=4)) if c == context}
+                    now = {t for c, t in texts if c == context}
                     gone = [m for m in found if m.id not in now]
                     source = same[0] if same else (gone[0] if gone else None)
                 else:
