@@ -265,10 +265,7 @@ def run_course(selection: list[str] | None = None, parameters: dict[str, dict] |
     Without `exercises` each lab stops before its "Your turn" section (the suite's quick laptop run: the
     exercises run in the cpu course). `cold` runs on an empty cache (`cold_cache`): the minutes, memory and disk
     of a first run, which a run sheet records. `lang` runs the labs in es, pt, zh or ko (`labkit.translations`)."""
-    if lang:
-        from .translations import check_language
-        check_language(lang)
-    everything = notebooks(lang)
+    everything = notebooks(lang)      # an unknown language is refused here, before any work
     chosen = [nb for nb in everything if not selection or any(nb.name.startswith(s) for s in selection)]
     if not chosen:
         raise SystemExit(f"No notebook matches {selection}; available: {[nb.name for nb in everything]}")
@@ -357,13 +354,11 @@ def write_exercises(out: str | Path | None = None, keep: bool = False, lang: str
     `keep` leaves a copy that is already there untouched (`make lab`: an attendee's own work survives)."""
     import nbformat
 
-    if lang:
-        from .translations import check_language
-        check_language(lang)
+    labs = notebooks(lang)            # an unknown language is refused here, before any folder is made
     out = Path(out) if out else paths.REPO / "exercises" / (lang or "")
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for notebook in notebooks(lang):
+    for notebook in labs:
         path = out / notebook.name
         if keep and path.exists():
             written.append(path)

@@ -294,19 +294,14 @@ def readme_problems(lang: str, english: str | None = None) -> list[Problem]:
     return []
 
 
-def translated_dir(lang: str, root: Path | None = None) -> Path:
-    """Where the generated notebooks of `lang` go: `notebooks/<lang>/` (not committed: made from the catalogues).
-    All labs."""
-    return (root or paths.NOTEBOOKS) / check_language(lang)
-
-
 def write_translated(lang: str, out: Path | None = None) -> list[Path]:
     """Generate the six labs in `lang` into `notebooks/<lang>/` (or `out`); stale cells carry their note. All labs."""
     import nbformat
 
     from .course import notebooks
 
-    out = Path(out) if out else translated_dir(lang)
+    check_language(lang)                                      # before any folder is made
+    out = Path(out) if out else paths.NOTEBOOKS / lang         # not committed: made from the catalogues
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for english in notebooks():
