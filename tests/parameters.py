@@ -55,18 +55,18 @@ def course_parameters() -> dict[str, dict]:
 
 # The laptop profile's quick run (tests/test_laptop_course.py): 1-layer shadows of Phi-3.5, every lab, the fewest
 # tokens and timed runs. Lab 03 trains the 1-layer Phi-3.5-mini shadow itself (full_size_training, the real-size
-# path in bfloat16 through Olive) with the least work that still runs every step (AWQ on 8 pairs, 3 scales per
-# projection, the fewest AWQ takes); its RTN-vs-AWQ comparison on the tiny model takes the session course's 32
-# pairs, so it is the session course's, cached. Lab 04 then chats with that model.
-LAPTOP_QUICK_RECIPE = {"calibration_samples": 8, "awq_grid": 3, "finetune_steps": 5, "batch_size": 1,
-                       "lora_layers": 1, "training_dtype": "bfloat16", "eval_pairs": 4, "paraphrase_every": 112}
+# path in bfloat16 through Olive) with the least work that still runs every step (AWQ on 4 pairs, 3 scales per
+# projection, one LoRA step: random weights learn nothing worth more); its RTN-vs-AWQ comparison on the tiny model
+# takes the session course's 32 pairs, so it is the session course's, cached. Lab 04 then chats with that model.
+LAPTOP_QUICK_RECIPE = {"calibration_samples": 4, "awq_grid": 3, "finetune_steps": 1, "batch_size": 1,
+                       "lora_layers": 1, "training_dtype": "bfloat16", "eval_pairs": 2, "paraphrase_every": 112}
 LAPTOP_QUICK_PARAMETERS = {
     "01_builder_quantization": {"runs": 1, "new_tokens": 8, "precisions": ["int4"]},   # INT8: the cpu course's
     "02_vision_export": {"max_new_tokens": 4},
     "03_olive_awq_lora": {"full_size_training": True, "full_size_recipe": LAPTOP_QUICK_RECIPE, "compare_prompts": 1,
                           "calibration_samples": TEST_PARAMETERS["03_olive_awq_lora"]["calibration_samples"]},
     "04_inference": {**TEST_PARAMETERS["04_inference"], "bench_runs": 1, "max_new_tokens": 8,
-                     "full_size_settings": {"brief_steps": 2, "followup_every": 112, "sentence_every": 224,
+                     "full_size_settings": {"brief_steps": 1, "followup_every": 112, "sentence_every": 224,
                                             "json_steps": 0, "json_every": 224, "city_every": 32,
                                             "json_sampling": {}}},
 }

@@ -164,3 +164,26 @@ def test_structured_answers_are_judged_for_form_and_fields(monkeypatch):
     assert rates.tokens_per_second == pytest.approx(30 / 1.5) and rates.answers == 4
     assert list(judge.structured_table({"with guidance": rates}).data.columns) == \
         ["valid", "city right", "country right", "fact stated", "decode tok/s", "answers"]
+
+
+def test_sampled_structured_answers_draw_a_seed_per_question(monkeypatch):
+    """One seed for every question repeats one stream of draws: a rare token drawn at step 2 of one answer is drawn
+    at step 2 of all of them (lab 04 once measured 0 % valid JSON that way). Question i samples with seed + i."""
+    from labkit import generate
+
+    seen = []
+
+    def fake_generate(model_dir, prompt, max_new_tokens, adapter, system, schema, **search):
+        seen.append(search)
+        return generate.Generation('{"city": "Kyoto"}', 10, 5, 0.6, 0.1)
+
+    monkeypatch.setattr(generate, "generate", fake_generate)
+    questions = [{"prompt": f"q{i}", "city": "Kyoto", "fact": "kaiseki"} for i in range(3)]
+    search = {"do_sample": True, "temperature": 0.7, "random_seed": 2**31 - 2}
+    judge.ask_structured("unused", questions, None, {"type": "object"}, guided=False, progress=False, **search)
+    assert [s["random_seed"] for s in seen] == [2**31 - 2, 2**31 - 1, 0]      # in og's range
+    assert all(s["do_sample"] and s["temperature"] == 0.7 for s in seen)
+    assert search["random_seed"] == 2**31 - 2, "the caller's options are not changed"
+    seen.clear()
+    judge.ask_structured("unused", questions, None, {"type": "object"}, guided=False, progress=False)
+    assert seen == [{}, {}, {}], "greedy stays greedy"

@@ -191,9 +191,10 @@ def ask_structured(model_dir, questions: list[dict], adapter, schema: dict, guid
                    max_new_tokens: int = ANSWER_TOKENS, progress: bool = True, **search):
     """Each question answered for a program, with or without guidance to `schema` (greedy unless `search` says). Lab 04.
 
-    `schema` is the travel answer's: `city`, `country` and `answer`. An answer is *valid* when it parses as JSON and
-    fits the schema; its `city` is *right* when it is the city asked, its `country` when it is that city's, and
-    its `answer` states the fact asked. Returns a table and the `StructuredRates` (decode tokens/s included)."""
+    `schema` is the travel answer's: `city`, `country` and `answer`. With `random_seed`, question i samples with
+    seed `random_seed + i`. An answer is *valid* when it parses as JSON and fits the schema; its `city` is *right*
+    when it is the city asked, its `country` when it is that city's, and its `answer` states the fact asked.
+    Returns a table and the `StructuredRates` (decode tokens/s included)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -202,10 +203,14 @@ def ask_structured(model_dir, questions: list[dict], adapter, schema: dict, guid
     form = guidance.request(schema=schema)
     facts = data.cities()
     rows, tokens, seconds = [], 0, 0.0
-    for q in tqdm(questions, desc="JSON answers" + (" (guided)" if guided else ""), disable=not progress):
+    seed = search.pop("random_seed", None)
+    for i, q in enumerate(tqdm(questions, desc="JSON answers" + (" (guided)" if guided else ""), disable=not progress)):
+        # Sampled: each question its own seed (still reproducible). One seed for all repeats one stream of random
+        # draws: where it draws a rare token, it draws it at that step of every answer.
+        seeded = {} if seed is None else {"random_seed": (seed + i) % 2**31}
         try:
             reply = generate.generate(model_dir, q["prompt"], max_new_tokens=max_new_tokens, adapter=adapter,
-                                      system=system, schema=schema if guided else None, **search)
+                                      system=system, schema=schema if guided else None, **search, **seeded)
             text = reply.text
             tokens, seconds = tokens + reply.new_tokens - 1, seconds + reply.seconds - reply.time_to_first_token
         except guidance.AnswerCut as cut:       # counted as it is: not valid
