@@ -98,9 +98,13 @@ def test_on_a_laptop_lab04_chats_with_lab01s_int4_when_lab03_trained_the_tiny_mo
 @pytest.mark.notebook
 def test_lab02_asks_one_4_3_photo_and_times_its_first_token(laptop_run):
     results = laptop_run.results
-    qa = results["02_vision_export"]["qa"]
-    assert list(qa) == ["int4"]
+    lab02 = results["02_vision_export"]
+    qa = lab02["qa"]
+    assert list(qa) == ["int4", "int4, fp32 encoder"]       # the fp32 encoder timed alone: no second image prompt
     assert qa["int4"]["image tokens"] == 1921 and qa["int4"]["first token s"] > 0
+    assert set(qa["int4, fp32 encoder"]) == {"vision s"}
+    assert lab02["encoder"] == "int8" and [row["image"] for row in lab02["encoders"]["images"]] == ["beach.png"]
+    assert "answer tokens agree %" not in lab02["encoders"] and lab02["encoders"]["mean feature error %"] < 5
 
 
 @pytest.mark.notebook

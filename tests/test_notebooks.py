@@ -38,6 +38,16 @@ EXPECTED = {
         ("vision features match PyTorch (< 1e-4)", lambda r: r["verify"]["vision_max_abs_diff"] < 1e-4),
         ("fp32 and int4 exported", lambda r: set(r["exports"]) == {"fp32", "int4"}),
         ("two images cost more than one", lambda r: r["two_images_tokens"] > 1921),
+        ("the image encoder is int8 on the CPU, the fp32-encoder export beside it",
+         lambda r: r["encoder"] == ("int8" if r["execution_provider"] == "cpu" else "fp32")
+         and all(("encoder-int8" in d) == (r["encoder"] == "int8") for d in r["exports"].values())
+         and set(r["fp32_encoder_exports"]) == set(r["exports"])),
+        ("int8 features within 5 % of fp32's on every course image, answers compared, both encoders timed",
+         lambda r: r["encoder"] != "int8" or (len(r["encoders"]["images"]) == 3
+                                              and all(row["feature error %"] < 5 for row in r["encoders"]["images"])
+                                              and 0 <= r["encoders"]["answer tokens agree %"] <= 100
+                                              and r["qa"]["int4, fp32 encoder"]["vision s"] > 0
+                                              and r["qa"]["int4"]["vision s"] > 0)),
     ],
     "03_olive_awq_lora": [
         ("fine-tuning lowered the eval loss",

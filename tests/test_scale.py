@@ -104,6 +104,14 @@ def test_vision_shadow_exports_and_times_image_prompts():
                                                                        - image["vision_seconds"], 0))
                for image in images.values())
     assert "1921 image tokens" in "\n".join(scale.vision_lines(row))
+    # the default export's image encoder is int8; the photo again through the fp32-encoder export, in the same run
+    assert row["encoder"] == "int8" and "encoder-int8" in row["dir"]
+    assert "encoder-int8" not in row["fp32_encoder"]["dir"]
+    photo = row["fp32_encoder"]["images"]["1344x1008"]
+    assert photo["image_tokens"] == 1921 and photo["vision_seconds"] > 0
+    assert row["photo_first_token_vs_fp32_encoder"] == pytest.approx(
+        images["1344x1008"]["vision_prefill_seconds"] / photo["vision_prefill_seconds"])
+    assert "1344x1008, fp32 image encoder" in "\n".join(scale.vision_lines(row))
 
 
 def test_labs_fall_back_to_the_reference_measurements(tmp_path, monkeypatch):

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -20,7 +21,8 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def exported():
-    return vision_export.export("tiny-vision", "fp32", progress=False)
+    """The export as PyTorch computes it: fp32 decoder, fp32 image encoder."""
+    return vision_export.export("tiny-vision", "fp32", progress=False, encoder="fp32")
 
 
 def loop_reference(enc, pixel_values, sizes):
@@ -155,7 +157,7 @@ def test_a_real_size_export_runs_in_a_process_of_its_own(monkeypatch, tmp_path):
     """Above `CHILD_PROCESS_PARAMETERS` the export's memory goes back to the system when its process ends (a laptop
     then has room to load the exported model); forced here on the tiny model, into a cache of its own."""
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
-    folder = vision_export.export("tiny-vision", "int4", in_child=True, progress=False)
+    folder = vision_export.export("tiny-vision", "int4", in_child=True, progress=False, encoder="fp32")
     assert {vision_export.VISION_FILE, vision_export.EMBEDDING_FILE, vision_export.TEXT_FILE} <= \
         {p.name for p in folder.iterdir()}
     assert not (folder / "export_result.json").exists()
@@ -163,3 +165,38 @@ def test_a_real_size_export_runs_in_a_process_of_its_own(monkeypatch, tmp_path):
     assert "torch.onnx.export" in log, "the child process's output goes to the step's log"
     answer = images.ask(folder, "What is it?", [data.images()[0]], max_new_tokens=2)
     assert answer.image_tokens == 1921 and answer.new_tokens > 0
+
+
+def test_the_cpu_default_quantizes_the_image_encoder_and_links_the_rest(exported):
+    import onnx
+
+    folder = vision_export.export("tiny-vision", "fp32", progress=False)          # the CPU default: int8
+    assert folder != exported and folder.name.startswith(exported.name + "-encoder-int8-")
+    graph = onnx.load(folder / images.VISION_FILE).graph
+    weights = {w.name for w in graph.initializer}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in graph.node}
+    assert not [n.name for n in graph.node if n.op_type == "MatMul" and weights & set(n.input)], \
+        "every MatMul with weights is int8 (attention's two activation MatMuls stay)"
+    # smaller even on the tiny model, whose graph is most of the file (at full size: a quarter)
+    assert (folder / images.VISION_FILE).stat().st_size < 0.7 * (exported / images.VISION_FILE).stat().st_size
+    for name in (images.TEXT_FILE, images.EMBEDDING_FILE, "genai_config.json", "tokenizer.json"):
+        assert (folder / name).read_bytes() == (exported / name).read_bytes(), name
+        assert (folder / name).stat().st_ino == (exported / name).stat().st_ino, f"{name}: linked, not copied"
+    info = json.loads((folder / "export_info.json").read_text())
+    assert info["encoder"] == "int8" and info["fp32_encoder_export"] == str(exported)
+    assert vision_export.export("tiny-vision", "fp32", progress=False) == folder          # cached
+    compared = vision_verify.compare_encoders(exported, folder, data.images(), new_tokens=6)
+    assert [row["image"] for row in compared["images"]] == [p.name for p in data.images()]
+    assert all(row["feature error %"] < 5 and row["feature cosine"] > 0.99 for row in compared["images"])
+    assert 0 <= compared["answer tokens agree %"] <= 100
+    features_only = vision_verify.compare_encoders(exported, folder, data.images()[:1], new_tokens=0)
+    assert "answer tokens agree %" not in features_only and len(features_only["images"]) == 1
+
+
+def test_an_encoder_that_cannot_run_is_refused_before_any_export(monkeypatch):
+    monkeypatch.setattr(vision_export, "resolve", lambda *a: pytest.fail("no checkpoint before the check"))
+    with pytest.raises(images.VisionError, match="encoder='int4': choose int8 .* or fp32"):
+        vision_export.export("tiny-vision", "int4", encoder="int4")
+    with pytest.raises(images.VisionError, match="CPU only .* on cuda use encoder='fp32'"):
+        vision_export.export("tiny-vision", "fp16", "cuda", encoder="int8")
+    assert vision_export.check_encoder(None, "cuda") == "fp32" and vision_export.check_encoder("", "cpu") == "int8"

@@ -62,7 +62,10 @@ class VisionExport(LabRun):
     model: str
     execution_provider: str
     exports: dict[str, str]
-    verify: dict           # vision.verify()
+    encoder: str                          # the image encoder's weights in `exports`: int8 or fp32
+    fp32_encoder_exports: dict[str, str]  # the same exports with the fp32 encoder (the int8 ones are made from them)
+    encoders: dict         # vision_verify.compare_encoders(), or {"skipped": ...} when the encoder is fp32
+    verify: dict           # vision_verify.verify(), on the fp32-encoder export
     qa: dict[str, dict]
     two_images_tokens: int
 

@@ -34,14 +34,14 @@ class ScaleError(LabkitError, RuntimeError):
     """A measurement that could not run; the message says why and what to do. Lab 01."""
 
 
-def _in_child(command: str, model_dir: Path, precision: str, force: bool = True) -> dict:
+def _in_child(command: str, model_dir: Path, precision: str, force: bool = True, options: tuple = ()) -> dict:
     """`python -m labkit COMMAND MODEL --precision P --json [--force]` in a fresh process: its output folder,
     size, wall time and the peak memory of its whole process tree (`force` False: a cached output is reused, and
     its time is the cache check's). Lab 01 (and lab 02)."""
     from . import memwatch
 
     run = memwatch.run([sys.executable, "-m", "labkit", command, str(model_dir), "--precision", precision,
-                        "--json", *(["--force"] if force else [])])
+                        "--json", *(["--force"] if force else []), *options])
     if run.returncode != 0:
         raise ScaleError(f"`labkit {command}` ({precision}) of {model_dir} failed (exit {run.returncode}):\n"
                          f"{run.output[-2000:]}")
@@ -71,6 +71,7 @@ def measure_depth(layers: int | None, precision: str, runs: int, prompt_tokens: 
 
 
 _IMAGES = {"336x336": (336, 336), "1344x1008": (1344, 1008)}   # a square crop-sized image, a 4:3 photo
+PHOTO = "1344x1008"
 
 
 def _sample_image(folder: Path, width: int, height: int) -> Path:
@@ -87,31 +88,47 @@ def _sample_image(folder: Path, width: int, height: int) -> Path:
 
 def measure_vision(layers: int | None = None, vision_layers: int | None = None, runs: int = 1,
                    warmup: bool = True, progress: bool = True, fresh: bool = True) -> dict:
-    """Phi-3.5-vision shadow: export (fp32 vision, INT4 decoder) time and peak memory; per test image the image
-    tokens and the latency of vision + prefill (the first token), median of `runs` after a warm-up (`warmup`
-    False skips it: each image prompt prefills thousands of tokens; `fresh` False reuses a cached export instead of
-    timing a new one). Lab 02."""
-    import statistics
+    """Phi-3.5-vision shadow: export (the default image encoder, int8 on the CPU; INT4 decoder) time and peak memory;
+    per test image the image tokens and the latency of vision + prefill (the first token), median of `runs` after
+    a warm-up (`warmup` False skips it: each image prompt prefills thousands of tokens; `fresh` False reuses a
+    cached export instead of timing a new one); the 4:3 photo again through the fp32-encoder export. Lab 02."""
     import tempfile
 
-    from ..runtime import images
 
     model_dir = shadow.create_shadow("phi-3.5-vision", layers, vision_layers=vision_layers, progress=progress)
+    # The default export (int8 image encoder on the CPU), timed fresh: the fp32 export and its quantization
     row = {"checkpoint": str(model_dir), **_in_child("export-vision", model_dir, "int4", force=fresh), "images": {}}
+    info = json.loads((Path(row["dir"]) / "export_info.json").read_text(encoding="utf-8"))
+    row["encoder"] = info.get("encoder", "fp32")
+    fp32 = _in_child("export-vision", model_dir, "int4", force=False, options=("--encoder", "fp32"))
+    row["fp32_encoder"] = {"dir": fp32["dir"], "size_bytes": fp32["size_bytes"], "images": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for label, (width, height) in _IMAGES.items():
             image = _sample_image(Path(tmp), width, height)
-            answers = [images.ask(row["dir"], "What is in the picture?", [image], max_new_tokens=1)
-                       for _ in range(runs + warmup)][warmup:]
-            first_token = statistics.median(a.time_to_first_token for a in answers)
-            encoder = images.vision_seconds(row["dir"], image, runs=runs)
-            # The split: the image encoder alone (timed apart, on the same threads), the rest of the first token
-            # (the embedding step and the prefill of the whole prompt)
-            row["images"][label] = {
-                "image_tokens": answers[0].image_tokens, "prompt_tokens": answers[0].prompt_tokens,
-                "vision_prefill_seconds": first_token, "vision_seconds": encoder,
-                "embedding_prefill_seconds": max(first_token - encoder, 0.0)}
+            row["images"][label] = _first_token_split(row["dir"], image, runs, warmup)
+        # The bar's comparison: the 4:3 photo through the same export with the fp32 encoder, in this run
+        photo = _sample_image(Path(tmp), *_IMAGES[PHOTO])
+        row["fp32_encoder"]["images"][PHOTO] = _first_token_split(fp32["dir"], photo, runs, warmup)
+    row["photo_first_token_vs_fp32_encoder"] = (row["images"][PHOTO]["vision_prefill_seconds"]
+                                                / row["fp32_encoder"]["images"][PHOTO]["vision_prefill_seconds"])
     return row
+
+
+def _first_token_split(folder: str, image: Path, runs: int, warmup: bool) -> dict:
+    """One image prompt's first token (median of `runs` after an optional warm-up) and its split. Lab 02."""
+    import statistics
+
+    from ..runtime import images
+
+    answers = [images.ask(folder, "What is in the picture?", [image], max_new_tokens=1)
+               for _ in range(runs + warmup)][warmup:]
+    first_token = statistics.median(a.time_to_first_token for a in answers)
+    encoder = images.vision_seconds(folder, image, runs=runs)
+    # The split: the image encoder alone (timed apart, on the same threads), the rest of the first token
+    # (the embedding step and the prefill of the whole prompt)
+    return {"image_tokens": answers[0].image_tokens, "prompt_tokens": answers[0].prompt_tokens,
+            "vision_prefill_seconds": first_token, "vision_seconds": encoder,
+            "embedding_prefill_seconds": max(first_token - encoder, 0.0)}
 
 
 def extrapolate(low: dict, high: dict, low_layers: int, high_layers: int, target: int) -> dict:
@@ -258,13 +275,18 @@ def vision_lines(row: dict | None) -> list[str]:
     """The Phi-3.5-vision part of the printed table (empty without a vision measurement). Lab 02."""
     if not row:
         return []
-    lines = [f"vision export (fp32 vision, INT4 decoder): {row['size_bytes'] / 1e9:.2f} GB, "
-             f"{row['build_seconds'] / 60:.1f} min, peak RAM {row['peak_rss_bytes'] / 1e9:.1f} GB"]
+    lines = [f"vision export ({row.get('encoder', 'fp32')} image encoder, INT4 decoder): "
+             f"{row['size_bytes'] / 1e9:.2f} GB, {row['build_seconds'] / 60:.1f} min, "
+             f"peak RAM {row['peak_rss_bytes'] / 1e9:.1f} GB"]
     for label, image in row["images"].items():
         split = (f" (image encoder {image['vision_seconds']:.1f} s, embedding + prefill "
                  f"{image['embedding_prefill_seconds']:.1f} s)" if "vision_seconds" in image else "")
         lines.append(f"  image {label:>9}: {image['image_tokens']} image tokens, first token "
                      f"{image['vision_prefill_seconds']:.1f} s{split}")
+    for label, image in row.get("fp32_encoder", {}).get("images", {}).items():
+        lines.append(f"  image {label:>9}, fp32 image encoder: first token {image['vision_prefill_seconds']:.1f} s "
+                     f"(image encoder {image['vision_seconds']:.1f} s); the default export takes "
+                     f"{row['photo_first_token_vs_fp32_encoder']:.2f} of it")
     return lines
 
 

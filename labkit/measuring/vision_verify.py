@@ -79,3 +79,36 @@ def _genai_greedy(model, inputs, prompt_tokens: int, new_tokens: int) -> list[in
     tokens = loop.run(generator, inputs).tokens
     del generator
     return tokens
+
+
+def compare_encoders(fp32_dir: str | Path, int8_dir: str | Path, image_paths: list[str | Path],
+                     question: str = "What do you see in this picture?", new_tokens: int = 16) -> dict:
+    """The int8 image encoder against the fp32 one, per image: the image features' relative L2 error and cosine,
+    and the share of greedy answer tokens that agree (position by position, over the longer answer; `new_tokens`
+    0: features only). Lab 02."""
+    import numpy as np
+    import onnxruntime as ort
+    import onnxruntime_genai as og
+
+    from ..runtime import images
+
+    folders = {"fp32": check_folder(fp32_dir), "int8": check_folder(int8_dir)}
+    sessions = {k: ort.InferenceSession(str(f / VISION_FILE), providers=session_providers(f))
+                for k, f in folders.items()}
+    _, processor, _ = load_vision_model(folders["fp32"])
+    rows = []
+    for image in map(Path, image_paths):
+        inputs = processor(images.image_prompt("", 1), images=og.Images.open(str(image)))
+        feeds = {"pixel_values": inputs["pixel_values"].as_numpy(), "image_sizes": inputs["image_sizes"].as_numpy()}
+        a, b = (sessions[k].run(None, feeds)[0].astype(np.float64).ravel() for k in ("fp32", "int8"))
+        row = {"image": image.name, "feature error %": 100 * float(np.linalg.norm(a - b) / np.linalg.norm(a)),
+               "feature cosine": float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))}
+        if new_tokens:
+            answers = {k: images.ask(f, question, [image], new_tokens).tokens for k, f in folders.items()}
+            same = sum(x == y for x, y in zip(answers["fp32"], answers["int8"]))
+            row["answer tokens agree %"] = 100 * same / max(len(answers["fp32"]), len(answers["int8"]), 1)
+        rows.append(row)
+    summary = {"images": rows, "mean feature error %": float(np.mean([r["feature error %"] for r in rows]))}
+    if new_tokens:
+        summary["answer tokens agree %"] = float(np.mean([r["answer tokens agree %"] for r in rows]))
+    return summary

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import LabkitError
@@ -127,6 +127,7 @@ class ImageAnswer:
     new_tokens: int
     time_to_first_token: float     # vision + embedding + prefill: genai runs them for the first token
     seconds: float
+    tokens: list[int] = field(default_factory=list, repr=False)
 
     @property
     def prefill_tokens_per_second(self) -> float:
@@ -215,4 +216,5 @@ def ask(folder: str | Path, question: str, images: list[str | Path] = (), max_ne
     generator = loop.new_generator(model, max_length=ids.shape[-1] + max_new_tokens)
     out = loop.run(generator, inputs, stream=processor.create_stream(), on_token=on_token)
     del generator
-    return ImageAnswer(out.text, n_image, int(ids.shape[-1]), len(out.tokens), out.first_token_seconds, out.seconds)
+    return ImageAnswer(out.text, n_image, int(ids.shape[-1]), len(out.tokens), out.first_token_seconds, out.seconds,
+                       list(out.tokens))

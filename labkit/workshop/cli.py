@@ -11,7 +11,8 @@
     labkit bench-peers [--engines ortgenai llamacpp openvino]  the course's builds vs llama.cpp / OpenVINO GenAI
     labkit bench-recipes [--quick] [--every N] [--out F]   lab 03's full-size recipe on the course model: quality
     labkit prefetch [--profile laptop|gpu] [--model ID]   download what a profile (and a model choice) needs
-    labkit export-vision MODEL [--precision P] [--json]    a Phi-3.5-vision export (cached), as lab 02 makes it
+    labkit export-vision MODEL [--precision P] [--encoder E] [--json]
+                                                         a Phi-3.5-vision export (cached), as lab 02 makes it
     labkit build MODEL [--precision P] [--force] [--json]  one model-builder build (cached), as lab 01 makes it
     labkit gpu-probe                                     is there a usable GPU? (exit 3 if not)
     labkit keep-tokenizer MODEL BUILD...                 the builder CLI's missing step (lab 01)
@@ -145,7 +146,7 @@ def _build(args) -> int:
 def _export_vision(args) -> int:
     from ..core.paths import dir_size
     from ..making.vision_export import export
-    folder = export(args.model, args.precision, force=args.force, progress=not args.json)
+    folder = export(args.model, args.precision, force=args.force, progress=not args.json, encoder=args.encoder)
     print(json.dumps({"dir": str(folder), "size_bytes": dir_size(folder)}) if args.json else folder)
     return 0
 
@@ -284,7 +285,9 @@ def _parser() -> argparse.ArgumentParser:
     vis = command("export-vision", _export_vision,
                   help="export a Phi-3.5-vision checkpoint (labkit.vision_export.export)")
     vis.add_argument("model", help="`tiny-vision`, a checkpoint folder or a hub id")
-    vis.add_argument("--precision", default="int4")
+    vis.add_argument("--precision", default="int4", help="the text decoder's")
+    vis.add_argument("--encoder", default=None, choices=["int8", "fp32"],
+                     help="the image encoder's weights (default: int8 on the CPU)")
     vis.add_argument("--force", action="store_true")
     vis.add_argument("--json", action="store_true", help="print the result as one JSON line")
     keep = command("keep-tokenizer", _keep_tokenizer,

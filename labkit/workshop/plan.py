@@ -181,7 +181,7 @@ def lab_plan(profile: str | None = None) -> list[dict]:
             row("01", f"build Phi-3.5-mini {precision.upper()}", need["minutes"] + 5, need["peak_rss_bytes"],
                 need["size_bytes"], need["basis"] + "; +5 min measuring")
         export = sizing.vision_export_requirement(shadow.shadow_config("phi-3.5-vision"))
-        row("02", "export Phi-3.5-vision (fp32 vision, INT4 decoder), ask about images", export["minutes"] + 5,
+        row("02", "export Phi-3.5-vision (int8 image encoder, INT4 decoder), ask about images", export["minutes"] + 5,
             max(export["peak_rss_bytes"], VISION_PROMPT_RSS_BYTES), export["size_bytes"],
             export["basis"] + "; an image prompt: 8.9 GB, over a minute to the first token")
         tiny = cpu.get("03", _CPU_NOT_MEASURED)
