@@ -66,10 +66,14 @@ def has_cuda() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    # The course (and the laptop-profile course) run in the background from the start; the tests that read their
-    # outputs go last.
-    items.sort(key=lambda item: (_uses_course(item) or "laptop_run" in getattr(item, "fixturenames", ()),
-                                 "laptop_run" in getattr(item, "fixturenames", ())))
+    # The course, the bench run and the laptop-profile course run in the background from the start; the tests that
+    # read their outputs go last, the laptop run's (the lowest priority, see _background) at the very end.
+    def waits_for(item) -> int:
+        fixtures = getattr(item, "fixturenames", ())
+        if "laptop_run" in fixtures:
+            return 3
+        return 2 if _uses_course(item) else 1 if "bench_scale_quick" in fixtures else 0
+    items.sort(key=waits_for)
     # So that `-m "not course and not bench"` (CI's platform jobs: unit tests only) starts no background run.
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
@@ -136,6 +140,15 @@ COURSE_FIXTURES = {"course_run", "travel_export"}
 _course = {}   # the background `labkit course` process of this session, once started
 
 
+def _background(command: list[str]) -> list[str]:
+    """A background run that only takes the CPU the rest leaves idle (`nice -n 19`, where there is `nice`).
+
+    The suite's critical path is the cpu course and the tests after it; the bench run and the laptop-profile course
+    are read last. At equal priority they took the cores from the course; at the lowest they fill the gaps where the
+    browser and hub tests wait on pages and servers."""
+    return ["nice", "-n", "19", *command] if shutil.which("nice") else command
+
+
 def _uses_course(item) -> bool:
     """Reads the course's outputs: a course fixture, or the `course` mark where only some parameters do."""
     fixtures = set(getattr(item, "fixturenames", ()))
@@ -187,8 +200,8 @@ def _start_bench_scale_quick() -> None:
     command = [*makefile_recipe("bench-scale-quick"), "--runs", "1", "--out", str(out)]
     stdout, stderr = (folder / "stdout.log").open("w"), (folder / "stderr.log").open("w")
     _bench.update(command=command, out=out, folder=folder,
-                  process=subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
-                                           start_new_session=True))
+                  process=subprocess.Popen(_background(command), stdout=stdout, stderr=stderr,
+                                           stdin=subprocess.DEVNULL, start_new_session=True))
     stdout.close()
     stderr.close()
 
@@ -221,7 +234,8 @@ def _start_laptop_course() -> None:
     log = (folder / "course.log").open("w")
     from labkit import paths
     _laptop.update(folder=folder, run_dir=run_dir, log=folder / "course.log", limited=limited,
-                   process=subprocess.Popen(command, env=env, cwd=paths.REPO, stdout=log, stderr=subprocess.STDOUT,
+                   process=subprocess.Popen(_background(command), env=env, cwd=paths.REPO, stdout=log,
+                                            stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True))
     log.close()
 
