@@ -47,6 +47,7 @@ def test_attendee_names_become_prefixed_unix_users_and_nothing_else():
     env = person.env(Path("/srv/cache"))
     assert env["LABKIT_CACHE"] == "/home/phi-ada/phi-lab/models" and env["LABKIT_SHARED_CACHE"] == "/srv/cache"
     assert env["LABKIT_RUNS"] == "/home/phi-ada/phi-lab/runs"
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"     # attendees share the cores: no thread spins while it waits
 
 
 def test_limits_come_from_the_measured_course_and_capacity_never_overcommits():
