@@ -193,18 +193,6 @@ def test_the_cpu_default_quantizes_the_image_encoder_and_links_the_rest(exported
     assert "answer tokens agree %" not in features_only and len(features_only["images"]) == 1
 
 
-def test_a_large_encoder_is_quantized_in_a_process_of_its_own_to_the_same_file(exported, tmp_path, monkeypatch):
-    """Above CHILD_ENCODER_BYTES the notebook's process never holds quantize_dynamic's copies of the graph."""
-    source = exported / images.VISION_FILE
-    vision_export.quantize_encoder(source, tmp_path / "here.onnx")
-    monkeypatch.setattr(vision_export, "quantize_encoder", lambda *a: pytest.fail("quantized in this process"))
-    log = tmp_path / "quantize.log"
-    vision_export._quantize_in_child(source, tmp_path / "child.onnx", log)
-    assert (tmp_path / "child.onnx").read_bytes() == (tmp_path / "here.onnx").read_bytes()
-    with pytest.raises(images.VisionError, match="failed in its process .* Its log"):
-        vision_export._quantize_in_child(tmp_path / "missing.onnx", tmp_path / "none.onnx", log)
-
-
 def test_an_encoder_that_cannot_run_is_refused_before_any_export(monkeypatch):
     monkeypatch.setattr(vision_export, "resolve", lambda *a: pytest.fail("no checkpoint before the check"))
     with pytest.raises(images.VisionError, match="encoder='int4': choose int8 .* or fp32"):

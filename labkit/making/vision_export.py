@@ -54,10 +54,6 @@ CHILD_PROCESS_PARAMETERS = 1_000_000_000
 # L2; random weights). CPU only: on CUDA onnxruntime runs the dynamic-quantization ops on the CPU.
 ENCODERS = ("int8", "fp32")
 INT8_ENCODER = {"weight_type": "QInt8", "per_channel": True, "op_types_to_quantize": ["MatMul"]}
-# An encoder this large is quantized in a process of its own, like the export: quantize_dynamic holds the fp32 graph
-# several times over, and a notebook's allocator keeps much of that after it returns (Phi-3.5-vision's 1.2 GB
-# encoder quantized in the notebook: lab 02's peak 11.7 -> 14.6 GB on a 16 GB laptop).
-CHILD_ENCODER_BYTES = 256 * 2**20
 
 
 def default_encoder(execution_provider: str) -> str:
@@ -122,12 +118,9 @@ def _with_int8_encoder(source: Path, force: bool) -> Path:
                     os.link(f, tmp / f.name)           # the same bytes: no second copy of the decoder on disk
                 except OSError:
                     shutil.copy2(f, tmp / f.name)
+        quantize_encoder(source / VISION_FILE, tmp / VISION_FILE)
         log.write_text(f"onnxruntime.quantization.quantize_dynamic({source / VISION_FILE}, {INT8_ENCODER}); the other "
                        f"files linked from {source}\n", encoding="utf-8")
-        if (source / VISION_FILE).stat().st_size >= CHILD_ENCODER_BYTES:
-            _quantize_in_child(source / VISION_FILE, tmp / VISION_FILE, log)
-        else:
-            quantize_encoder(source / VISION_FILE, tmp / VISION_FILE)
         made = json.loads((source / "export_info.json").read_text(encoding="utf-8"))
         return {**{k: v for k, v in made.items() if k != "seconds"}, "encoder": "int8",
                 "encoder_quantization": INT8_ENCODER, "fp32_encoder_export": str(source)}
@@ -151,22 +144,6 @@ def quantize_encoder(source: Path, target: Path) -> None:
                          **options)
     finally:
         root.setLevel(level)
-
-
-def _quantize_in_child(source: Path, target: Path, log: Path) -> None:
-    """`quantize_encoder` in a fresh Python process, its output appended to `log`."""
-    import subprocess
-    import sys
-
-    code = ("import sys; from pathlib import Path; from labkit.making.vision_export import quantize_encoder; "
-            "quantize_encoder(Path(sys.argv[1]), Path(sys.argv[2]))")
-    with log.open("a", encoding="utf-8") as out:
-        done = subprocess.run([sys.executable, "-c", code, str(source), str(target)], stdout=out,
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=children.python_env())
-    if done.returncode != 0 or not target.exists():
-        killed = " (killed: out of memory?)" if done.returncode in (-9, 137) else ""
-        raise VisionError(f"Quantizing {source} to int8 failed in its process (exit {done.returncode}{killed}). "
-                          f"Its log: {log}")
 
 
 def _export_in_child(tmp: Path, model_dir: Path, precision: str, execution_provider: str, force: bool,
