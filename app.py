@@ -6,7 +6,9 @@
     python app.py -m path/to/onnx -a path/to/json.onnx_adapter --schema answer.schema.json --prompt "…"
 
 Copy a build folder from `models/` (lab 01, 03) and this file to any laptop and it runs there:
-the folder's genai_config.json says which execution provider to use. Replies stream as they are
+the folder's genai_config.json says which execution provider to use. On a laptop CPU, take lab 01's
+`int4` build of the laptop profile: blocks of 128, int8 compute and last-position logits, the fastest
+there (lab 01's section 7 measures it). Replies stream as they are
 generated; the conversation is kept (the chat template is applied to all turns), and the oldest
 turns are dropped when it no longer fits the context. With --schema every answer is one JSON object
 that fits the schema (onnxruntime-genai's guidance), for a program to read.

@@ -284,3 +284,54 @@ def test_a_full_disk_does_not_hide_the_build_error_behind_the_log(monkeypatch):
     monkeypatch.setattr(build, "_run_builder", failing_builder)
     with pytest.raises(build.BuildError, match="the build's own error"):
         build._run_logged(Path("m"), Path("out"), build.BuildOptions(), {}, FullDiskLog(), False)
+
+
+# ------------------------------------------------------------------ the laptop profile's INT4
+def test_the_laptop_int4_is_valid_and_keeps_the_int4_name(monkeypatch):
+    from labkit.core.profiles import PROFILES
+
+    made = []
+    monkeypatch.setattr(build, "build", lambda model, precision, ep, **kw: made.append((precision, kw)) or precision)
+    builds = build.build_all("tiny", ["int4", "int8"], "cpu", [{"block_size": 32}],
+                             quantized=PROFILES["laptop"].quantized)
+    assert list(builds) == ["int4", "int8", "int4-b32"], "the profile's INT4 is lab 01's `int4` row"
+    assert made[0][1]["block_size"] == 128 and made[0][1]["accuracy_level"] == 4
+    assert made[0][1]["extra"] == {"prune_lm_head": "true"} and made[1][1] == made[0][1], "INT8 too"
+    assert made[2][1]["block_size"] == 32 and not made[2][1]["extra"], "a variant has its own options only"
+    cli = build.BuildOptions("int4", **PROFILES["laptop"].quantized).cli("m", "o")
+    assert "int4_block_size=128 int4_accuracy_level=4" in cli and "prune_lm_head=true" in cli
+
+
+def test_the_int8_rows_command_line_builds_what_the_row_built(tiny_dir, tmp_path, monkeypatch):
+    """Lab 01's `cli` column for the laptop's INT8: labkit's own build command, with every option, lands on the
+    same cached build (the same cache key), and prints it."""
+    from labkit.core.profiles import PROFILES
+
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    made = build.build("tiny", "int8", progress=False, **PROFILES["laptop"].quantized)
+    line = made.options.cli("tiny", "int8").split("   #")[0]
+    assert "--block-size 128 --accuracy-level 4 --extra-options prune_lm_head=true" in line
+    done = subprocess.run([sys.executable, *shlex.split(line)[1:], "--json"], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, LABKIT_CACHE=str(tmp_path / "cache")))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["cached"] is True
+    assert build.prunes_lm_head(made.path)
+    bad = subprocess.run([sys.executable, "-m", "labkit", "build", "tiny", "--extra-options", "prune_lm_head"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "write each as KEY=VALUE, e.g. prune_lm_head=true" in bad.stdout + bad.stderr
+
+
+def test_a_last_position_build_is_scored_on_every_position_of_the_same_weights(tiny_dir, tiny_builds):
+    """prune_lm_head: generation unchanged, and perplexity (which needs every position's logits) reads a view of
+    the same weights: the same value as the unpruned build's, with nothing copied and nothing left behind."""
+    pruned = build.build("tiny", "int4", extra={"prune_lm_head": "true"}, progress=False)
+    assert build.prunes_lm_head(pruned.path) and not build.prunes_lm_head(tiny_builds["int4"].path)
+    with build.every_position_logits(pruned.path) as view:
+        data = view / "model.onnx.data"
+        assert data.stat().st_ino == (pruned.path / "model.onnx.data").stat().st_ino or data.is_symlink()
+        assert not build.prunes_lm_head(view)
+    assert not view.exists()
+    assert bench.perplexity(pruned.path) == pytest.approx(bench.perplexity(tiny_builds["int4"].path), rel=1e-6)
+    pruned_tokens = bench._greedy_outputs(pruned.path)
+    assert pruned_tokens == bench._greedy_outputs(tiny_builds["int4"].path)
+    assert cache.verify(pruned.path) is None      # the cached build is untouched by its scoring view

@@ -23,9 +23,11 @@ peak instead of ≈ 40 GB).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
+import os
 import re
 import shlex
 import shutil
@@ -143,8 +145,13 @@ class BuildOptions:
         load). The builder has no `-p int8`: that line is labkit's own build command."""
         model, output = shlex.quote(model), shlex.quote(output)
         if self.precision == "int8":
+            options = "".join(f" --{name.replace('_', '-')} {value}" for name, value in
+                              (("block_size", self.block_size), ("accuracy_level", self.accuracy_level))
+                              if value is not None)
+            if self.extra:
+                options += " --extra-options " + " ".join(f"{k}={v}" for k, v in self.extra.items())
             return (f"python -m labkit build {model} --precision int8 --execution-provider {self.execution_provider}"
-                    "   # FP32 by the model builder, then 8-bit MatMulNBits (labkit.build.quantize_int8)")
+                    f"{options}   # FP32 by the model builder, then 8-bit MatMulNBits (labkit.build.quantize_int8)")
         cmd = (f"python -m onnxruntime_genai.models.builder -m {model} -o {output} "
                f"-p {self.precision} -e {self.execution_provider} -c cache")
         if self.extra_options():
@@ -357,24 +364,71 @@ def quantize_int8(model_dir: Path, block_size: int = 32, accuracy_level: int | N
 
 
 def build_all(model: str | Path, precisions, execution_provider: str = "cpu", int4_variants=(),
-              force: bool = False, progress: bool = True) -> dict[str, Build]:
+              force: bool = False, progress: bool = True, quantized: dict | None = None) -> dict[str, Build]:
     """Build `model` in each precision, plus each INT4 variant (a dict of int4 options). Lab 01.
 
-    All options are checked before the first build starts, so a typo fails in a second, not after
-    ten minutes of building.
+    `quantized`: the options of the `int4` and `int8` rows themselves (a profile's, e.g. the laptop's blocks of
+    128); the rows keep their precision's name. All options are checked before the first build starts, so a typo
+    fails in a second, not after ten minutes of building.
     """
-    plan = [BuildOptions(p, execution_provider) for p in precisions]
+    plan = [(p, BuildOptions(p, execution_provider, **(quantized or {}) if p in ("int4", "int8") else {}))
+            for p in precisions]
     if "int4" in precisions:
-        plan += [BuildOptions("int4", execution_provider, **variant) for variant in int4_variants]
-    for options in plan:
+        plan += [(None, BuildOptions("int4", execution_provider, **variant)) for variant in int4_variants]
+    for _, options in plan:
         options.validate()
     builds = {}
-    for options in plan:
-        builds[options.name] = build(model, options.precision, options.execution_provider,
-                                     block_size=options.block_size, accuracy_level=options.accuracy_level,
-                                     algorithm=options.algorithm, extra=options.extra, force=force,
-                                     progress=progress)
+    for name, options in plan:
+        builds[name or options.name] = build(model, options.precision, options.execution_provider,
+                                             block_size=options.block_size, accuracy_level=options.accuracy_level,
+                                             algorithm=options.algorithm, extra=options.extra, force=force,
+                                             progress=progress)
     return builds
+
+
+def prunes_lm_head(build_dir: Path) -> bool:
+    """Whether a build computes the logits of the last position only (the builder's `prune_lm_head`). Lab 01."""
+    import onnx
+
+    graph = onnx.load(str(Path(build_dir) / "model.onnx"), load_external_data=False).graph
+    return any(node.name == _PRUNE_GATHER for node in graph.node)
+
+
+_PRUNE_GATHER, _PRUNE_UNSQUEEZE = "/lm_head/prune/Gather", "/lm_head/prune/Unsqueeze"
+
+
+@contextlib.contextmanager
+def every_position_logits(build_dir: Path):
+    """A temporary view of a `prune_lm_head` build whose graph returns the logits of every position. Lab 01.
+
+    Perplexity scores each position of a text from one prefill; a pruned build returns only the last one. The
+    view is the same graph without the builder's Gather + Unsqueeze before the LM head, beside hard links to the
+    same weights (nothing is copied), so it scores exactly the weights attendees run."""
+    import onnx
+
+    build_dir = Path(build_dir)
+    model = onnx.load(str(build_dir / "model.onnx"), load_external_data=False)
+    nodes = {node.name: node for node in model.graph.node}
+    gather, unsqueeze = nodes[_PRUNE_GATHER], nodes[_PRUNE_UNSQUEEZE]
+    for node in model.graph.node:
+        node.input[:] = [gather.input[0] if name == unsqueeze.output[0] else name for name in node.input]
+    model.graph.node.remove(gather)
+    model.graph.node.remove(unsqueeze)
+    for output in model.graph.output:
+        if output.name == "logits":
+            output.type.tensor_type.shape.dim[1].dim_param = "sequence_length"
+    view = Path(tempfile.mkdtemp(prefix=".every-position-", dir=build_dir.parent))
+    try:
+        for item in build_dir.iterdir():
+            if item.is_file() and item.name != "model.onnx":
+                try:
+                    os.link(item, view / item.name)
+                except OSError:          # another filesystem: a link to the file will do
+                    (view / item.name).symlink_to(item.resolve())
+        onnx.save(model, str(view / "model.onnx"))
+        yield view
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
 
 
 def summary(builds: dict[str, Build]):

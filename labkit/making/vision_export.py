@@ -74,15 +74,18 @@ def check_encoder(encoder: str | None, execution_provider: str) -> str:
 
 def export(model: str | Path = "tiny-vision", precision: str = "fp32", execution_provider: str = "cpu",
            force: bool = False, progress: bool = True, check_memory: bool = True,
-           in_child: bool | None = None, encoder: str | None = None) -> Path:
+           in_child: bool | None = None, encoder: str | None = None, quantized: dict | None = None) -> Path:
     """Export a Phi-3.5-vision checkpoint to an onnxruntime-genai multimodal folder (cached, atomic). Lab 02.
 
     `precision` is the text decoder's; `encoder` the image encoder's (`ENCODERS`; default int8 on the CPU, fp32
     elsewhere): the int8 folder is the fp32 one with a quantized `vision.onnx` (its other files linked).
     An export that needs more RAM than is available (`labkit.sizing`, measured on a shadow) is
     refused before it starts; `check_memory=False` starts it anyway. `in_child` (default: for real-size
-    checkpoints) runs the export in a separate Python process, its output in the step's log."""
-    build.BuildOptions(precision, execution_provider).validate()          # bad precision x EP fails first
+    checkpoints) runs the export in a separate Python process, its output in the step's log. `quantized`: an
+    INT4 decoder's build options (a profile's, e.g. the laptop's blocks of 128); its `extra` joins
+    `DECODER_OPTIONS`."""
+    int4 = dict(quantized or {}) if precision == "int4" else {}
+    build.BuildOptions(precision, execution_provider, **int4).validate()   # bad precision x EP fails first
     encoder = check_encoder(encoder, execution_provider)
     model_dir = resolve(model)
 
@@ -98,11 +101,12 @@ def export(model: str | Path = "tiny-vision", precision: str = "fp32", execution
         child = in_child if in_child is not None else \
             sizing.parameters_of(sizing.text_config(config)) >= CHILD_PROCESS_PARAMETERS
         if child:
-            return _export_in_child(tmp, model_dir, precision, execution_provider, force, log)
-        return _export_into(tmp, model_dir, precision, execution_provider, force, progress)
+            return _export_in_child(tmp, model_dir, precision, execution_provider, force, log, int4)
+        return _export_into(tmp, model_dir, precision, execution_provider, force, progress, int4)
 
-    fp32 = cache.cached_step("vision", f"{model_dir.name}-{precision}",
-                             (model_dir, precision, execution_provider, EXPORT_FORMAT, DECODER_OPTIONS), make,
+    name = build.BuildOptions(precision, **{k: v for k, v in int4.items() if k != "extra"}).name if int4 else precision
+    key = (model_dir, precision, execution_provider, EXPORT_FORMAT, DECODER_OPTIONS, *([int4] if int4 else []))
+    fp32 = cache.cached_step("vision", f"{model_dir.name}-{name}", key, make,
                              info_file="export_info.json", label=f"{precision} vision export", force=force).path
     return fp32 if encoder == "fp32" else _with_int8_encoder(fp32, force)
 
@@ -147,7 +151,7 @@ def quantize_encoder(source: Path, target: Path) -> None:
 
 
 def _export_in_child(tmp: Path, model_dir: Path, precision: str, execution_provider: str, force: bool,
-                     log: Path) -> dict:
+                     log: Path, int4: dict) -> dict:
     """`_export_into` in a fresh Python process (`python -m labkit.making.vision_export`), its output in `log`."""
     import subprocess
     import sys
@@ -155,7 +159,7 @@ def _export_in_child(tmp: Path, model_dir: Path, precision: str, execution_provi
     print(f"exporting {model_dir.name} ({precision}) in a separate process; its log: {log}", flush=True)
     with log.open("a", encoding="utf-8") as out:
         done = subprocess.run([sys.executable, "-m", "labkit.making.vision_export", str(tmp), str(model_dir),
-                               precision, execution_provider, "1" if force else "0"],
+                               precision, execution_provider, "1" if force else "0", json.dumps(int4)],
                               stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                               env=children.python_env())
     if done.returncode != 0:
@@ -169,7 +173,7 @@ def _export_in_child(tmp: Path, model_dir: Path, precision: str, execution_provi
 
 
 def _export_into(tmp: Path, model_dir: Path, precision: str, execution_provider: str, force: bool,
-                 progress: bool) -> dict:
+                 progress: bool, int4: dict | None = None) -> dict:
     """The three ONNX models, genai_config.json and processor_config.json of one export, written into `tmp`."""
     import torch
 
@@ -177,8 +181,9 @@ def _export_into(tmp: Path, model_dir: Path, precision: str, execution_provider:
     started = time.perf_counter()
     # Inside tmp: concurrent exports (another precision, another attendee) never share it.
     text_dir = text_checkpoint(config, model_dir, tmp / f"{model_dir.name}-text")
+    int4 = dict(int4 or {})
     decoder = build.build(text_dir, precision, execution_provider, force=force, progress=progress,
-                          extra=DECODER_OPTIONS)
+                          **{**int4, "extra": {**DECODER_OPTIONS, **int4.get("extra", {})}})
     for f in decoder.path.iterdir():
         if f.name != "build_info.json":
             shutil.copy2(f, tmp / f.name)
@@ -253,9 +258,10 @@ def latest_export(profile=None) -> Path:
     return export(prof.vision_model, "int4", prof.execution_provider)
 
 
-if __name__ == "__main__":      # the child process of `_export_in_child`: TMP MODEL_DIR PRECISION EP FORCE
+if __name__ == "__main__":      # the child process of `_export_in_child`: TMP MODEL_DIR PRECISION EP FORCE INT4
     import sys
 
-    out, source, chosen, provider, again = sys.argv[1:6]
-    info = _export_into(Path(out), Path(source), chosen, provider, again == "1", progress=False)
+    out, source, chosen, provider, again, options = sys.argv[1:7]
+    info = _export_into(Path(out), Path(source), chosen, provider, again == "1", progress=False,
+                        int4=json.loads(options))
     (Path(out) / "export_result.json").write_text(json.dumps(info), encoding="utf-8")

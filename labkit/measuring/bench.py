@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core import cache, data, paths
 from ..core.errors import InputError
-from ..making import models
+from ..making import build, models
 from ..runtime import generate, loop
 
 _AGREEMENT_PROMPTS = [
@@ -96,7 +96,12 @@ def token_log_probs(model_dir: Path, texts: list[str], block: int = 128, max_blo
                     adapter: Path | None = None, loaded=None):
     """[(log-probs at each position, the actual next tokens)] for each text block. Lab 01.
 
-    `adapter`: an `.onnx_adapter` file to activate (lab 03's models take LoRA weights as inputs)."""
+    `adapter`: an `.onnx_adapter` file to activate (lab 03's models take LoRA weights as inputs). A build that
+    returns the last position's logits only (`prune_lm_head`, the laptop profile's INT4 and INT8) is scored
+    through a view of it that returns them all (`build.every_position_logits`); `loaded` is not used then."""
+    if (Path(model_dir) / "model.onnx").exists() and build.prunes_lm_head(model_dir):
+        with build.every_position_logits(model_dir) as view:
+            return token_log_probs(view, texts, block, max_blocks, adapter)
     model, tokenizer = loaded or _load_fresh(model_dir)
     adapters = None
     if adapter is not None:
@@ -280,7 +285,6 @@ def run_benchmark(model: str = "bench", precisions=("int4", "int8", "fp32"), run
                   out: Path | None = None) -> dict:
     """The `make bench` suite. Prints a table and writes JSON; returns the results. Lab 01."""
     from ..making import build as build_mod
-    from ..making import models
 
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise InputError(f"runs={runs!r}: the benchmark needs at least one run (a whole number >= 1).")

@@ -5,7 +5,7 @@ random-weight `bench` Phi-3), the same prompt (as token ids), the same number of
 
 | engine | int4 | int8 | fp32 | extra |
 |---|---|---|---|---|
-| ONNX Runtime GenAI (`ortgenai`) | builder INT4 (blocks of 32) | builder INT8 | builder FP32 | `int4_b128` |
+| ONNX Runtime GenAI (`ortgenai`) | the laptop profile's INT4 (blocks of 128) | its INT8 | builder FP32 | `int4_b32` |
 | llama.cpp (`llamacpp`, llama-cpp-python) | GGUF Q4_0 | Q8_0 | F32 | `q4_k_m` |
 | OpenVINO GenAI (`openvino`) | `--weight-format int4` | int8 | fp32 (f32 inference hint) | – |
 
@@ -56,7 +56,7 @@ class PeerError(LabkitError, RuntimeError):
 class Variant:
     """One model file or folder of one engine, ready to time. Lab 01."""
     engine: str
-    key: str                 # int4 / int8 / fp32 / q4_k_m / int4_b128
+    key: str                 # int4 / int8 / fp32 / q4_k_m / int4_b32
     model: Path
     size_bytes: int
     precision: str = ""      # what the worker needs to know (OpenVINO's f32 hint); defaults to key
@@ -151,16 +151,17 @@ def _exported(final: Path, make: Callable[[Path], object]) -> Path:
 
 def _prepare_ortgenai(bench_dir: Path, workdir: Path, engine: Engine) -> list[Variant]:
     """The course's own builds of the bench checkpoint (`labkit.build`, cached). Lab 01."""
+    from ..core.profiles import PROFILES
     from ..making import build
 
     out = []
-    for precision in PRECISIONS:
-        made = build.build(bench_dir, precision, progress=False)
+    for precision in PRECISIONS:     # INT4, INT8: as the laptop profile builds them (blocks of 128, last-position
+        quantized = PROFILES["laptop"].quantized if precision != "fp32" else {}           # logits)
+        made = build.build(bench_dir, precision, progress=False, **quantized)
         out.append(Variant("ortgenai", precision, made.path, made.size_bytes))
-    # Blocks of 128, as in Microsoft's published CPU INT4 builds of Phi-3.5 (`int4` keeps the course's 32, like
-    # GGUF's Q4_0, for a like-for-like row).
-    made = build.build(bench_dir, "int4", block_size=128, accuracy_level=4, progress=False)
-    out.append(Variant("ortgenai", "int4_b128", made.path, made.size_bytes, precision="int4"))
+    # The builder's own INT4 default, blocks of 32 like GGUF's Q4_0: the like-for-like row.
+    made = build.build(bench_dir, "int4", block_size=32, accuracy_level=4, progress=False)
+    out.append(Variant("ortgenai", "int4_b32", made.path, made.size_bytes, precision="int4"))
     return out
 
 
@@ -275,7 +276,8 @@ def run_bench_peers(engines: list[Engine] | None = None, bench_dir: Path | None 
             measure(engine, variant, ids, new_tokens, threads, runs))
 
     result = {"settings": {"runs": runs, "orders": orders, "new_tokens": new_tokens, "prompt_tokens": len(ids),
-                           "threads": threads, "model": bench_dir.name, "cpu_count": os.cpu_count()},
+                           "threads": threads, "model": bench_dir.name, "cpu_count": os.cpu_count(),
+                           "lm_head_share": lm_head_share(bench_dir)},
               "engines": {}, "versions": {}, "varying_tokens": []}
     tokens = {}
     for engine, variant in variants:
@@ -308,17 +310,37 @@ def run_bench_peers(engines: list[Engine] | None = None, bench_dir: Path | None 
     return result
 
 
+# A peer's variants that count as the same precision (GGUF's Q4_K_M is a 4-bit format too).
+_SAME_BITS = {"int4": ("int4", "q4_k_m"), "int8": ("int8",), "fp32": ("fp32",)}
+
+
+def lm_head_share(model_dir: Path) -> float:
+    """The LM head's share of a checkpoint's matrix weights: the part of a prefill that computing the last
+    position's logits only (`prune_lm_head`, OpenVINO's exports) saves. Lab 01."""
+    from ..making import models
+
+    config = paths.read_json(Path(model_dir) / "config.json", "recreate the checkpoint")
+    head = config["vocab_size"] * config["hidden_size"]
+    # The embedding is a lookup, not a matrix product; a tied head is a second use of the same matrix.
+    matrices = models.describe(Path(model_dir))["parameters"] - (0 if config.get("tie_word_embeddings") else head)
+    return round(head / matrices, 4)
+
+
 def ratios(result: dict) -> dict:
-    """Course decode speed over the fastest peer's, per precision (> 1: the course build is faster). Lab 01."""
+    """Per precision, the course build's decode and prefill speed over the fastest peer's (> 1: the course build
+    is faster); each names that peer and variant. Lab 01."""
     engines = result["engines"]
     out = {}
     for precision in PRECISIONS:
         ours = engines.get("ortgenai", {}).get(precision)
-        peers = [(name, rows[precision]["decode_tok_s"]) for name, rows in engines.items()
-                 if name != "ortgenai" and precision in rows]
+        peers = [(name, key, row) for name, rows in engines.items() if name != "ortgenai"
+                 for key, row in rows.items() if key in _SAME_BITS[precision]]
         if ours and peers:
-            best = max(peers, key=lambda p: p[1])
-            out[precision] = {"fastest_peer": best[0], "ratio": round(ours["decode_tok_s"] / best[1], 3)}
+            out[precision] = {}
+            for speed in ("decode", "prefill"):
+                name, key, row = max(peers, key=lambda p: p[2][f"{speed}_tok_s"])
+                out[precision][speed] = {"fastest_peer": name, "variant": key,
+                                         "ratio": round(ours[f"{speed}_tok_s"] / row[f"{speed}_tok_s"], 3)}
     return out
 
 
@@ -331,16 +353,19 @@ def rows(result: dict) -> list[dict]:
 
 def summary_lines(result: dict) -> list[str]:
     """The course-vs-fastest-peer ratio per precision and the FP32 cross-check, in words. Lab 01."""
-    lines = [f"{precision}: ONNX Runtime GenAI decodes at {ratio['ratio']:.2f}× "
-             f"{label(ratio['fastest_peer'])} (the fastest peer)"
-             for precision, ratio in result.get("ratios", {}).items()]
-    ours = result["engines"].get("ortgenai", {}).get("int4_b128")
-    peers_4bit = [(name, key, row["decode_tok_s"]) for name, rows in result["engines"].items() if name != "ortgenai"
-                  for key, row in rows.items() if key in ("int4", "q4_k_m")]
-    if ours and peers_4bit:
-        name, key, best = max(peers_4bit, key=lambda p: p[2])
-        lines.append(f"int4 with blocks of 128 (as Microsoft's published CPU builds): "
-                     f"{ours['decode_tok_s'] / best:.2f}× the fastest 4-bit peer ({label(name)} {key})")
+    lines = [f"{precision}: ONNX Runtime GenAI {speed}s at {ratio['ratio']:.2f}× the fastest peer "
+             f"({label(ratio['fastest_peer'])} {ratio['variant']})"
+             for precision, speeds in result.get("ratios", {}).items() for speed, ratio in speeds.items()]
+    ours = result["engines"].get("ortgenai", {}).get("int4_b32")
+    q4_0 = result["engines"].get("llamacpp", {}).get("int4")
+    if ours and q4_0:
+        lines.append(f"int4 with the builder's blocks of 32, like for like with llama.cpp's Q4_0: decode "
+                     f"{ours['decode_tok_s'] / q4_0['decode_tok_s']:.2f}×, prefill "
+                     f"{ours['prefill_tok_s'] / q4_0['prefill_tok_s']:.2f}×")
+    share = result["settings"].get("lm_head_share")
+    if share:
+        lines.append(f"the LM head is {share:.0%} of this model's matrix weights: the course's int4 and OpenVINO "
+                     f"compute it for the prompt's last position only, the other rows at every position")
     lines += [f"fp32 greedy tokens, {label(name)} vs ONNX Runtime GenAI: {share:.0%} agree"
               for name, share in result.get("fp32_agreement", {}).items()]
     if result.get("varying_tokens"):
@@ -376,7 +401,7 @@ def plot(result: dict):
     """Decode tokens/second per engine, grouped by precision. Lab 01 and the report (lab 05)."""
     import matplotlib.pyplot as plt
 
-    keys = [k for k in ("int4", "int4_b128", "q4_k_m", "int8", "fp32")
+    keys = [k for k in ("int4", "int4_b32", "q4_k_m", "int8", "fp32")
             if any(k in v for v in result["engines"].values())]
     names = list(result["engines"])
     fig, ax = plt.subplots(figsize=(7, 3.2))

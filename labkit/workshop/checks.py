@@ -76,21 +76,24 @@ def uniform_perplexity(answer, vocab_size: int) -> Result:
 
 
 # ------------------------------------------------------------------ lab 01
-def block16_build(build_dir: str | Path, b32_dir: str | Path, predicted_size_mb) -> Result:
-    """An INT4 build with 16-weight blocks, larger than the 32-weight one, size predicted within 15 %. Lab 01."""
+def block16_build(build_dir: str | Path, default_dir: str | Path, predicted_size_mb) -> Result:
+    """An INT4 build with 16-weight blocks, larger than the default INT4 build, size predicted within 15 %. Lab 01."""
     import onnx
 
     from ..core.paths import dir_size
 
-    graph = onnx.load(str(Path(build_dir) / "model.onnx"), load_external_data=False).graph
-    blocks = {a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "block_size"}
-    size, b32 = dir_size(build_dir) / 1e6, dir_size(b32_dir) / 1e6
+    def block_sizes(folder) -> set[int]:
+        graph = onnx.load(str(Path(folder) / "model.onnx"), load_external_data=False).graph
+        return {a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "block_size"}
+
+    blocks = block_sizes(build_dir)
+    size, default = dir_size(build_dir) / 1e6, dir_size(default_dir) / 1e6
     if blocks != {16}:
         return _report(False, "", say("The MatMulNBits nodes of {folder} use block sizes {blocks}: build INT4 with "
                                       "block_size=16.", folder=Path(build_dir).name, blocks=sorted(blocks)))
-    return _report(size > b32 and _close(predicted_size_mb, size, 0.15),
-                   say("{size:.2f} MB vs {b32:.2f} MB at block 32: smaller blocks store more scales.",
-                       size=size, b32=b32),
+    return _report(size > default and _close(predicted_size_mb, size, 0.15),
+                   say("{size:.2f} MB vs {default:.2f} MB at block {block}: smaller blocks store more scales.",
+                       size=size, default=default, block=max(block_sizes(default_dir))),
                    say("The build is right ({size:.2f} MB) but the prediction {predicted!r} MB is off by more than "
                        "15 %. Per weight: 4 bits plus one fp32 scale per block (the default INT4 is symmetric: no "
                        "zero point); what else in the folder is not quantized?", size=size,

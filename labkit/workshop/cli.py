@@ -133,9 +133,27 @@ def _prefetch(args) -> int:
     return 0
 
 
+def _key_values(items: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` arguments as a dict; anything else is refused, naming the fix."""
+    from ..core.errors import InputError
+
+    bad = [item for item in items if "=" not in item or item.startswith("=")]
+    if bad:
+        raise InputError(f"--extra-options {' '.join(bad)}: write each as KEY=VALUE, e.g. "
+                                         "prune_lm_head=true")
+    return dict(item.split("=", 1) for item in items)
+
+
 def _build(args) -> int:
     from ..making.build import build
-    result = build(args.model, args.precision, args.execution_provider, force=args.force, progress=not args.json)
+    options = dict(PROFILES[args.profile].quantized if args.profile and args.precision in ("int4", "int8") else {})
+    for name in ("block_size", "accuracy_level"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    if args.extra_options:
+        options["extra"] = {**options.get("extra", {}), **_key_values(args.extra_options)}
+    result = build(args.model, args.precision, args.execution_provider, force=args.force, progress=not args.json,
+                   **options)
     summary = {"dir": str(result.path), "size_bytes": result.size_bytes, "seconds": round(result.seconds, 2),
                "cached": result.cached}
     print(json.dumps(summary) if args.json else f"{result.path} ({result.size_bytes / 1e9:.2f} GB, "
@@ -146,7 +164,9 @@ def _build(args) -> int:
 def _export_vision(args) -> int:
     from ..core.paths import dir_size
     from ..making.vision_export import export
-    folder = export(args.model, args.precision, force=args.force, progress=not args.json, encoder=args.encoder)
+    quantized = PROFILES[args.profile].quantized if args.profile else None
+    folder = export(args.model, args.precision, force=args.force, progress=not args.json, encoder=args.encoder,
+                    quantized=quantized)
     print(json.dumps({"dir": str(folder), "size_bytes": dir_size(folder)}) if args.json else folder)
     return 0
 
@@ -281,6 +301,12 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("--precision", default="int4")
     one.add_argument("--execution-provider", default="cpu")
     one.add_argument("--force", action="store_true", help="rebuild even when a verified build is cached")
+    one.add_argument("--profile", default=None, choices=PROFILES,
+                     help="INT4/INT8 with that profile's options (laptop: blocks of 128, last-position logits)")
+    one.add_argument("--block-size", type=int, default=None, help="INT4/INT8: weights per quantization block")
+    one.add_argument("--accuracy-level", type=int, default=None, help="INT4/INT8: 4 = int8 compute")
+    one.add_argument("--extra-options", nargs="+", default=None, metavar="KEY=VALUE",
+                     help="the model builder's other --extra_options, e.g. prune_lm_head=true")
     one.add_argument("--json", action="store_true", help="print the result as one JSON line")
     vis = command("export-vision", _export_vision,
                   help="export a Phi-3.5-vision checkpoint (labkit.vision_export.export)")
@@ -288,6 +314,8 @@ def _parser() -> argparse.ArgumentParser:
     vis.add_argument("--precision", default="int4", help="the text decoder's")
     vis.add_argument("--encoder", default=None, choices=["int8", "fp32"],
                      help="the image encoder's weights (default: int8 on the CPU)")
+    vis.add_argument("--profile", default=None, choices=PROFILES,
+                     help="an INT4 decoder with that profile's options (laptop: blocks of 128)")
     vis.add_argument("--force", action="store_true")
     vis.add_argument("--json", action="store_true", help="print the result as one JSON line")
     keep = command("keep-tokenizer", _keep_tokenizer,
