@@ -386,11 +386,23 @@ def build_all(model: str | Path, precisions, execution_provider: str = "cpu", in
     return builds
 
 
+def _decoder_file(build_dir: Path) -> Path:
+    """The decoder graph a genai folder names (`model.onnx` for the builder's; published folders name theirs)."""
+    config = Path(build_dir) / "genai_config.json"
+    name = "model.onnx"
+    if config.exists():
+        name = json.loads(config.read_text(encoding="utf-8"))["model"]["decoder"].get("filename", name)
+    return Path(build_dir) / name
+
+
 def prunes_lm_head(build_dir: Path) -> bool:
     """Whether a build computes the logits of the last position only (the builder's `prune_lm_head`). Lab 01."""
     import onnx
 
-    graph = onnx.load(str(Path(build_dir) / "model.onnx"), load_external_data=False).graph
+    graph_file = _decoder_file(build_dir)
+    if not graph_file.exists():
+        return False
+    graph = onnx.load(str(graph_file), load_external_data=False).graph
     return any(node.name == _PRUNE_GATHER for node in graph.node)
 
 
@@ -407,7 +419,8 @@ def every_position_logits(build_dir: Path):
     import onnx
 
     build_dir = Path(build_dir)
-    model = onnx.load(str(build_dir / "model.onnx"), load_external_data=False)
+    graph_file = _decoder_file(build_dir)
+    model = onnx.load(str(graph_file), load_external_data=False)
     nodes = {node.name: node for node in model.graph.node}
     gather, unsqueeze = nodes[_PRUNE_GATHER], nodes[_PRUNE_UNSQUEEZE]
     for node in model.graph.node:
@@ -420,12 +433,12 @@ def every_position_logits(build_dir: Path):
     view = Path(tempfile.mkdtemp(prefix=".every-position-", dir=build_dir.parent))
     try:
         for item in build_dir.iterdir():
-            if item.is_file() and item.name != "model.onnx":
+            if item.is_file() and item.name != graph_file.name:
                 try:
                     os.link(item, view / item.name)
                 except OSError:          # another filesystem: a link to the file will do
                     (view / item.name).symlink_to(item.resolve())
-        onnx.save(model, str(view / "model.onnx"))
+        onnx.save(model, str(view / graph_file.name))
         yield view
     finally:
         shutil.rmtree(view, ignore_errors=True)
