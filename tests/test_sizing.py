@@ -77,3 +77,13 @@ def test_memory_limit_sizes_are_decimal_unless_binary():
         sys.path.pop(0)
     assert parse_size("16G") == 16_000_000_000 and parse_size("16GiB") == 16 * 2**30
     assert parse_size("1500M") == 1_500_000_000 and parse_size("4096") == 4096
+
+
+def test_int8_instructions_name_the_best_the_cpu_has():
+    """bench-scale records them: INT4 prefill (accuracy level 4) runs on them, so they explain machine-to-machine gaps."""
+    assert sizing.int8_instructions({"avx2", "avx512f", "avx512_vnni", "amx_int8"}) == "AMX"
+    assert sizing.int8_instructions({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 VNNI"
+    assert sizing.int8_instructions({"avx2", "fma"}) == "AVX2 (no VNNI)"
+    assert sizing.int8_instructions({"fp", "asimd", "asimddp"}) == "Arm dot product"
+    assert sizing.int8_instructions(set()) == "unknown"
+    assert sizing.machine()["int8_instructions"] == sizing.int8_instructions()

@@ -134,7 +134,30 @@ def machine() -> dict:
         total, available = min(total, cgroup[0]), min(available, cgroup[0] - cgroup[1])
     return {"cores": os.cpu_count(), "total_ram_bytes": total, "available_ram_bytes": available,
             "memory_limited_by": "cgroup" if cgroup else "RAM",
-            "free_disk_bytes": shutil.disk_usage(paths.cache_dir()).free}
+            "free_disk_bytes": shutil.disk_usage(paths.cache_dir()).free, "int8_instructions": int8_instructions()}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux `/proc/cpuinfo`, x86 and Arm; empty elsewhere). Lab 00."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            lines = (line for line in cpuinfo if line.startswith(("flags", "Features")))   # x86, Arm
+            return next((set(line.split(":", 1)[1].split()) for line in lines), set())
+    except OSError:
+        return set()
+
+
+def int8_instructions(flags: set[str] | None = None) -> str:
+    """The fastest int8 dot-product instructions this CPU has ("unknown" off Linux). Lab 00.
+
+    INT4 and INT8 prefill run on them (accuracy level 4 computes in int8), so two machines' prefill timings
+    compare only when these match."""
+    flags = cpu_flags() if flags is None else flags
+    for flag, name in (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
+                       ("avx2", "AVX2 (no VNNI)"), ("asimddp", "Arm dot product")):
+        if flag in flags:
+            return name
+    return "unknown" if not flags else "none of AVX2, VNNI, AMX or Arm dot product"
 
 
 def parameters_of(config: dict) -> int:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import cache, children, paths
+from ..core import cache, children, paths, sizing
 from ..core.errors import LabkitError
 
 WORKER = Path(__file__).with_name("peer_worker.py")
@@ -97,11 +97,7 @@ def _run_in(engine: Engine, command: list[str], what: str, timeout: float = 3600
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux `/proc/cpuinfo`; empty elsewhere). Lab 01."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            return next((set(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), set())
-    except OSError:
-        return set()
+    return sizing.cpu_flags()
 
 
 def _known_crash(engine: str, returncode: int) -> str:

@@ -259,7 +259,9 @@ def format_scale(result: dict) -> str:
     if result["extrapolated"]:
         depth += ", extrapolated from " + " and ".join(map(str, result["measured_layers"])) + " layers"
     head = (f"{result['model']} shadow ({result['parameters'] / 1e9:.2f}B parameters, {depth}); "
-            f"{result['threads']} threads; read bandwidth {result['memory_bandwidth_gb_s']['read_gb_s']:.1f} GB/s")
+            f"{result['threads']} threads; read bandwidth {result['memory_bandwidth_gb_s']['read_gb_s']:.1f} GB/s"
+            + (f"; int8 instructions: {result['machine']['int8_instructions']}"
+               if "int8_instructions" in result.get("machine", {}) else ""))
     lines = [head, f"{'':6} {'size GB':>8} {'build min':>9} {'peak RAM GB':>11} {'load s':>7} {'prefill':>8} "
                    f"{'decode':>7} {'of bound':>8}"]
     for row in _table_rows(result):

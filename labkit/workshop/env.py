@@ -95,9 +95,10 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
                      gpu.summary() if gpu else f"not needed by the {prof.name} profile",
                      "The gpu profile needs an NVIDIA GPU, its driver and the GPU environment: run "
                      "`make test-gpu` (it creates .venv-gpu) on such a machine, or use profile='cpu'."))
-    rows.append(_row("CPU cores", True, os.cpu_count()))
+    from ..core.sizing import int8_instructions, machine
 
-    from ..core.sizing import machine
+    # Quantized prefill runs on the int8 instructions: they say why a neighbour's laptop is faster
+    rows.append(_row("CPU cores", True, f"{os.cpu_count()} (int8 instructions: {int8_instructions()})"))
 
     here = machine()   # a cgroup's (container's) limit counts, not only the machine's RAM
     ram = here["available_ram_bytes"] / 1e9
