@@ -80,7 +80,7 @@ def test_memory_limit_sizes_are_decimal_unless_binary():
 
 
 def test_int8_instructions_name_the_best_the_cpu_has():
-    """bench-scale records them: INT4 prefill (accuracy level 4) runs on them, so they explain machine-to-machine gaps."""
+    """bench-scale records them: INT4 prefill (accuracy level 4) runs on them and explains gaps between machines."""
     assert sizing.int8_instructions({"avx2", "avx512f", "avx512_vnni", "amx_int8"}) == "AMX"
     assert sizing.int8_instructions({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 VNNI"
     assert sizing.int8_instructions({"avx2", "fma"}) == "AVX2 (no VNNI)"
