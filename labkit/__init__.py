@@ -8,8 +8,9 @@ layers; a layer imports only the layers above it in this list (tests/test_layeri
                                                                    child processes' environment
     runtime     loop, inputs, adapters, guidance, generate,        og: the token loop, checked inputs, LoRA
                 chat_panel, images                                 adapters, structured output, chat, images
-    making      models, tokenizer, build, lean, shadow, hub,       checkpoints and their ONNX builds
-                vision_encoder, vision_checkpoint, vision_export
+    making      models, tokenizer, build, lean, last_position,     checkpoints and their ONNX builds
+                shadow, hub, vision_encoder, vision_checkpoint,
+                vision_export
     measuring   bench, judge, scale, phi4_mini, memwatch, peers,   size, speed, quality and memory of what was made
                 peer_worker, vision_verify, report
     training    awq, chat_format, olive, olive_seeded,             AWQ and LoRA fine-tuning (measured with `measuring`)
@@ -29,8 +30,8 @@ LAYERS = {
     "core": ["paths", "cache", "errors", "profiles", "results", "data", "sizing", "allocator",
              "children"],
     "runtime": ["loop", "inputs", "adapters", "guidance", "generate", "chat_panel", "images"],
-    "making": ["models", "tokenizer", "build", "lean", "shadow", "hub", "vision_encoder", "vision_checkpoint",
-               "vision_export"],
+    "making": ["models", "tokenizer", "build", "lean", "last_position", "shadow", "hub", "vision_encoder",
+               "vision_checkpoint", "vision_export"],
     "measuring": ["bench", "judge", "scale", "phi4_mini", "memwatch", "peers", "peer_worker", "vision_verify",
                   "report"],
     "training": ["awq", "chat_format", "olive", "olive_seeded", "onnx_adapter", "recipes"],

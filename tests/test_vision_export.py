@@ -200,3 +200,15 @@ def test_an_encoder_that_cannot_run_is_refused_before_any_export(monkeypatch):
     with pytest.raises(images.VisionError, match="CPU only .* on cuda use encoder='fp32'"):
         vision_export.export("tiny-vision", "fp16", "cuda", encoder="int8")
     assert vision_export.check_encoder(None, "cuda") == "fp32" and vision_export.check_encoder("", "cpu") == "int8"
+
+
+def test_the_int8_encoder_uses_7_bit_weights_where_16_bit_sums_saturate(monkeypatch):
+    """x86 without VNNI: onnxruntime's u8 x s8 kernel saturates (the tiny model's features 12-17 % off fp32's)."""
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(vision_export.sizing, "int8_instructions", lambda: "AVX2 (no VNNI)")
+    assert vision_export.int8_encoder_options()["reduce_range"] is True
+    monkeypatch.setattr(vision_export.sizing, "int8_instructions", lambda: "AVX-512 VNNI")
+    options = vision_export.int8_encoder_options()
+    assert options["reduce_range"] is False and options["weight_type"] == "QInt8" and options["per_channel"]

@@ -54,6 +54,19 @@ CHILD_PROCESS_PARAMETERS = 1_000_000_000
 # L2; random weights). CPU only: on CUDA onnxruntime runs the dynamic-quantization ops on the CPU.
 ENCODERS = ("int8", "fp32")
 INT8_ENCODER = {"weight_type": "QInt8", "per_channel": True, "op_types_to_quantize": ["MatMul"]}
+# Without int8 dot-product instructions (x86 with AVX2 only) onnxruntime multiplies u8 activations by s8 weights
+# with an instruction whose 16-bit sums saturate: the tiny model's image features were 12-17 % off fp32's there
+# (1.3-1.4 % with VNNI). 7-bit weights (`reduce_range`, what onnxruntime's quantization guide advises for such CPUs)
+# brought them to 1.8-1.9 % at the same speed; u8 weights to 1.4 %, but 1.3x slower (one CLIP-sized MatMul, 2 cores).
+_NO_SATURATION = ("AMX", "AVX-512 VNNI", "AVX-VNNI", "Arm dot product")
+
+
+def int8_encoder_options() -> dict:
+    """`quantize_dynamic`'s options for this CPU's image encoder (INT8_ENCODER, 7-bit weights where needed). Lab 02."""
+    import platform
+
+    arm = platform.machine().lower() in ("arm64", "aarch64")
+    return {**INT8_ENCODER, "reduce_range": not (arm or sizing.int8_instructions() in _NO_SATURATION)}
 
 
 def default_encoder(execution_provider: str) -> str:
@@ -122,19 +135,20 @@ def _with_int8_encoder(source: Path, force: bool) -> Path:
                     os.link(f, tmp / f.name)           # the same bytes: no second copy of the decoder on disk
                 except OSError:
                     shutil.copy2(f, tmp / f.name)
-        quantize_encoder(source / VISION_FILE, tmp / VISION_FILE)
-        log.write_text(f"onnxruntime.quantization.quantize_dynamic({source / VISION_FILE}, {INT8_ENCODER}); the other "
+        quantize_encoder(source / VISION_FILE, tmp / VISION_FILE, options)
+        log.write_text(f"onnxruntime.quantization.quantize_dynamic({source / VISION_FILE}, {options}); the other "
                        f"files linked from {source}\n", encoding="utf-8")
         made = json.loads((source / "export_info.json").read_text(encoding="utf-8"))
         return {**{k: v for k, v in made.items() if k != "seconds"}, "encoder": "int8",
-                "encoder_quantization": INT8_ENCODER, "fp32_encoder_export": str(source)}
+                "encoder_quantization": options, "fp32_encoder_export": str(source)}
 
-    return cache.cached_step("vision", f"{source.name}-encoder-int8", (source, INT8_ENCODER, EXPORT_FORMAT), make,
+    options = int8_encoder_options()
+    return cache.cached_step("vision", f"{source.name}-encoder-int8", (source, options, EXPORT_FORMAT), make,
                              info_file="export_info.json", label="int8 image encoder", force=force).path
 
 
-def quantize_encoder(source: Path, target: Path) -> None:
-    """`source` (an ONNX image encoder) with int8 MatMul weights, written to `target`. Lab 02."""
+def quantize_encoder(source: Path, target: Path, options: dict | None = None) -> None:
+    """`source` (an ONNX image encoder) with int8 MatMul weights, written to `target` (default: this CPU's). Lab 02."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -143,9 +157,9 @@ def quantize_encoder(source: Path, target: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)          # a line per tensor at INFO, and advice at WARNING
     try:
-        options = {k: v for k, v in INT8_ENCODER.items() if k != "weight_type"}
-        quantize_dynamic(str(source), str(target), weight_type=getattr(QuantType, INT8_ENCODER["weight_type"]),
-                         **options)
+        options = options or int8_encoder_options()
+        quantize_dynamic(str(source), str(target), weight_type=getattr(QuantType, options["weight_type"]),
+                         **{k: v for k, v in options.items() if k != "weight_type"})
     finally:
         root.setLevel(level)
 
