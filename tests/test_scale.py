@@ -122,8 +122,12 @@ def test_labs_fall_back_to_the_reference_measurements(tmp_path, monkeypatch):
     assert {"int4", "int8", "fp32"} <= set(reference) and "checkpoint" not in reference, "no local paths committed"
     assert not any("dir" in row for row in reference.values() if isinstance(row, dict))
     assert scale.source_line(reference).startswith("The course's reference measurements (")
+    assert "builder's default blocks of 32" in scale.source_line(reference)      # measured before the laptop profile
+    assert "INT4 decoder in blocks of 32" in "\n".join(scale.vision_lines(reference["vision"]))
     assert len(scale.table(reference)) == 3
     assert scale.read(reference=False) is None
-    mine = {**{k: v for k, v in reference.items() if k != "reference"}, "measured_on": "2027-01-01"}
+    mine = {**{k: v for k, v in reference.items() if k != "reference"}, "measured_on": "2027-01-01",
+            "quantized": {"block_size": 128}}
     (tmp_path / "bench-scale.json").write_text(json.dumps(mine))
     assert "reference" not in scale.read() and "measured 2027-01-01" in scale.source_line(scale.read())
+    assert "as the laptop profile builds them" in scale.source_line(scale.read())

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..core import paths, sizing
 from ..core.errors import LabkitError
+from ..core.profiles import PROFILES
 from ..making import shadow
 from . import bench, phi4_mini
 
@@ -180,7 +181,7 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
               "machine": sizing.machine(), "memory_bandwidth_gb_s": bandwidth,
               "threads": os.cpu_count(), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
               "kv_cache_bytes_per_token": sizing.kv_cache_bytes_per_token(shadow.shadow_config("phi-3.5-mini")),
-              "measured_on": time.strftime("%Y-%m-%d")}
+              "measured_on": time.strftime("%Y-%m-%d"), "quantized": PROFILES["laptop"].quantized}
     for precision in precisions:
         need = sizing.build_requirement(precision, config)
         available = sizing.machine()["available_ram_bytes"]
@@ -280,7 +281,8 @@ def vision_lines(row: dict | None) -> list[str]:
     """The Phi-3.5-vision part of the printed table (empty without a vision measurement). Lab 02."""
     if not row:
         return []
-    lines = [f"vision export ({row.get('encoder', 'fp32')} image encoder, the laptop's INT4 decoder): "
+    decoder = "the laptop's INT4 decoder" if "fp32_encoder" in row else "INT4 decoder in blocks of 32"
+    lines = [f"vision export ({row.get('encoder', 'fp32')} image encoder, {decoder}): "
              f"{row['size_bytes'] / 1e9:.2f} GB, {row['build_seconds'] / 60:.1f} min, "
              f"peak RAM {row['peak_rss_bytes'] / 1e9:.1f} GB"]
     for label, image in row["images"].items():
@@ -319,10 +321,15 @@ def source_line(result: dict) -> str:
     where = (f"{machine.get('cores', '?')} cores, {machine.get('total_ram_bytes', 0) / 1e9:.0f} GB RAM, "
              f"measured {result.get('measured_on', 'on an unknown date')}")
     how = "extrapolated from shallower shadows" if result.get("extrapolated") else "all 32 layers"
+    if "quantized" in result:
+        builds = " INT4 and INT8 as the laptop profile builds them (blocks of 128, last-position logits)."
+    else:   # runs before the laptop profile had its own settings
+        builds = (" INT4 and INT8 in the builder's default blocks of 32; the laptop profile's blocks of 128 are "
+                  "measured in docs/real-size.md.")
     if result.get("reference"):
         return (f"The course's reference measurements ({where}; {how}). `make bench-scale` measures this machine "
-                "and replaces them.")
-    return f"Measured on this machine by `make bench-scale` ({where}; {how})."
+                "and replaces them." + builds)
+    return f"Measured on this machine by `make bench-scale` ({where}; {how})." + builds
 
 
 def table(result: dict):
