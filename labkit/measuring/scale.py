@@ -322,7 +322,8 @@ def source_line(result: dict) -> str:
              f"measured {result.get('measured_on', 'on an unknown date')}")
     how = "extrapolated from shallower shadows" if result.get("extrapolated") else "all 32 layers"
     if "quantized" in result:
-        builds = " INT4 and INT8 as the laptop profile builds them (blocks of 128, last-position logits)."
+        builds = (f" INT4 and INT8 as the laptop profile builds them (blocks of {result['quantized'].get('block_size')}"
+                  ", last-position logits).")
     else:   # runs before the laptop profile had its own settings
         builds = (" INT4 and INT8 in the builder's default blocks of 32; the laptop profile's blocks of 128 are "
                   "measured in docs/real-size.md.")
