@@ -107,15 +107,15 @@ def test_a_missing_engine_venv_stops_before_any_export(bench_dir, tmp_path):
 def test_llamacpps_crash_on_an_amx_cpu_is_named_with_the_way_out(bench_dir, tmp_path, monkeypatch):
     """llama-cpp-python 0.3.36's AMX kernels segfault at the first token on some AMX CPUs (measured here)."""
     engines = [fake_engine("llamacpp", tmp_path, {"FAKE_SEGFAULT": "1"})]
-    monkeypatch.setattr(peers, "cpu_flags", lambda: {"avx512f", "amx_int8"})
+    monkeypatch.setattr(peers.sizing, "cpu_flags", lambda: {"avx512f", "amx_int8"})
     with pytest.raises(peers.PeerError, match=r"(?s)llama.cpp: timing int4 failed \(exit -11\).*AMX.*20824.*"
                                               r"on a CPU without AMX"):
         peers.run_bench_peers(engines, bench_dir, runs=1, new_tokens=4, out=tmp_path / "out.json", ids=[1, 2])
-    monkeypatch.setattr(peers, "cpu_flags", lambda: {"avx2"})       # elsewhere a crash is only a crash
+    monkeypatch.setattr(peers.sizing, "cpu_flags", lambda: {"avx2"})       # elsewhere a crash is only a crash
     with pytest.raises(peers.PeerError) as crashed:
         peers.run_bench_peers(engines, bench_dir, runs=1, new_tokens=4, out=tmp_path / "out.json", ids=[1, 2])
     assert "exit -11" in str(crashed.value) and "AMX" not in str(crashed.value)
-    assert isinstance(peers.cpu_flags(), set)
+    assert isinstance(peers.sizing.cpu_flags(), set)
 
 
 def test_a_failing_engine_is_named_with_its_error_and_nothing_is_written(bench_dir, tmp_path):

@@ -95,14 +95,9 @@ def _run_in(engine: Engine, command: list[str], what: str, timeout: float = 3600
     return done.stdout
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux `/proc/cpuinfo`; empty elsewhere). Lab 01."""
-    return sizing.cpu_flags()
-
-
 def _known_crash(engine: str, returncode: int) -> str:
     """What a crash of a peer is known to mean here, or nothing."""
-    if engine == "llamacpp" and returncode == -11 and "amx_int8" in cpu_flags():
+    if engine == "llamacpp" and returncode == -11 and "amx_int8" in sizing.cpu_flags():
         # Measured with llama-cpp-python 0.3.36 (built natively) on an AMX CPU: Q4_0, Q8_0 and Q4_K_M crashed in
         # their first generation with weight repacking on (the default), Q4_0 ran with it off; F32 ran.
         return ("\nThis CPU has AMX, and llama.cpp's AMX kernels crash on some of them (ggml-org/llama.cpp#20824): "
