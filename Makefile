@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course demo test test-gpu hub lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick bench-recipes cpu-sheet laptop-sheet laptop-training prefetch lock exercises translations wheelhouse clean
+.PHONY: install course demo test test-laptop test-gpu hub lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick bench-recipes cpu-sheet laptop-sheet laptop-training prefetch lock exercises translations wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -45,6 +45,10 @@ demo: install
 # tests/conftest.py does the same for the processes the tests start).
 test: install
 	MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 $(PY) -m pytest
+
+# The laptop profile's quick course on 1-layer shadows (tests/test_laptop_course.py); CI runs it after `make test`.
+test-laptop: install
+	MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 $(PY) -m pytest -m laptop
 
 # The GPU flavour lives in its own environment: .venv stays as it is. Without an NVIDIA GPU this
 # stops before downloading anything, with one message and exit code 3.

@@ -14,7 +14,7 @@ layers; a layer imports only the layers above it in this list (tests/test_layeri
     measuring   bench, judge, scale, phi4_mini, memwatch, peers,   size, speed, quality and memory of what was made
                 peer_worker, vision_verify, report
     training    awq, chat_format, olive, olive_seeded,             AWQ and LoRA fine-tuning (measured with `measuring`)
-                onnx_adapter, recipes
+                onnx_adapter, recipes, bf16_linear
     workshop    course, checks, translations, translation_quality,  the notebooks (in five languages), exercises, the
                 plan, env, gpu, attendees, server, cli             `labkit` command and the workshop server (JupyterHub)
 
@@ -34,7 +34,7 @@ LAYERS = {
                "vision_checkpoint", "vision_export"],
     "measuring": ["bench", "judge", "scale", "phi4_mini", "memwatch", "peers", "peer_worker", "vision_verify",
                   "report"],
-    "training": ["awq", "chat_format", "olive", "olive_seeded", "onnx_adapter", "recipes"],
+    "training": ["awq", "chat_format", "olive", "olive_seeded", "onnx_adapter", "recipes", "bf16_linear"],
     "workshop": ["course", "checks", "translations", "translation_quality", "plan", "env", "gpu", "attendees",
                  "server", "cli"],
 }

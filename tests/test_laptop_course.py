@@ -4,9 +4,12 @@
 decoder (and one CLIP) layer deep, at the real width and vocabulary: every path the laptop profile alone takes
 (lab 01's INT4 of Phi-3.5-mini, lab 02's single image prompt, lab 03's full-size training in bfloat16 through
 Olive as `make laptop-training` runs it, lab 04 on the model it made, the per-lab memory in the report) runs in the
-suite. It runs in the background beside the session's cpu course (tests/conftest.py), as `make laptop-sheet` runs
-it: inside its 16 GB memory cgroup where the suite runs as root, each lab up to its "Your turn" section (the
-exercises' solutions are the cpu course's).
+suite. It runs in the background (tests/conftest.py), as `make laptop-sheet` runs it: inside its 16 GB memory cgroup
+where the suite runs as root, each lab up to its "Your turn" section (the exercises' solutions are the cpu course's).
+
+`make test-laptop` runs these tests (`pytest -m laptop`); `make test` leaves them out (the `laptop` mark) and CI
+(`.ci/run`) runs both. Beside the cpu course they cost `make test` about 520 s of CPU on a 2-core AVX2 machine, which
+the suite's 15 minutes do not hold; after `make test`, lab 03's tiny-model steps are already in the cache.
 """
 
 import json
@@ -21,6 +24,7 @@ from parameters import LAPTOP_QUICK_RECIPE
 from labkit import course, models, paths, plan
 
 LABS = [nb.stem for nb in course.notebooks()]
+pytestmark = pytest.mark.laptop
 
 
 @pytest.mark.notebook

@@ -252,6 +252,28 @@ def test_the_fine_tune_reads_every_block_of_the_file(tiny_dir, tmp_path, monkeyp
     assert re.search(rf"--max_samples {blocks}\b", notebook), "lab 03's olive command shows the same count"
 
 
+def test_gradient_checkpointing_is_off_in_float32_and_on_in_bfloat16(tiny_dir, tmp_path, monkeypatch):
+    """float32 (the tiny model) skips the recomputation; bfloat16 (the full-size path) keeps activations low."""
+    from transformers import HfArgumentParser, TrainingArguments
+
+    seen = []
+
+    def fake_olive(step, args, log, expect, on_line=None, on_start=None):
+        on_start()
+        seen.append(args[args.index("--gradient_checkpointing") + 1])
+        expect.parent.mkdir(parents=True)
+        expect.write_text("{}")
+
+    monkeypatch.setattr(olive, "_run_olive", fake_olive)
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    for dtype in ("float32", "bfloat16"):
+        olive.finetune(tiny_dir, steps=2, torch_dtype=dtype, progress=False)
+    assert seen == ["False", "True"]
+    # `olive finetune` hands options it does not know to the trainer's own parser, as Olive does
+    parsed = HfArgumentParser(TrainingArguments).parse_args(["--output_dir", "x", "--gradient_checkpointing", "False"])
+    assert parsed.gradient_checkpointing is False
+
+
 def test_too_little_text_for_one_block_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(olive, "_run_olive", lambda *a, **k: pytest.fail("Olive started"))
     pairs = tmp_path / "train.jsonl"

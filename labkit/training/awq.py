@@ -30,6 +30,7 @@ from ..core import cache, children, data
 from ..core.errors import InputError
 from ..making import models
 from ..measuring import memwatch
+from .bf16_linear import install_for
 
 # llmcompressor's console log, set up when it is first imported (lab 03 imports it after labkit): at its INFO
 # level it warns "No accelerator available! Compressing model on CPU instead" three times on import, which on the
@@ -55,7 +56,6 @@ def _patch_llmcompressor_for_cpu() -> None:
 def _quiet_transformers() -> None:
     """No "Loading weights" / "Writing model shards" bars: a lab cell shows one line per step, not per file."""
     from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
 
 
@@ -444,7 +444,7 @@ def plot_rtn_vs_awq(table):
 
 if __name__ == "__main__":      # the child of `quantize(in_child=True)`: MODEL GROUP GRID SAMPLES SEQ DTYPE FORCE
     import sys
-
     source, group, grid, pairs, length, kind, again = sys.argv[1:8]
+    install_for(kind)      # AWQ's calibration forwards in float32 on a CPU without bfloat16 instructions
     print(quantize(source, awq_recipe(int(group), int(grid)), samples=int(pairs), seq_len=int(length), dtype=kind,
                    force=again == "1"))

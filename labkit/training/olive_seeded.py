@@ -14,6 +14,9 @@ With `OLIVE_DISABLE_TELEMETRY=1` (labkit sets it) it also keeps Olive 0.13 from 
 Olive logs that event before it reads the opt-out, then spends up to 11 s at exit trying to send it (measured on
 a machine without internet), in every Olive command outside CI.
 
+For `finetune` on an x86 CPU without bfloat16 instructions it makes frozen bfloat16 layers compute in float32
+(`labkit.training.bf16_linear`): PyTorch's own bfloat16 path made one LoRA step of Phi-3.5-mini's shadow 100x slower.
+
 It also ends itself when the process that started it is gone (`LABKIT_PARENT_PID`): a notebook kernel that
 dies or is killed must not leave a fine-tune training on, holding the CPU and gigabytes of memory.
 """
@@ -79,4 +82,8 @@ if __name__ == "__main__":
         with lean.patched_builder():
             runpy.run_module("olive", run_name="__main__", alter_sys=True)
     else:
+        from labkit.training import bf16_linear
+
+        if "finetune" in sys.argv[1:2] and bf16_linear.needed():
+            bf16_linear.install()      # a bfloat16 LoRA on a CPU without bfloat16 instructions
         runpy.run_module("olive", run_name="__main__", alter_sys=True)
