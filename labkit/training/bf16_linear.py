@@ -54,12 +54,12 @@ def install() -> None:
 
     plain_forward = torch.nn.Linear.forward
 
-    def forward(self, x):
+    def forward(self, input):     # nn.Linear's own signature: llmcompressor replays calls by its parameter names
         weight = self.weight
         frozen = not weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
         if weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and (frozen or not torch.is_grad_enabled()):
-            return Float32Linear.apply(x, weight, self.bias)
-        return plain_forward(self, x)
+            return Float32Linear.apply(input, weight, self.bias)
+        return plain_forward(self, input)
 
     torch.nn.Linear.forward = forward
 
