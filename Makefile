@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE ?= 1
 export OLIVE_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install course demo test test-laptop test-gpu hub lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick bench-recipes cpu-sheet laptop-sheet laptop-training prefetch lock exercises translations wheelhouse clean
+.PHONY: install course demo test test-laptop test-gpu hub lab lab-solutions bench bench-peers bench-scale bench-scale-reference bench-scale-quick bench-recipes bench-training bench-training-quick cpu-sheet laptop-sheet laptop-training prefetch lock exercises translations wheelhouse clean
 
 # Re-installs only when a lock or the packaging changed (tools/install.py keeps a stamp).
 install:
@@ -119,6 +119,16 @@ laptop-training: install
 # show it). About 25 minutes on 2 cores; steps another run made are cached.
 bench-recipes: install
 	$(PY) -m labkit bench-recipes --out docs/measured/recipes.json
+
+# Lab 03's full-size AWQ and LoRA on this CPU, before an attendee commits to them: the unit costs on 1- and 2-layer
+# Phi-3.5-mini shadows (AWQ per layer, a LoRA step's parts), extrapolated to 32 layers -> runs/bench-training.json,
+# which lab 00's plan and lab 03 read. About 8 minutes on a 2-core CPU without bfloat16 instructions; the quick
+# variant (the least work that runs every piece, a test runs it) about 2.
+bench-training: install
+	$(PY) -m labkit bench-training
+
+bench-training-quick: install
+	$(PY) -m labkit bench-training --quick --out runs/bench-training-quick.json
 
 # The workshop server on this machine: JupyterHub on port 8000 for a room (root: each attendee gets a Unix user and a
 # memory cgroup of their own). Run `make course` first: its model cache is what attendees read. Prints the URL and the

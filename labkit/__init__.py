@@ -34,7 +34,8 @@ LAYERS = {
                "vision_checkpoint", "vision_export"],
     "measuring": ["bench", "judge", "scale", "phi4_mini", "memwatch", "peers", "peer_worker", "vision_verify",
                   "report"],
-    "training": ["awq", "chat_format", "olive", "olive_seeded", "onnx_adapter", "recipes", "bf16_linear"],
+    "training": ["awq", "chat_format", "olive", "olive_seeded", "onnx_adapter", "recipes", "bf16_linear",
+                 "full_size_cost"],
     "workshop": ["course", "checks", "translations", "translation_quality", "plan", "env", "gpu", "attendees",
                  "server", "cli"],
 }

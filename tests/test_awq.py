@@ -142,3 +142,21 @@ def test_a_recipe_of_your_own_is_not_sent_to_the_child_process(tiny_dir, monkeyp
     mine = [AWQModifier(duo_scaling=False, n_grid=5), awq.awq_recipe(32)[1]]
     with pytest.raises(ValueError, match="recipe of your own in this one"):
         awq.quantize(tiny_dir, mine, samples=SAMPLES, in_child=True)
+
+
+def test_the_child_process_keeps_up_to_1_gib_of_freed_memory(tiny_dir, monkeypatch):
+    """Real-size AWQ in bfloat16 turns each weight into a float32 copy (labkit.bf16_linear): glibc keeps them."""
+    import subprocess
+
+    from labkit import allocator
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen.update(kwargs["env"])
+        return subprocess.CompletedProcess(command, 1)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    for name in allocator.KEEP_FREED:            # tests/conftest.py sets them for the whole suite
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="failed in its process"):
+        awq.quantize(tiny_dir, samples=SAMPLES, in_child=True, force=True)
+    assert {name: seen[name] for name in allocator.KEEP_FREED_BOUNDED} == allocator.KEEP_FREED_BOUNDED

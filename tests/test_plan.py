@@ -103,6 +103,7 @@ def test_full_size_training_is_planned_from_its_measured_sheet_and_never_refuses
     sheet = tmp_path / "laptop-training.json"
     sheet.write_text(json.dumps(TRAINING_SHEET))
     monkeypatch.setattr(plan, "LAPTOP_TRAINING_SHEET", sheet)
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path))          # no `make bench-training` of this machine
     monkeypatch.setattr(plan, "_measured_laptop", lambda: {})
     small = {"cores": 2, "total_ram_bytes": int(8 * GB), "available_ram_bytes": int(8 * GB),
              "memory_limited_by": "RAM", "free_disk_bytes": int(100 * GB)}

@@ -10,6 +10,7 @@
     labkit bench-scale [--layers N] [--precisions int4 …]  Phi-3.5-mini at real size (shadow) on this CPU
     labkit bench-peers [--engines ortgenai llamacpp openvino]  the course's builds vs llama.cpp / OpenVINO GenAI
     labkit bench-recipes [--quick] [--every N] [--out F]   lab 03's full-size recipe on the course model: quality
+    labkit bench-training [--quick] [--out F]             lab 03's full-size AWQ and LoRA: minutes on this CPU
     labkit prefetch [--profile laptop|gpu] [--model ID]   download what a profile (and a model choice) needs
     labkit export-vision MODEL [--precision P] [--encoder E] [--json]
                                                          a Phi-3.5-vision export (cached), as lab 02 makes it
@@ -117,6 +118,12 @@ def _bench_scale(args) -> int:
 def _bench_recipes(args) -> int:
     from ..training.recipes import run_bench_recipes
     run_bench_recipes(quick=args.quick, every=args.every, out=Path(args.out) if args.out else None)
+    return 0
+
+
+def _bench_training(args) -> int:
+    from ..training.full_size_cost import run_bench_training
+    run_bench_training(quick=args.quick, out=Path(args.out) if args.out else None)
     return 0
 
 
@@ -285,6 +292,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="one row: lab 03 at a fifth of its steps, as the test suite trains it")
     recipes.add_argument("--every", type=_positive, default=1, help="ask a random 1/N of the 448 questions")
     recipes.add_argument("--out", default=None, help="also write the rows to this JSON file")
+    training = command("bench-training", _bench_training,
+                       help="lab 03's full-size AWQ and LoRA: minutes on this CPU, from 1- and 2-layer shadows")
+    training.add_argument("--quick", action="store_true", help="the least work that runs every piece (a test)")
+    training.add_argument("--out", default=None, help="JSON file (default runs/bench-training.json)")
     peer = command("bench-peers", _bench_peers,
                    help="ONNX Runtime GenAI vs llama.cpp and OpenVINO GenAI (make bench-peers)")
     peer.add_argument("--engines", nargs="+", default=["ortgenai", "llamacpp", "openvino"])

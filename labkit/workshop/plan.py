@@ -16,6 +16,7 @@ from ..core.errors import LabkitError
 from ..core.profiles import get_profile
 from ..core.sizing import GB, PROCESS_OVERHEAD_BYTES
 from ..making import hub, models, shadow
+from ..training.bf16_linear import BF16_FLAGS
 
 # What each lab of a profile needs, for lab 00's plan. cpu: the cpu course on an empty cache (`make cpu-sheet`).
 # laptop: lab 01 from labkit.sizing's shadow measurements; inference from loading and running the INT4 shadow
@@ -60,6 +61,7 @@ def run_sheet(run_dir: Path) -> dict:
     for name, grown in course.get("cache_bytes", {}).items():
         labs[name[:2]]["cache_bytes"] = grown
     sheet = {"profile": course["profile"], "shadows": course.get("shadows", False),
+             "bf16_instructions": sorted(BF16_FLAGS & sizing.cpu_flags()),
              "cold_cache": course.get("cold_cache", False),
              "measured_on": time.strftime("%Y-%m-%d"), "cores": here["cores"],
              "memory_limit_bytes": course.get("memory_limit_bytes", 0),
@@ -109,9 +111,28 @@ def full_size_training_lines(recipe: dict) -> str:
     total = sum(row["minutes"] for row in training["steps"])
     same = "" if training["recipe"] == recipe else " (measured with another recipe: " + \
         ", ".join(f"{k}={v}" for k, v in training["recipe"].items() if recipe.get(k) != v) + ")"
+    _, this_cpu = this_cpu_training(recipe, sheet)
     return (f"full-size training, measured on {'a full-size shadow' if sheet['shadows'] else 'Phi-3.5-mini'} "
             f"({sheet['cores']} cores, {sheet['memory_limit_bytes'] / GB:.0f} GB limit, {sheet['measured_on']}): "
-            f"{steps}; {total:.0f} min in all{same}")
+            f"{steps}; {total:.0f} min in all{same}" + (f"\n{this_cpu}" if this_cpu else ""))
+
+
+def this_cpu_training(recipe: dict, sheet: dict) -> tuple[float | None, str]:
+    """AWQ + LoRA minutes of `recipe` on this machine, from `make bench-training`, and a line saying so; without that
+    bench, `(None, a warning)` where the sheet's CPU had bfloat16 instructions and this one has none. Lab 00, lab 03."""
+    from ..training import bf16_linear, full_size_cost
+
+    if full_size_cost.default_out().exists():
+        measured = paths.read_json(full_size_cost.default_out(), "rerun `make bench-training`")
+        guess = full_size_cost.estimate(measured, recipe)
+        return guess["awq_minutes"] + guess["lora_minutes"], (
+            f"on this CPU (make bench-training, {measured['measured_on']}, extrapolated from 1- and 2-layer shadows): "
+            f"AWQ ≈ {guess['awq_minutes']:.0f} min, LoRA ≈ {guess['lora_minutes']:.0f} min "
+            f"({guess['step_seconds']:.1f} s a step), plus the export")
+    if sheet.get("bf16_instructions") and bf16_linear.needed():
+        return None, ("that sheet's CPU has bfloat16 instructions and this one has none: AWQ and LoRA compute in "
+                      "float32 here, several times slower. `make bench-training` (about 8 min) measures this CPU.")
+    return None, ""
 
 
 def full_size_quality_line() -> str:
@@ -231,6 +252,10 @@ def _full_size_training_rows(here: dict) -> list[dict]:
     basis = (f"measured: make laptop-training on {'full-size shadows' if sheet['shadows'] else 'Phi-3.5'}, "
              f"{sheet['cores']} cores, {sheet['memory_limit_bytes'] / GB:.0f} GB limit, {sheet['measured_on']}; "
              + ", ".join(f"{row['step']} {row['minutes']:.0f} min" for row in steps))
+    this_cpu, line = this_cpu_training(sheet["training"]["recipe"], sheet)
+    if this_cpu is not None:     # this machine's AWQ and LoRA instead of the sheet's
+        minutes += this_cpu - sum(row["minutes"] for row in steps if row["step"] != "ONNX export with adapter")
+    basis += f"; {line}" if line else ""
     fits = ram <= here["available_ram_bytes"] and disk <= here["free_disk_bytes"]
     return [{"lab": "03", "what": OPTIONAL + "full_size_training=True, AWQ + LoRA + export of Phi-3.5-mini itself",
              "minutes": round(minutes, 1), "peak_ram_gb": round(ram / GB, 1), "disk_gb": round(disk / GB, 1),
