@@ -74,6 +74,8 @@ EXPECTED = {
         ("same seed, same answer; beams start without a space", lambda r:
          r["search_options"]["same again (same seed)"] == r["search_options"]["sample t=0.7, top_k=40, seed 1"]
          and not r["search_options"]["beam 4"].startswith(" ")),
+        ("the search options change the base model's answer (lab 04's markdown: look how much each column moves)",
+         lambda r: len(set(r["search_options"].values())) >= 3),
         ("a first reply", lambda r: r["first_reply"]["new_tokens"] > 0),
         (f"the travel adapter's follow-ups keep the city in >= {FOLLOWUP_KEEPS_CITY_FLOOR:.0%} of two-turn chats",
          lambda r: r["followup_rates"]["followup_keeps_city"] >= FOLLOWUP_KEEPS_CITY_FLOOR),

@@ -32,7 +32,7 @@ FULL_SIZE_RECIPE = {"calibration_samples": 16, "awq_grid": 10, "finetune_steps":
                     "lora_layers": 8, "training_dtype": "bfloat16", "eval_pairs": 32, "paraphrase_every": 16}
 # What the bench runs: the recipe's AWQ search and dtype, a few LoRA steps. `--quick` (make bench-training-quick, a
 # test runs it): the least that still runs every piece.
-BENCH = {"calibration_samples": 16, "awq_grid": 10, "lora_steps": 3}
+BENCH = {"calibration_samples": 16, "awq_grid": 10, "lora_steps": 10}
 QUICK = {"calibration_samples": 2, "awq_grid": 3, "lora_steps": 1}
 LAYERS = 32                     # Phi-3.5-mini's decoder layers
 _RUNTIME = re.compile(r"'train_runtime': '?([0-9.]+)")
