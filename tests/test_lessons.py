@@ -12,7 +12,7 @@ import pytest
 from helpers import notebook_defaults
 from parameters import TEST_PARAMETERS
 
-from labkit import course, judge
+from labkit import course, data, judge
 
 STEMS = [nb.stem for nb in course.notebooks()]
 # A repr that shows only where the object has no richer view: the attendee would read the raw Python object.
@@ -73,8 +73,11 @@ def test_lab04_answers_name_the_city_asked(course_run):
     panel_city = judge.city_in(parameters["fixed_prompts"][0])
     assert judge.names_city(recorded["panel_answers"][0], panel_city), recorded["panel_answers"]
     printed = "".join(_text(o) for o in _cell_after(nb, "## 8. A chat panel").outputs)
-    for n, answer in enumerate(recorded["panel_answers"], 1):
-        assert f"answer {n}: names {panel_city}: {'yes' if judge.names_city(answer, panel_city) else 'no'}" in printed
+    facts = {(row["city"], row["topic"]): row["fact"] for row in data.paraphrases()}
+    for n, (answer, topic) in enumerate(zip(recorded["panel_answers"], parameters["fixed_topics"]), 1):
+        fact = facts[panel_city, topic]         # each answer judged on the fact its question asks, not the city alone
+        assert f"answer {n}: names {panel_city}: {'yes' if judge.names_city(answer, panel_city) else 'no'} · " \
+               f"states its {topic} fact ({fact}): {'yes' if judge.states_fact(answer, fact) else 'no'}" in printed
 
 
 def test_lab03_findings_match_its_tables(course_run):

@@ -58,6 +58,7 @@ def test_headline_ratios():
                            "travel adapter: follow-up keeps the city"], "the payoff leads"
     assert h["travel adapter: names the city asked"] == "80%"
     assert h["travel adapter: follow-up keeps the city"] == "85%"
+    assert h["travel adapter: follow-up states the fact asked"] == "30%", "the unflattering rate beside it"
     assert h["int4 size / fp32"] == pytest.approx(0.44, abs=0.01)
     assert h["AWQ KL / RTN KL (outlier model)"] == pytest.approx(0.32, abs=0.01)
     assert h["AWQ KL / RTN KL (lab model)"] == pytest.approx(48 / 28, abs=0.01), "both rows, where AWQ loses too"

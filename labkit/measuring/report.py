@@ -130,6 +130,8 @@ def headline(data: dict) -> dict:
     if lab04.get("followup_rates"):
         out["travel adapter: follow-up keeps the city"] = \
             f"{lab04['followup_rates']['followup_keeps_city']:.0%}"
+        out["travel adapter: follow-up states the fact asked"] = \
+            f"{lab04['followup_rates']['followup_states_fact']:.0%}"
     builds = data.get("01_builder_quantization", {}).get("builds", {})
     if "fp32" in builds and "int4" in builds:
         out["int4 size / fp32"] = builds["int4"]["size_mb"] / builds["fp32"]["size_mb"]
