@@ -26,13 +26,12 @@ from pathlib import Path
 from ..core import paths, sizing
 from ..making import shadow
 from . import awq, bf16_linear, olive
+from .recipes import FULL_SIZE_RECIPE
 
-# Lab 03's full_size_recipe (its parameters cell; a test keeps the two equal).
-FULL_SIZE_RECIPE = {"calibration_samples": 16, "awq_grid": 10, "finetune_steps": 100, "batch_size": 1,
-                    "lora_layers": 8, "training_dtype": "bfloat16", "eval_pairs": 32, "paraphrase_every": 16}
-# What the bench runs: the recipe's AWQ search and dtype, a few LoRA steps. `--quick` (make bench-training-quick, a
-# test runs it): the least that still runs every piece.
-BENCH = {"calibration_samples": 16, "awq_grid": 10, "lora_steps": 10}
+# What the bench runs: the full-size recipe's AWQ search and dtype, a few LoRA steps. `--quick` (make
+# bench-training-quick, a test runs it): the least that still runs every piece.
+BENCH = {"calibration_samples": FULL_SIZE_RECIPE["calibration_samples"], "awq_grid": FULL_SIZE_RECIPE["awq_grid"],
+         "lora_steps": 10}
 QUICK = {"calibration_samples": 2, "awq_grid": 3, "lora_steps": 1}
 LAYERS = 32                     # Phi-3.5-mini's decoder layers
 _RUNTIME = re.compile(r"'train_runtime': '?([0-9.]+)")
@@ -43,7 +42,7 @@ def default_out() -> Path:
     return paths.runs_root() / "bench-training.json"
 
 
-def measure(quick: bool = False, dtype: str = "bfloat16") -> dict:
+def measure(quick: bool = False, dtype: str = FULL_SIZE_RECIPE["training_dtype"]) -> dict:
     """AWQ's seconds per layer and a LoRA step's parts on 1- and 2-layer shadows, a line per run. Lab 03."""
     settings = QUICK if quick else BENCH
     pairs, grid, steps = settings["calibration_samples"], settings["awq_grid"], settings["lora_steps"]
