@@ -12,7 +12,7 @@ layers; a layer imports only the layers above it in this list (tests/test_layeri
                 shadow, hub, vision_encoder, vision_checkpoint,
                 vision_export
     measuring   bench, judge, scale, phi4_mini, memwatch, peers,   size, speed, quality and memory of what was made
-                peer_worker, vision_verify, report
+                peer_worker, kernels, vision_verify, report
     training    awq, chat_format, olive, olive_seeded,             AWQ and LoRA fine-tuning (measured with `measuring`)
                 onnx_adapter, recipes, bf16_linear
     workshop    course, checks, translations, translation_quality,  the notebooks (in five languages), exercises, the
@@ -32,8 +32,8 @@ LAYERS = {
     "runtime": ["loop", "inputs", "adapters", "guidance", "generate", "chat_panel", "images"],
     "making": ["models", "tokenizer", "build", "lean", "last_position", "shadow", "hub", "vision_encoder",
                "vision_checkpoint", "vision_export"],
-    "measuring": ["bench", "judge", "scale", "phi4_mini", "memwatch", "peers", "peer_worker", "vision_verify",
-                  "report"],
+    "measuring": ["bench", "judge", "scale", "phi4_mini", "memwatch", "peers", "peer_worker", "kernels",
+                  "vision_verify", "report"],
     "training": ["awq", "chat_format", "olive", "olive_seeded", "onnx_adapter", "recipes", "bf16_linear",
                  "full_size_cost"],
     "workshop": ["course", "checks", "translations", "translation_quality", "plan", "env", "gpu", "attendees",

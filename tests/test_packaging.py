@@ -153,7 +153,9 @@ def test_the_peer_worker_imports_only_what_the_peer_pins_install():
                    "openvino_genai": ("openvino", "openvino-genai=="),
                    "openvino": ("openvino", "optimum-intel[openvino]=="),
                    "numpy": ("openvino", "optimum-intel"),            # numpy comes with optimum-intel
-                   "onnxruntime_genai": (None, None)}                 # the course's own environment
+                   "nncf": ("openvino", "nncf=="),
+                   "onnxruntime_genai": (None, None),                 # the course's own environment
+                   "onnxruntime": (None, None), "onnx": (None, None)}
     imports = third_party_imports([PEER_WORKER])
     assert imports == set(provided_by), "a new import in the peer worker: pin it in requirements/peers/"
     for module, (engine, pin) in provided_by.items():

@@ -6,13 +6,18 @@ import sys
 
 import pytest
 
-from labkit import peers
+from labkit import peers, sizing
 
 # A stand-in engine: prints what labkit/peer_worker.py prints. Speeds come from the precision; a peer set to
 # disagree changes its tokens after position 8; one set to wobble gives other tokens on every run.
 FAKE_WORKER = r'''
 import json, os, sys
 request = json.loads(sys.argv[1])
+if request.get("job") == "kernels":
+    scale = float(os.environ.get("FAKE_SPEED", "1"))
+    print(json.dumps({"prefill_gflop_s": {v: 100.0 * scale for v in request["variants"]},
+                      "decode_gb_s": {v: 10.0 * scale for v in request["variants"] if v != "fp32"}}))
+    raise SystemExit(0)
 if os.environ.get("FAKE_SEGFAULT"):
     import signal
     os.kill(os.getpid(), signal.SIGSEGV)
@@ -91,8 +96,31 @@ def test_fake_engines_give_the_documented_json_table_and_ratios(bench_dir, tmp_p
     assert written["engines"]["ortgenai"]["int4_b32"]["decode_tok_s"] == 240.0
     assert "blocks of 32, like for like with llama.cpp's Q4_0: decode 1.00×, prefill 1.00×" in printed
     assert peers.read(out) == written
+    # The kernels: asked of ONNX Runtime and OpenVINO only, each for its own variants, against the machine's bandwidth.
+    kernels = written["kernels"]
+    assert set(kernels["engines"]) == {"ortgenai", "openvino"} and kernels["memory_read_gb_s"] > 1
+    assert kernels["engines"]["ortgenai"]["prefill_gflop_s"] == {"int4": 100.0, "int4_b32": 100.0, "fp32": 100.0}
+    assert kernels["engines"]["openvino"] == {"prefill_gflop_s": {"int4": 125.0}, "decode_gb_s": {"int4": 12.5}}
+    assert ("the kernels alone, one 3072×8192 MatMul of 128 tokens, GFLOP/s: ONNX Runtime GenAI int4 100, "
+            "int4 blocks of 32 100, fp32 100; OpenVINO GenAI int4 125") in printed
+    bound = kernels["memory_read_gb_s"]
+    assert f"OpenVINO GenAI 12.5 GB/s ({12.5 / bound:.2f} of it)" in printed
+    assert written["machine"]["int8_instructions"] == sizing.int8_instructions()
+    assert peers.source_line(written).startswith("Measured on this machine by `make bench-peers`")
     assert list(peers.table(written).index.get_level_values("engine")).count("llama.cpp") == 4
     assert len(peers.plot(written).axes[0].patches) == 3 * 5
+
+
+def test_without_a_run_here_the_labs_show_the_reference_run_and_say_so(tmp_path, monkeypatch):
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps({"settings": {"threads": 2}, "engines": {}, "measured_on": "2026-12-05",
+                                     "machine": {"cores": 2, "int8_instructions": "AVX2 (no VNNI)"}}))
+    monkeypatch.setattr(peers, "REFERENCE", reference)
+    result = peers.read(tmp_path / "absent.json")
+    assert result["reference"] is True and result["measured_on"] == "2026-12-05"
+    line = peers.source_line(result)
+    assert line.startswith("The course's reference run") and "AVX2 (no VNNI)" in line and "2026-12-05" in line
+    assert peers.read(tmp_path / "absent.json", reference=False) is None
 
 
 def test_a_missing_engine_venv_stops_before_any_export(bench_dir, tmp_path):
@@ -148,9 +176,26 @@ def test_the_real_onnxruntime_genai_worker_on_the_tiny_builds(tiny_builds, bench
 
     engine = peers.Engine("ortgenai", sys.executable, prepare)
     result = peers.run_bench_peers([engine], bench_dir, runs=2, new_tokens=12, threads=1, orders=1,
-                                   out=tmp_path / "out.json", ids=[10, 20, 30, 40, 50])
+                                   out=tmp_path / "out.json", ids=[10, 20, 30, 40, 50],
+                                   kernel_shape={"k": 256, "n": 512, "tokens": 16, "layers": 2})
     rows = result["engines"]["ortgenai"]
     assert set(rows) == {"int4", "fp32"}
     assert all(row["decode_tok_s"] > 0 and row["prefill_tok_s"] > 0 for row in rows.values())
     assert rows["int4"]["size_bytes"] < rows["fp32"]["size_bytes"]
     assert result["versions"]["ortgenai"] != "?"
+    # The worker's kernels job, for real: MatMulNBits at both block sizes and fp32 MatMul, timed.
+    kernels = result["kernels"]["engines"]["ortgenai"]
+    assert set(kernels["prefill_gflop_s"]) == {"int4", "int4_b32", "fp32"} and set(kernels["decode_gb_s"]) == {
+        "int4", "int4_b32"}
+    assert all(v > 0 for row in kernels.values() for v in row.values())
+
+
+def test_the_committed_reference_is_one_whole_run_of_the_three_engines():
+    reference = json.loads(peers.REFERENCE.read_text())     # `make bench-peers-reference`
+    assert set(reference["engines"]) == {"ortgenai", "llamacpp", "openvino"}
+    assert set(reference["engines"]["ortgenai"]) == {"int4", "int8", "fp32", "int4_b32"}
+    assert reference["fp32_agreement"] == {"llamacpp": 1.0, "openvino": 1.0}
+    assert set(reference["kernels"]["engines"]) == {"ortgenai", "openvino"}
+    assert reference["machine"]["int8_instructions"] and reference["measured_on"]
+    assert "/" not in reference["settings"]["model"]          # no folder of the machine that measured it
+    assert set(reference["ratios"]) == {"int4", "int8", "fp32"}

@@ -110,7 +110,94 @@ def _quantize_gguf(request: dict) -> dict:
     return {"out": request["out"]}
 
 
-_JOBS = {"quantize": _quantize_gguf}
+def _kernels(request: dict) -> dict:
+    """The matrix kernels under the table, without a model around them. Lab 01 (`make bench-peers`).
+
+    Prefill-shaped: one `k` x `n` MatMul of `tokens` rows (GFLOP/s). Decode-shaped: one row through a chain of
+    `layers` square `k` x `k` MatMuls, more weights than a CPU cache holds (GB/s of weights read, to set against
+    the machine's memory bandwidth). Random weights: the speed of these kernels does not depend on the values."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    k, n, tokens, layers = request["k"], request["n"], request["tokens"], request["layers"]
+    make = {"ortgenai": _ort_kernel, "openvino": _openvino_kernel}[request["engine"]]
+    out = {"prefill_gflop_s": {}, "decode_gb_s": {}}
+    for variant in request["variants"]:
+        run, _ = make([(k, n)], variant, request["threads"], rng)
+        seconds = _median_seconds(run, rng.standard_normal((tokens, k), dtype=np.float32))
+        out["prefill_gflop_s"][variant] = round(2 * tokens * k * n / seconds / 1e9, 1)
+        if variant != "fp32":
+            run, weight_bytes = make([(k, k)] * layers, variant, request["threads"], rng)
+            seconds = _median_seconds(run, rng.standard_normal((1, k), dtype=np.float32))
+            out["decode_gb_s"][variant] = round(weight_bytes / seconds / 1e9, 2)
+    return out
+
+
+def _median_seconds(run, a, batches: int = 5, target: float = 0.3) -> float:
+    run(a)
+    started = time.perf_counter()
+    run(a)
+    repeats = max(1, int(target / max(time.perf_counter() - started, 1e-6)))
+    times = []
+    for _ in range(batches):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            run(a)
+        times.append((time.perf_counter() - started) / repeats)
+    return statistics.median(times)
+
+
+def _ort_kernel(shapes, variant: str, threads: int, rng):
+    """MatMulNBits (`int4`: blocks of 128, `int4_b32`; int8 compute, accuracy level 4) or MatMul (`fp32`)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, weights, x = [], [], "A"
+    for i, (k, n) in enumerate(shapes):
+        if variant == "fp32":
+            weights.append(numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32) / k ** 0.5, f"W{i}"))
+            nodes.append(helper.make_node("MatMul", [x, f"W{i}"], [f"Y{i}"]))
+        else:
+            block = 32 if variant == "int4_b32" else 128
+            packed = rng.integers(0, 256, size=(n, k // block, block // 2), dtype=np.uint8)
+            scales = np.full(n * k // block, (21 * k) ** -0.5, dtype=np.float32)   # keeps a chain's values ~N(0, 1)
+            weights += [numpy_helper.from_array(packed, f"B{i}"), numpy_helper.from_array(scales, f"S{i}")]
+            nodes.append(helper.make_node("MatMulNBits", [x, f"B{i}", f"S{i}"], [f"Y{i}"], domain="com.microsoft",
+                                          K=k, N=n, bits=4, block_size=block, accuracy_level=4))
+        x = f"Y{i}"
+    rows = helper.make_tensor_value_info("A", TensorProto.FLOAT, ["M", shapes[0][0]])
+    graph = helper.make_graph(nodes, "kernel", [rows],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["M", shapes[-1][1]])], weights)
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return (lambda a: session.run(None, {"A": a})), sum(len(w.raw_data) for w in weights)
+
+
+def _openvino_kernel(shapes, variant: str, threads: int, rng):
+    """The same MatMuls compressed by NNCF as `optimum-cli export openvino --weight-format int4 --group-size 32`
+    does (asymmetric int4, groups of 32)."""
+    import nncf
+    import numpy as np
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    a = ops.parameter([-1, shapes[0][0]], ov.Type.f32, name="A")
+    x = a
+    for k, n in shapes:
+        x = ops.matmul(x, ops.constant(rng.standard_normal((n, k), dtype=np.float32) / k ** 0.5), False, True)
+    model = ov.Model([x], [a], "kernel")
+    if variant != "fp32":
+        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=32, ratio=1.0)
+    weight_bytes = sum(op.get_byte_size() for op in model.get_ops() if op.get_type_name() == "Constant")
+    request = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads}).create_infer_request()
+    return (lambda a: request.infer({0: a})), weight_bytes
+
+
+_JOBS = {"quantize": _quantize_gguf, "kernels": _kernels}
 
 
 def measure(request: dict) -> dict:

@@ -27,12 +27,14 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import cache, children, paths, sizing
 from ..core.errors import LabkitError
+from . import kernels
 
 WORKER = Path(__file__).with_name("peer_worker.py")
 VENVS = paths.REPO / ".venv-peers"
@@ -238,7 +240,8 @@ def agreement(tokens: list[int], reference: list[int]) -> float:
 
 def run_bench_peers(engines: list[Engine] | None = None, bench_dir: Path | None = None, runs: int = 3,
                     new_tokens: int = 64, prompt_tokens: int = 128, threads: int = 2, orders: int = 2,
-                    out: Path | None = None, ids: list[int] | None = None, progress: bool = True) -> dict:
+                    out: Path | None = None, ids: list[int] | None = None, progress: bool = True,
+                    kernel_shape: dict | None = None) -> dict:
     """The `make bench-peers` suite. Prints a table, writes `runs/bench-peers.json`, returns the result. Lab 01."""
     from ..making import models
 
@@ -266,9 +269,12 @@ def run_bench_peers(engines: list[Engine] | None = None, bench_dir: Path | None 
         samples.setdefault((engine.name, variant.key), []).append(
             measure(engine, variant, ids, new_tokens, threads, runs))
 
+    machine = sizing.machine()
     result = {"settings": {"runs": runs, "orders": orders, "new_tokens": new_tokens, "prompt_tokens": len(ids),
                            "threads": threads, "model": bench_dir.name, "cpu_count": os.cpu_count(),
                            "lm_head_share": lm_head_share(bench_dir)},
+              "machine": {key: machine[key] for key in ("cores", "total_ram_bytes", "int8_instructions")},
+              "measured_on": time.strftime("%Y-%m-%d"),
               "engines": {}, "versions": {}, "varying_tokens": []}
     tokens = {}
     for engine, variant in variants:
@@ -293,6 +299,9 @@ def run_bench_peers(engines: list[Engine] | None = None, bench_dir: Path | None 
         result["fp32_agreement"] = {name: agreement(t, reference) for (name, key), t in tokens.items()
                                     if key == "fp32" and name != "ortgenai"}
     result["ratios"] = ratios(result)
+    if progress:
+        print("the matrix kernels alone …", flush=True)
+    result["kernels"] = kernels.measure(engines, threads, kernel_shape or kernels.SHAPE, _run_in)
     out = Path(out) if out else paths.runs_root() / "bench-peers.json"
     paths.write_json_atomic(out, result)
     if progress:
@@ -357,6 +366,7 @@ def summary_lines(result: dict) -> list[str]:
     if share:
         lines.append(f"the LM head is {share:.0%} of this model's matrix weights: the course's int4 and OpenVINO "
                      f"compute it for the prompt's last position only, the other rows at every position")
+    lines += kernels.lines(result, label)
     lines += [f"fp32 greedy tokens, {label(name)} vs ONNX Runtime GenAI: {share:.0%} agree"
               for name, share in result.get("fp32_agreement", {}).items()]
     if result.get("varying_tokens"):
@@ -373,12 +383,32 @@ def format_table(result: dict) -> str:
     return "\n".join(lines + summary_lines(result))
 
 
-def read(path: str | Path | None = None) -> dict | None:
-    """The results of the last `make bench-peers` (`runs/bench-peers.json`), or None when there are none. Lab 01."""
+REFERENCE = paths.REPO / "docs" / "measured" / "bench-peers.json"   # `make bench-peers-reference` writes it
+
+
+def read(path: str | Path | None = None, reference: bool = True) -> dict | None:
+    """The results of the last `make bench-peers` (`runs/bench-peers.json`); without one, the course's reference
+    run (`docs/measured/bench-peers.json`, marked `"reference": True`), or None. Lab 01 (and lab 05).
+
+    The peers' environments take 15-20 minutes to install, so a course run shows a measured comparison anyway."""
     path = Path(path) if path else paths.runs_root() / "bench-peers.json"
-    if not path.exists():
-        return None
-    return paths.read_json(path, "run `make bench-peers` again")
+    if path.exists():
+        return paths.read_json(path, "run `make bench-peers` again")
+    if reference and REFERENCE.exists():
+        return {**paths.read_json(REFERENCE, "restore it with `git checkout -- docs/measured`"), "reference": True}
+    return None
+
+
+def source_line(result: dict) -> str:
+    """Where a bench-peers result comes from, in one line for the labs: which CPU class and when. Lab 01."""
+    machine = result.get("machine", {})
+    when = result.get("measured_on", "on an unknown date")
+    where = (f"{machine.get('cores', result['settings'].get('cpu_count', '?'))} cores, int8 instructions: "
+             f"{machine.get('int8_instructions', 'not recorded')}, measured {when}")
+    if result.get("reference"):
+        return (f"The course's reference run of `make bench-peers` ({where}); running it here measures this machine "
+                "and replaces it. Prefill ratios hold only between CPUs with the same int8 instructions.")
+    return f"Measured on this machine by `make bench-peers` ({where})."
 
 
 def table(result: dict):
