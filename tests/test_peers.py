@@ -96,6 +96,11 @@ def test_fake_engines_give_the_documented_json_table_and_ratios(bench_dir, tmp_p
     assert written["engines"]["ortgenai"]["int4_b32"]["decode_tok_s"] == 240.0
     assert "blocks of 32, like for like with llama.cpp's Q4_0: decode 1.00×, prefill 1.00×" in printed
     assert peers.read(out) == written
+    assert "fp32 folder" not in printed                       # fake OpenVINO fp32 is as large as ONNX Runtime's
+    bf16 = {**written, "engines": {**written["engines"], "openvino": {
+        **written["engines"]["openvino"], "fp32": {**written["engines"]["openvino"]["fp32"], "size_bytes": 200}}}}
+    assert "OpenVINO GenAI's fp32 folder is 0 MB against 0 MB: it keeps the checkpoint's bfloat16" in "\n".join(
+        peers.summary_lines(bf16))
     # The kernels: asked of ONNX Runtime and OpenVINO only, each for its own variants, against the machine's bandwidth.
     kernels = written["kernels"]
     assert set(kernels["engines"]) == {"ortgenai", "openvino"} and kernels["memory_read_gb_s"] > 1

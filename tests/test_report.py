@@ -166,5 +166,10 @@ def test_the_report_shows_each_labs_minutes_and_peak_memory_under_the_runs_limit
     lines = report.course_lines(data)
     assert lines[0].startswith("profile laptop, Phi-3.5 shadows (random weights") and "22.5 min" in lines[0]
     assert lines[1] == "largest peak: 9.4 GB in 01_builder_quantization, of 16.0 GB (a memory limit)"
+    assert len(lines) == 2                                     # a record from before the cache was noted
+    data["course"]["cache_bytes_at_start"] = 5_300_000_000
+    assert report.course_lines(data)[2].startswith("started with 5.3 GB in the model cache")
+    data["course"].update(cold_cache=True)
+    assert report.course_lines(data)[2] == "started on an empty model cache: a first run's minutes"
     assert len(report.plot_course(data).axes) == 2
     assert report.course_table({}).empty and "one by one" in report.course_lines({})[0]

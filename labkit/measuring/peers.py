@@ -364,8 +364,14 @@ def summary_lines(result: dict) -> list[str]:
                      f"{ours['prefill_tok_s'] / q4_0['prefill_tok_s']:.2f}×")
     share = result["settings"].get("lm_head_share")
     if share:
-        lines.append(f"the LM head is {share:.0%} of this model's matrix weights: the course's int4 and OpenVINO "
-                     f"compute it for the prompt's last position only, the other rows at every position")
+        lines.append(f"the LM head is {share:.0%} of this model's matrix weights: the course's int4 and int8 and "
+                     "OpenVINO's exports compute it for the prompt's last position only, the other builds at every one")
+    ours, theirs = (result["engines"].get(name, {}).get("fp32") for name in ("ortgenai", "openvino"))
+    if ours and theirs and theirs["size_bytes"] < 0.6 * ours["size_bytes"]:
+        # optimum-intel keeps the checkpoint's bfloat16 weights as they are (computing in f32)
+        lines.append(f"OpenVINO GenAI's fp32 folder is {theirs['size_bytes'] / 1e6:.0f} MB against "
+                     f"{ours['size_bytes'] / 1e6:.0f} MB: it keeps the checkpoint's bfloat16 weights, so its fp32 "
+                     "decode reads half the bytes (not like for like)")
     lines += kernels.lines(result, label)
     lines += [f"fp32 greedy tokens, {label(name)} vs ONNX Runtime GenAI: {share:.0%} agree"
               for name, share in result.get("fp32_agreement", {}).items()]

@@ -198,6 +198,11 @@ def course_lines(data: dict) -> list[str]:
         bound = "the machine's RAM" if limit and ram and abs(limit - ram) < 2**20 else "a memory limit"
         lines.append(f"largest peak: {peaks[top] / 1e9:.1f} GB in {top}"
                      + (f", of {limit / 1e9:.1f} GB ({bound})" if limit else ""))
+    if course.get("cold_cache") or "cache_bytes_at_start" in course:
+        held = 0 if course.get("cold_cache") else course["cache_bytes_at_start"]
+        lines.append("started on an empty model cache: a first run's minutes" if held < 2**20 else
+                     f"started with {held / 1e9:.1f} GB in the model cache: what earlier runs built and fine-tuned "
+                     "was reused, so a first run takes longer (lab 00's plan)")
     return lines
 
 

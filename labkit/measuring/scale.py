@@ -319,7 +319,8 @@ def source_line(result: dict) -> str:
     """Where the numbers of a bench-scale result come from, in one line for the labs. Lab 01."""
     machine = result.get("machine", {})
     where = (f"{machine.get('cores', '?')} cores, {machine.get('total_ram_bytes', 0) / 1e9:.0f} GB RAM, "
-             f"measured {result.get('measured_on', 'on an unknown date')}")
+             + (f"int8 instructions: {machine['int8_instructions']}, " if "int8_instructions" in machine else "")
+             + f"measured {result.get('measured_on', 'on an unknown date')}")
     how = "extrapolated from shallower shadows" if result.get("extrapolated") else "all 32 layers"
     if "quantized" in result:
         builds = (f" INT4 and INT8 as the laptop profile builds them (blocks of {result['quantized'].get('block_size')}"

@@ -299,6 +299,9 @@ def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], p
     peaks = dict(before.get("peak_rss_bytes", {})) if same else {}
     grown = dict(before.get("cache_bytes", {})) if same and cold else {}
     started = time.perf_counter() - sum(timings.values())
+    # What earlier runs left in the model cache: their builds and fine-tunes are reused, so the minutes are a rerun's.
+    cache_at_start = before.get("cache_bytes_at_start", 0) if same and timings else (
+        0 if cold else paths.dir_size(paths.cache_dir()))
     for nb in tqdm(chosen, desc="course", unit="notebook"):
         t = time.perf_counter()
         cached_before = paths.dir_size(paths.cache_dir()) if cold else 0
@@ -316,6 +319,7 @@ def _run_timed(chosen: list[Path], run_dir: Path, parameters: dict[str, dict], p
         results.record("course", {"profile": profile, "shadows": shadows, "exercises": exercises,
                                   "language": lang or "en",
                                   "cold_cache": cold, **({"cache_bytes": grown} if cold else {}),
+                                  "cache_bytes_at_start": cache_at_start,
                                   "notebook_seconds": timings,
                                   "peak_rss_bytes": peaks, "memory_limit_bytes": sizing.memory_limit_bytes()},
                        run_dir / "results.json")
