@@ -93,9 +93,10 @@ bench-scale: install
 	$(PY) -m labkit bench-scale --vision --phi4
 
 # The same, written to docs/measured/bench-scale.json (committed, without this machine's folder names): the
-# reference measurements labs 01 and 05 show until an attendee runs `make bench-scale`.
+# reference measurements labs 01 and 05 show until an attendee runs `make bench-scale`. Inside a 16 GB memory
+# cgroup (needs root: tools/memory_limit.py), so the reference also shows that every step fits a 16 GB laptop.
 bench-scale-reference: install
-	$(PY) -m labkit bench-scale --vision --phi4 --out docs/measured/bench-scale.json
+	$(PY) tools/memory_limit.py 16G -- $(PY) -m labkit bench-scale --vision --phi4 --out docs/measured/bench-scale.json
 
 # The same path on 1- and 2-layer shadows, extrapolated to 32 layers: about a minute. Medians of 5 runs: the
 # per-layer cost is the difference of two short timings, times 31, so one run's noise would be multiplied.
