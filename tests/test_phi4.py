@@ -185,6 +185,10 @@ def test_the_reference_run_puts_phi4_mini_beside_phi35_mini_within_16_gb():
     assert {"decode_tok_s_at_256", "decode_tok_s_at_4096", "longrope_switch_s"} <= set(table.index)
     line = phi4_mini.source_line(reference)
     assert phi4["measured_on"] in line and "16 GB memory limit" in line
+    # Joined from another run than the table above, and the line says so (the same run says nothing).
+    assert ("not the one of the table above" in line) == (phi4["measured_on"] != reference["measured_on"])
+    same_run = {**reference, "phi-4-mini": {**phi4, "measured_on": reference["measured_on"]}}
+    assert "not the one of the table above" not in phi4_mini.source_line(same_run)
     figure = phi4_mini.plot(reference)
     assert len(figure.axes) == 2
     plt.close(figure)

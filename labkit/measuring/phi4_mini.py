@@ -118,9 +118,15 @@ def source_line(result: dict) -> str:
     machine = phi4.get("machine", result.get("machine", {}))
     limit = phi4.get("memory_limit_bytes")
     limit = f", inside a {limit / 1e9:.0f} GB memory limit" if limit else ""
-    return (f"Phi-4-mini beside Phi-3.5-mini, both INT4 and measured in one run ({machine.get('cores', '?')} cores, "
-            f"{phi4.get('measured_on', result.get('measured_on', '?'))}{limit}); decode after N tokens of context "
-            f"at {result['context_decode']['layers']} layers, one run each.")
+    when = phi4.get("measured_on", result.get("measured_on", "?"))
+    line = (f"Phi-4-mini beside Phi-3.5-mini, both INT4 and measured in one run ({machine.get('cores', '?')} cores, "
+            f"{when}{limit}); decode after N tokens of context at {result['context_decode']['layers']} layers, one "
+            "run each.")
+    if when != result.get("measured_on", when):
+        # The committed reference joins this section from another run: its Phi-3.5-mini row is that run's.
+        line += (f" That run is not the one of the table above ({result['measured_on']}): compare Phi-3.5-mini's "
+                 "numbers within one table, not across the two.")
+    return line
 
 
 def plot(result: dict):
