@@ -122,6 +122,7 @@ class Course(TypedDict):
     exercises: bool                      # False: each lab stopped before its "Your turn" section
     cold_cache: bool                     # ran on an empty model cache (`--cold-cache`): a first run
     cache_bytes: dict[str, int]          # on a cold cache: what each notebook added to it
+    cache_bytes_at_start: int            # what earlier runs had left in the model cache (0 on a cold cache)
     language: str                        # the labs' language: en, or es, pt, zh, ko (`--lang`)
 
 
