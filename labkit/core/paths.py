@@ -131,6 +131,16 @@ def read_json(path: Path, fix: str = "restore it from the original (re-download 
             from None
 
 
+def read_run_or_reference(path: Path, reference: Path | None, fix: str) -> dict | None:
+    """A benchmark's result on this machine (`path`); without one, the course's committed `reference` run,
+    marked `"reference": True`; else None. Lab 01 (and lab 05): `make bench-scale`, `make bench-peers`."""
+    if Path(path).exists():
+        return read_json(path, fix)
+    if reference is not None and Path(reference).exists():
+        return {**read_json(reference, "restore it with `git checkout -- docs/measured`"), "reference": True}
+    return None
+
+
 def write_json_atomic(path: Path, value) -> Path:
     """Write JSON to `path` through a temp file and a rename: readers never see half a file. All labs."""
     path = Path(path)

@@ -398,11 +398,7 @@ def read(path: str | Path | None = None, reference: bool = True) -> dict | None:
 
     The peers' environments take 15-20 minutes to install, so a course run shows a measured comparison anyway."""
     path = Path(path) if path else paths.runs_root() / "bench-peers.json"
-    if path.exists():
-        return paths.read_json(path, "run `make bench-peers` again")
-    if reference and REFERENCE.exists():
-        return {**paths.read_json(REFERENCE, "restore it with `git checkout -- docs/measured`"), "reference": True}
-    return None
+    return paths.read_run_or_reference(path, REFERENCE if reference else None, "run `make bench-peers` again")
 
 
 def source_line(result: dict) -> str:

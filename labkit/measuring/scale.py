@@ -307,12 +307,8 @@ def read(path: Path | None = None, reference: bool = True) -> dict | None:
 
     So a course run shows Phi-3.5-mini at real size even where no one has run the 23-minute benchmark yet."""
     path = Path(path) if path else paths.runs_root() / "bench-scale.json"
-    fix = "run `make bench-scale` (or `make bench-scale-quick`) again"
-    if path.exists():
-        return paths.read_json(path, fix)
-    if reference and REFERENCE.exists():
-        return {**paths.read_json(REFERENCE, "restore it with `git checkout -- docs/measured`"), "reference": True}
-    return None
+    return paths.read_run_or_reference(path, REFERENCE if reference else None,
+                                       "run `make bench-scale` (or `make bench-scale-quick`) again")
 
 
 def source_line(result: dict) -> str:
