@@ -98,6 +98,15 @@ def latest_run() -> Path | None:
     return root / name if name and (root / name).is_dir() else None
 
 
+def shown(path: Path) -> str:
+    """A path as the labs print it: relative to the project folder when inside it (`runs/20261205-210638`), so an
+    executed notebook reads the same on every machine; absolute elsewhere. All labs."""
+    try:
+        return Path(path).resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def venv_python(venv: Path) -> Path:
     """A virtual environment's Python: `bin/python`, on Windows `Scripts\\python.exe`. All labs."""
     return venv_script(venv, "python")

@@ -50,6 +50,13 @@ def label(name: str) -> str:
     return _LABELS.get(name, name)
 
 
+def variant_label(engine: str, key: str) -> str:
+    """A variant as the tables show it: llama.cpp's by their GGUF type names (`int4 (Q4_0)`), the rest by key.
+    Lab 01."""
+    gguf = _GGUF_TYPES.get(key) if engine == "llamacpp" else None
+    return key if not gguf else (gguf if gguf.lower() == key else f"{key} ({gguf})")
+
+
 class PeerError(LabkitError, RuntimeError):
     """A peer engine that could not be prepared or measured; the message says which and what to do. Lab 01."""
 
@@ -346,15 +353,19 @@ def ratios(result: dict) -> dict:
 
 def rows(result: dict) -> list[dict]:
     """One row per engine and variant, for the tables. Lab 01."""
-    return [{"engine": label(name), "variant": key, "decode_tok_s": row["decode_tok_s"],
+    return [{"engine": label(name), "variant": variant_label(name, key), "decode_tok_s": row["decode_tok_s"],
              "prefill_tok_s": row["prefill_tok_s"], "size_mb": round(row["size_bytes"] / 1e6, 1)}
             for name, variants in result["engines"].items() for key, row in variants.items()]
+
+
+def _short(engine: str, key: str) -> str:
+    return _GGUF_TYPES.get(key, key) if engine == "llamacpp" else key
 
 
 def summary_lines(result: dict) -> list[str]:
     """The course-vs-fastest-peer ratio per precision and the FP32 cross-check, in words. Lab 01."""
     lines = [f"{precision}: ONNX Runtime GenAI {speed}s at {ratio['ratio']:.2f}× the fastest peer "
-             f"({label(ratio['fastest_peer'])} {ratio['variant']})"
+             f"({label(ratio['fastest_peer'])} {_short(ratio['fastest_peer'], ratio['variant'])})"
              for precision, speeds in result.get("ratios", {}).items() for speed, ratio in speeds.items()]
     ours = result["engines"].get("ortgenai", {}).get("int4_b32")
     q4_0 = result["engines"].get("llamacpp", {}).get("int4")
@@ -383,8 +394,8 @@ def summary_lines(result: dict) -> list[str]:
 
 def format_table(result: dict) -> str:
     """The printed table of `make bench-peers`, then `summary_lines`. Lab 01."""
-    lines = [f"{'engine':<20} {'variant':<8} {'decode tok/s':>12} {'prefill tok/s':>13} {'size MB':>8}"]
-    lines += [f"{r['engine']:<20} {r['variant']:<8} {r['decode_tok_s']:>12.1f} {r['prefill_tok_s']:>13.1f} "
+    lines = [f"{'engine':<20} {'variant':<12} {'decode tok/s':>12} {'prefill tok/s':>13} {'size MB':>8}"]
+    lines += [f"{r['engine']:<20} {r['variant']:<12} {r['decode_tok_s']:>12.1f} {r['prefill_tok_s']:>13.1f} "
               f"{r['size_mb']:>8.1f}" for r in rows(result)]
     return "\n".join(lines + summary_lines(result))
 

@@ -84,7 +84,7 @@ def start_lab(name: str, profile: str | None = None, run_dir: str | Path | None 
     lab = Lab(name, chosen, paths.run_dir())
     print(f"{name}: profile {chosen.name} (execution provider {chosen.execution_provider}; text model "
           f"{chosen.text_model}, vision model {chosen.vision_model})")
-    print(f"run folder: {lab.run_dir}")
+    print(f"run folder: {paths.shown(lab.run_dir)}")
     from ..making.models import SHADOW_NOTICE, shadows_requested
 
     if chosen.name != "cpu" and shadows_requested():
@@ -138,6 +138,14 @@ def without_exercises(notebook: Path):
     return nb
 
 
+def _relative_to(path: Path, start: Path) -> str:
+    """`path` as the notebook's kernel (started in `start`) reaches it: relative inside the project folder, so the
+    injected parameters of an executed notebook show no machine's folders; absolute elsewhere."""
+    if not Path(path).resolve().is_relative_to(paths.REPO):
+        return str(path)
+    return os.path.relpath(path, start)
+
+
 def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, profile: str = "cpu",
                  timeout: int | None = None, exercises: bool = True, lang: str | None = None) -> Path:
     """Execute one notebook into `run_dir`; return the executed copy. Raises NotebookFailed. All labs.
@@ -156,7 +164,7 @@ def run_notebook(notebook: Path, run_dir: Path, parameters: dict | None = None, 
     notebook, run_dir = Path(notebook).resolve(), Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     output = run_dir / notebook.name
-    params = {"profile": profile, "run_dir": str(run_dir), **(parameters or {})}
+    params = {"profile": profile, "run_dir": _relative_to(run_dir, notebook.parent), **(parameters or {})}
     source = notebook
     if not exercises:
         trimmed = tempfile.NamedTemporaryFile(suffix=notebook.name, delete=False)
