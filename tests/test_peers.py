@@ -96,6 +96,12 @@ def test_fake_engines_give_the_documented_json_table_and_ratios(bench_dir, tmp_p
     assert written["engines"]["ortgenai"]["int4_b32"]["decode_tok_s"] == 240.0
     assert "blocks of 32, like for like with llama.cpp's Q4_0: decode 1.00×, prefill 1.00×" in printed
     assert peers.read(out) == written
+    # the tables name llama.cpp's files by their GGUF types, every engine's rows in one order (4-bit first)
+    shown = [(row["engine"], row["variant"]) for row in peers.rows(written)]
+    assert shown[4:8] == [("llama.cpp", "int4 (Q4_0)"), ("llama.cpp", "Q4_K_M"), ("llama.cpp", "int8 (Q8_0)"),
+                          ("llama.cpp", "fp32")]
+    assert [variant for engine, variant in shown if engine == "ONNX Runtime GenAI"] == ["int4", "int4_b32", "int8",
+                                                                                         "fp32"]
     assert "fp32 folder" not in printed                       # fake OpenVINO fp32 is as large as ONNX Runtime's
     bf16 = {**written, "engines": {**written["engines"], "openvino": {
         **written["engines"]["openvino"], "fp32": {**written["engines"]["openvino"]["fp32"], "size_bytes": 200}}}}

@@ -50,11 +50,10 @@ def label(name: str) -> str:
     return _LABELS.get(name, name)
 
 
-def variant_label(engine: str, key: str) -> str:
-    """A variant as the tables show it: llama.cpp's by their GGUF type names (`int4 (Q4_0)`), the rest by key.
-    Lab 01."""
+def variant_label(engine: str, key: str, short: bool = False) -> str:
+    """A variant as the tables (`int4 (Q4_0)`) or, `short`, the summary lines (`Q4_0`) name it. Lab 01."""
     gguf = _GGUF_TYPES.get(key) if engine == "llamacpp" else None
-    return key if not gguf else (gguf if gguf.lower() == key else f"{key} ({gguf})")
+    return key if not gguf else gguf if short or gguf.lower() == key else f"{key} ({gguf})"
 
 
 class PeerError(LabkitError, RuntimeError):
@@ -353,19 +352,17 @@ def ratios(result: dict) -> dict:
 
 def rows(result: dict) -> list[dict]:
     """One row per engine and variant, for the tables. Lab 01."""
+    order = {key: n for n, key in enumerate(("int4", "int4_b32", "q4_k_m", "int8", "fp32"))}   # each engine alike
     return [{"engine": label(name), "variant": variant_label(name, key), "decode_tok_s": row["decode_tok_s"],
              "prefill_tok_s": row["prefill_tok_s"], "size_mb": round(row["size_bytes"] / 1e6, 1)}
-            for name, variants in result["engines"].items() for key, row in variants.items()]
-
-
-def _short(engine: str, key: str) -> str:
-    return _GGUF_TYPES.get(key, key) if engine == "llamacpp" else key
+            for name, variants in result["engines"].items()
+            for key, row in sorted(variants.items(), key=lambda item: order.get(item[0], len(order)))]
 
 
 def summary_lines(result: dict) -> list[str]:
     """The course-vs-fastest-peer ratio per precision and the FP32 cross-check, in words. Lab 01."""
     lines = [f"{precision}: ONNX Runtime GenAI {speed}s at {ratio['ratio']:.2f}× the fastest peer "
-             f"({label(ratio['fastest_peer'])} {_short(ratio['fastest_peer'], ratio['variant'])})"
+             f"({label(ratio['fastest_peer'])} {variant_label(ratio['fastest_peer'], ratio['variant'], True)})"
              for precision, speeds in result.get("ratios", {}).items() for speed, ratio in speeds.items()]
     ours = result["engines"].get("ortgenai", {}).get("int4_b32")
     q4_0 = result["engines"].get("llamacpp", {}).get("int4")

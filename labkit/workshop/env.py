@@ -89,7 +89,9 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
                          "requirements/locks/) to get the pinned version."))
 
     import onnxruntime
-    rows.append(_row("execution providers", True, ", ".join(onnxruntime.get_available_providers())))
+    # AzureExecutionProvider ships in every onnxruntime wheel: it sends requests to a remote endpoint, never used here
+    providers = [p for p in onnxruntime.get_available_providers() if p != "AzureExecutionProvider"]
+    rows.append(_row("execution providers", True, ", ".join(providers)))
     gpu = probe_gpu() if prof.execution_provider == "cuda" else None
     rows.append(_row("GPU (CUDA)", gpu is None or gpu.ok,
                      gpu.summary() if gpu else f"not needed by the {prof.name} profile",
