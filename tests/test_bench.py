@@ -41,6 +41,7 @@ def test_compare_table_and_plot(tiny_builds):
     assert table.loc["fp32", "perplexity_vs_fp32_%"] == 0.0
     fig = bench.plot_size_vs_speed(table)
     assert len(fig.axes[0].collections[0].get_offsets()) == 3
+    assert fig.axes[1].get_ylabel() == "perplexity change vs fp32 (%)"      # the colour: the change, not the value
 
 
 def test_bandwidth_and_bytes_per_token(tiny_dir, tiny_builds):
