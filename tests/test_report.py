@@ -63,6 +63,12 @@ def test_headline_ratios():
     assert h["AWQ KL / RTN KL (outlier model)"] == pytest.approx(0.32, abs=0.01)
     assert h["AWQ KL / RTN KL (lab model)"] == pytest.approx(48 / 28, abs=0.01), "both rows, where AWQ loses too"
     assert h["course wall time (s)"] == 200.0
+    assert not any(key.startswith("Phi-3.5-mini at real size") for key in h)
+    real = {"int4": {"size_bytes": 2.8e9, "decode_tok_s": 6.0}, "fp32": {"size_bytes": 15.3e9, "decode_tok_s": 1.5}}
+    h = report.headline(RESULTS, real)     # Phi-3.5-mini's own ratios beside the tiny model's
+    assert h["Phi-3.5-mini at real size: int4 decode / fp32"] == 4.0
+    assert h["Phi-3.5-mini at real size: int4 size / fp32"] == pytest.approx(0.183, abs=0.001)
+    assert h["int4 size / fp32"] == pytest.approx(0.44, abs=0.01)
     laptop = {**RESULTS, "01_builder_quantization": {"builds": {
         "int4": {"size_mb": 2778.0, "decode_tok_s": 6.0}, "int8": {"size_mb": 4639.0, "decode_tok_s": 4.5}}}}
     h = report.headline(laptop)            # no FP32 on a laptop: INT4 against INT8

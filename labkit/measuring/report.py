@@ -119,8 +119,11 @@ def plots(data: dict):
     return fig
 
 
-def headline(data: dict) -> dict:
-    """A few numbers worth a sentence each (ratios, not absolute speeds). Lab 05."""
+def headline(data: dict, real_size: dict | None = None) -> dict:
+    """A few numbers worth a sentence each (ratios, not absolute speeds). Lab 05.
+
+    `real_size` (`scale.read()`): Phi-3.5-mini's INT4/FP32 ratios beside the run's own, so nobody quotes the tiny
+    model's as Phi's."""
     out = {}
     lab03, lab04 = data.get("03_olive_awq_lora", {}), data.get("04_inference", {})
     # What the fine-tune taught, on questions worded unlike its training data: the course's payoff leads.
@@ -140,6 +143,11 @@ def headline(data: dict) -> dict:
     elif "int8" in builds and "int4" in builds:     # the laptop profile builds no FP32
         out["int4 size / int8"] = builds["int4"]["size_mb"] / builds["int8"]["size_mb"]
         out["int4 decode / int8"] = builds["int4"]["decode_tok_s"] / builds["int8"]["decode_tok_s"]
+    full = {p: (real_size or {}).get(p, {}) for p in ("int4", "fp32")}
+    if all("decode_tok_s" in row for row in full.values()):
+        int4, fp32 = full["int4"], full["fp32"]
+        out["Phi-3.5-mini at real size: int4 size / fp32"] = int4["size_bytes"] / fp32["size_bytes"]
+        out["Phi-3.5-mini at real size: int4 decode / fp32"] = int4["decode_tok_s"] / fp32["decode_tok_s"]
     if lab03.get("finetune"):
         out["travel eval loss before -> after fine-tuning"] = (f"{lab03['finetune']['eval_loss_before']:.2f} -> "
                                                                f"{lab03['finetune']['eval_loss_after']:.2f}")
