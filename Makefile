@@ -88,7 +88,8 @@ bench-peers-reference: install
 # Phi-3.5-mini at its real size on this CPU (random-weight shadow): INT4/INT8/FP32 build time, peak RAM,
 # size, load, prefill/decode, bandwidth fraction; Phi-4-mini's INT4 beside it (KV cache per token, decode after
 # 256/2K/4K tokens of context for both); the Phi-3.5-vision shadow's export and image prompts
-# -> runs/bench-scale.json. About 55 min on 2 cores (plus the shadows, once).
+# -> runs/bench-scale.json. About 80 min on a 2-core AVX2-only CPU (Phi-3.5-mini's builds and Phi-4-mini's took 48
+# of them), and up to 65 GB of disk on an empty model cache: it checks before the first build (`scale.check_disk`).
 bench-scale: install
 	$(PY) -m labkit bench-scale --vision --phi4
 

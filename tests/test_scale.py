@@ -17,11 +17,35 @@ def test_bench_scale_skips_what_does_not_fit_before_building(monkeypatch, tmp_pa
     monkeypatch.setattr(scale, "measure_depth", lambda *a, **k: pytest.fail("started a build that cannot fit"))
     monkeypatch.setattr(scale.bench, "memory_bandwidth", lambda: {"read_gb_s": 50.0})
     monkeypatch.setattr(shadow, "create_shadow", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(shadow, "bytes_to_create", lambda *a, **k: 0)
     result = scale.run_bench_scale(None, ("int4", "fp32"), out=tmp_path / "bs.json")
     assert "3.0 GB is available" in result["int4"]["skipped"]
     assert result["fp32"]["required_size_bytes"] > 15 * GB
     assert json.loads((tmp_path / "bs.json").read_text())["int4"]["skipped"]
     assert "not built" in scale.format_scale(result)
+
+
+def test_bench_scale_refuses_a_run_the_disk_cannot_hold_before_its_first_build(monkeypatch, tmp_path):
+    """Shadows still to create and outputs not yet cached add up; FP32 (deleted once measured) and rebuilt outputs
+    need room one at a time. Refused with the numbers before anything is created or built."""
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    need = scale.disk_needed(None, ("int4", "int8", "fp32"), vision=True, phi4=True)
+    assert need["shadows"] > 3 * 7 * GB                          # Phi-3.5-mini, Phi-4-mini, Phi-3.5-vision in bf16
+    assert need["one rebuild at a time"] == sizing.build_requirement("fp32", shadow.shadow_config())["size_bytes"]
+    (tmp_path / "builds" / f"{shadow.folder_name()}-int8-b128-acc4-0123456789ab").mkdir(parents=True)
+    held = scale.disk_needed(None, ("int4", "int8", "fp32"))
+    assert held["new builds and exports"] == _build_bytes(("int4",)), "a cached int8 is replaced, not added"
+    monkeypatch.setattr(scale.shutil, "disk_usage", lambda path: type("Usage", (), {"free": int(20 * GB)}))
+    monkeypatch.setattr(shadow, "create_shadow", lambda *a, **k: pytest.fail("created a shadow the disk cannot hold"))
+    monkeypatch.setattr(scale.bench, "memory_bandwidth", lambda: pytest.fail("started measuring"))
+    with pytest.raises(scale.ScaleError, match=r"Not enough disk for this bench-scale run: it writes about \d+ GB "
+                                               r"\(shadows .*20\.0 GB free.*--precisions int4 int8"):
+        scale.run_bench_scale(None, ("int4", "int8", "fp32"), vision=True, phi4=True, out=tmp_path / "bs.json")
+    assert not (tmp_path / "bs.json").exists()
+
+
+def _build_bytes(precisions) -> int:
+    return sum(sizing.build_requirement(p, shadow.shadow_config())["size_bytes"] for p in precisions)
 
 
 def test_extrapolation_is_linear_per_layer_and_never_shrinks():

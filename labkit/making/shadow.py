@@ -259,6 +259,23 @@ def _token_ids(tokenizer: str) -> dict:
     return {"config": ids, "generation": ids, "add_tokenizer": models.add_phi3_tokenizer}
 
 
+def bytes_to_create(name: str = "phi-3.5-mini", layers: int | None = None, *, vision_layers: int | None = None,
+                    narrow: bool = False, seed: int = 0) -> int:
+    """Disk that `create_shadow` with these arguments would still write: 0 when the shadow exists. Lab 01."""
+    config = shadow_config(name, layers, vision_layers, narrow)
+    final = cache.output_dir("shadows", folder_name(name, layers, vision_layers=vision_layers, narrow=narrow,
+                                                    seed=seed))
+    return 0 if (final / "labkit_model.json").exists() else int(2.05 * count_parameters(config))
+
+
+def folder_name(name: str = "phi-3.5-mini", layers: int | None = None, *, vision_layers: int | None = None,
+                narrow: bool = False, seed: int = 0) -> str:
+    """The shadow's folder name in the model cache, which its builds' and exports' names start with. Lab 01."""
+    config = shadow_config(name, layers, vision_layers, narrow)
+    key = cache.cache_key(config, seed, _SHADOW_FORMAT, models.MODEL_FORMAT)
+    return f"{name}-{config['num_hidden_layers']}L{'-narrow' if narrow else ''}-{key}"
+
+
 def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, vision_layers: int | None = None,
                   narrow: bool = False, seed: int = 0, force: bool = False, progress: bool = True) -> Path:
     """Create (or reuse) a random-weight checkpoint with `name`'s exact architecture; return its folder. Lab 01.
@@ -268,9 +285,8 @@ def create_shadow(name: str = "phi-3.5-mini", layers: int | None = None, *, visi
     """
     config = shadow_config(name, layers, vision_layers, narrow)
     depth = config["num_hidden_layers"]
-    key = cache.cache_key(config, seed, _SHADOW_FORMAT, models.MODEL_FORMAT)
-    label = f"{name}-{depth}L{'-narrow' if narrow else ''}"
-    final = cache.output_dir("shadows", f"{label}-{key}", force=force)
+    final = cache.output_dir("shadows", folder_name(name, layers, vision_layers=vision_layers, narrow=narrow,
+                                                    seed=seed), force=force)
     final.parent.mkdir(parents=True, exist_ok=True)
     needed = int(2.05 * count_parameters(config))
     free = shutil.disk_usage(final.parent).free

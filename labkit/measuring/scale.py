@@ -10,13 +10,15 @@ times tokens/second, over the multi-threaded read bandwidth measured in the same
 `layers=N` (N < 32) measures shadows of N/2 and N layers and extrapolates each quantity linearly to
 the full depth (every decoder layer costs the same); such rows say `"extrapolated": true`.
 A precision whose build would not fit in this machine's available memory is not started; its row
-gives the requirement (`sizing.build_requirement`) instead.
+gives the requirement (`sizing.build_requirement`) instead. A run the disk cannot hold is refused before its
+first build (`check_disk`); the full-size FP32 build (15 GB) is deleted once measured.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -172,6 +174,9 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
         raise ScaleError("--phi4 compares INT4 builds: keep int4 among --precisions.")
     if layers is not None and layers < 2:
         raise ScaleError("--layers must be at least 2 (shadows of layers/2 and layers are measured to extrapolate).")
+    available = sizing.machine()["available_ram_bytes"]     # builds that cannot fit are skipped, not counted
+    fits = [p for p in precisions if sizing.build_requirement(p, config)["peak_rss_bytes"] <= available]
+    check_disk(layers, fits, vision, phi4 and "int4" in fits)
     bandwidth = bench.memory_bandwidth()
     result = {"model": "phi-3.5-mini", "shadow_of": shadow.ARCHITECTURES["phi-3.5-mini"]["hub_id"],
               "layers": full, "measured_layers": [layers // 2, layers] if layers else [full],
@@ -202,6 +207,8 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
         row["bandwidth_bound_tok_s"] = bound
         row["bandwidth_fraction"] = row["decode_tok_s"] / bound
         result[precision] = row
+        if precision == "fp32":     # 15 GB at full size that nothing else uses: measured, then given back
+            shutil.rmtree(row["dir"], ignore_errors=True)
     if phi4 and "dir" in result["int4"]:   # at Phi-3.5-mini's deepest measured depth (the context runs need its build)
         row = measure_depth(layers, "int4", runs, prompt_tokens, new_tokens, progress, name="phi-4-mini")
         result["phi-4-mini"] = phi4_mini.summary(row, layers, bandwidth)
@@ -227,6 +234,60 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
     print(format_scale(result))
     print(f"\nwritten to {out}")
     return result
+
+
+def disk_needed(layers: int | None, precisions=PRECISIONS, vision: bool = False, phi4: bool = False) -> dict:
+    """Bytes of disk `run_bench_scale` needs with these arguments, by part, estimated from the measured builds
+    (`sizing`) before anything starts. Lab 01.
+
+    Shadows still to create and outputs the cache does not hold yet add up; an output it holds is rebuilt beside the
+    old copy and then replaces it, as is the FP32 build deleted once measured: of those, one at a time."""
+    import re
+
+    depths = [layers // 2, layers] if layers else [None]
+    planned = []          # (shadow name, depth, folder kind, folder name pattern after "<shadow>-", bytes)
+    for depth in depths:
+        for p in precisions:
+            size = sizing.build_requirement(p, shadow.shadow_config("phi-3.5-mini", depth))["size_bytes"]
+            planned.append(("phi-3.5-mini", depth, "builds", rf"{p}(-b128-acc4)?-[0-9a-f]{{12}}", size))
+    if phi4:
+        size = sizing.build_requirement("int4", shadow.shadow_config("phi-4-mini", layers))["size_bytes"]
+        planned.append(("phi-4-mini", layers, "builds", r"int4-b128-acc4-[0-9a-f]{12}", size))
+    if vision:
+        vision_config = shadow.shadow_config("phi-3.5-vision", layers)
+        export = sizing.vision_export_requirement(vision_config)["size_bytes"]
+        decoder = sizing.build_requirement("int4", sizing.text_config(vision_config))["size_bytes"]
+        for blocks in ("-b128-acc4", ""):     # the default export and the fp32-encoder one, each with its decoder
+            planned += [("phi-3.5-vision", layers, "vision", rf"int4{blocks}-[0-9a-f]{{12}}", export),
+                        ("phi-3.5-vision", layers, "builds", rf"text-int4{blocks}-[0-9a-f]{{12}}", decoder)]
+    new, replaced = 0, [0]
+    for name, depth, kind, pattern, size in planned:
+        prefix = shadow.folder_name(name, depth)
+        folder = paths.cache_dir() / kind
+        held = folder.is_dir() and any(re.fullmatch(pattern, f.name[len(prefix) + 1:])
+                                       for f in folder.iterdir() if f.name.startswith(prefix + "-"))
+        if held or pattern.startswith("fp32"):
+            replaced.append(size)
+        else:
+            new += size
+    to_create = [("phi-3.5-mini", d) for d in depths] + [("phi-4-mini", layers)] * phi4 \
+        + [("phi-3.5-vision", layers)] * vision
+    shadows = sum(shadow.bytes_to_create(name, depth) for name, depth in to_create)
+    return {"shadows": shadows, "new builds and exports": new, "one rebuild at a time": max(replaced)}
+
+
+def check_disk(layers: int | None, precisions=PRECISIONS, vision: bool = False, phi4: bool = False) -> None:
+    """Refuse a `make bench-scale` the model cache's disk cannot hold, before its first build. Lab 01."""
+    parts = disk_needed(layers, precisions, vision, phi4)
+    root = paths.cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if sum(parts.values()) > free:
+        listed = ", ".join(f"{name} {size / 1e9:.1f} GB" for name, size in parts.items() if size)
+        raise ScaleError(f"Not enough disk for this bench-scale run: it writes about {sum(parts.values()) / 1e9:.0f} "
+                         f"GB ({listed}) and {root} has {free / 1e9:.1f} GB free. Free space (earlier builds in "
+                         f"{root / 'builds'} are rebuilt when needed), set LABKIT_CACHE to a bigger disk, or measure "
+                         "less (--precisions int4 int8; without --vision or --phi4).")
 
 
 def _without_local_paths(value):
@@ -305,7 +366,7 @@ def read(path: Path | None = None, reference: bool = True) -> dict | None:
     """The results of the last `make bench-scale` (`runs/bench-scale.json`); without one, the course's reference
     measurements (`docs/measured/bench-scale.json`, marked `"reference": True`), or None. Lab 01 (and lab 05).
 
-    So a course run shows Phi-3.5-mini at real size even where no one has run the 23-minute benchmark yet."""
+    So a course run shows Phi-3.5-mini at real size even where no one has run the benchmark (over an hour) yet."""
     path = Path(path) if path else paths.runs_root() / "bench-scale.json"
     return paths.read_run_or_reference(path, REFERENCE if reference else None,
                                        "run `make bench-scale` (or `make bench-scale-quick`) again")
