@@ -115,3 +115,12 @@ def test_lab05_headline_leads_with_what_the_fine_tune_taught(course_run):
     headline = list(course_run.lab("05_results")["headline"])
     assert headline[0].startswith("base: names the city asked"), headline
     assert "travel adapter: follow-up keeps the city" in headline[:5], headline
+    # the tiny model's INT4/FP32 ratios come with Phi-3.5-mini's own (the committed reference without a bench run)
+    assert "Phi-3.5-mini at real size: int4 decode / fp32" in headline, headline
+
+
+def test_lab04_judges_the_brief_adapter_on_content_too(course_run):
+    """One sentence is the brief adapter's style; the facts it states are printed beside, as lab 03 counts them."""
+    printed = "".join(_text(o) for o in _cell_after(_executed(course_run, "04_inference"),
+                                                    "Does each adapter keep its style").outputs)
+    assert re.search(r"the fact asked, stated: travel in \d+%, brief in \d+%", printed), printed[-300:]
