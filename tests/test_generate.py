@@ -41,8 +41,10 @@ def test_chat_template_comes_from_the_tokenizer(tiny_builds):
 
 
 def test_too_long_prompt_is_a_clear_error(tiny_builds):
-    with pytest.raises(generate.GenerationError, match="exceeds the model's context length of 8192"):
+    with pytest.raises(generate.GenerationError, match="the prompt alone exceeds the model's context length of 8192"):
         generate.generate(tiny_builds["int4"].path, "word " * 9000, max_new_tokens=10)
+    with pytest.raises(generate.GenerationError, match="with max_new_tokens=8000 that exceeds the model's context"):
+        generate.generate(tiny_builds["int4"].path, "word " * 500, max_new_tokens=8000)
 
 
 def test_not_a_genai_folder(tmp_path):

@@ -187,9 +187,10 @@ def _prompt_ids(model_dir, prompt: str, chat: bool, max_new_tokens: int, min_new
                               "to start from. Give it some text, or use chat=True.")
     limit = context_length(model_dir)
     if len(input_ids) + max_new_tokens > limit:
-        raise GenerationError(f"The prompt is {len(input_ids)} tokens; with max_new_tokens={max_new_tokens} that "
-                              f"exceeds the model's context length of {limit}. Shorten the prompt or lower "
-                              "max_new_tokens.")
+        over = ("the prompt alone exceeds" if len(input_ids) > limit else
+                f"with max_new_tokens={max_new_tokens} that exceeds")
+        raise GenerationError(f"The prompt is {len(input_ids)} tokens; {over} the model's context length of {limit}. "
+                              "Shorten the prompt" + (" or lower max_new_tokens." if len(input_ids) <= limit else "."))
     return model, tokenizer, input_ids
 
 
