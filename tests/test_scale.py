@@ -44,6 +44,21 @@ def test_bench_scale_refuses_a_run_the_disk_cannot_hold_before_its_first_build(m
     assert not (tmp_path / "bs.json").exists()
 
 
+def test_each_image_measurement_frees_its_export_before_the_next(monkeypatch):
+    """Two full-size Phi-3.5-vision exports loaded at once do not fit 16 GB: each split unloads what it loaded."""
+    from labkit.runtime import generate, images
+
+    events = []
+    answer = type("Answer", (), {"time_to_first_token": 2.0, "image_tokens": 1921, "prompt_tokens": 1932})
+    monkeypatch.setattr(images, "ask", lambda folder, *a, **k: events.append(("ask", folder)) or answer)
+    monkeypatch.setattr(images, "vision_seconds", lambda folder, *a, **k: events.append(("encoder", folder)) or 0.5)
+    monkeypatch.setattr(generate, "unload", lambda: events.append(("unload", None)))
+    for folder in ("default", "fp32-encoder"):
+        split = scale._first_token_split(folder, "photo.png", runs=1, warmup=True)
+        assert split["embedding_prefill_seconds"] == 1.5
+    assert [kind for kind, _ in events] == ["ask", "ask", "encoder", "unload"] * 2
+
+
 def _build_bytes(precisions) -> int:
     return sum(sizing.build_requirement(p, shadow.shadow_config())["size_bytes"] for p in precisions)
 

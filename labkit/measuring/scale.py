@@ -124,12 +124,17 @@ def _first_token_split(folder: str, image: Path, runs: int, warmup: bool) -> dic
     """One image prompt's first token (median of `runs` after an optional warm-up) and its split. Lab 02."""
     import statistics
 
-    from ..runtime import images
+    from ..runtime import generate, images
 
-    answers = [images.ask(folder, "What is in the picture?", [image], max_new_tokens=1)
-               for _ in range(runs + warmup)][warmup:]
-    first_token = statistics.median(a.time_to_first_token for a in answers)
-    encoder = images.vision_seconds(folder, image, runs=runs)
+    try:
+        answers = [images.ask(folder, "What is in the picture?", [image], max_new_tokens=1)
+                   for _ in range(runs + warmup)][warmup:]
+        first_token = statistics.median(a.time_to_first_token for a in answers)
+        encoder = images.vision_seconds(folder, image, runs=runs)
+    finally:
+        # labkit keeps loaded models for the next call: two Phi-3.5-vision exports at once (the default and the
+        # fp32-encoder one) plus a 2K-token prefill went past 16 GB and were killed in the 16 GB cgroup
+        generate.unload()
     # The split: the image encoder alone (timed apart, on the same threads), the rest of the first token
     # (the embedding step and the prefill of the whole prompt)
     return {"image_tokens": answers[0].image_tokens, "prompt_tokens": answers[0].prompt_tokens,
