@@ -192,28 +192,20 @@ def compare(builds: dict[str, Path], reference: str = "fp32", runs: int = 3, new
 
 
 def plot_size_vs_speed(table, title: str = "Size vs decode speed (colour: perplexity)"):
-    """Size (MB) against decode tok/s, one point per build, coloured by its perplexity change against the reference
-    build (a scale of at least ±1 %, so noise-sized changes stay pale). Lab 01."""
+    """Size (MB) against decode tok/s, per build, coloured by its perplexity change (scale ≥ ±1 %). Lab 01."""
     import matplotlib.pyplot as plt
 
     change = next((c for c in table.columns if c.startswith("perplexity_vs_")), None)
+    limit = max(1.0, float(table[change].abs().max())) if change else None
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    if change:
-        limit = max(1.0, float(table[change].abs().max()))
-        points = ax.scatter(table["size_mb"], table["decode_tok_s"], c=table[change], cmap="coolwarm", s=80,
-                            vmin=-limit, vmax=limit, edgecolors="grey")
-        label = f"perplexity change vs {change.removeprefix('perplexity_vs_').removesuffix('_%')} (%)"
-    else:
-        points = ax.scatter(table["size_mb"], table["decode_tok_s"], c=table["perplexity"], cmap="viridis", s=80)
-        label = "perplexity (held-out)"
-    # Labels alternate above and below, in order of size, so builds of one size do not overwrite each other.
+    points = ax.scatter(table["size_mb"], table["decode_tok_s"], c=table[change or "perplexity"], s=80,
+                        cmap="coolwarm" if change else "viridis", vmin=-limit if change else None, vmax=limit,
+                        edgecolors="grey")
     for n, (name, row) in enumerate(table.sort_values("size_mb").iterrows()):
         ax.annotate(name, (row["size_mb"], row["decode_tok_s"]), textcoords="offset points",
-                    xytext=(6, 6 if n % 2 == 0 else -12), fontsize=8)
-    fig.colorbar(points, ax=ax, label=label)
-    ax.set_xlabel("folder size (MB)")
-    ax.set_ylabel("decode tokens / s")
-    ax.set_title(title)
+                    xytext=(6, 6 if n % 2 == 0 else -12), fontsize=8)     # alternate: same-size labels apart
+    fig.colorbar(points, ax=ax, label=f"perplexity change vs {change[14:-2]} (%)" if change else "perplexity")
+    ax.set(xlabel="folder size (MB)", ylabel="decode tokens / s", title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
