@@ -35,6 +35,8 @@ def test_bench_scale_refuses_a_run_the_disk_cannot_hold_before_its_first_build(m
     (tmp_path / "builds" / f"{shadow.folder_name()}-int8-b128-acc4-0123456789ab").mkdir(parents=True)
     held = scale.disk_needed(None, ("int4", "int8", "fp32"))
     assert held["new builds and exports"] == _build_bytes(("int4",)), "a cached int8 is replaced, not added"
+    (tmp_path / "builds" / f"{shadow.folder_name()}-int4-0123456789ab").mkdir()     # the builder's default blocks
+    assert scale.disk_needed(None, ("int4", "int8", "fp32")) == held, "another INT4 build is not the laptop one"
     monkeypatch.setattr(scale.shutil, "disk_usage", lambda path: type("Usage", (), {"free": int(20 * GB)}))
     monkeypatch.setattr(shadow, "create_shadow", lambda *a, **k: pytest.fail("created a shadow the disk cannot hold"))
     monkeypatch.setattr(scale.bench, "memory_bandwidth", lambda: pytest.fail("started measuring"))

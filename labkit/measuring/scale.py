@@ -26,7 +26,7 @@ from pathlib import Path
 from ..core import paths, sizing
 from ..core.errors import LabkitError
 from ..core.profiles import PROFILES
-from ..making import shadow
+from ..making import build, shadow
 from . import bench, phi4_mini
 
 PRECISIONS = ("int4", "int8", "fp32")
@@ -193,9 +193,8 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
               "kv_cache_bytes_per_token": sizing.kv_cache_bytes_per_token(shadow.shadow_config("phi-3.5-mini")),
               "measured_on": time.strftime("%Y-%m-%d"), "quantized": PROFILES["laptop"].quantized}
     for precision in precisions:
-        need = sizing.build_requirement(precision, config)
-        available = sizing.machine()["available_ram_bytes"]
-        if need["peak_rss_bytes"] > available:
+        if precision not in fits:
+            need = sizing.build_requirement(precision, config)
             result[precision] = {"skipped": f"the build needs ≈ {need['peak_rss_bytes'] / 1e9:.1f} GB of RAM "
                                             f"({need['basis']}); {available / 1e9:.1f} GB is available",
                                  "required_peak_rss_bytes": need["peak_rss_bytes"],
@@ -241,6 +240,12 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
     return result
 
 
+def _laptop_label(precision: str) -> str:
+    """The label (`build.BuildOptions.name`) of a `--profile laptop` build of this precision. Lab 01."""
+    options = PROFILES["laptop"].quantized if precision in ("int4", "int8") else {}
+    return build.BuildOptions(precision, **{k: v for k, v in options.items() if k != "extra"}).name
+
+
 def disk_needed(layers: int | None, precisions=PRECISIONS, vision: bool = False, phi4: bool = False) -> dict:
     """Bytes of disk `run_bench_scale` needs with these arguments, by part, estimated from the measured builds
     (`sizing`) before anything starts. Lab 01.
@@ -250,28 +255,29 @@ def disk_needed(layers: int | None, precisions=PRECISIONS, vision: bool = False,
     import re
 
     depths = [layers // 2, layers] if layers else [None]
-    planned = []          # (shadow name, depth, folder kind, folder name pattern after "<shadow>-", bytes)
+    planned = []          # (shadow name, depth, folder kind, build label the folder is named by, bytes)
     for depth in depths:
         for p in precisions:
             size = sizing.build_requirement(p, shadow.shadow_config("phi-3.5-mini", depth))["size_bytes"]
-            planned.append(("phi-3.5-mini", depth, "builds", rf"{p}(-b128-acc4)?-[0-9a-f]{{12}}", size))
+            planned.append(("phi-3.5-mini", depth, "builds", _laptop_label(p), size))
     if phi4:
         size = sizing.build_requirement("int4", shadow.shadow_config("phi-4-mini", layers))["size_bytes"]
-        planned.append(("phi-4-mini", layers, "builds", r"int4-b128-acc4-[0-9a-f]{12}", size))
+        planned.append(("phi-4-mini", layers, "builds", _laptop_label("int4"), size))
     if vision:
         vision_config = shadow.shadow_config("phi-3.5-vision", layers)
         export = sizing.vision_export_requirement(vision_config)["size_bytes"]
         decoder = sizing.build_requirement("int4", sizing.text_config(vision_config))["size_bytes"]
-        for blocks in ("-b128-acc4", ""):     # the default export and the fp32-encoder one, each with its decoder
-            planned += [("phi-3.5-vision", layers, "vision", rf"int4{blocks}-[0-9a-f]{{12}}", export),
-                        ("phi-3.5-vision", layers, "builds", rf"text-int4{blocks}-[0-9a-f]{{12}}", decoder)]
+        # the default export and the fp32-encoder one (the builder's default INT4), each with its decoder
+        for label in (_laptop_label("int4"), build.BuildOptions("int4").name):
+            planned += [("phi-3.5-vision", layers, "vision", label, export),
+                        ("phi-3.5-vision", layers, "builds", f"text-{label}", decoder)]
     new, replaced = 0, [0]
-    for name, depth, kind, pattern, size in planned:
-        prefix = shadow.folder_name(name, depth)
+    for name, depth, kind, label, size in planned:
+        # cache.cached_step names each output folder `<shadow>-<label>-<12 hex digits of its key>`
+        pattern = re.escape(f"{shadow.folder_name(name, depth)}-{label}-") + "[0-9a-f]{12}"
         folder = paths.cache_dir() / kind
-        held = folder.is_dir() and any(re.fullmatch(pattern, f.name[len(prefix) + 1:])
-                                       for f in folder.iterdir() if f.name.startswith(prefix + "-"))
-        if held or pattern.startswith("fp32"):
+        held = folder.is_dir() and any(re.fullmatch(pattern, f.name) for f in folder.iterdir())
+        if held or label.startswith("fp32"):
             replaced.append(size)
         else:
             new += size
