@@ -3,6 +3,7 @@ import shutil
 import pytest
 
 from labkit import adapters, bench, data, generate
+from labkit.core import sizing
 from labkit.core.errors import LabkitError
 
 
@@ -221,3 +222,24 @@ def test_og_still_ignores_no_repeat_ngram_size(tiny_builds):
     repeated = {tuple(runs[0][i:i + 3]) for i in range(len(runs[0]) - 2)}
     assert len(repeated) < len(runs[0]) - 2, "greedy repeats a 3-gram here"
     assert runs[0] == runs[1]
+
+
+def test_a_model_frees_the_least_recent_ones_it_does_not_fit_beside(tiny_builds, monkeypatch):
+    """Kept models are freed, least recently used first, until the new one's weights fit the memory left."""
+    generate.unload()
+    fp32, int8, int4 = (str(tiny_builds[p].path) for p in ("fp32", "int8", "int4"))
+    monkeypatch.setattr(sizing, "available_ram_bytes", lambda: 10**12)
+    for folder in (int8, fp32, int4, int8):            # int8 again: now the most recently used
+        generate.load(folder)
+    assert list(generate._loaded) == [fp32, int4, int8]
+    generate.unload()
+    for folder in (fp32, int4):
+        generate.load(folder)
+    # room for int8 only once fp32's weights are given back
+    monkeypatch.setattr(sizing, "available_ram_bytes", lambda: generate.weight_bytes(int8) * generate.HEADROOM
+                        - generate.weight_bytes(fp32) + 1)
+    generate.load(int8)
+    assert list(generate._loaded) == [int4, int8], "fp32 (least recent) freed, int4 kept"
+    assert generate.generate(int8, "The old baker", chat=False, max_new_tokens=3).new_tokens == 3
+    generate.unload()
+    assert not generate._loaded

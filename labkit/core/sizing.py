@@ -125,16 +125,19 @@ def machine() -> dict:
     """Cores, the RAM (or the cgroup limit) and what of it is available, free disk at the model cache. Lab 00."""
     import os
 
+    return {"cores": os.cpu_count(), "total_ram_bytes": memory_limit_bytes(),
+            "available_ram_bytes": available_ram_bytes(),
+            "memory_limited_by": "cgroup" if _cgroup_memory() else "RAM",
+            "free_disk_bytes": shutil.disk_usage(paths.cache_dir()).free, "int8_instructions": int8_instructions()}
+
+
+def available_ram_bytes() -> int:
+    """Memory a new allocation can have now: the RAM's available bytes, or what the cgroup limit leaves. Lab 04."""
     import psutil
 
-    memory = psutil.virtual_memory()
-    total, available = memory.total, memory.available
+    available = psutil.virtual_memory().available
     cgroup = _cgroup_memory()
-    if cgroup:
-        total, available = min(total, cgroup[0]), min(available, cgroup[0] - cgroup[1])
-    return {"cores": os.cpu_count(), "total_ram_bytes": total, "available_ram_bytes": available,
-            "memory_limited_by": "cgroup" if cgroup else "RAM",
-            "free_disk_bytes": shutil.disk_usage(paths.cache_dir()).free, "int8_instructions": int8_instructions()}
+    return min(available, cgroup[0] - cgroup[1]) if cgroup else available
 
 
 def cpu_flags() -> set[str]:

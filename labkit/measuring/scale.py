@@ -132,7 +132,7 @@ def _first_token_split(folder: str, image: Path, runs: int, warmup: bool) -> dic
         first_token = statistics.median(a.time_to_first_token for a in answers)
         encoder = images.vision_seconds(folder, image, runs=runs)
     finally:
-        # labkit keeps loaded models for the next call: two Phi-3.5-vision exports at once (the default and the
+        # Each measurement starts from an empty process: two Phi-3.5-vision exports at once (the default and the
         # fp32-encoder one) plus a 2K-token prefill went past 16 GB and were killed in the 16 GB cgroup
         generate.unload()
     # The split: the image encoder alone (timed apart, on the same threads), the rest of the first token

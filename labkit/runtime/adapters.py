@@ -100,6 +100,9 @@ def _check_adapter_fits(model_dir: str | Path, adapter: str | Path) -> None:
                               f"{base_fingerprint(folder):#010x}); its answers here would be wrong. {belongs}")
 
 
-def release() -> None:
-    """Forget the loaded adapters, before their models are freed. Lab 04."""
-    _adapters.clear()
+def release(model_dir: str | None = None) -> None:
+    """Forget the adapters loaded on one model (default: on all), before it is freed. Lab 04."""
+    if model_dir is None:
+        _adapters.clear()
+    else:
+        _adapters.pop(model_dir, None)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import atexit
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
+from ..core import sizing
 from . import guidance as guided
 from . import loop
 from .adapters import activate as activate_adapter
@@ -84,39 +85,78 @@ def open_model(model_dir: str | Path, threads: int | None = None):
     return og.Model(og_config)
 
 
-@lru_cache(maxsize=4)
+KEEP = 4                  # models kept loaded for the next call, memory allowing
+HEADROOM = 1.5            # a model's working memory (KV cache, activations) over its weights on disk
+_loaded: OrderedDict[str, tuple] = OrderedDict()     # folder -> (og.Model, og.Tokenizer), least recent first
+_processors: dict[str, object] = {}
+
+
 def load(model_dir: str | Path):
-    """`(og.Model, og.Tokenizer)` for a genai folder, loaded once per process. Lab 04."""
+    """`(og.Model, og.Tokenizer)` for a genai folder, loaded once and kept for the next call. Lab 04.
+
+    Up to `KEEP` models stay loaded while memory allows: before one loads, the least recently used are freed
+    until its weights fit in the available memory with `HEADROOM`, so two copies of a 4B model are never held
+    on a 16 GB laptop."""
     import onnxruntime_genai as og
 
+    key = str(model_dir)
+    if key in _loaded:
+        _loaded.move_to_end(key)
+        return _loaded[key]
     folder = Path(model_dir)
+    check_model_path(folder)
+    _make_room(weight_bytes(folder) * HEADROOM)
     try:
         model = open_model(folder)
     except RuntimeError as err:     # og's own error: a damaged model file, an execution provider it lacks…
         reason = str(err).strip().splitlines()[0][:300].rstrip(".")
         raise GenerationError(f"onnxruntime-genai cannot load {folder}: {reason}. {REBUILD}.") from None
-    return model, og.Tokenizer(model)
+    _loaded[key] = (model, og.Tokenizer(model))
+    return _loaded[key]
 
 
-@lru_cache(maxsize=4)
+def weight_bytes(model_dir: str | Path) -> int:
+    """Bytes of a genai folder's ONNX graphs and their external weights, as read into memory. Lab 04."""
+    return sum(f.stat().st_size for f in Path(model_dir).iterdir()
+               if f.is_file() and f.name.endswith((".onnx", ".onnx.data", ".data")))
+
+
+def _make_room(need: float) -> None:
+    available = sizing.available_ram_bytes()
+    while _loaded and (len(_loaded) >= KEEP or need > available):
+        oldest = next(iter(_loaded))
+        _forget(oldest)
+        available += weight_bytes(oldest) if Path(oldest).is_dir() else 0
+
+
+def _forget(key: str) -> None:
+    """Drop labkit's references to one loaded model (its processor and adapters first)."""
+    _processors.pop(key, None)
+    release_adapters(key)
+    control_tokens.cache_clear()
+    del _loaded[key]
+
+
 def load_processor(model_dir: str | Path):
     """The multimodal processor of a vision model folder, on the model `load` shares. Lab 02."""
     model, _ = load(str(model_dir))
-    return model.create_multimodal_processor()
+    key = str(model_dir)
+    if key not in _processors:
+        _processors[key] = model.create_multimodal_processor()
+    return _processors[key]
 
 
 def unload() -> None:
     """Free every model (and adapter) labkit loaded in this process, before loading a big one yourself. Lab 02.
 
-    `load` keeps up to four models for the next call; on a laptop two copies of a 4B model do not fit."""
+    `load` keeps up to four models for the next call, as many as fit beside each new one; a model you load
+    with og yourself is not counted, so free labkit's first."""
     _release()
 
 
 def _release() -> None:
-    control_tokens.cache_clear()
-    load_processor.cache_clear()
-    release_adapters()
-    load.cache_clear()
+    for key in list(_loaded):
+        _forget(key)
 
 
 # Free cached models before the interpreter exits, or onnxruntime-genai reports them as leaked.
