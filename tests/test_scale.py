@@ -165,8 +165,15 @@ def test_labs_fall_back_to_the_reference_measurements(tmp_path, monkeypatch):
     assert {"int4", "int8", "fp32"} <= set(reference) and "checkpoint" not in reference, "no local paths committed"
     assert not any("dir" in row for row in reference.values() if isinstance(row, dict))
     assert scale.source_line(reference).startswith("The course's reference measurements (")
-    assert "builder's default blocks of 32" in scale.source_line(reference)      # measured before the laptop profile
-    assert "INT4 decoder in blocks of 32" in "\n".join(scale.vision_lines(reference["vision"]))
+    assert "as the laptop profile builds them (blocks of 128" in scale.source_line(reference)
+    vision = reference["vision"]
+    assert vision["encoder"] == "int8" and vision["images"][scale.PHOTO]["image_tokens"] == 1921
+    assert vision["photo_first_token_vs_fp32_encoder"] == pytest.approx(
+        vision["images"][scale.PHOTO]["vision_prefill_seconds"]
+        / vision["fp32_encoder"]["images"][scale.PHOTO]["vision_prefill_seconds"])
+    assert "1344x1008, fp32 image encoder" in "\n".join(scale.vision_lines(vision))
+    fractions = [reference[p]["bandwidth_fraction"] for p in ("int4", "int8", "fp32")]
+    assert max(fractions) <= 1.0 + 1e-9, "no decode is faster than its bound"
     assert len(scale.table(reference)) == 3
     assert scale.read(reference=False) is None
     mine = {**{k: v for k, v in reference.items() if k != "reference"}, "measured_on": "2027-01-01",
@@ -174,3 +181,20 @@ def test_labs_fall_back_to_the_reference_measurements(tmp_path, monkeypatch):
     (tmp_path / "bench-scale.json").write_text(json.dumps(mine))
     assert "reference" not in scale.read() and "measured 2027-01-01" in scale.source_line(scale.read())
     assert "as the laptop profile builds them" in scale.source_line(scale.read())
+
+
+def test_a_decode_faster_than_the_read_benchmark_raises_the_bound():
+    """No decode reads weights faster than memory delivers: one that does shows the benchmark fell short."""
+    result = {"memory_bandwidth_gb_s": {"read_gb_s": 30.0},
+              "int4": {"decode_tok_s": 10.0, "weight_bytes_per_token": 2e9},       # 20 GB/s
+              "fp32": {"decode_tok_s": 3.0, "weight_bytes_per_token": 15e9},       # 45 GB/s
+              "phi-4-mini": {"int4": {"decode_tok_s": 5.0, "weight_bytes_per_token": 3e9}}}
+    scale.with_bound(result)
+    assert result["memory_bandwidth_gb_s"]["bound_gb_s"] == pytest.approx(45.0)
+    assert result["fp32"]["bandwidth_fraction"] == pytest.approx(1.0)
+    assert result["int4"]["bandwidth_fraction"] == pytest.approx(20 / 45)
+    assert result["phi-4-mini"]["int4"]["bandwidth_fraction"] == pytest.approx(15 / 45)
+    assert "bound 45.0 GB/s" in scale.bound_line(result)
+    slow = scale.with_bound({"memory_bandwidth_gb_s": {"read_gb_s": 30.0},
+                             "int4": {"decode_tok_s": 10.0, "weight_bytes_per_token": 2e9}})
+    assert slow["int4"]["bandwidth_fraction"] == pytest.approx(20 / 30) and "bound" not in scale.bound_line(slow)
