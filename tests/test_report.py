@@ -179,3 +179,23 @@ def test_the_report_shows_each_labs_minutes_and_peak_memory_under_the_runs_limit
     assert report.course_lines(data)[2] == "started on an empty model cache: a first run's minutes"
     assert len(report.plot_course(data).axes) == 2
     assert report.course_table({}).empty and "one by one" in report.course_lines({})[0]
+
+
+def test_every_built_folder_has_its_size_in_the_table(tmp_path):
+    """The fp32-encoder export and the fine-tuned model with and without its adapter file are folders too."""
+    def folder(name: str, files: dict) -> str:
+        (tmp_path / name).mkdir()
+        for file, size in files.items():
+            (tmp_path / name / file).write_bytes(b"x" * size)
+        return str(tmp_path / name)
+
+    onnx_dir = folder("onnx", {"model.onnx": 3_000_000, "adapter_weights.onnx_adapter": 500_000})
+    results = {**RESULTS,
+               "02_vision_export": {"model": "tiny-vision", "exports": {"int4": folder("int8-encoder", {"a": 2_000_000})},
+                                    "fp32_encoder_exports": {"int4": folder("fp32-encoder", {"a": 2_400_000})},
+                                    "qa": {"int4": {"decode tok/s": 1.0}, "int4, fp32 encoder": {"decode tok/s": 1.0}}},
+               "03_olive_awq_lora": {**RESULTS["03_olive_awq_lora"], "onnx_dir": onnx_dir,
+                                     "adapter": f"{onnx_dir}/adapter_weights.onnx_adapter"}}
+    sizes = report.variants_table(results)["size_mb"]
+    assert sizes["tiny-vision int4"] == 2.0 and sizes["tiny-vision int4, fp32 encoder"] == 2.4
+    assert sizes["AWQ + LoRA int4 (base)"] == 3.0 and sizes["AWQ + LoRA int4 (adapter)"] == 3.5

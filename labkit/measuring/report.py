@@ -52,7 +52,8 @@ def variants_table(data: dict):
                      "ppl_heldout": row.get("perplexity"), "adapter": "–"})
     lab02 = data.get("02_vision_export", {})
     for precision, row in lab02.get("qa", {}).items():
-        folder = Path(lab02.get("exports", {}).get(precision, ""))
+        base, fp32_encoder, _ = precision.partition(", fp32 encoder")      # lab 02's "int4, fp32 encoder" row
+        folder = Path(lab02.get("fp32_encoder_exports" if fp32_encoder else "exports", {}).get(base, ""))
         name = "Phi-3.5-vision" if "/" in lab02.get("model", "/") else lab02["model"]    # a hub id, or tiny-vision
         rows.append({"lab": "02", "variant": f"{name} {precision}", "method": "labkit.vision_export",
                      "precision": precision, "ep": lab02.get("execution_provider", "cpu"),
@@ -71,9 +72,15 @@ def variants_table(data: dict):
                      "precision": "int4", "ep": lab03.get("execution_provider", "cpu"), "size_mb": row.get("size_mb"),
                      "ppl_travel": row.get("perplexity"), "kl_x1e3": row.get("kl_x1e3"), "adapter": "–"})
     onnx_ppl = lab03.get("onnx_eval_perplexity", {})
+    onnx_dir, adapter = Path(lab03.get("onnx_dir", "")), Path(lab03.get("adapter", ""))
+    adapter_mb = adapter.stat().st_size / 1e6 if adapter.name and adapter.is_file() else 0.0
+    base_mb = (paths.dir_size(onnx_dir) / 1e6 - adapter_mb * (adapter.parent == onnx_dir)
+               if onnx_dir.name and onnx_dir.is_dir() else None)     # the model without its adapter file
     for which, ppl in onnx_ppl.items():
+        size = None if base_mb is None else base_mb + adapter_mb * (which == "adapter")
         rows.append({"lab": "03", "variant": f"AWQ + LoRA int4 ({which})", "method": "AWQ + Olive auto-opt",
                      "precision": "int4", "ep": lab03.get("execution_provider", "cpu"), "ppl_travel": ppl,
+                     "size_mb": size,
                      "adapter": "travel" if which == "adapter" else "none"})
     if not rows:
         raise InputError("results.json has no model variants from labs 01 or 03.")

@@ -407,16 +407,16 @@ def read(path: Path | None = None, reference: bool = True) -> dict | None:
 def source_line(result: dict) -> str:
     """Where the numbers of a bench-scale result come from, in one line for the labs. Lab 01."""
     machine = result.get("machine", {})
-    where = (f"{machine.get('cores', '?')} cores, {machine.get('total_ram_bytes', 0) / 1e9:.0f} GB RAM, "
+    memory = "memory limit" if machine.get("memory_limited_by") == "cgroup" else "RAM"
+    where = (f"{machine.get('cores', '?')} cores, {machine.get('total_ram_bytes', 0) / 1e9:.0f} GB {memory}, "
              + (f"int8 instructions: {machine['int8_instructions']}, " if "int8_instructions" in machine else "")
              + f"measured {result.get('measured_on', 'on an unknown date')}")
     how = "extrapolated from shallower shadows" if result.get("extrapolated") else "all 32 layers"
-    if "quantized" in result:
-        builds = (f" INT4 and INT8 as the laptop profile builds them (blocks of {result['quantized'].get('block_size')}"
-                  ", last-position logits).")
-    else:   # runs before the laptop profile had its own settings
-        builds = (" INT4 and INT8 in the builder's default blocks of 32; the laptop profile's blocks of 128 are "
-                  "measured in docs/real-size.md.")
+    blocks = result.get("quantized", {}).get("block_size")
+    builds = (f" INT4 and INT8 as the laptop profile builds them (blocks of {blocks}, last-position logits)." if blocks
+              else " INT4 and INT8 in the builder's default blocks of 32 (a run from before the laptop profile).")
+    if "memory_bandwidth_gb_s" in result:
+        builds += f" Decode against the memory-bandwidth bound: {bound_line(result)}."
     if result.get("reference"):
         return (f"The course's reference measurements ({where}; {how}). `make bench-scale` measures this machine "
                 "and replaces them." + builds)
