@@ -32,7 +32,7 @@ LAYERS = {
     "runtime": ["loop", "inputs", "adapters", "guidance", "generate", "chat_panel", "images"],
     "making": ["models", "tokenizer", "build", "lean", "last_position", "shadow", "hub", "vision_encoder",
                "vision_checkpoint", "vision_export"],
-    "measuring": ["bench", "judge", "scale", "phi4_mini", "memwatch", "peers", "peer_worker", "kernels",
+    "measuring": ["bench", "bound", "judge", "scale", "phi4_mini", "memwatch", "peers", "peer_worker", "kernels",
                   "vision_verify", "report"],
     "training": ["awq", "chat_format", "olive", "olive_seeded", "onnx_adapter", "recipes", "bf16_linear",
                  "full_size_cost"],

@@ -191,7 +191,8 @@ def test_every_built_folder_has_its_size_in_the_table(tmp_path):
 
     onnx_dir = folder("onnx", {"model.onnx": 3_000_000, "adapter_weights.onnx_adapter": 500_000})
     results = {**RESULTS,
-               "02_vision_export": {"model": "tiny-vision", "exports": {"int4": folder("int8-encoder", {"a": 2_000_000})},
+               "02_vision_export": {"model": "tiny-vision",
+                                    "exports": {"int4": folder("int8-encoder", {"a": 2_000_000})},
                                     "fp32_encoder_exports": {"int4": folder("fp32-encoder", {"a": 2_400_000})},
                                     "qa": {"int4": {"decode tok/s": 1.0}, "int4, fp32 encoder": {"decode tok/s": 1.0}}},
                "03_olive_awq_lora": {**RESULTS["03_olive_awq_lora"], "onnx_dir": onnx_dir,

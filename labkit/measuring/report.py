@@ -103,7 +103,11 @@ def plots(data: dict):
     if builds:
         names = list(builds)
         ppl_ax.barh(names, [builds[n]["perplexity"] for n in names], color="#1f77b4")
-        ppl_ax.set(xlabel="held-out perplexity (lower is better)", title="Lab 01: perplexity by precision/method")
+        if "fp32" in builds:      # quantization is judged by how close it stays to FP32, not by the lowest value
+            ppl_ax.axvline(builds["fp32"]["perplexity"], color="grey", ls="--", label="fp32")
+            ppl_ax.legend(loc="lower right")
+        ppl_ax.set(xlabel="held-out perplexity (closest to fp32 is best)",
+                   title="Lab 01: perplexity by precision/method")
         low = min(builds[n]["perplexity"] for n in names)
         ppl_ax.set_xlim(low * 0.98, max(builds[n]["perplexity"] for n in names) * 1.01)
     finetune = data.get("03_olive_awq_lora", {}).get("finetune", {})

@@ -28,6 +28,7 @@ from ..core.errors import LabkitError
 from ..core.profiles import PROFILES
 from ..making import build, shadow
 from . import bench, phi4_mini
+from .bound import bound_line, with_bound
 
 PRECISIONS = ("int4", "int8", "fp32")
 LAPTOP = ("--profile", "laptop")     # INT4 as the laptop profile builds it (blocks of 128, last-position logits)
@@ -237,30 +238,6 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
     return result
 
 
-def with_bound(result: dict) -> dict:
-    """Each build's decode as a fraction of the memory-bandwidth bound, in place. Lab 01. The bound: the read
-    benchmark's GB/s (`bench.memory_bandwidth`), or the fastest weight stream a decode of this run reached where
-    higher, as no decode reads faster than memory delivers (an AVX-512 EPYC's FP32 build: 43 GB/s, numpy 31)."""
-    rows = [result[p] for p in PRECISIONS if "decode_tok_s" in result.get(p, {})]
-    phi4 = result.get("phi-4-mini", {})
-    rows += [row for row in (phi4.get("int4"), phi4.get("phi35_int4_same_run")) if row and "decode_tok_s" in row]
-    bandwidth = result["memory_bandwidth_gb_s"]
-    streams = [row["decode_tok_s"] * row["weight_bytes_per_token"] / 1e9 for row in rows]
-    bandwidth["fastest_decode_gb_s"] = max(streams, default=0.0)
-    bandwidth["bound_gb_s"] = max(bandwidth["read_gb_s"], bandwidth["fastest_decode_gb_s"])
-    for row in rows:
-        row["bandwidth_bound_tok_s"] = bandwidth["bound_gb_s"] * 1e9 / row["weight_bytes_per_token"]
-        row["bandwidth_fraction"] = row["decode_tok_s"] / row["bandwidth_bound_tok_s"]
-    return result
-
-
-def bound_line(result: dict) -> str:
-    """What "of bound" is measured against, in one line. Lab 01."""
-    read, bound = (result["memory_bandwidth_gb_s"].get(k, 0) for k in ("read_gb_s", "bound_gb_s"))
-    faster = f"; bound {bound:.1f} GB/s, the fastest decode's weight stream (faster than the read benchmark)"
-    return f"read bandwidth {read:.1f} GB/s" + (faster if bound > read else "")
-
-
 def _laptop_label(precision: str) -> str:
     """The label (`build.BuildOptions.name`) of a `--profile laptop` build of this precision. Lab 01."""
     options = PROFILES["laptop"].quantized if precision in ("int4", "int8") else {}
@@ -385,8 +362,8 @@ def vision_lines(row: dict | None) -> list[str]:
                      f"{image['vision_prefill_seconds']:.1f} s{split}")
     for label, image in row.get("fp32_encoder", {}).get("images", {}).items():
         lines.append(f"  image {label:>9}, fp32 image encoder and INT4 in blocks of 32: first token "
-                     f"{image['vision_prefill_seconds']:.1f} s "
-                     f"(image encoder {image['vision_seconds']:.1f} s); the default export takes "
+                     f"{image['vision_prefill_seconds']:.1f} s (image encoder {image['vision_seconds']:.1f} s, "
+                     f"embedding + prefill {image['embedding_prefill_seconds']:.1f} s); the default export takes "
                      f"{row['photo_first_token_vs_fp32_encoder']:.2f} of it")
     return lines
 
