@@ -51,7 +51,7 @@ def summary(row: dict, layers: int | None, bandwidth: dict) -> dict:
     """bench-scale's Phi-4-mini section from its INT4 shadow build's measured `row` (`scale.measure_depth`). Lab 01."""
     full = shadow.shadow_config("phi-4-mini")
     row = dict(row, bandwidth_bound_tok_s=bandwidth["read_gb_s"] * 1e9 / row["weight_bytes_per_token"])
-    row["bandwidth_fraction"] = row["decode_tok_s"] / row["bandwidth_bound_tok_s"]   # `scale.with_bound` may raise it
+    row["bandwidth_fraction"] = row["decode_tok_s"] / row["bandwidth_bound_tok_s"]   # `bound.with_bound` may raise it
     return {"shadow_of": shadow.ARCHITECTURES["phi-4-mini"]["hub_id"], "layers": full["num_hidden_layers"],
             "measured_layers": [layers or full["num_hidden_layers"]],
             "parameters": shadow.count_parameters(shadow.shadow_config("phi-4-mini", layers)),
