@@ -3,7 +3,7 @@ import shutil
 import pytest
 
 from labkit import adapters, bench, data, generate
-from labkit.core import sizing
+from labkit.core import paths, sizing
 from labkit.core.errors import LabkitError
 
 
@@ -236,8 +236,8 @@ def test_a_model_frees_the_least_recent_ones_it_does_not_fit_beside(tiny_builds,
     for folder in (fp32, int4):
         generate.load(folder)
     # room for int8 only once fp32's weights are given back
-    monkeypatch.setattr(sizing, "available_ram_bytes", lambda: generate.weight_bytes(int8) * generate.HEADROOM
-                        - generate.weight_bytes(fp32) + 1)
+    monkeypatch.setattr(sizing, "available_ram_bytes", lambda: paths.dir_size(int8) * generate.HEADROOM
+                        - paths.dir_size(fp32) + 1)
     generate.load(int8)
     assert list(generate._loaded) == [int4, int8], "fp32 (least recent) freed, int4 kept"
     assert generate.generate(int8, "The old baker", chat=False, max_new_tokens=3).new_tokens == 3

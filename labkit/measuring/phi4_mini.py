@@ -47,11 +47,10 @@ def context_decode(build_dir: Path, contexts=CONTEXTS, new_tokens: int = 16, swi
     return result
 
 
-def summary(row: dict, layers: int | None, bandwidth: dict) -> dict:
+def summary(row: dict, layers: int | None) -> dict:
     """bench-scale's Phi-4-mini section from its INT4 shadow build's measured `row` (`scale.measure_depth`). Lab 01."""
     full = shadow.shadow_config("phi-4-mini")
-    row = dict(row, bandwidth_bound_tok_s=bandwidth["read_gb_s"] * 1e9 / row["weight_bytes_per_token"])
-    row["bandwidth_fraction"] = row["decode_tok_s"] / row["bandwidth_bound_tok_s"]   # `bound.with_bound` may raise it
+    row = dict(row)       # its fraction of the bandwidth bound: `bound.with_bound`, once the whole run is measured
     return {"shadow_of": shadow.ARCHITECTURES["phi-4-mini"]["hub_id"], "layers": full["num_hidden_layers"],
             "measured_layers": [layers or full["num_hidden_layers"]],
             "parameters": shadow.count_parameters(shadow.shadow_config("phi-4-mini", layers)),

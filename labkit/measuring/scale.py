@@ -212,7 +212,7 @@ def run_bench_scale(layers: int | None = None, precisions=PRECISIONS, runs: int 
             shutil.rmtree(row["dir"], ignore_errors=True)
     if phi4 and "dir" in result["int4"]:   # at Phi-3.5-mini's deepest measured depth (the context runs need its build)
         row = measure_depth(layers, "int4", runs, prompt_tokens, new_tokens, progress, name="phi-4-mini")
-        result["phi-4-mini"] = phi4_mini.summary(row, layers, bandwidth)
+        result["phi-4-mini"] = phi4_mini.summary(row, layers)
         phi35_build = result["int4"]["dir"]
         # Self-contained, so the section can join another run's file (the committed reference) and still compare
         # the two models within one run.

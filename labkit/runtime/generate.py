@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import sizing
+from ..core import paths, sizing
 from . import guidance as guided
 from . import loop
 from .adapters import activate as activate_adapter
@@ -86,7 +86,7 @@ def open_model(model_dir: str | Path, threads: int | None = None):
 
 
 KEEP = 4                  # models kept loaded for the next call, memory allowing
-HEADROOM = 1.5            # a model's working memory (KV cache, activations) over its weights on disk
+HEADROOM = 1.5            # a model's working memory (KV cache, activations) over its folder on disk
 _loaded: OrderedDict[str, tuple] = OrderedDict()     # folder -> (og.Model, og.Tokenizer), least recent first
 _processors: dict[str, object] = {}
 
@@ -95,7 +95,7 @@ def load(model_dir: str | Path):
     """`(og.Model, og.Tokenizer)` for a genai folder, loaded once and kept for the next call. Lab 04.
 
     Up to `KEEP` models stay loaded while memory allows: before one loads, the least recently used are freed
-    until its weights fit in the available memory with `HEADROOM`, so two copies of a 4B model are never held
+    until its folder's bytes fit in the available memory with `HEADROOM`, so two copies of a 4B model are never held
     on a 16 GB laptop."""
     import onnxruntime_genai as og
 
@@ -105,7 +105,7 @@ def load(model_dir: str | Path):
         return _loaded[key]
     folder = Path(model_dir)
     check_model_path(folder)
-    _make_room(weight_bytes(folder) * HEADROOM)
+    _make_room(paths.dir_size(folder) * HEADROOM)
     try:
         model = open_model(folder)
     except RuntimeError as err:     # og's own error: a damaged model file, an execution provider it lacks…
@@ -115,18 +115,12 @@ def load(model_dir: str | Path):
     return _loaded[key]
 
 
-def weight_bytes(model_dir: str | Path) -> int:
-    """Bytes of a genai folder's ONNX graphs and their external weights, as read into memory. Lab 04."""
-    return sum(f.stat().st_size for f in Path(model_dir).iterdir()
-               if f.is_file() and f.name.endswith((".onnx", ".onnx.data", ".data")))
-
-
 def _make_room(need: float) -> None:
     available = sizing.available_ram_bytes()
     while _loaded and (len(_loaded) >= KEEP or need > available):
         oldest = next(iter(_loaded))
         _forget(oldest)
-        available += weight_bytes(oldest) if Path(oldest).is_dir() else 0
+        available += paths.dir_size(oldest)
 
 
 def _forget(key: str) -> None:
