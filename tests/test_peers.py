@@ -110,10 +110,11 @@ def test_fake_engines_give_the_documented_json_table_and_ratios(bench_dir, tmp_p
     # The kernels: asked of ONNX Runtime and OpenVINO only, each for its own variants, against the machine's bandwidth.
     kernels = written["kernels"]
     assert set(kernels["engines"]) == {"ortgenai", "openvino"} and kernels["memory_read_gb_s"] > 1
-    assert kernels["engines"]["ortgenai"]["prefill_gflop_s"] == {"int4": 100.0, "int4_b32": 100.0, "fp32": 100.0}
+    assert kernels["engines"]["ortgenai"]["prefill_gflop_s"] == {"int4": 100.0, "int4_b32": 100.0, "int8_qgemm": 100.0,
+                                                                 "fp32": 100.0}
     assert kernels["engines"]["openvino"] == {"prefill_gflop_s": {"int4": 125.0}, "decode_gb_s": {"int4": 12.5}}
     assert ("the kernels alone, one 3072×8192 MatMul of 128 tokens, GFLOP/s: ONNX Runtime GenAI int4 100, "
-            "int4 blocks of 32 100, fp32 100; OpenVINO GenAI int4 125") in printed
+            "int4 blocks of 32 100, int8 quantize_dynamic 100, fp32 100; OpenVINO GenAI int4 125") in printed
     bound = kernels["memory_read_gb_s"]
     assert f"OpenVINO GenAI 12.5 GB/s ({12.5 / bound:.2f} of it)" in printed
     assert written["machine"]["int8_instructions"] == sizing.int8_instructions()
@@ -188,16 +189,17 @@ def test_the_real_onnxruntime_genai_worker_on_the_tiny_builds(tiny_builds, bench
     engine = peers.Engine("ortgenai", sys.executable, prepare)
     result = peers.run_bench_peers([engine], bench_dir, runs=2, new_tokens=12, threads=1, orders=1,
                                    out=tmp_path / "out.json", ids=[10, 20, 30, 40, 50],
-                                   kernel_shape={"k": 256, "n": 512, "tokens": 16, "layers": 2})
+                                   kernel_shape={"k": 256, "n": 512, "tokens": 16, "layers": 2,
+                                                 "target_seconds": 0.01})
     rows = result["engines"]["ortgenai"]
     assert set(rows) == {"int4", "fp32"}
     assert all(row["decode_tok_s"] > 0 and row["prefill_tok_s"] > 0 for row in rows.values())
     assert rows["int4"]["size_bytes"] < rows["fp32"]["size_bytes"]
     assert result["versions"]["ortgenai"] != "?"
-    # The worker's kernels job, for real: MatMulNBits at both block sizes and fp32 MatMul, timed.
+    # The worker's kernels job, for real: MatMulNBits at both block sizes, MLAS's int8 GEMM and fp32 MatMul, timed.
     kernels = result["kernels"]["engines"]["ortgenai"]
-    assert set(kernels["prefill_gflop_s"]) == {"int4", "int4_b32", "fp32"} and set(kernels["decode_gb_s"]) == {
-        "int4", "int4_b32"}
+    assert set(kernels["prefill_gflop_s"]) == {"int4", "int4_b32", "int8_qgemm", "fp32"} and set(
+        kernels["decode_gb_s"]) == {"int4", "int4_b32", "int8_qgemm"}
     assert all(v > 0 for row in kernels.values() for v in row.values())
 
 
@@ -210,3 +212,19 @@ def test_the_committed_reference_is_one_whole_run_of_the_three_engines():
     assert reference["machine"]["int8_instructions"] and reference["measured_on"]
     assert "/" not in reference["settings"]["model"]          # no folder of the machine that measured it
     assert set(reference["ratios"]) == {"int4", "int8", "fp32"}
+
+
+
+def test_the_int8_yardstick_kernel_is_onnxruntimes_dynamic_quantization():
+    """`int8_qgemm`: int8 weights per output channel (a quarter of fp32's bytes plus scales) through MLAS's integer
+    GEMM, as lab 02's image encoder runs, and close to the fp32 MatMul it was made from."""
+    import numpy as np
+
+    from labkit.measuring import peer_worker
+
+    run, weight_bytes = peer_worker._ort_kernel([(256, 512)], "int8_qgemm", 1, np.random.default_rng(0))
+    fp32_run, fp32_bytes = peer_worker._ort_kernel([(256, 512)], "fp32", 1, np.random.default_rng(0))
+    assert 0.25 < weight_bytes / fp32_bytes < 0.27
+    a = np.random.default_rng(1).standard_normal((4, 256), dtype=np.float32)
+    (quantized,), (exact,) = run(a), fp32_run(a)
+    assert 0 < np.linalg.norm(quantized - exact) / np.linalg.norm(exact) < 0.05

@@ -18,8 +18,8 @@ import json
 # Phi-3.5-mini's MLP input width and up-projection, a prompt of 128 tokens; 24 square layers (120 MB of int4) are
 # more than a CPU's cache, so one token through them reads its weights from memory as decoding does.
 SHAPE = {"k": 3072, "n": 8192, "tokens": 128, "layers": 24}
-VARIANTS = {"ortgenai": ["int4", "int4_b32", "fp32"], "openvino": ["int4"]}
-_NAMES = {"int4": "int4", "int4_b32": "int4 blocks of 32", "fp32": "fp32"}
+VARIANTS = {"ortgenai": ["int4", "int4_b32", "int8_qgemm", "fp32"], "openvino": ["int4"]}
+_NAMES = {"int4": "int4", "int4_b32": "int4 blocks of 32", "int8_qgemm": "int8 quantize_dynamic", "fp32": "fp32"}
 
 
 def measure(engines, threads: int, shape: dict, run_in) -> dict:
