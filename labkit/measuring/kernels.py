@@ -49,6 +49,12 @@ def lines(result: dict, label) -> list[str]:
     decode = "; ".join(f"{label(engine)} {row['decode_gb_s']['int4']:.1f} GB/s "
                        f"({row['decode_gb_s']['int4'] / bound:.2f} of it)"
                        for engine, row in measured["engines"].items() if "int4" in row["decode_gb_s"])
-    return [f"the kernels alone, one {shape['k']}×{shape['n']} MatMul of {shape['tokens']} tokens, GFLOP/s: {prefill}",
-            f"one token through {shape['layers']} int4 MatMuls of {shape['k']}×{shape['k']}, weights read per "
-            f"second against the machine's memory bandwidth, {bound:.1f} GB/s: {decode}"]
+    out = [f"the kernels alone, one {shape['k']}×{shape['n']} MatMul of {shape['tokens']} tokens, GFLOP/s: {prefill}"]
+    int8 = measured["engines"].get("ortgenai", {}).get("prefill_gflop_s", {}).get("int8_qgemm")
+    if int8:
+        shares = ", ".join(f"{label(engine)}'s int4 {row['prefill_gflop_s']['int4'] / int8:.2f} of it"
+                           for engine, row in measured["engines"].items() if "int4" in row["prefill_gflop_s"])
+        out.append(f"what int8 arithmetic reaches on this CPU, ONNX Runtime's int8 GEMM ({int8:.0f} GFLOP/s, "
+                   f"`quantize_dynamic`'s weights, as lab 02's image encoder): {shares}")
+    return out + [f"one token through {shape['layers']} int4 MatMuls of {shape['k']}×{shape['k']}, weights read per "
+                  f"second against the machine's memory bandwidth, {bound:.1f} GB/s: {decode}"]
