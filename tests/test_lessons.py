@@ -12,7 +12,7 @@ import pytest
 from helpers import notebook_defaults
 from parameters import TEST_PARAMETERS
 
-from labkit import course, data, judge
+from labkit import course, data, judge, paths
 
 STEMS = [nb.stem for nb in course.notebooks()]
 # A repr that shows only where the object has no richer view: the attendee would read the raw Python object.
@@ -46,6 +46,12 @@ def test_executed_lab_is_quiet(stem, course_run):
     raw = [_text(o)[:80] for c in code for o in c.outputs if not any(kind in o.get("data", {}) for kind in richer)
            and (RAW_REPR.search(_text(o)) or (o.output_type == "execute_result" and _text(o)[:1] in ("{", "[", "(")))]
     assert not raw, f"raw object reprs where the attendee expects a value: {raw}"
+    # Paths print relative to the course folder (`paths.shown`), so a lab reads the same on every machine; a
+    # command to copy, or an error naming the file to fix, may name it in full.
+    where = str(paths.REPO)
+    absolute = [line.strip()[:100] for c in code for o in c.outputs for line in _text(o).splitlines()
+                if where in line and "python -m" not in line and "Error" not in line]
+    assert not absolute, f"absolute paths in the output (print them with paths.shown): {absolute}"
 
 
 @pytest.mark.parametrize("stem", STEMS)

@@ -316,7 +316,7 @@ def describe(model_dir: Path) -> dict:
     card = model_card(model_dir)
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     info = {
-        "folder": str(model_dir),
+        "folder": paths.shown(model_dir),
         "architecture": (config.get("architectures") or ["?"])[0],
         "layers": config.get("num_hidden_layers"),
         "hidden_size": config.get("hidden_size"),

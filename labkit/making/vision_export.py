@@ -13,7 +13,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ..core import cache, children, sizing
+from ..core import cache, children, paths, sizing
 from ..runtime.images import CROP, CROPS, EMBEDDING_FILE, TEXT_FILE, TOKENS_PER_CROP, VISION_FILE, VisionError
 from . import build
 from .vision_checkpoint import EXPORT_FORMAT, checked_config, read_vision_part, resolve, text_checkpoint
@@ -170,7 +170,7 @@ def _export_in_child(tmp: Path, model_dir: Path, precision: str, execution_provi
     import subprocess
     import sys
 
-    print(f"exporting {model_dir.name} ({precision}) in a separate process; its log: {log}", flush=True)
+    print(f"exporting {model_dir.name} ({precision}) in a separate process; its log: {paths.shown(log)}", flush=True)
     with log.open("a", encoding="utf-8") as out:
         done = subprocess.run([sys.executable, "-m", "labkit.making.vision_export", str(tmp), str(model_dir),
                                precision, execution_provider, "1" if force else "0", json.dumps(int4)],

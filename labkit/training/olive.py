@@ -431,11 +431,11 @@ def travel_model(model_dir: str | Path = "", adapter: str | Path = "", steps: in
     if model_dir:
         model_dir = Path(model_dir)
         found = Path(adapter) if adapter else (adapter_file(model_dir) if adapter_file(model_dir).exists() else None)
-        print(f"model: {model_dir} (given)")
+        print(f"model: {paths.shown(model_dir)} (given)")
         return model_dir, found
     recorded = results.find("03_olive_awq_lora", "onnx_dir")
     if recorded and Path(recorded).exists():
-        print(f"model: {recorded} (from lab 03's latest run)")
+        print(f"model: {paths.shown(recorded)} (from lab 03's latest run)")
         return Path(recorded), Path(results.find("03_olive_awq_lora", "adapter"))
     print(f"no lab 03 output found: running lab 03's flow (AWQ on {calibration_samples} pairs, {steps} LoRA steps, "
           "the export); cached, so it is made once")

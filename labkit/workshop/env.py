@@ -79,7 +79,7 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
     # server's served copy, an image's venv, wherever they live.
     course_venv = venv and any((Path(sys.prefix) / "share" / "jupyter" / "kernels" / name / "kernel.json").exists()
                                for name in ("labkit", "labkit-gpu"))
-    rows.append(_row("kernel is the course venv", course_venv, sys.executable,
+    rows.append(_row("kernel is the course venv", course_venv, paths.shown(Path(sys.executable)),
                      "Select the 'Python (labkit)' kernel in JupyterLab (registered by `make install`).", warn=True))
 
     for package, pinned in lock_pins().items():
@@ -111,11 +111,11 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
     cache = paths.cache_dir()
     disk = shutil.disk_usage(cache).free / 1e9
     rows.append(_row("free disk for models", disk >= need["disk_gb"],
-                     f"{disk:.1f} GB at {cache} (need {need['disk_gb']} GB)",
+                     f"{disk:.1f} GB at {paths.shown(cache)} (need {need['disk_gb']} GB)",
                      "Free space, or point LABKIT_CACHE at a bigger disk."))
-    rows.append(_row("model cache", cache_path_problem(cache) is None, str(cache), cache_path_problem(cache) or "",
-                     warn=True))
-    rows.append(_row("run folder", True, str(paths.run_dir())))
+    rows.append(_row("model cache", cache_path_problem(cache) is None, paths.shown(cache),
+                     cache_path_problem(cache) or "", warn=True))
+    rows.append(_row("run folder", True, paths.shown(paths.run_dir())))
     hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
     rows.append(_row("Hugging Face cache", True, hf_home))
 

@@ -351,11 +351,11 @@ def chat_model(profile: str, travel_dir: Path, travel_adapter: Path | None,
 
     prof = get_profile(profile)
     if adapter_base == prof.text_model or prof.name == "cpu":
-        return travel_dir, travel_adapter, (f"chat model: {travel_dir} (lab 03's {adapter_base} model, with its "
-                                            "travel adapter); the adapter sections use the same model")
+        return travel_dir, travel_adapter, (f"chat model: {paths.shown(travel_dir)} (lab 03's {adapter_base} model, "
+                                            "with its travel adapter); the adapter sections use the same model")
     built = results.find("01_builder_quantization", "model", profile=prof.name) or prof.text_model
     chat = build.build(built, "int4", prof.execution_provider, progress=False, **prof.quantized)
-    return chat.path, None, (f"chat model: {chat.path} (lab 01's INT4 build of {built}, no adapter); the "
+    return chat.path, None, (f"chat model: {paths.shown(chat.path)} (lab 01's INT4 build of {built}, no adapter); the "
                              f"adapter sections use lab 03's {adapter_base} model, which the adapters belong to: "
                              f"{travel_dir}")
 
