@@ -114,9 +114,9 @@ def test_a_plain_og_loop_chats_with_it(narrow_int4):
 def test_context_decode_times_each_context_and_the_longrope_switch(narrow_int4):
     """`make bench-scale`'s context runs on the narrow build: a context whose decode would cross the switch starts
     just past it, and the crossing is timed apart."""
-    result = phi4_mini.context_decode(narrow_int4, contexts=(64, 120), new_tokens=16, switch_at=128)
+    result = phi4_mini.context_decode(narrow_int4, contexts=(64, 120), new_tokens=16, switch_at=128, runs=2)
     assert list(result["decode_tok_s"]) == ["64", "120"] and all(v > 0 for v in result["decode_tok_s"].values())
-    assert result["switch_seconds"] > 0 and result["new_tokens"] == 16
+    assert result["switch_seconds"] > 0 and result["new_tokens"] == 16 and result["runs"] == 2
     lines = phi4_mini.lines({"kv_cache_bytes_per_token": 786_432, "phi-4-mini": {
         "int4": {"size_bytes": 1, "build_seconds": 60, "peak_rss_bytes": 1, "load_seconds": 1, "prefill_tok_s": 1,
                  "decode_tok_s": 1, "bandwidth_fraction": 0.5},
@@ -124,6 +124,11 @@ def test_context_decode_times_each_context_and_the_longrope_switch(narrow_int4):
         "kv_cache_bytes_per_token": 262_144},
         "context_decode": {"layers": 2, "switch_at": 128, "phi-3.5-mini": result, "phi-4-mini": result}})
     assert "768 KiB" in lines[1] and "256 KiB" in lines[1] and "across the switch" in lines[-1]
+    source = {"measured_on": "2026-12-06", "phi-4-mini": {"machine": {"cores": 2}},
+              "context_decode": {"layers": 2, "phi-4-mini": result}}
+    assert "the median of 2 decodes of 16 tokens from one prefill each" in phi4_mini.source_line(source)
+    older = {**source, "context_decode": {"layers": 2, "phi-4-mini": {"new_tokens": 16, "decode_tok_s": {}}}}
+    assert "one decode of 16 tokens each" in phi4_mini.source_line(older)
 
 
 def test_resolve_model_gives_the_phi4_shadow_when_asked(monkeypatch, tmp_path):

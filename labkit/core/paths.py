@@ -101,10 +101,12 @@ def latest_run() -> Path | None:
 def shown(path: Path) -> str:
     """A path as the labs print it: relative to the project folder when inside it (`runs/20261205-210638`), so an
     executed notebook reads the same on every machine; absolute elsewhere. All labs."""
-    try:
-        return Path(path).resolve().relative_to(REPO).as_posix()
-    except ValueError:
-        return str(path)
+    for candidate in (Path(path).absolute(), Path(path).resolve()):    # a venv's python links outside it
+        try:
+            return candidate.relative_to(REPO).as_posix()
+        except ValueError:
+            continue
+    return str(path)
 
 
 def venv_python(venv: Path) -> Path:

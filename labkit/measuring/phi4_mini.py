@@ -16,15 +16,20 @@ from . import bench
 CONTEXTS = (256, 2048, 4096)   # tokens of context before decode: a question, a long chat, a document
 
 
-def context_decode(build_dir: Path, contexts=CONTEXTS, new_tokens: int = 16, switch_at: int | None = None) -> dict:
-    """Decode tokens/second after `contexts` tokens of prompt, one run each after a short warm-up. Lab 01.
+def context_decode(build_dir: Path, contexts=CONTEXTS, new_tokens: int = 16, switch_at: int | None = None,
+                   runs: int = 3) -> dict:
+    """Decode tokens/second after `contexts` tokens of prompt: each context prefilled once, then `new_tokens` decoded
+    from the same point `runs` times (`Generator.rewind_to`) after one warm-up; the median. Lab 01.
 
     Each decode step reads the weights and the whole KV cache: the longer the context, the more a model's KV
     cache per token (`sizing.kv_cache_bytes_per_token`) costs. LongRoPE models (Phi-3.5-mini, Phi-4-mini) switch
     from short to long rotary factors once the sequence passes `switch_at` (their original_max_position_embeddings,
     4096), and onnxruntime-genai then recomputes the whole KV cache, once (its pull request 1161): a context whose
-    timed decode would cross it starts just past it instead, and the crossing is timed apart
-    (`switch_seconds`: `new_tokens` tokens decoded across it, the recomputation included)."""
+    timed decode would cross it starts just past it instead (so a rewind never goes back below it), and the crossing
+    is timed apart (`switch_seconds`: `new_tokens` tokens decoded across it, the recomputation included)."""
+    import statistics
+    import time
+
     from ..core import data
     from ..runtime import loop
 
@@ -34,17 +39,34 @@ def context_decode(build_dir: Path, contexts=CONTEXTS, new_tokens: int = 16, swi
     def prompt(length: int) -> list[int]:
         return (text_ids * (length // len(text_ids) + 1))[:length]
 
-    loop.greedy_tokens(model, prompt(32), 4, exact=True)
     speeds = {}
     for context in contexts:
-        length = switch_at + 1 if switch_at and context <= switch_at < context + new_tokens else context
-        _, _, decode = loop.greedy_tokens(model, prompt(length), new_tokens, exact=True)
-        speeds[str(context)] = (new_tokens - 1) / decode
-    result = {"decode_tok_s": speeds, "new_tokens": new_tokens}
+        length = switch_at + 2 if switch_at and context <= switch_at < context + new_tokens else context
+        ids = prompt(length)
+        generator = loop.new_generator(model, max_length=length + new_tokens, do_sample=False)
+        generator.append_tokens(ids[:-1])                    # the prefill, once per context
+        seconds = []
+        for _ in range(runs + 1):
+            generator.rewind_to(length - 1)
+            started = time.perf_counter()
+            generator.append_tokens(ids[-1:])                # one step, then new_tokens - 1 more
+            for _ in range(new_tokens):
+                generator.generate_next_token()
+            seconds.append(time.perf_counter() - started)
+        speeds[str(context)] = new_tokens / statistics.median(seconds[1:])
+        del generator
+    result = {"decode_tok_s": speeds, "new_tokens": new_tokens, "runs": runs}
     if switch_at:
         _, _, decode = loop.greedy_tokens(model, prompt(switch_at - new_tokens // 2), new_tokens, exact=True)
         result["switch_seconds"] = decode
     return result
+
+
+def _how_timed(measured: dict) -> str:
+    """How `context_decode` timed a context: a median of decodes from one prefill, or (runs before 2026-12-06) one."""
+    runs, new = measured.get("runs"), measured["new_tokens"]
+    return (f"the median of {runs} decodes of {new} tokens from one prefill each" if runs
+            else f"one decode of {new} tokens each")
 
 
 def summary(row: dict, layers: int | None) -> dict:
@@ -119,8 +141,8 @@ def source_line(result: dict) -> str:
     limit = f", inside a {limit / 1e9:.0f} GB memory limit" if limit else ""
     when = phi4.get("measured_on", result.get("measured_on", "?"))
     line = (f"Phi-4-mini beside Phi-3.5-mini, both INT4 and measured in one run ({machine.get('cores', '?')} cores, "
-            f"{when}{limit}); decode after N tokens of context at {result['context_decode']['layers']} layers, one "
-            "run each.")
+            f"{when}{limit}); decode after N tokens of context at {result['context_decode']['layers']} layers, "
+            f"{_how_timed(result['context_decode']['phi-4-mini'])}.")
     if when != result.get("measured_on", when):
         # The committed reference joins this section from another run: its Phi-3.5-mini row is that run's.
         line += (f" That run is not the one of the table above ({result['measured_on']}): compare Phi-3.5-mini's "
