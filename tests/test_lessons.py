@@ -114,7 +114,7 @@ def test_lab01_compares_with_the_peers_even_before_make_bench_peers(course_run):
     assert "The course's reference run of `make bench-peers`" in printed and "int8 instructions:" in printed
     assert any("text/html" in o.get("data", {}) for o in cell.outputs), "the table"
     assert "the kernels alone, one 3072×8192 MatMul of 128 tokens" in printed
-    assert "weights read per second against the machine's memory bandwidth" in printed
+    assert "weights read per second against the memory read benchmark of the same run" in printed
 
 
 def test_lab05_headline_leads_with_what_the_fine_tune_taught(course_run):

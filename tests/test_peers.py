@@ -114,7 +114,8 @@ def test_fake_engines_give_the_documented_json_table_and_ratios(bench_dir, tmp_p
                                                                  "fp32": 100.0}
     assert kernels["engines"]["openvino"] == {"prefill_gflop_s": {"int4": 125.0}, "decode_gb_s": {"int4": 12.5}}
     assert ("the kernels alone, one 3072×8192 MatMul of 128 tokens, GFLOP/s: ONNX Runtime GenAI int4 100, "
-            "int4 blocks of 32 100, int8 quantize_dynamic 100, fp32 100; OpenVINO GenAI int4 125") in printed
+            "int4 blocks of 32 100, int8 GEMM (quantize_dynamic, not the course's INT8) 100, fp32 100; "
+            "OpenVINO GenAI int4 125") in printed
     assert ("what int8 arithmetic reaches on this CPU, ONNX Runtime's int8 GEMM (100 GFLOP/s, `quantize_dynamic`'s "
             "weights, as lab 02's image encoder): ONNX Runtime GenAI's int4 1.00 of it, "
             "OpenVINO GenAI's int4 1.25 of it") in printed

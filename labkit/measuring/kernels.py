@@ -19,7 +19,8 @@ import json
 # more than a CPU's cache, so one token through them reads its weights from memory as decoding does.
 SHAPE = {"k": 3072, "n": 8192, "tokens": 128, "layers": 24}
 VARIANTS = {"ortgenai": ["int4", "int4_b32", "int8_qgemm", "fp32"], "openvino": ["int4"]}
-_NAMES = {"int4": "int4", "int4_b32": "int4 blocks of 32", "int8_qgemm": "int8 quantize_dynamic", "fp32": "fp32"}
+_NAMES = {"int4": "int4", "int4_b32": "int4 blocks of 32",
+          "int8_qgemm": "int8 GEMM (quantize_dynamic, not the course's INT8)", "fp32": "fp32"}
 
 
 def measure(engines, threads: int, shape: dict, run_in) -> dict:
@@ -56,5 +57,7 @@ def lines(result: dict, label) -> list[str]:
                            for engine, row in measured["engines"].items() if "int4" in row["prefill_gflop_s"])
         out.append(f"what int8 arithmetic reaches on this CPU, ONNX Runtime's int8 GEMM ({int8:.0f} GFLOP/s, "
                    f"`quantize_dynamic`'s weights, as lab 02's image encoder): {shares}")
-    return out + [f"one token through {shape['layers']} int4 MatMuls of {shape['k']}×{shape['k']}, weights read per "
-                  f"second against the machine's memory bandwidth, {bound:.1f} GB/s: {decode}"]
+    weights_mb = shape["layers"] * shape["k"] ** 2 * (0.5 + 4 / 128) / 1e6      # 4-bit values, a scale per 128
+    return out + [f"one token through {shape['layers']} int4 MatMuls of {shape['k']}×{shape['k']} "
+                  f"(≈ {weights_mb:.0f} MB), weights read per second against the memory read benchmark of the same "
+                  f"run, {bound:.1f} GB/s: {decode}"]

@@ -117,7 +117,7 @@ def checks(profile: str | None = None, check_network: bool | None = None) -> lis
                      cache_path_problem(cache) or "", warn=True))
     rows.append(_row("run folder", True, paths.shown(paths.run_dir())))
     hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-    rows.append(_row("Hugging Face cache", True, hf_home))
+    rows.append(_row("Hugging Face cache", True, hf_home.replace(str(Path.home()), "~", 1)))
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     if check_network is None:
