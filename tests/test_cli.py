@@ -66,3 +66,19 @@ def test_a_bug_still_shows_its_traceback(monkeypatch):
     monkeypatch.setattr(cli, "_tiny", handler)
     with pytest.raises(KeyError):
         cli.main(["tiny"])
+
+
+def test_build_starts_without_its_memory_check_only_when_asked(monkeypatch, capsys):
+    """`make bench-scale` decides once whether each build fits; its child builds then skip their own check."""
+    from pathlib import Path
+
+    from labkit.making import build as build_module
+
+    class Made:
+        path, size_bytes, seconds, cached = Path("out"), 1, 0.0, True
+
+    seen = []
+    monkeypatch.setattr(build_module, "build", lambda *args, **kwargs: seen.append(kwargs["check_memory"]) or Made())
+    assert cli.main(["build", "tiny", "--json"]) == 0
+    assert cli.main(["build", "tiny", "--json", "--no-memory-check"]) == 0
+    assert seen == [True, False]

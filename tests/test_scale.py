@@ -11,15 +11,20 @@ from labkit import scale, shadow, sizing
 GB = 1e9
 
 
-def test_bench_scale_skips_what_does_not_fit_before_building(monkeypatch, tmp_path):
-    monkeypatch.setattr(sizing, "machine", lambda: {"cores": 2, "total_ram_bytes": int(8 * GB),
-                                                    "available_ram_bytes": int(3 * GB), "free_disk_bytes": 0})
+def test_bench_scale_skips_what_does_not_fit_before_building(monkeypatch, tmp_path, capsys):
+    """Held to the memory limit once, before anything runs (the measured peaks include reclaimable mapped pages)."""
+    monkeypatch.setattr(sizing, "machine", lambda: {"cores": 2, "total_ram_bytes": int(3 * GB),
+                                                    "available_ram_bytes": int(2 * GB), "free_disk_bytes": 0})
+    monkeypatch.setattr(sizing, "memory_limit_bytes", lambda: int(3 * GB))
     monkeypatch.setattr(scale, "measure_depth", lambda *a, **k: pytest.fail("started a build that cannot fit"))
     monkeypatch.setattr(scale.bench, "memory_bandwidth", lambda: {"read_gb_s": 50.0})
     monkeypatch.setattr(shadow, "create_shadow", lambda *a, **k: tmp_path)
     monkeypatch.setattr(shadow, "bytes_to_create", lambda *a, **k: 0)
-    result = scale.run_bench_scale(None, ("int4", "fp32"), out=tmp_path / "bs.json")
-    assert "3.0 GB is available" in result["int4"]["skipped"]
+    monkeypatch.setattr(scale, "measure_vision", lambda *a, **k: pytest.fail("exported a model that cannot fit"))
+    result = scale.run_bench_scale(None, ("int4", "fp32"), out=tmp_path / "bs.json", phi4=True, vision=True)
+    assert "this machine has 3.0 GB" in result["int4"]["skipped"]
+    printed = capsys.readouterr().out
+    assert "Phi-4-mini skipped: its INT4 build needs ≈" in printed and "Phi-3.5-vision skipped" in printed
     assert result["fp32"]["required_size_bytes"] > 15 * GB
     assert json.loads((tmp_path / "bs.json").read_text())["int4"]["skipped"]
     assert "not built" in scale.format_scale(result)

@@ -160,7 +160,7 @@ def _build(args) -> int:
     if args.extra_options:
         options["extra"] = {**options.get("extra", {}), **_key_values(args.extra_options)}
     result = build(args.model, args.precision, args.execution_provider, force=args.force, progress=not args.json,
-                   **options)
+                   check_memory=not args.no_memory_check, **options)
     summary = {"dir": str(result.path), "size_bytes": result.size_bytes, "seconds": round(result.seconds, 2),
                "cached": result.cached}
     print(json.dumps(summary) if args.json else f"{result.path} ({result.size_bytes / 1e9:.2f} GB, "
@@ -173,7 +173,7 @@ def _export_vision(args) -> int:
     from ..making.vision_export import export
     quantized = PROFILES[args.profile].quantized if args.profile else None
     folder = export(args.model, args.precision, force=args.force, progress=not args.json, encoder=args.encoder,
-                    quantized=quantized)
+                    quantized=quantized, check_memory=not args.no_memory_check)
     print(json.dumps({"dir": str(folder), "size_bytes": dir_size(folder)}) if args.json else folder)
     return 0
 
@@ -319,6 +319,8 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("--extra-options", nargs="+", default=None, metavar="KEY=VALUE",
                      help="the model builder's other --extra_options, e.g. prune_lm_head=true")
     one.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    one.add_argument("--no-memory-check", action="store_true",
+                     help="start even where the measured peak RAM says it will not fit (make bench-scale decides once)")
     vis = command("export-vision", _export_vision,
                   help="export a Phi-3.5-vision checkpoint (labkit.vision_export.export)")
     vis.add_argument("model", help="`tiny-vision`, a checkpoint folder or a hub id")
@@ -328,6 +330,8 @@ def _parser() -> argparse.ArgumentParser:
     vis.add_argument("--profile", default=None, choices=PROFILES,
                      help="an INT4 decoder with that profile's options (laptop: blocks of 128)")
     vis.add_argument("--force", action="store_true")
+    vis.add_argument("--no-memory-check", action="store_true",
+                     help="start even where the measured peak RAM says it will not fit (make bench-scale decides once)")
     vis.add_argument("--json", action="store_true", help="print the result as one JSON line")
     keep = command("keep-tokenizer", _keep_tokenizer,
                    help="restore MODEL's tokenizer class and chat template in builder output folders, so "
