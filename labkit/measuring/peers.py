@@ -369,11 +369,14 @@ def summary_lines(result: dict) -> list[str]:
     if ours and q4_0:
         lines.append(f"int4 with the builder's blocks of 32, like for like with llama.cpp's Q4_0: decode "
                      f"{ours['decode_tok_s'] / q4_0['decode_tok_s']:.2f}×, prefill "
-                     f"{ours['prefill_tok_s'] / q4_0['prefill_tok_s']:.2f}×")
+                     f"{ours['prefill_tok_s'] / q4_0['prefill_tok_s']:.2f}× (its prefill also computes the LM "
+                     "head at every position)")
     share = result["settings"].get("lm_head_share")
     if share:
-        lines.append(f"the LM head is {share:.0%} of this model's matrix weights: the course's int4 and int8 and "
-                     "OpenVINO's exports compute it for the prompt's last position only, the other builds at every one")
+        # llama.cpp computes logits only where they are asked for: the prompt's last position here
+        lines.append(f"the LM head is {share:.0%} of this model's matrix weights: the course's int4 and int8, "
+                     "OpenVINO's exports and llama.cpp compute it for the prompt's last position only, the course's "
+                     "int4_b32 and fp32 at every one")
     ours, theirs = (result["engines"].get(name, {}).get("fp32") for name in ("ortgenai", "openvino"))
     if ours and theirs and theirs["size_bytes"] < 0.6 * ours["size_bytes"]:
         # optimum-intel keeps the checkpoint's bfloat16 weights as they are (computing in f32)
