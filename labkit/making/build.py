@@ -393,7 +393,7 @@ def summary(builds: dict[str, Build]):
 
     def source(b: Build) -> str:      # a hub id as given (the builder downloads it); else the checkpoint's folder
         given = str(b.info["model"])
-        return given if "/" in given and not Path(given).exists() else paths.shown(b.info["model_dir"])
+        return given if "/" in given and not Path(given).exists() else str(b.info["model_dir"])
 
     rows = {name: {"seconds": round(b.seconds, 2), "cached": b.cached, "size_mb": round(b.size_bytes / 1e6, 2),
                    "cli": b.options.cli(source(b), name)} for name, b in builds.items()}

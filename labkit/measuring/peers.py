@@ -367,13 +367,10 @@ def summary_lines(result: dict) -> list[str]:
     ours = result["engines"].get("ortgenai", {}).get("int4_b32")
     q4_0 = result["engines"].get("llamacpp", {}).get("int4")
     if ours and q4_0:
+        decode, prefill = (ours[k] / q4_0[k] for k in ("decode_tok_s", "prefill_tok_s"))
         lines.append(f"int4 with the builder's blocks of 32, like for like with llama.cpp's Q4_0: decode "
-                     f"{ours['decode_tok_s'] / q4_0['decode_tok_s']:.2f}×, prefill "
-                     f"{ours['prefill_tok_s'] / q4_0['prefill_tok_s']:.2f}× (its prefill also computes the LM "
-                     "head at every position)")
-    share = result["settings"].get("lm_head_share")
-    if share:
-        # llama.cpp computes logits only where they are asked for: the prompt's last position here
+                     f"{decode:.2f}×, prefill {prefill:.2f}× (its prefill also computes the LM head at every position)")
+    if share := result["settings"].get("lm_head_share"):   # llama.cpp computes logits only where they are asked for
         lines.append(f"the LM head is {share:.0%} of this model's matrix weights: the course's int4 and int8, "
                      "OpenVINO's exports and llama.cpp compute it for the prompt's last position only, the course's "
                      "int4_b32 and fp32 at every one")

@@ -28,7 +28,6 @@ def context_decode(build_dir: Path, contexts=CONTEXTS, new_tokens: int = 16, swi
     timed decode would cross it starts just past it instead (so a rewind never goes back below it), and the crossing
     is timed apart (`switch_seconds`: `new_tokens` tokens decoded across it, the recomputation included)."""
     import statistics
-    import time
 
     from ..core import data
     from ..runtime import loop
@@ -48,11 +47,8 @@ def context_decode(build_dir: Path, contexts=CONTEXTS, new_tokens: int = 16, swi
         seconds = []
         for _ in range(runs + 1):
             generator.rewind_to(length - 1)
-            started = time.perf_counter()
-            generator.append_tokens(ids[-1:])                # one step, then new_tokens - 1 more
-            for _ in range(new_tokens):
-                generator.generate_next_token()
-            seconds.append(time.perf_counter() - started)
+            seconds.append(loop.run(generator, ids[-1:]).seconds)    # one step for the last prompt token, then
+                                                                    # new_tokens - 1 more: new_tokens steps
         speeds[str(context)] = new_tokens / statistics.median(seconds[1:])
         del generator
     result = {"decode_tok_s": speeds, "new_tokens": new_tokens, "runs": runs}

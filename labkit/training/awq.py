@@ -24,7 +24,7 @@ import os
 import time
 from pathlib import Path
 
-from ..core import allocator, cache, children, data
+from ..core import allocator, cache, children, data, paths
 from ..core.errors import InputError
 from ..making import models
 from ..measuring import memwatch
@@ -112,7 +112,7 @@ def quantize(model: str | Path = "tiny", recipe: list | None = None, *, group_si
         net, calibration = step.calibration_inputs()
         names = ", ".join(type(m).__name__ for m in step.recipe)
         print(f"oneshot(model, dataset=<{len(calibration)} travel pairs>, recipe=[{names}], max_seq_length={seq_len}, "
-              f"pipeline='sequential', shuffle_calibration_samples=False)   # llmcompressor's log: {log}")
+              f"pipeline='sequential', shuffle_calibration_samples=False)   # llmcompressor's log: {paths.shown(log)}")
         with log.open("w", encoding="utf-8") as log_file, cache.captured_output(log_file):
             _oneshot(net, calibration, step.recipe, seq_len)
         return _save_into(tmp, net, step, len(calibration))
@@ -229,7 +229,7 @@ def _quantize_in_child(step: AwqStep, force: bool) -> Path:
                          "process; run a recipe of your own in this one (in_child=False).")
     (log := step.path.parent / "logs" / f"{step.path.name}.child.log").parent.mkdir(parents=True, exist_ok=True)
     print(f"AWQ of {step.model_dir.name} in a process of its own (it gives all its memory back when it ends); "
-          f"its log: {log}", flush=True)
+          f"its log: {paths.shown(log)}", flush=True)
     with log.open("w", encoding="utf-8") as out:
         done = subprocess.run([sys.executable, "-m", "labkit.training.awq", str(step.model_dir), str(step.group_size),
                                str(grid), str(step.samples), str(step.seq_len), step.dtype, "1" if force else "0"],
