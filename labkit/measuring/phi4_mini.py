@@ -59,7 +59,7 @@ def context_decode(build_dir: Path, contexts=CONTEXTS, new_tokens: int = 16, swi
 
 
 def _how_timed(measured: dict) -> str:
-    """How `context_decode` timed a context: a median of decodes from one prefill, or (runs before 2026-12-06) one."""
+    """How `context_decode` timed a context: a median of decodes from one prefill, or one (a result without `runs`)."""
     runs, new = measured.get("runs"), measured["new_tokens"]
     return (f"the median of {runs} decodes of {new} tokens from one prefill each" if runs
             else f"one decode of {new} tokens each")
