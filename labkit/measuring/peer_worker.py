@@ -185,17 +185,18 @@ def _ort_kernel(shapes, variant: str, threads: int, rng):
 
 
 def _quantize_dynamic(model):
-    """`model` with int8 MatMul weights, by onnxruntime's `quantize_dynamic` (what lab 02's image encoder gets)."""
+    """`model` with int8 MatMul weights, quantized as lab 02's image encoder is (`vision_export.quantize_encoder`)."""
     import tempfile
     from pathlib import Path
 
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from labkit.making.vision_export import quantize_encoder
 
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, source)
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+        quantize_encoder(source, target)
         return onnx.load(target)
 
 
