@@ -25,6 +25,14 @@ def test_requirement_scales_with_parameters():
     assert sizing.build_requirement("fp32", shadow.shadow_config("phi-3.5-mini"))["size_bytes"] > 15 * GB
 
 
+def test_a_measured_peak_counts_anonymous_memory_where_the_run_recorded_it():
+    """The resident set of a build also holds the memory-mapped checkpoint's cached pages, which the kernel drops
+    under pressure: a reference run that recorded anonymous memory sizes by it; an older one by the resident set."""
+    row = {"peak_rss_bytes": int(15.9 * GB), "size_bytes": 10, "build_seconds": 60.0}
+    assert sizing._measured(row)["peak_rss_bytes"] == int(15.9 * GB)
+    assert sizing._measured({**row, "peak_anon_bytes": int(9.1 * GB)})["peak_rss_bytes"] == int(9.1 * GB)
+
+
 def test_refusal_names_requirement_available_and_total():
     with pytest.raises(sizing.DoesNotFit, match=r"about 7\.5 GB.*4\.0 GB available of 16\.0 GB"):
         sizing.check_fits("The INT4 build", int(7.5 * GB), "measured", available_bytes=int(4 * GB),

@@ -50,6 +50,25 @@ def test_hd_layout_matches_the_reference_and_the_token_formula(encoder):
     assert torch.equal(features, reference)
 
 
+def test_the_encoder_never_reads_the_processors_padding_crops(encoder, exported):
+    """Only each image's global crop and h x w sub-crops are encoded: padding set to NaN changes nothing,
+    in PyTorch and in the exported vision.onnx."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sizes = torch.tensor([[672, 1008], [336, 336]])                  # 1 + 2x3 and 1 + 1x1 used crops of 17
+    pixel_values = torch.randn(2, images.CROPS, 3, 336, 336)
+    padded = pixel_values.clone()
+    padded[0, 7:], padded[1, 2:] = float("nan"), float("nan")
+    with torch.no_grad():
+        assert torch.equal(encoder(padded, sizes), loop_reference(encoder, pixel_values, sizes))
+    session = ort.InferenceSession(str(exported / images.VISION_FILE), providers=["CPUExecutionProvider"])
+    feed = {"image_sizes": sizes.numpy()}
+    clean = session.run(None, {**feed, "pixel_values": pixel_values.numpy()})[0]
+    assert np.array_equal(session.run(None, {**feed, "pixel_values": padded.numpy()})[0], clean)
+    assert np.isfinite(clean).all()
+
+
 def test_token_formula_known_values():
     assert images.image_tokens(336, 336) == 313
     assert images.image_tokens(1008, 1344) == 1921

@@ -48,12 +48,32 @@ def _clip_config(spec: VisionSpec):
                             projection_dim=768, attn_implementation="eager")
 
 
+def _spans(counts):
+    """For a tensor of per-image counts: each item's image and its index within that image (exportable)."""
+    import torch
+
+    ends = torch.cumsum(counts, 0)
+    position = torch.arange(ends[-1])
+    image = (position.unsqueeze(1) >= ends.unsqueeze(0)).sum(1)
+    return image, position - (ends - counts)[image]
+
+
+def _used_crops(image_sizes):
+    """Rows of `pixel_values.reshape(-1, 3, 336, 336)` the layout reads: each image's global crop and h x w
+    sub-crops. The processor pads every image to 17 crops with zeros, so a 4:3 photo has 13 used crops of 17
+    (a 16:9 one 16, a square all 17): encoding only those gives the same features, a 4:3 photo in 13/17 of the
+    time. Lab 02."""
+    h, w = image_sizes[:, 0] // CROP, image_sizes[:, 1] // CROP
+    image, crop = _spans(1 + h * w)
+    return image * CROPS + crop
+
+
 def _hd_token_indices(image_sizes):
     """For every image token, the row of the feature table it takes (tensor ops only, exportable). Lab 02.
 
-    The table starts with the `sub_GN` row (0) and the `glb_GN` row (1), then each image's 17 crops
-    x 144 merged tokens (`2 + image*17*144 + crop*144 + pos`; crop 0 is the global view). Per image:
-    h*12 rows of (w*12 tokens + sub_GN), glb_GN, then 12 rows of (12 global tokens + sub_GN).
+    The table starts with the `sub_GN` row (0) and the `glb_GN` row (1), then each image's used crops
+    (`_used_crops`) x 144 merged tokens (`2 + first_crop(image)*144 + crop*144 + pos`; crop 0 is the global
+    view). Per image: h*12 rows of (w*12 tokens + sub_GN), glb_GN, then 12 rows of (12 global tokens + sub_GN).
     (Separators first: their index must not depend on the number of images, or ONNX tracing would
     freeze it.)
     """
@@ -63,13 +83,10 @@ def _hd_token_indices(image_sizes):
     h = image_sizes[:, 0] // CROP
     w = image_sizes[:, 1] // CROP
     sub_len = h * GRID * (w * GRID + 1)
-    counts = sub_len + 1 + GRID * (GRID + 1)
-    ends = torch.cumsum(counts, 0)
-    position = torch.arange(ends[-1])
-    image = (position.unsqueeze(1) >= ends.unsqueeze(0)).sum(1)          # which image each token belongs to
-    local = position - (ends - counts)[image]
+    image, local = _spans(sub_len + 1 + GRID * (GRID + 1))              # each token's image, its place there
+    used = 1 + h * w
     w_t, sub_t = w[image], sub_len[image]
-    base = 2 + image * (CROPS * TOKENS_PER_CROP)
+    base = 2 + (torch.cumsum(used, 0) - used)[image] * TOKENS_PER_CROP
     # Sub-crop grid: row r, column c of an (h*12) x (w*12 + 1) grid; the last column is sub_GN.
     width = w_t * GRID + 1
     r, c = local // width, local % width
@@ -108,7 +125,8 @@ def _module_classes():
             return merged.reshape(n, TOKENS_PER_CROP, 4 * c)
 
         def forward(self, pixel_values, image_sizes):
-            table = self.crop_features(pixel_values).reshape(-1, self.glb_GN.shape[-1])
+            crops = pixel_values.reshape(-1, 3, CROP, CROP)[_used_crops(image_sizes)]
+            table = self.crop_features(crops).reshape(-1, self.glb_GN.shape[-1])
             table = torch.cat([self.sub_GN.reshape(1, -1), self.glb_GN.reshape(1, -1), table])
             return self.img_projection(table[_hd_token_indices(image_sizes)])
 

@@ -43,6 +43,10 @@ def _sample_inputs():
 # 1-layer Phi-3.5-vision shadow (2 cores), 2.2 of 4.7 s of its prefill; at full size ~3 % of the prefill.
 DECODER_OPTIONS = {"exclude_embeds": "true", "filename": TEXT_FILE, "prune_lm_head": "true"}
 
+# The image encoder's graph, in the export's cache key: 2 encodes only the crops the layout reads
+# (`vision_encoder._used_crops`), not the processor's zero padding.
+ENCODER_GRAPH = 2
+
 # Above this many decoder parameters the export runs in a process of its own: the memory PyTorch and the builder
 # took (up to 8 GB for Phi-3.5-vision) goes back to the system when it ends, not to this process's allocator, so a
 # notebook that asks the exported model questions next still fits a 16 GB laptop.
@@ -118,7 +122,8 @@ def export(model: str | Path = "tiny-vision", precision: str = "fp32", execution
         return _export_into(tmp, model_dir, precision, execution_provider, force, progress, int4)
 
     name = build.BuildOptions(precision, **{k: v for k, v in int4.items() if k != "extra"}).name if int4 else precision
-    key = (model_dir, precision, execution_provider, EXPORT_FORMAT, DECODER_OPTIONS, *([int4] if int4 else []))
+    key = (model_dir, precision, execution_provider, EXPORT_FORMAT, ENCODER_GRAPH, DECODER_OPTIONS,
+           *([int4] if int4 else []))
     fp32 = cache.cached_step("vision", f"{model_dir.name}-{name}", key, make,
                              info_file="export_info.json", label=f"{precision} vision export", force=force).path
     return fp32 if encoder == "fp32" else _with_int8_encoder(fp32, force)

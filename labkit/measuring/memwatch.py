@@ -5,6 +5,11 @@ is not on every laptop, so the tree's resident set (the command and every proces
 sampled with psutil every `interval` seconds; the kernel's own per-process maximum (`ru_maxrss`
 of the direct child) is a floor the sample cannot miss. Used by `make bench-scale` (lab 01); `PeakWatch` does the
 same for whatever this process starts inside a `with` block (`make course`: each notebook's kernel).
+
+Both also record the peak of anonymous memory (the resident set less its file-backed and shared pages: Linux's
+`RssAnon`): a memory-mapped checkpoint or model counts in the resident set while its pages are cached, yet the kernel
+can drop those pages under pressure; anonymous memory it cannot. Where shared pages are not reported (macOS) it
+equals the resident set.
 """
 
 from __future__ import annotations
@@ -27,28 +32,34 @@ class Measured:
     seconds: float
     peak_rss_bytes: int
     output: str
+    peak_anon_bytes: int = 0
 
 
-def _tree_rss(process) -> int:
-    """Resident bytes of `process` and all its descendants (processes that vanish meanwhile count 0). Lab 01."""
+def _tree_memory(process) -> tuple[int, int]:
+    """Resident and anonymous bytes of `process` and all its descendants (processes that vanish meanwhile count
+    0). Lab 01."""
     import psutil
 
     try:
-        return _rss_sum([process, *process.children(recursive=True)])
+        return _memory_sum([process, *process.children(recursive=True)])
     except psutil.Error:
-        return 0
+        return 0, 0
 
 
-def _rss_sum(processes) -> int:
+def _memory_sum(processes) -> tuple[int, int]:
+    """Summed resident and anonymous bytes of `processes` (anonymous: resident less `shared`, statm's file-backed
+    and shared pages on Linux)."""
     import psutil
 
-    total = 0
+    rss = anon = 0
     for member in processes:
         try:
-            total += member.memory_info().rss
+            info = member.memory_info()
         except psutil.Error:
-            pass
-    return total
+            continue
+        rss += info.rss
+        anon += info.rss - getattr(info, "shared", 0)
+    return rss, anon
 
 
 def run(cmd: list[str], interval: float = 0.25, env=None, cwd=None) -> Measured:
@@ -62,9 +73,11 @@ def run(cmd: list[str], interval: float = 0.25, env=None, cwd=None) -> Measured:
     chunks: list[str] = []
     reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
     reader.start()
-    peak, returncode = 0, None
+    peak = peak_anon = 0
+    returncode = None
     while returncode is None:
-        peak = max(peak, _tree_rss(watched))
+        rss, anon = _tree_memory(watched)
+        peak, peak_anon = max(peak, rss), max(peak_anon, anon)
         if hasattr(os, "wait4"):
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:   # reaped: the kernel's maximum RSS of the child itself (kB on Linux, bytes on macOS)
@@ -79,7 +92,7 @@ def run(cmd: list[str], interval: float = 0.25, env=None, cwd=None) -> Measured:
         time.sleep(interval)
     seconds = time.perf_counter() - started
     reader.join()
-    return Measured(returncode, seconds, peak, "".join(chunks))
+    return Measured(returncode, seconds, peak, "".join(chunks), peak_anon)
 
 
 class PeakWatch:
@@ -87,11 +100,11 @@ class PeakWatch:
 
     `watch.peak_children_bytes` is the largest sum seen (this process itself excluded: `labkit course` only waits
     for papermill's kernel); `watch.peak_bytes` the largest with this process counted too (a lab's step that runs
-    partly here, partly in a child: what a memory limit sees). All labs (`make course` records it per notebook,
-    lab 03 per step)."""
+    partly here, partly in a child: what a memory limit sees); `watch.peak_anon_bytes` the same in anonymous
+    memory. All labs (`make course` records it per notebook, lab 03 per step)."""
 
     def __init__(self, interval: float = 0.25):
-        self.interval, self.peak_children_bytes, self.peak_bytes = interval, 0, 0
+        self.interval, self.peak_children_bytes, self.peak_bytes, self.peak_anon_bytes = interval, 0, 0, 0
         self._stop = threading.Event()
 
     def _sample(self) -> None:
@@ -103,9 +116,11 @@ class PeakWatch:
                 children = me.children(recursive=True)
             except psutil.Error:
                 children = []
-            below = _rss_sum(children)
+            below, below_anon = _memory_sum(children)
+            mine, mine_anon = _memory_sum([me])
             self.peak_children_bytes = max(self.peak_children_bytes, below)
-            self.peak_bytes = max(self.peak_bytes, below + _rss_sum([me]))
+            self.peak_bytes = max(self.peak_bytes, below + mine)
+            self.peak_anon_bytes = max(self.peak_anon_bytes, below_anon + mine_anon)
             self._stop.wait(self.interval)
 
     def start(self) -> PeakWatch:

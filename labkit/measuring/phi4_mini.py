@@ -16,6 +16,11 @@ from . import bench
 CONTEXTS = (256, 2048, 4096)   # tokens of context before decode: a question, a long chat, a document
 
 
+def timed_from(context: int, switch_at: int | None, new_tokens: int) -> int:
+    """Where `context_decode` times a context: just past LongRoPE's switch where its decode would cross it. Lab 01."""
+    return switch_at + 2 if switch_at and context <= switch_at < context + new_tokens else context
+
+
 def context_decode(build_dir: Path, contexts=CONTEXTS, new_tokens: int = 16, switch_at: int | None = None,
                    runs: int = 3) -> dict:
     """Decode tokens/second after `contexts` tokens of prompt: each context prefilled once, then `new_tokens` decoded
@@ -40,7 +45,7 @@ def context_decode(build_dir: Path, contexts=CONTEXTS, new_tokens: int = 16, swi
 
     speeds = {}
     for context in contexts:
-        length = switch_at + 2 if switch_at and context <= switch_at < context + new_tokens else context
+        length = timed_from(context, switch_at, new_tokens)
         ids = prompt(length)
         generator = loop.new_generator(model, max_length=length + new_tokens, do_sample=False)
         generator.append_tokens(ids[:-1])                    # the prefill, once per context
@@ -85,7 +90,9 @@ def lines(result: dict) -> list[str]:
     depth = "" if phi4["measured_layers"] == [phi4["layers"]] else f", {phi4['measured_layers'][0]} layers measured"
     lines = [f"phi-4-mini shadow ({phi4['full_size_parameters'] / 1e9:.2f}B parameters{depth}), int4: "
              f"{row['size_bytes'] / 1e9:.2f} GB, build {row['build_seconds'] / 60:.1f} min, peak RAM "
-             f"{row['peak_rss_bytes'] / 1e9:.1f} GB, load {row['load_seconds']:.1f} s, prefill "
+             f"{row['peak_rss_bytes'] / 1e9:.1f} GB"
+             + (f" ({row['peak_anon_bytes'] / 1e9:.1f} anonymous)" if row.get("peak_anon_bytes") else "")
+             + f", load {row['load_seconds']:.1f} s, prefill "
              f"{row['prefill_tok_s']:.1f} tok/s, decode {row['decode_tok_s']:.1f} tok/s "
              f"({row['bandwidth_fraction']:.2f} of bound)",
              f"KV cache per token: phi-3.5-mini {result['kv_cache_bytes_per_token'] / 1024:.0f} KiB, "
@@ -118,7 +125,9 @@ def table(result: dict):
             ("phi-3.5-mini", phi35, result["kv_cache_bytes_per_token"], result["parameters"]),
             ("phi-4-mini", phi4["int4"], phi4["kv_cache_bytes_per_token"], phi4["full_size_parameters"])):
         rows[name] = {"parameters_b": parameters / 1e9, "size_gb": row["size_bytes"] / 1e9,
-                      "build_peak_ram_gb": row["peak_rss_bytes"] / 1e9, "build_min": row["build_seconds"] / 60,
+                      "build_peak_ram_gb": row["peak_rss_bytes"] / 1e9,
+                      **({"build_peak_anon_gb": row["peak_anon_bytes"] / 1e9} if "peak_anon_bytes" in row else {}),
+                      "build_min": row["build_seconds"] / 60,
                       "weights_read_per_token_gb": row["weight_bytes_per_token"] / 1e9,
                       "prefill_tok_s": row["prefill_tok_s"], "decode_tok_s": row["decode_tok_s"],
                       "bandwidth_fraction": row["bandwidth_fraction"], "kv_cache_kib_per_token": kv / 1024}
@@ -163,7 +172,12 @@ def plot(result: dict):
     speed_ax.minorticks_off()
     contexts_measured = [int(c) for c in contexts["phi-4-mini"]["decode_tok_s"]]
     speed_ax.set_xticks(contexts_measured, [f"{c // 1024}K" if c >= 1024 else str(c) for c in contexts_measured])
-    speed_ax.set(xlabel="tokens of context", ylabel="decode tokens/s", ylim=(0, None),
+    moved = [(c, timed_from(c, contexts.get("switch_at"), contexts["phi-4-mini"]["new_tokens"]))
+             for c in contexts_measured]
+    moved = [(c, start) for c, start in moved if start != c]
+    xlabel = "tokens of context" + "".join(f"\n({c // 1024}K: timed from {start:,}, past LongRoPE's switch)"
+                                           for c, start in moved)
+    speed_ax.set(xlabel=xlabel, ylabel="decode tokens/s", ylim=(0, None),
                  title=f"Decode after a long prompt ({contexts['layers']} layers, INT4)")
     speed_ax.legend()
     for ax in (kv_ax, speed_ax):

@@ -52,7 +52,7 @@ def _in_child(command: str, model_dir: Path, precision: str, force: bool = True,
                          f"{run.output[-2000:]}")
     info = json.loads(run.output.strip().splitlines()[-1])
     return {"dir": info["dir"], "size_bytes": info["size_bytes"], "build_seconds": round(run.seconds, 2),
-            "peak_rss_bytes": run.peak_rss_bytes}
+            "peak_rss_bytes": run.peak_rss_bytes, "peak_anon_bytes": run.peak_anon_bytes}
 
 
 def _measure_speed(build_dir: Path, runs: int, prompt_tokens: int, new_tokens: int) -> dict:
@@ -157,11 +157,15 @@ def extrapolate(low: dict, high: dict, low_layers: int, high_layers: int, target
     # Costs never shrink with depth: measurement noise between two shallow copies must not make a
     # slope negative, so each extrapolated cost is at least the deeper copy's.
     out = {}
-    for key in ("size_bytes", "build_seconds", "peak_rss_bytes", "load_seconds", "weight_bytes_per_token"):
-        out[key] = max(line(low[key], high[key]), high[key])
+    for key in ("size_bytes", "build_seconds", "peak_rss_bytes", "peak_anon_bytes", "load_seconds",
+                "weight_bytes_per_token"):
+        if key in low and key in high:
+            out[key] = max(line(low[key], high[key]), high[key])
     for key in ("prefill_tok_s", "decode_tok_s"):
         out[key] = 1.0 / max(line(1.0 / low[key], 1.0 / high[key]), 1.0 / high[key])
-    out["size_bytes"], out["peak_rss_bytes"] = int(out["size_bytes"]), int(out["peak_rss_bytes"])
+    for key in ("size_bytes", "peak_rss_bytes", "peak_anon_bytes"):
+        if key in out:
+            out[key] = int(out[key])
     out["weight_bytes_per_token"] = int(out["weight_bytes_per_token"])
     return out
 
@@ -333,6 +337,7 @@ def _table_rows(result: dict) -> list[dict]:
             continue
         rows.append({"precision": precision, "size_gb": row["size_bytes"] / 1e9,
                      "build_min": row["build_seconds"] / 60, "build_peak_ram_gb": row["peak_rss_bytes"] / 1e9,
+                     **({"build_peak_anon_gb": row["peak_anon_bytes"] / 1e9} if "peak_anon_bytes" in row else {}),
                      "load_s": row["load_seconds"], "prefill_tok_s": row["prefill_tok_s"],
                      "decode_tok_s": row["decode_tok_s"], "bandwidth_fraction": row["bandwidth_fraction"],
                      "note": "extrapolated from " + " and ".join(row["measured"]) + " layers"
@@ -349,14 +354,15 @@ def format_scale(result: dict) -> str:
             f"{result['threads']} threads; {bound_line(result)}"
             + (f"; int8 instructions: {result['machine']['int8_instructions']}"
                if "int8_instructions" in result.get("machine", {}) else ""))
-    lines = [head, f"{'':6} {'size GB':>8} {'build min':>9} {'peak RAM GB':>11} {'load s':>7} {'prefill':>8} "
-                   f"{'decode':>7} {'of bound':>8}"]
+    lines = [head, f"{'':6} {'size GB':>8} {'build min':>9} {'peak RAM GB':>11} {'anonymous':>9} {'load s':>7} "
+                   f"{'prefill':>8} {'decode':>7} {'of bound':>8}"]
     for row in _table_rows(result):
         if "size_gb" not in row:
             lines.append(f"{row['precision']:6} not built: {row['note']}")
             continue
+        anon = f"{row['build_peak_anon_gb']:9.1f}" if "build_peak_anon_gb" in row else f"{'-':>9}"
         lines.append(f"{row['precision']:6} {row['size_gb']:8.2f} {row['build_min']:9.1f} "
-                     f"{row['build_peak_ram_gb']:11.1f} {row['load_s']:7.1f} {row['prefill_tok_s']:8.1f} "
+                     f"{row['build_peak_ram_gb']:11.1f} {anon} {row['load_s']:7.1f} {row['prefill_tok_s']:8.1f} "
                      f"{row['decode_tok_s']:7.1f} {row['bandwidth_fraction']:8.2f}")
     lines += phi4_mini.lines(result)
     lines += vision_lines(result.get("vision"))
@@ -370,7 +376,8 @@ def vision_lines(row: dict | None) -> list[str]:
     decoder = "the laptop's INT4 decoder" if "fp32_encoder" in row else "INT4 decoder in blocks of 32"
     lines = [f"vision export ({row.get('encoder', 'fp32')} image encoder, {decoder}): "
              f"{row['size_bytes'] / 1e9:.2f} GB, {row['build_seconds'] / 60:.1f} min, "
-             f"peak RAM {row['peak_rss_bytes'] / 1e9:.1f} GB"]
+             f"peak RAM {row['peak_rss_bytes'] / 1e9:.1f} GB"
+             + (f" ({row['peak_anon_bytes'] / 1e9:.1f} GB anonymous)" if row.get("peak_anon_bytes") else "")]
     for label, image in row["images"].items():
         split = (f" (image encoder {image['vision_seconds']:.1f} s, embedding + prefill "
                  f"{image['embedding_prefill_seconds']:.1f} s)" if "vision_seconds" in image else "")
