@@ -162,8 +162,9 @@ def test_structured_answers_are_judged_for_form_and_fields(monkeypatch):
     assert table["why not"][3].startswith("not JSON")
     assert (rates.valid, rates.city_right, rates.country_right, rates.fact_stated) == (0.5, 0.5, 0.25, 0.25)
     assert rates.tokens_per_second == pytest.approx(30 / 1.5) and rates.answers == 4
-    assert list(judge.structured_table({"with guidance": rates}).data.columns) == \
-        ["valid", "city right", "country right", "fact stated", "decode tok/s", "answers"]
+    shown = judge.structured_table({"with guidance": rates})
+    assert list(shown.columns) == ["valid", "city right", "country right", "fact stated", "decode tok/s", "answers"]
+    assert shown.loc["with guidance", "country right"] == "25%" and "25%" in shown.to_string()
 
 
 def test_sampled_structured_answers_draw_a_seed_per_question(monkeypatch):

@@ -44,14 +44,18 @@ def test_lab00_plan_judges_each_lab_against_this_machine(monkeypatch, tmp_path):
     monkeypatch.setattr(sizing, "machine", lambda: {"cores": 8, "total_ram_bytes": int(8 * GB),
                                                     "available_ram_bytes": int(6 * GB),
                                                     "memory_limited_by": "cgroup", "free_disk_bytes": int(100 * GB)})
+    assert all(r["fits_here"] == "yes" for r in plan.lab_plan("cpu"))
+    plan.refuse_unless_fits(plan.lab_plan("cpu"), "cpu")      # the tiny models: never refused
+    short = round((int4["peak_rss_bytes"] - 0.5 * GB) / GB, 1)        # just under what the INT4 build needs
+    monkeypatch.setattr(sizing, "machine", lambda: {"cores": 8, "total_ram_bytes": int((short + 2) * GB),
+                                                    "available_ram_bytes": int(short * GB),
+                                                    "memory_limited_by": "cgroup", "free_disk_bytes": int(100 * GB)})
     builds = [r for r in plan.lab_plan("laptop") if r["lab"] == "01" and not r["what"].startswith(plan.OPTIONAL)]
     assert [r["fits_here"] for r in builds] == ["no", "no"]
-    assert all(r["fits_here"] == "yes" for r in plan.lab_plan("cpu"))
     with pytest.raises(plan.DoesNotFit) as refused:
         plan.refuse_unless_fits(plan.lab_plan("laptop"), "laptop")
     assert f"lab 01 (build Phi-3.5-mini INT4) needs {int4['peak_rss_bytes'] / GB:.1f} GB of RAM" in str(refused.value)
-    assert "6.0 GB of RAM (a cgroup limit" in str(refused.value) and "Nothing was downloaded" in str(refused.value)
-    plan.refuse_unless_fits(plan.lab_plan("cpu"), "cpu")      # the tiny models: never refused
+    assert f"{short:.1f} GB of RAM (a cgroup limit" in str(refused.value) and "Nothing was downloaded" in str(refused.value)
 
 
 def test_the_laptop_plan_shows_the_measured_course_one_row_per_lab(monkeypatch, tmp_path):

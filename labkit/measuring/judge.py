@@ -284,9 +284,11 @@ def structured_table(rates: dict[str, StructuredRates]):
     """One row per way of asking (with / without guidance): the shares of `ask_structured` and tokens/s. Lab 04."""
     import pandas as pd
 
-    return pd.DataFrame([{**{label: getattr(r, field) for label, field in _STRUCTURED},
+    # Shares as text ("75%"), not a Styler: a DataFrame reads the same in JupyterLab, in papermill's output and in
+    # a terminal, where a Styler shows only its type and address.
+    return pd.DataFrame([{**{label: f"{getattr(r, field):.0%}" for label, field in _STRUCTURED},
                           "decode tok/s": round(r.tokens_per_second), "answers": r.answers} for r in rates.values()],
-                        index=list(rates)).style.format({label: "{:.0%}" for label, _ in _STRUCTURED})
+                        index=list(rates))
 
 
 def plot_structured(rates: dict[str, StructuredRates]):
