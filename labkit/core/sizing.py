@@ -241,14 +241,17 @@ def check_fits(what: str, need_bytes: int, basis: str, available_bytes: int | No
 
 
 def requirements_table(config: dict, precisions=("int4", "int8", "fp32")):
-    """What building a checkpoint with `config` needs per precision, and whether it fits now (a DataFrame). Lab 01."""
+    """What building a checkpoint with `config` needs per precision, and whether it fits now (a DataFrame). Lab 01.
+
+    `ram_needed_gb`: the build's measured peak of anonymous memory (`_measured`), not the whole resident set that
+    bench-scale's `build_peak_ram_gb` shows beside it."""
     import pandas as pd
 
     available = machine()["available_ram_bytes"]
     rows = {}
     for precision in precisions:
         need = build_requirement(precision, config)
-        rows[precision] = {"peak_ram_gb": round(need["peak_rss_bytes"] / GB, 1),
+        rows[precision] = {"ram_needed_gb": round(need["peak_rss_bytes"] / GB, 1),
                            "size_gb": round(need["size_bytes"] / GB, 2), "minutes": round(need["minutes"], 1),
                            "fits_here": need["peak_rss_bytes"] <= available}
     return pd.DataFrame.from_dict(rows, orient="index")
