@@ -6,7 +6,7 @@ sampled with psutil every `interval` seconds; the kernel's own per-process maxim
 of the direct child) is a floor the sample cannot miss. Used by `make bench-scale` (lab 01); `PeakWatch` does the
 same for whatever this process starts inside a `with` block (`make course`: each notebook's kernel).
 
-Both also record the peak of anonymous memory (the resident set less its file-backed and shared pages: Linux's
+`run` also records the peak of anonymous memory (the resident set less its file-backed and shared pages: Linux's
 `RssAnon`): a memory-mapped checkpoint or model counts in the resident set while its pages are cached, yet the kernel
 can drop those pages under pressure; anonymous memory it cannot. Where shared pages are not reported (macOS) it
 equals the resident set.
@@ -100,11 +100,11 @@ class PeakWatch:
 
     `watch.peak_children_bytes` is the largest sum seen (this process itself excluded: `labkit course` only waits
     for papermill's kernel); `watch.peak_bytes` the largest with this process counted too (a lab's step that runs
-    partly here, partly in a child: what a memory limit sees); `watch.peak_anon_bytes` the same in anonymous
-    memory. All labs (`make course` records it per notebook, lab 03 per step)."""
+    partly here, partly in a child: what a memory limit sees). All labs (`make course` records it per notebook,
+    lab 03 per step)."""
 
     def __init__(self, interval: float = 0.25):
-        self.interval, self.peak_children_bytes, self.peak_bytes, self.peak_anon_bytes = interval, 0, 0, 0
+        self.interval, self.peak_children_bytes, self.peak_bytes = interval, 0, 0
         self._stop = threading.Event()
 
     def _sample(self) -> None:
@@ -116,11 +116,9 @@ class PeakWatch:
                 children = me.children(recursive=True)
             except psutil.Error:
                 children = []
-            below, below_anon = _memory_sum(children)
-            mine, mine_anon = _memory_sum([me])
+            below = _memory_sum(children)[0]
             self.peak_children_bytes = max(self.peak_children_bytes, below)
-            self.peak_bytes = max(self.peak_bytes, below + mine)
-            self.peak_anon_bytes = max(self.peak_anon_bytes, below_anon + mine_anon)
+            self.peak_bytes = max(self.peak_bytes, below + _memory_sum([me])[0])
             self._stop.wait(self.interval)
 
     def start(self) -> PeakWatch:
